@@ -1,0 +1,429 @@
+"""One MQTT connection, driven from the asyncio event loop.
+
+paho-mqtt does the protocol; this module plugs its socket into the loop (``add_reader`` /
+``add_writer``, as paho's own asyncio example does) so there is no network thread, and turns
+its callbacks into futures: :meth:`MqttLink.send` waits for a slot in the in-flight window and
+returns a future that resolves on PUBACK (QoS 1) or once written (QoS 0).
+
+The window is ``min(max_inflight, broker's Receive Maximum)`` — the broker may not accept more
+unacknowledged QoS 1 publishes than it announced (MQTT 5.0, 3.2.2.3.3), and paho fails once
+65,535 are outstanding. On disconnect every unacknowledged future fails with :class:`LinkLost`;
+the caller decides what to resend (at-least-once).
+
+Only the blocking TCP/TLS connect runs in a worker thread, under ``connect_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+log = logging.getLogger(__name__)
+
+Protocol = Literal["auto", "5", "3.1.1"]
+
+
+class LinkError(Exception):
+    """The connection failed or was lost; retry with backoff."""
+
+
+class LinkLost(LinkError):
+    """The connection went down; unacknowledged publishes were not delivered (or not confirmed)."""
+
+
+class LinkRefused(LinkError):
+    """The broker refused the connection or a publish (credentials, ACL, client id)."""
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    host: str
+    port: int = 1883
+    client_id: str = ""
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: TlsSettings | None = None
+    protocol: Protocol = "auto"
+    keepalive_s: int = 30
+    connect_timeout_s: float = 10.0
+    max_inflight: int = 100
+    will: Will | None = None
+    message_queue: int = 10_000  # incoming messages held for the reader; more are dropped, counted
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class MqttLink:
+    """Use :meth:`open`; one instance is one connection (make a new one to reconnect)."""
+
+    def __init__(self, settings: LinkSettings) -> None:
+        self.settings = settings
+        self.protocol_used: Literal["5", "3.1.1"] | None = None
+        self.receive_maximum = 65535
+        self.dropped_messages = 0
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._client: mqtt.Client | None = None
+        self._window: asyncio.Semaphore | None = None
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._early: dict[int, ReasonCode | None] = {}
+        self._connack: asyncio.Future[tuple[ReasonCode, Properties | None]] | None = None
+        self._lost = asyncio.Event()
+        self._lost_reason = "not connected"
+        self._misc: asyncio.Task[None] | None = None
+        self._messages: asyncio.Queue[Message] = asyncio.Queue(settings.message_queue)
+        self._subacks: dict[int, asyncio.Future[None]] = {}
+        self._waiting = 0
+
+    # -- connection ---------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, settings: LinkSettings) -> MqttLink:
+        """Connect, trying MQTT 5 first and 3.1.1 after when ``protocol`` is ``auto``."""
+        link = cls(settings)
+        versions: list[Literal["5", "3.1.1"]] = (
+            ["5", "3.1.1"] if settings.protocol == "auto" else [settings.protocol]
+        )
+        last: LinkError | None = None
+        for version in versions:
+            try:
+                await link._connect(version)
+                return link
+            except LinkRefused as err:
+                if "protocol" not in str(err).lower() or version == versions[-1]:
+                    raise
+                last = err
+            except LinkError as err:
+                last = err
+                if version == versions[-1]:
+                    raise
+            link._teardown()
+            link = cls(settings)
+        raise last or LinkError(
+            "could not connect"
+        )  # pragma: no cover - loop always returns/raises
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and not self._lost.is_set()
+
+    @property
+    def lost_reason(self) -> str:
+        return self._lost_reason
+
+    async def wait_lost(self) -> str:
+        """Wait until the connection is lost; returns why."""
+        await self._lost.wait()
+        return self._lost_reason
+
+    def _make_client(self, version: Literal["5", "3.1.1"]) -> mqtt.Client:
+        s = self.settings
+        proto = mqtt.MQTTv5 if version == "5" else mqtt.MQTTv311
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=s.client_id,
+            protocol=proto,
+            clean_session=None if version == "5" else True,
+        )
+        client.suppress_exceptions = True
+        if s.username is not None:
+            client.username_pw_set(s.username, s.password)
+        if s.tls is not None:
+            ctx = ssl.create_default_context(cafile=str(s.tls.ca_file) if s.tls.ca_file else None)
+            if s.tls.cert_file:
+                ctx.load_cert_chain(
+                    str(s.tls.cert_file), str(s.tls.key_file) if s.tls.key_file else None
+                )
+            if s.tls.insecure_skip_verify:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            client.tls_set_context(ctx)
+        if s.will is not None:
+            client.will_set(s.will.topic, s.will.payload, s.will.qos, s.will.retain)
+        client.max_inflight_messages_set(max(1, s.max_inflight))
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
+        return client
+
+    async def _connect(self, version: Literal["5", "3.1.1"]) -> None:
+        s = self.settings
+        client = self._make_client(version)
+        self._client = client
+        self._connack = self._loop.create_future()
+        where = f"{s.host}:{s.port}"
+        try:
+            async with asyncio.timeout(s.connect_timeout_s):
+                rc = await asyncio.to_thread(client.connect, s.host, s.port, s.keepalive_s)
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    raise LinkError(f"cannot connect to {where}: {mqtt.error_string(rc)}")
+                reason, props = await self._connack
+        except TimeoutError as err:
+            self._teardown()
+            raise LinkError(f"no CONNACK from {where} within {s.connect_timeout_s} s") from err
+        except OSError as err:
+            self._teardown()
+            raise LinkError(f"cannot connect to {where}: {err.strerror or err}") from err
+        except LinkError:
+            self._teardown()
+            raise
+        if reason.is_failure:
+            self._teardown()
+            raise LinkRefused(f"{where} refused the connection: {reason.getName()}")
+        self.protocol_used = version
+        if props is not None and hasattr(props, "ReceiveMaximum"):
+            self.receive_maximum = int(props.ReceiveMaximum)
+        window = max(1, min(s.max_inflight, self.receive_maximum))
+        # paho's own limit (set before connecting) is max_inflight >= window, so paho never
+        # holds back a message we released: the window is enforced here alone.
+        self._window = asyncio.Semaphore(window)
+        log.info("connected to %s (MQTT %s, in-flight window %d)", where, version, window)
+
+    def _teardown(self) -> None:
+        client = self._client
+        if client is not None:
+            client.on_disconnect = None
+            client.disconnect()
+            sock = client.socket()
+            if sock is not None:
+                self._unwatch(sock)
+            client.loop_misc()
+        if self._misc is not None:
+            self._misc.cancel()
+        self._fail_pending("link closed")
+
+    async def close(self, timeout_s: float = 2.0) -> None:
+        """Disconnect cleanly (no will is sent); unacknowledged publishes fail with LinkLost."""
+        client = self._client
+        if client is None or self._lost.is_set():
+            self._teardown()
+            return
+        client.disconnect()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._lost.wait()
+        except TimeoutError:
+            log.debug("broker did not close within %.1f s", timeout_s)
+        self._teardown()
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    async def send(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> asyncio.Future[None]:
+        """Wait for a window slot, publish, and return the future of its acknowledgement."""
+        if self._window is None or self._client is None:
+            raise LinkLost(self._lost_reason)
+        self._waiting += 1
+        try:
+            await self._window.acquire()
+        finally:
+            self._waiting -= 1
+        if self._lost.is_set():
+            self._window.release()
+            raise LinkLost(self._lost_reason)
+        fut: asyncio.Future[None] = self._loop.create_future()
+        fut.add_done_callback(lambda _f: self._window.release() if self._window else None)
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_QUEUE_SIZE):
+            fut.set_exception(LinkLost(f"publish failed: {mqtt.error_string(info.rc)}"))
+            return fut
+        if info.mid in self._early:
+            self._settle(fut, self._early.pop(info.mid))
+        else:
+            self._pending[info.mid] = fut
+        return fut
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Publish and wait for the acknowledgement."""
+        await (await self.send(topic, payload, qos, retain))
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    # -- subscribing --------------------------------------------------------------------------
+
+    async def subscribe(self, topic: str, qos: int = 1, timeout_s: float = 10.0) -> None:
+        if self._client is None:
+            raise LinkLost(self._lost_reason)
+        rc, mid = self._client.subscribe(topic, qos)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            raise LinkLost(f"subscribe failed: {mqtt.error_string(rc)}")
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._subacks[mid] = fut
+        async with asyncio.timeout(timeout_s):
+            await fut
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """Incoming messages until the link is lost."""
+        while True:
+            get = asyncio.ensure_future(self._messages.get())
+            lost = asyncio.ensure_future(self._lost.wait())
+            done, _ = await asyncio.wait({get, lost}, return_when=asyncio.FIRST_COMPLETED)
+            if get in done:
+                lost.cancel()
+                yield get.result()
+                continue
+            get.cancel()
+            while not self._messages.empty():
+                yield self._messages.get_nowait()
+            return
+
+    # -- paho callbacks (run on the loop thread, except during connect) -------------------
+
+    def _in_loop(self, fn: Callable[[], Any]) -> None:
+        if threading.get_ident() == self._loop_thread:
+            fn()
+        else:
+            self._loop.call_soon_threadsafe(fn)
+
+    def _on_connect(
+        self, client: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, props: Properties | None
+    ) -> None:
+        def settle() -> None:
+            if self._connack is not None and not self._connack.done():
+                self._connack.set_result((reason, props))
+
+        self._in_loop(settle)
+
+    def _on_disconnect(
+        self, client: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
+    ) -> None:
+        def lost() -> None:
+            self._lost_reason = (
+                f"disconnected: {reason.getName() if reason else 'connection closed'}"
+            )
+            self._lost.set()
+            if self._connack is not None and not self._connack.done():
+                self._connack.set_exception(LinkError(self._lost_reason))
+            self._fail_pending(self._lost_reason)
+            if self._window is not None:
+                # wake every sender waiting for a slot so it sees the loss and raises
+                for _ in range(self._waiting + 1):
+                    self._window.release()
+
+        self._in_loop(lost)
+
+    def _fail_pending(self, why: str) -> None:
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(LinkLost(why))
+        for sub in self._subacks.values():
+            if not sub.done():
+                sub.set_exception(LinkLost(why))
+        self._subacks.clear()
+
+    @staticmethod
+    def _settle(fut: asyncio.Future[None], reason: ReasonCode | None) -> None:
+        if fut.done():
+            return
+        if reason is not None and reason.is_failure:
+            fut.set_exception(LinkRefused(f"broker refused the publish: {reason.getName()}"))
+        else:
+            fut.set_result(None)
+
+    def _on_publish(
+        self, _c: mqtt.Client, _u: Any, mid: int, reason: ReasonCode | None, _p: Any
+    ) -> None:
+        fut = self._pending.pop(mid, None)
+        if fut is None:
+            self._early[mid] = reason  # QoS 0 is "published" inside publish(), before we know mid
+        else:
+            self._settle(fut, reason)
+
+    def _on_subscribe(
+        self, _c: mqtt.Client, _u: Any, mid: int, reasons: list[ReasonCode], _p: Any
+    ) -> None:
+        fut = self._subacks.pop(mid, None)
+        if fut is None or fut.done():
+            return
+        bad = [r for r in reasons if r.is_failure]
+        if bad:
+            fut.set_exception(LinkRefused(f"subscription refused: {bad[0].getName()}"))
+        else:
+            fut.set_result(None)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._messages.put_nowait(
+                Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain))
+            )
+        except asyncio.QueueFull:
+            self.dropped_messages += 1
+
+    def _on_socket_open(self, client: mqtt.Client, _u: Any, sock: Any) -> None:
+        def watch() -> None:
+            self._loop.add_reader(sock, client.loop_read)
+            self._misc = self._loop.create_task(self._misc_loop(client))
+
+        self._in_loop(watch)
+
+    def _unwatch(self, sock: Any) -> None:
+        self._loop.remove_reader(sock)
+        self._loop.remove_writer(sock)
+
+    def _on_socket_close(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
+        def unwatch() -> None:
+            self._unwatch(sock)
+            if self._misc is not None:
+                self._misc.cancel()
+
+        self._in_loop(unwatch)
+
+    def _on_socket_register_write(self, client: mqtt.Client, _u: Any, sock: Any) -> None:
+        self._in_loop(lambda: self._loop.add_writer(sock, client.loop_write))
+
+    def _on_socket_unregister_write(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
+        self._in_loop(lambda: self._loop.remove_writer(sock))
+
+    async def _misc_loop(self, client: mqtt.Client) -> None:
+        """Keepalive pings and timeouts (paho's loop_misc), once a second."""
+        while client.loop_misc() == MQTTErrorCode.MQTT_ERR_SUCCESS:  # noqa: ASYNC110 - a tick
+            await asyncio.sleep(1.0)

@@ -1,0 +1,181 @@
+"""Turn pydantic validation errors into one readable line per problem, located in the YAML.
+
+``loc`` from pydantic follows the model, not the data: a discriminated union adds the tag
+(``sources.0.modbus.host``). :func:`data_loc` walks the loc along the data and keeps only the
+steps that exist there, which gives back the path a person sees in the file.
+
+"Did you mean" comes from :mod:`difflib`: for an unknown key, against the fields the model at
+that place accepts; for a literal, enum or union tag, against the values it expects. An unknown
+key that is a near-miss of a missing required field is one problem, not two.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from typing import Any, Union
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from edge.config.yamlsrc import Loc, Problem, YamlDocument
+
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def did_you_mean(word: object, candidates: Iterable[str]) -> str:
+    """``; did you mean "x"?`` or an empty string."""
+    if not isinstance(word, str):
+        return ""
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f'; did you mean "{match[0]}"?' if match else ""
+
+
+def data_loc(data: Any, loc: Sequence[str | int]) -> Loc:
+    """The part of a pydantic ``loc`` that names real places in ``data``."""
+    out: list[str | int] = []
+    current = data
+    for step in loc:
+        in_dict = isinstance(current, dict) and step in current
+        in_list = isinstance(current, list) and isinstance(step, int) and 0 <= step < len(current)
+        if in_dict or in_list:
+            out.append(step)
+            current = current[step]
+        elif isinstance(current, dict) and step == loc[-1]:
+            out.append(step)  # a missing or unknown key: name it, though it has no value
+            current = None
+    return tuple(out)
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The concrete types an annotation allows (Annotated, Optional and unions removed)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        out: list[Any] = []
+        for arg in typing.get_args(annotation):
+            out.extend(_unwrap(arg))
+        return out
+    return [annotation]
+
+
+def model_at(root: type[BaseModel], loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The model class that holds the last step of a pydantic ``loc``, if the walk finds one."""
+    candidates: list[Any] = [root]
+    for step in loc[:-1]:
+        models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        chosen = None
+        if isinstance(step, str):
+            tagged = [m for m in models if _tag_of(m) == step or m.__name__ == step]
+            if tagged:
+                candidates = tagged
+                continue
+            for m in models:
+                if step in m.model_fields:
+                    chosen = m.model_fields[step].annotation
+                    break
+        if chosen is not None:
+            candidates = _unwrap(chosen)
+            continue
+        # a list index or a dict key: step into the container's item type
+        inner: list[Any] = []
+        for c in candidates:
+            args = typing.get_args(c)
+            if typing.get_origin(c) in (list, tuple, set, frozenset) and args:
+                inner.extend(_unwrap(args[0]))
+            elif typing.get_origin(c) is dict and len(args) == 2:
+                inner.extend(_unwrap(args[1]))
+        if not inner:
+            return None
+        candidates = inner
+    models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+    return models[0] if len(models) == 1 else None
+
+
+def _tag_of(model: type[BaseModel]) -> str | None:
+    field = model.model_fields.get("type")
+    if field is None:
+        return None
+    args = typing.get_args(field.annotation)
+    return args[0] if len(args) == 1 and isinstance(args[0], str) else None
+
+
+def _describe_input(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def _message(err: ErrorDetails, root: type[BaseModel]) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        model = model_at(root, err["loc"])
+        fields = list(model.model_fields) if model else []
+        hint = did_you_mean(err["loc"][-1], fields)
+        allowed = f" (allowed: {', '.join(fields)})" if fields and not hint else ""
+        return f"unknown key{hint or allowed}" + ("" if hint else "; remove it")
+    if kind == "missing":
+        model = model_at(root, err["loc"])
+        name = err["loc"][-1]
+        desc = ""
+        if model and isinstance(name, str) and name in model.model_fields:
+            d = model.model_fields[name].description
+            desc = f" ({d})" if d else ""
+        return f"required key is missing{desc}; add it"
+    if kind in ("literal_error", "enum"):
+        expected = _QUOTED.findall(str(ctx.get("expected", "")))
+        got = _describe_input(value)
+        return f"expected one of {', '.join(expected)} (got {got}){did_you_mean(value, expected)}"
+    if kind == "union_tag_invalid":
+        expected = _QUOTED.findall(str(ctx.get("expected_tags", "")))
+        tag = ctx.get("tag")
+        return (
+            f"unknown {ctx.get('discriminator', 'type').strip(chr(39))} {tag!r}; expected one of "
+            f"{', '.join(expected)}{did_you_mean(tag, expected)}"
+        )
+    if kind == "union_tag_not_found":
+        return (
+            f"needs a {str(ctx.get('discriminator', 'type')).strip(chr(39))} key to say what it is"
+        )
+    msg = err["msg"]
+    msg = msg[len("Value error, ") :] if msg.startswith("Value error, ") else msg
+    if isinstance(value, dict | list) or kind.startswith("model_"):
+        return msg
+    return f"{msg[0].lower()}{msg[1:]} (got {_describe_input(value)})"
+
+
+def problems_from_validation(
+    err: ValidationError, doc: YamlDocument, root: type[BaseModel]
+) -> list[Problem]:
+    """One :class:`Problem` per place in the file; near-miss keys merged with their missing twin."""
+    details = err.errors(include_url=False)
+    by_place: dict[Loc, list[ErrorDetails]] = {}
+    for d in details:
+        by_place.setdefault(data_loc(doc.data, d["loc"]), []).append(d)
+
+    # An unknown key close to a missing required sibling is the same mistake: report it once.
+    missing = {loc for loc, ds in by_place.items() if any(d["type"] == "missing" for d in ds)}
+    for loc, ds in list(by_place.items()):
+        if not any(d["type"] == "extra_forbidden" for d in ds) or not isinstance(loc[-1], str):
+            continue
+        twins = [m for m in missing if m[:-1] == loc[:-1] and isinstance(m[-1], str)]
+        close = difflib.get_close_matches(loc[-1], [str(m[-1]) for m in twins], n=1, cutoff=0.6)
+        if close:
+            by_place.pop((*loc[:-1], close[0]), None)
+
+    problems: list[Problem] = []
+    for loc, ds in by_place.items():
+        messages = list(dict.fromkeys(_message(d, root) for d in ds))
+        line = doc.line_of(loc if ds[0]["type"] != "missing" else loc[:-1])
+        problems.append(Problem(doc.file, line, loc, "; or ".join(messages)))
+    return problems

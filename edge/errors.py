@@ -1,0 +1,62 @@
+"""The gateway's exception tree (drawn in :mod:`edge`).
+
+Every error carries a stable ``code`` (shown to technicians and in logs) and a ``hint`` they can
+act on. Transient errors are retried by the supervisor with backoff; permanent ones stop the
+plug-in until the configuration changes.
+"""
+
+from __future__ import annotations
+
+
+class EdgeError(Exception):
+    """An error the gateway raises on purpose."""
+
+    code = "CE000"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
+
+    def for_humans(self) -> str:
+        """``CE123: message`` plus the hint on its own line."""
+        text = f"{self.code}: {self.message}"
+        return f"{text}\n  hint: {self.hint}" if self.hint else text
+
+
+class ConfigError(EdgeError):
+    """The site configuration is wrong. ``problems`` holds one line per problem."""
+
+    code = "CE100"
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+    def for_humans(self) -> str:
+        return "\n".join(self.problems)
+
+
+class MissingExtraError(EdgeError):
+    code = "CE101"
+
+
+class PermanentError(EdgeError):
+    """Retrying will not help."""
+
+    code = "CE200"
+
+
+class TransientError(EdgeError):
+    """May go away by itself; retried with backoff."""
+
+    code = "CE300"
+
+
+class DeviceError(TransientError):
+    """A field device did not answer, or answered with an exception."""
+
+    code = "CE310"

@@ -1,0 +1,166 @@
+"""The gateway process: builds the plug-ins of a site and runs them in stages.
+
+::
+
+    sources ──▶ readings ──▶ dispatcher ──▶ telemetry envelope ──▶ sink outboxes ──▶ sinks
+                                  └──────▶ app inboxes ──▶ apps ──▶ events ──┘
+
+Shutdown (SIGINT/SIGTERM) runs the stages backwards so nothing accepted is dropped: sources stop
+polling; the readings channel closes and the dispatcher and apps drain it; the sinks' outboxes
+close and the sinks flush what they hold, for at most ``shutdown_flush_s``; then the HTTP
+endpoint stops. What a sink could not deliver by then is logged with its count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from edge.channel import Channel
+from edge.clock import Clock, SystemClock
+from edge.config.site import LoadedSite
+from edge.http import HttpEndpoint
+from edge.metrics import GatewayMetrics
+from edge.plugin import AppContext, Emitter, Plugin, PluginContext, SinkContext, SourceContext
+from edge.readings import ReadingBatch
+from edge.registry import PluginInfo, info_for, load
+from edge.supervisor import ChildSpec, Supervisor
+from protocols.envelope import EnvelopeModel
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    def __init__(self, site: LoadedSite, clock: Clock | None = None) -> None:
+        self.site = site
+        self.config = cfg = site.config
+        self.clock = clock or SystemClock()
+        self.metrics = GatewayMetrics()
+        self.supervisor = Supervisor(self.clock)
+        self.metrics.watch_supervisor(self.supervisor)
+        self.routes: list[Any] = []
+        ch = cfg.channels
+        self.readings: Channel[ReadingBatch] = Channel(
+            "readings", ch.readings.capacity, ch.readings.overflow
+        )
+        self.metrics.watch_channel(self.readings)
+        self.emitter = Emitter(cfg.site, cfg.gateway, self.clock, self._deliver, self.metrics)
+        self.sink_outboxes: dict[str, Channel[EnvelopeModel]] = {}
+        self.app_inboxes: dict[str, Channel[ReadingBatch]] = {}
+        self.sources: list[tuple[PluginInfo, Any, Plugin]] = []
+        self.apps: list[tuple[PluginInfo, Any, Plugin]] = []
+        self.sinks: list[tuple[PluginInfo, Any, Plugin]] = []
+        for sink in cfg.sinks:
+            box: Channel[EnvelopeModel] = Channel(
+                f"sink:{sink.name}", ch.sink_outbox.capacity, ch.sink_outbox.overflow
+            )
+            self.sink_outboxes[sink.name] = box
+            self.metrics.watch_channel(box)
+            self.sinks.append(self._build(sink, SinkContext(**self._common(sink.name), outbox=box)))
+        for app in cfg.apps:
+            inbox: Channel[ReadingBatch] = Channel(
+                f"app:{app.name}", ch.app_inbox.capacity, ch.app_inbox.overflow
+            )
+            self.app_inboxes[app.name] = inbox
+            self.metrics.watch_channel(inbox)
+            self.apps.append(self._build(app, AppContext(**self._common(app.name), inbox=inbox)))
+        for source in cfg.sources:
+            self.sources.append(
+                self._build(
+                    source, SourceContext(**self._common(source.name), readings=self.readings)
+                )
+            )
+        self.http = HttpEndpoint(cfg.http, self) if cfg.http.enabled else None
+
+    def _common(self, name: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "site": self.config.site,
+            "gateway": self.config.gateway,
+            "clock": self.clock,
+            "metrics": self.metrics,
+            "emitter": self.emitter,
+            "check": self.site.check,
+        }
+
+    def _build(self, config: Any, ctx: PluginContext) -> tuple[PluginInfo, Any, Plugin]:
+        info = info_for(config)
+        factory = load(info)
+        plugin: Plugin = factory(config, ctx)
+        if hasattr(plugin, "routes"):
+            self.routes.extend(plugin.routes)
+        return info, config, plugin
+
+    def device_health(self) -> dict[str, str]:
+        """Each polled device's health ('unknown', 'up', 'down'), from sources that track it."""
+        out: dict[str, str] = {}
+        for _, _, plugin in self.sources:
+            health = getattr(plugin, "device_health", None)
+            if callable(health):
+                out.update(health())
+        return out
+
+    async def _deliver(self, envelope: EnvelopeModel) -> None:
+        for box in self.sink_outboxes.values():
+            await box.put(envelope)
+
+    async def _dispatch(self) -> None:
+        async for batch in self.readings:
+            await self.emitter.send(self.emitter.telemetry(batch))
+            for inbox in self.app_inboxes.values():
+                await inbox.put(batch)
+        for inbox in self.app_inboxes.values():
+            inbox.close()
+
+    @staticmethod
+    def _spec(info: PluginInfo, config: Any, plugin: Plugin) -> ChildSpec:
+        r = config.restart
+        return ChildSpec(
+            name=config.name,
+            role=info.role,
+            run=plugin.run,
+            restart=r.policy,
+            backoff_initial_s=r.backoff_initial_s,
+            backoff_max_s=r.backoff_max_s,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        sup = self.supervisor
+        log.info(
+            "gateway %s/%s starting: %d sources, %d apps, %d sinks",
+            self.config.site,
+            self.config.gateway,
+            len(self.sources),
+            len(self.apps),
+            len(self.sinks),
+        )
+        async with asyncio.TaskGroup() as tg:
+            http_task = None
+            if self.http is not None:
+                http_task = tg.create_task(
+                    sup.supervise(ChildSpec("http", "service", self.http.run))
+                )
+            sinks = tg.create_task(sup.run_to_end(self._spec(*s) for s in self.sinks))
+            apps = tg.create_task(
+                sup.run_to_end(
+                    [
+                        ChildSpec("dispatcher", "service", self._dispatch),
+                        *(self._spec(*a) for a in self.apps),
+                    ]
+                )
+            )
+            await sup.run_until((self._spec(*s) for s in self.sources), stop)
+            log.info("stopping: sources stopped; draining %d readings", self.readings.depth)
+            self.readings.close()
+            await apps
+            for box in self.sink_outboxes.values():
+                box.close()
+            try:
+                async with asyncio.timeout(self.config.shutdown_flush_s):
+                    await sinks
+            except TimeoutError:
+                log.warning("sinks did not flush within %.1f s", self.config.shutdown_flush_s)
+            if http_task is not None:
+                http_task.cancel()
+        log.info("gateway stopped")

@@ -1,0 +1,81 @@
+"""The gateway's local HTTP endpoint: ``/healthz`` and ``/metrics``.
+
+- ``GET /healthz``  JSON with the state of every plug-in and device; 200 while no plug-in has
+  failed for good, 503 otherwise. A device being unavailable does not make the gateway
+  unhealthy (that is news for the city brain, not a reason to restart the gateway).
+- ``GET /metrics``  Prometheus text format (see :mod:`edge.metrics`).
+
+Plug-ins may add routes (the gate screen, enrolment API) through ``ctx.routes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from edge.config.site import HttpConfig
+
+if TYPE_CHECKING:
+    from edge.gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+
+class HttpEndpoint:
+    def __init__(self, config: HttpConfig, gateway: Gateway) -> None:
+        self.config = config
+        self.gateway = gateway
+        self.port: int | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_routes(self.gateway.routes)
+        return app
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        gw = self.gateway
+        plugins = {
+            name: {
+                "role": st.role,
+                "state": st.state.value,
+                "restarts": st.restarts,
+                "last_error": st.last_error,
+            }
+            for name, st in gw.supervisor.status.items()
+        }
+        healthy = gw.supervisor.healthy()
+        body = {
+            "status": "ok" if healthy else "failed",
+            "site": gw.config.site,
+            "gateway": gw.config.gateway,
+            "plugins": plugins,
+            "devices": gw.device_health(),
+        }
+        return web.json_response(body, status=200 if healthy else 503)
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        resp = web.Response(body=self.gateway.metrics.render())
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+    async def run(self) -> None:
+        runner = web.AppRunner(self.app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.host, self.config.port)
+        try:
+            await site.start()
+            server = site._server
+            sockets = getattr(server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+            log.info(
+                "http endpoint on http://%s:%s (/healthz, /metrics)", self.config.host, self.port
+            )
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()

@@ -1,0 +1,190 @@
+"""A whole site on one machine: start real programs, wait until they listen, stop them by PID.
+
+Used by ``cityedge demo``, the hil-tests and the benchmarks, so all three start things the same
+way. Every program gets its own loopback port (pick them with :func:`free_port`) and its own
+working folder; :meth:`Proc.stop` sends SIGTERM to the process id, waits, then SIGKILL.
+
+The broker is the real ``mosquitto`` when it is installed; otherwise an embedded amqtt broker
+(``python -m edge.localsite broker --port N``) that is fine for a demo but not for load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(
+    port: int, host: str = "127.0.0.1", timeout_s: float = 15.0, proc: Proc | None = None
+) -> None:
+    """Wait until something accepts TCP connections on ``port``; ``TimeoutError`` otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.popen.poll() is not None:
+            raise RuntimeError(
+                f"{proc.name} exited with {proc.popen.returncode} before listening:\n{proc.tail()}"
+            )
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s} s")
+
+
+@dataclass
+class Proc:
+    """A started program, its log file, and how to stop it."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout_s: float = 10.0, sig: int = signal.SIGTERM) -> int:
+        """Signal the process by its id, wait, then SIGKILL. Returns its exit code."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.popen.pid, sig)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return int(self.popen.returncode)
+
+    def kill(self) -> None:
+        """SIGKILL by process id, as a crash or a power cut would."""
+        self.stop(timeout_s=5, sig=signal.SIGKILL)
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def start(
+    name: str, argv: Sequence[str], workdir: Path, env: Mapping[str, str] | None = None
+) -> Proc:
+    """Start ``argv`` with stdout and stderr to ``workdir/name.log``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / f"{name}.log"
+    log = log_path.open("ab")
+    full_env = {**os.environ, **(env or {})}
+    popen = subprocess.Popen(  # noqa: S603 - argv is built by us, never from a shell string
+        list(argv),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+        env=full_env,
+        start_new_session=True,
+    )
+    return Proc(name, popen, log_path, log)
+
+
+def cityedge_argv(*args: str) -> list[str]:
+    """Run the CLI with this interpreter (works from a checkout and from an install)."""
+    return [sys.executable, "-m", "edge.cli", *args]
+
+
+def mosquitto_path() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
+    )
+
+
+def start_broker(
+    port: int, workdir: Path, extra_conf: str = "", prefer: str = "auto"
+) -> tuple[Proc, str]:
+    """Start mosquitto (else the embedded amqtt broker) on ``port``; returns it and its kind."""
+    exe = mosquitto_path() if prefer in ("auto", "mosquitto") else None
+    if exe is None and prefer == "mosquitto":
+        raise FileNotFoundError("mosquitto is not installed: apt-get install mosquitto")
+    if exe is not None:
+        conf = workdir / "mosquitto.conf"
+        workdir.mkdir(parents=True, exist_ok=True)
+        conf.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "max_queued_messages 100000\nmax_inflight_messages 0\nlog_dest stdout\n"
+            f"{extra_conf}"
+        )
+        proc = start("mosquitto", [exe, "-c", str(conf)], workdir)
+        kind = "mosquitto"
+    else:
+        proc = start(
+            "amqtt",
+            [sys.executable, "-m", "edge.localsite", "broker", "--port", str(port)],
+            workdir,
+        )
+        kind = "amqtt"
+    try:
+        wait_port(port, proc=proc)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, kind
+
+
+async def _amqtt_broker(port: int) -> None:
+    from amqtt.broker import Broker
+
+    broker = Broker(
+        {
+            "listeners": {
+                "default": {"type": "tcp", "bind": f"127.0.0.1:{port}", "max_connections": 1000}
+            },
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        }
+    )
+    await broker.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await broker.shutdown()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m edge.localsite")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("broker", help="run the embedded amqtt broker")
+    b.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    if args.cmd == "broker":
+        asyncio.run(_amqtt_broker(args.port))
+
+
+if __name__ == "__main__":
+    main()

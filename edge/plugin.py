@@ -1,0 +1,110 @@
+"""The one plug-in contract for sources, apps and sinks.
+
+A plug-in is a class built as ``Plugin(config, ctx)`` whose ``async run()`` does its work until
+cancelled (sources) or until its input channel closes (apps, sinks). It is chosen by ``type:``
+in YAML from the explicit registry in :mod:`edge.registry`. What it may touch comes in ``ctx``:
+
+- every plug-in: its name, the site and gateway ids, the clock, the metrics, the
+  :class:`Emitter` (to send events) and the check context (where profiles live);
+- a source: ``readings``, the channel it puts :class:`~edge.readings.ReadingBatch` into;
+- an app: ``inbox``, its own channel of reading batches;
+- a sink: ``outbox``, its own channel of envelopes to deliver.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from edge.channel import Channel
+from edge.clock import Clock
+from edge.config.base import CheckContext
+from edge.metrics import GatewayMetrics
+from edge.readings import ReadingBatch
+from protocols import envelope as env
+from protocols.ids import Uuid7Generator
+
+
+class Plugin(Protocol):
+    async def run(self) -> None: ...
+
+
+class Emitter:
+    """Builds envelopes with ids and times from the injected clock, and sends them out."""
+
+    def __init__(
+        self,
+        site: str,
+        gateway: str,
+        clock: Clock,
+        deliver: Callable[[env.EnvelopeModel], Awaitable[None]],
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.site = site
+        self.gateway = gateway
+        self.clock = clock
+        self._deliver = deliver
+        self._metrics = metrics
+        self._ids = Uuid7Generator()
+
+    def _head(self, device: str, time: float) -> dict[str, Any]:
+        return {
+            "id": self._ids.new(int(self.clock.time() * 1000)),
+            "site": self.site,
+            "gateway": self.gateway,
+            "device": device,
+            "time": env.utc_datetime(time),
+        }
+
+    def telemetry(self, batch: ReadingBatch) -> env.TelemetryEnvelope:
+        payload = env.TelemetryPayload(
+            readings=[
+                env.PointValue(point=r.point, value=r.value, unit=r.unit) for r in batch.readings
+            ]
+        )
+        return env.TelemetryEnvelope(**self._head(batch.device, batch.time), payload=payload)
+
+    def alarm(self, device: str, time: float, payload: env.AlarmPayload) -> env.AlarmEnvelope:
+        return env.AlarmEnvelope(**self._head(device, time), payload=payload)
+
+    def availability(
+        self, device: str, time: float, payload: env.AvailabilityPayload
+    ) -> env.AvailabilityEnvelope:
+        return env.AvailabilityEnvelope(**self._head(device, time), payload=payload)
+
+    async def send(self, envelope: env.EnvelopeModel) -> None:
+        """Hand an envelope to every sink (waits while a sink's channel is full)."""
+        self._metrics.events.labels(envelope.kind).inc()
+        await self._deliver(envelope)
+
+
+@dataclass
+class PluginContext:
+    name: str
+    site: str
+    gateway: str
+    clock: Clock
+    metrics: GatewayMetrics
+    emitter: Emitter
+    check: CheckContext
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        return logging.LoggerAdapter(logging.getLogger(f"edge.{self.name}"), {"plugin": self.name})
+
+
+@dataclass
+class SourceContext(PluginContext):
+    readings: Channel[ReadingBatch]
+
+
+@dataclass
+class AppContext(PluginContext):
+    inbox: Channel[ReadingBatch]
+
+
+@dataclass
+class SinkContext(PluginContext):
+    outbox: Channel[env.EnvelopeModel]

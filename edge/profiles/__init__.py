@@ -1,0 +1,92 @@
+"""Device profiles shipped as data: a register map plus how a simulator should behave.
+
+A profile is a YAML file named ``<name>.yaml`` in this folder (shipped) or in a site's
+``profiles_dirs``; site folders are searched first, so a site can override a shipped profile.
+The ``sim`` block of a point drives ``cityedge simulate``: values wander around ``nominal``
+within ``minimum``..``maximum``, with noise and a slow cycle, as the real quantity would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import cache
+from pathlib import Path
+
+from pydantic import Field, ValidationError, model_validator
+
+from edge.config.base import StrictModel
+from edge.config.problems import problems_from_validation
+from edge.config.yamlsrc import load_yaml
+from edge.sources.modbus_config import ModbusPointConfig
+from protocols.envelope import Ident
+
+SHIPPED_DIR = Path(__file__).parent
+
+
+class SimBehaviour(StrictModel):
+    nominal: float = Field(description="Typical value")
+    minimum: float = Field(description="Lowest plausible value; the simulation stays above it")
+    maximum: float = Field(description="Highest plausible value; the simulation stays below it")
+    noise: float = Field(default=0.0, ge=0, description="Standard deviation of each step's noise")
+    cycle_amplitude: float = Field(default=0.0, ge=0, description="Amplitude of the slow cycle")
+    cycle_period_s: float = Field(
+        default=600.0, gt=0, description="Period of the slow cycle, seconds"
+    )
+    reversion: float = Field(
+        default=0.05, ge=0, le=1, description="Pull back towards nominal per second (0..1)"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SimBehaviour:
+        if not self.minimum <= self.nominal <= self.maximum:
+            raise ValueError("need minimum <= nominal <= maximum")
+        return self
+
+
+class ProfilePoint(ModbusPointConfig):
+    sim: SimBehaviour | None = Field(default=None, description="How a simulator produces values")
+
+
+class DeviceProfile(StrictModel):
+    name: Ident = Field(description="Profile name (the file is <name>.yaml)")
+    description: str = Field(description="What the device is")
+    kind: str = Field(description="Kind of device, e.g. water_quality, air_quality")
+    notes: list[str] = Field(default_factory=list, description="Provenance and caveats of the map")
+    points: list[ProfilePoint] = Field(min_length=1, description="The register map")
+
+
+class ProfileLibrary:
+    """Finds profiles in site folders first, then the shipped ones."""
+
+    def __init__(self, dirs: Iterable[Path] = ()) -> None:
+        self.dirs = (*tuple(dirs), SHIPPED_DIR)
+
+    def names(self) -> list[str]:
+        return sorted({p.stem for d in self.dirs if d.is_dir() for p in d.glob("*.yaml")})
+
+    def path_of(self, name: str) -> Path:
+        for d in self.dirs:
+            candidate = d / f"{name}.yaml"
+            if candidate.is_file():
+                return candidate
+        raise KeyError(name)
+
+    def load(self, name: str) -> DeviceProfile:
+        """The profile ``name``; ``KeyError`` if absent, ``ValueError`` listing its problems."""
+        return _load(self.path_of(name))
+
+
+@cache
+def _load(path: Path) -> DeviceProfile:
+    doc = load_yaml(path, env={})
+    if doc.problems:
+        raise ValueError("; ".join(str(p) for p in doc.problems))
+    try:
+        profile = DeviceProfile.model_validate(doc.data)
+    except ValidationError as err:
+        raise ValueError(
+            "; ".join(str(p) for p in problems_from_validation(err, doc, DeviceProfile))
+        ) from err
+    if profile.name != path.stem:
+        raise ValueError(f"{path}: profile name {profile.name!r} must match the file name")
+    return profile

@@ -1,0 +1,1 @@
+"""Sinks deliver envelopes out of the gateway (to the city brain's broker)."""

@@ -1,0 +1,119 @@
+"""Runs the gateway's plug-ins under ``asyncio.TaskGroup`` with a restart policy each.
+
+A child is an ``async`` callable. When it raises, the supervisor logs it once, records it for
+``/healthz`` and ``/metrics``, waits a capped, jittered backoff on the injected clock and starts
+it again — unless its policy says otherwise or the error is a :class:`~edge.errors.PermanentError`
+(retrying a wrong register map will not help). A child that ran longer than ``healthy_after_s``
+before failing starts again from the shortest backoff.
+
+This module holds the only broad ``except`` in the gateway: a plug-in's bug must not take its
+neighbours down. Cancellation is never swallowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from edge.backoff import Backoff
+from edge.clock import Clock
+from edge.errors import EdgeError, PermanentError
+
+log = logging.getLogger(__name__)
+
+
+class RestartPolicy(StrEnum):
+    ALWAYS = "always"  # restart even after a clean return
+    ON_FAILURE = "on_failure"  # restart after an exception, stop after a clean return
+    NEVER = "never"  # run once
+
+
+class ChildState(StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass
+class ChildSpec:
+    name: str
+    role: str
+    run: Callable[[], Awaitable[None]]
+    restart: RestartPolicy = RestartPolicy.ON_FAILURE
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    healthy_after_s: float = 60.0
+
+
+@dataclass
+class ChildStatus:
+    role: str
+    state: ChildState = ChildState.STARTING
+    restarts: int = 0
+    last_error: str | None = None
+    since: float = 0.0
+
+
+@dataclass
+class Supervisor:
+    clock: Clock
+    status: dict[str, ChildStatus] = field(default_factory=dict)
+
+    def healthy(self) -> bool:
+        """True unless some child failed for good."""
+        return all(s.state is not ChildState.FAILED for s in self.status.values())
+
+    async def supervise(self, spec: ChildSpec) -> None:
+        """Run ``spec`` until it stops for good or the task is cancelled."""
+        status = self.status.setdefault(spec.name, ChildStatus(role=spec.role))
+        backoff = Backoff(spec.backoff_initial_s, max(spec.backoff_max_s, spec.backoff_initial_s))
+        while True:
+            status.state, status.since = ChildState.RUNNING, self.clock.monotonic()
+            started = status.since
+            try:
+                await spec.run()
+            except asyncio.CancelledError:
+                status.state = ChildState.STOPPED
+                raise
+            except PermanentError as err:
+                status.state, status.last_error = ChildState.FAILED, str(err)
+                log.error("%s %s stopped: %s", spec.role, spec.name, err.for_humans())
+                return
+            except Exception as err:  # the supervisor is the one place allowed to catch all
+                status.last_error = f"{type(err).__name__}: {err}"
+                if isinstance(err, EdgeError):
+                    log.warning("%s %s failed: %s", spec.role, spec.name, err.for_humans())
+                else:
+                    log.exception("%s %s crashed", spec.role, spec.name)
+                if spec.restart is RestartPolicy.NEVER:
+                    status.state = ChildState.FAILED
+                    return
+            else:
+                if spec.restart is not RestartPolicy.ALWAYS:
+                    status.state = ChildState.STOPPED
+                    return
+            if self.clock.monotonic() - started >= spec.healthy_after_s:
+                backoff.reset()
+            delay = backoff.next_delay()
+            status.state, status.restarts = ChildState.BACKOFF, status.restarts + 1
+            log.info("%s %s restarts in %.1f s", spec.role, spec.name, delay)
+            await self.clock.sleep(delay)
+
+    async def run_until(self, specs: Iterable[ChildSpec], stop: asyncio.Event) -> None:
+        """Run ``specs`` in one task group until ``stop`` is set, then cancel them and wait."""
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(self.supervise(s), name=s.name) for s in specs]
+            await stop.wait()
+            for t in tasks:
+                t.cancel()
+
+    async def run_to_end(self, specs: Iterable[ChildSpec]) -> None:
+        """Run ``specs`` in one task group until each returns by itself (drain stages)."""
+        async with asyncio.TaskGroup() as tg:
+            for s in specs:
+                tg.create_task(self.supervise(s), name=s.name)
