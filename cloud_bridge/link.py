@@ -75,6 +75,8 @@ class LinkSettings:
     connect_timeout_s: float = 10.0
     max_inflight: int = 100
     will: Will | None = None
+    clean_session: bool = True  # False: the broker keeps the session (and queues QoS 1) while away
+    session_expiry_s: int = 0  # MQTT 5: how long the broker keeps a session that is not clean
     message_queue: int = 10_000  # incoming messages held for the reader; more are dropped, counted
 
 
@@ -156,7 +158,7 @@ class MqttLink:
             CallbackAPIVersion.VERSION2,
             client_id=s.client_id,
             protocol=proto,
-            clean_session=None if version == "5" else True,
+            clean_session=None if version == "5" else s.clean_session,
         )
         client.suppress_exceptions = True
         if s.username is not None:
@@ -194,7 +196,7 @@ class MqttLink:
         where = f"{s.host}:{s.port}"
         try:
             async with asyncio.timeout(s.connect_timeout_s):
-                rc = await asyncio.to_thread(client.connect, s.host, s.port, s.keepalive_s)
+                rc = await asyncio.to_thread(self._blocking_connect, client, version)
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     raise LinkError(f"cannot connect to {where}: {mqtt.error_string(rc)}")
                 reason, props = await self._connack
@@ -218,6 +220,22 @@ class MqttLink:
         # holds back a message we released: the window is enforced here alone.
         self._window = asyncio.Semaphore(window)
         log.info("connected to %s (MQTT %s, in-flight window %d)", where, version, window)
+
+    def _blocking_connect(
+        self, client: mqtt.Client, version: Literal["5", "3.1.1"]
+    ) -> MQTTErrorCode:
+        s = self.settings
+        if version != "5":
+            return client.connect(s.host, s.port, s.keepalive_s)
+        props = None
+        if s.session_expiry_s:
+            from paho.mqtt.packettypes import PacketTypes
+
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = s.session_expiry_s
+        return client.connect(
+            s.host, s.port, s.keepalive_s, clean_start=s.clean_session, properties=props
+        )
 
     def _teardown(self) -> None:
         client = self._client

@@ -130,6 +130,7 @@ def _simulate(
     control_port: int | None,
     fault: list[str],
     profiles_dir: list[Path],
+    units: int = 1,
 ) -> None:
     from edge.profiles import ProfileLibrary
     from edge.simulators.faults import FaultSchedule, parse_fault
@@ -148,14 +149,17 @@ def _simulate(
     except ValueError as err:
         err_console.print(str(err), highlight=False)
         raise typer.Exit(EXIT_INPUT) from None
-    sim = DeviceSim(prof, seed=seed, faults=faults)
+    sims = {
+        unit_id + i: DeviceSim(prof, seed=seed + i, faults=faults if i == 0 else FaultSchedule())
+        for i in range(units)
+    }
 
     async def main() -> None:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel if task else (lambda: None))
-        await serve(sim, host, port, unit_id, control_port)
+        await serve(sims, host, port, control_port)
 
     try:
         asyncio.run(main())
@@ -175,6 +179,9 @@ _FAULT = typer.Option(
     help="Scheduled fault, repeatable: silent@30+10, exception:4@60+5, spike:ph=10@5+5/60"
 )
 _PDIR = typer.Option(help="Extra folder with profiles")
+_UNITS = typer.Option(
+    min=1, max=247, help="Serve this many units (unit-id, unit-id+1, ...) on the port"
+)
 
 
 @simulate_app.command("modbus")
@@ -187,9 +194,12 @@ def simulate_modbus(
     control_port: Annotated[int | None, _CTL] = None,
     fault: Annotated[list[str] | None, _FAULT] = None,
     profiles_dir: Annotated[list[Path] | None, _PDIR] = None,
+    units: Annotated[int, _UNITS] = 1,
 ) -> None:
     """Serve any device profile over Modbus TCP."""
-    _simulate(profile, host, port, unit_id, seed, control_port, fault or [], profiles_dir or [])
+    _simulate(
+        profile, host, port, unit_id, seed, control_port, fault or [], profiles_dir or [], units
+    )
 
 
 def _register_profile_commands() -> None:
@@ -206,8 +216,9 @@ def _register_profile_commands() -> None:
             seed: Annotated[int, _SEED] = 1,
             control_port: Annotated[int | None, _CTL] = None,
             fault: Annotated[list[str] | None, _FAULT] = None,
+            units: Annotated[int, _UNITS] = 1,
         ) -> None:
-            _simulate(name, host, port, unit_id, seed, control_port, fault or [], [])
+            _simulate(name, host, port, unit_id, seed, control_port, fault or [], [], units)
 
         return command
 
@@ -261,6 +272,22 @@ def schema(
             err_console.print(f"{path} is out of date: run 'cityedge schema --write'")
             raise typer.Exit(EXIT_INPUT)
         out.print(f"{path} is current")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command("config-reference")
+def config_reference(
+    write: Annotated[bool, typer.Option(help="Write docs/configuration.md")] = False,
+) -> None:
+    """Print the site file reference generated from the models (docs/configuration.md)."""
+    from edge.config.reference import render
+
+    text = render()
+    if write:
+        path = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+        path.write_text(text, encoding="utf-8")
+        out.print(f"wrote {path}")
     else:
         sys.stdout.write(text)
 

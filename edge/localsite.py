@@ -123,7 +123,7 @@ def mosquitto_path() -> str | None:
 
 
 def start_broker(
-    port: int, workdir: Path, extra_conf: str = "", prefer: str = "auto"
+    port: int, workdir: Path, extra_conf: str = "", prefer: str = "auto", persistence: bool = False
 ) -> tuple[Proc, str]:
     """Start mosquitto (else the embedded amqtt broker) on ``port``; returns it and its kind."""
     exe = mosquitto_path() if prefer in ("auto", "mosquitto") else None
@@ -132,8 +132,16 @@ def start_broker(
     if exe is not None:
         conf = workdir / "mosquitto.conf"
         workdir.mkdir(parents=True, exist_ok=True)
+        # as root, mosquitto drops to the 'mosquitto' user, which cannot read files in private
+        # temp folders (password files, certificates): a throwaway loopback broker keeps root.
+        user = "user root\n" if os.geteuid() == 0 else ""
+        persist = (
+            f"persistence true\npersistence_location {workdir}/\n"
+            if persistence
+            else "persistence false\n"
+        )
         conf.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"{user}listener {port} 127.0.0.1\nallow_anonymous true\n{persist}"
             "max_queued_messages 100000\nmax_inflight_messages 0\nlog_dest stdout\n"
             f"{extra_conf}"
         )
@@ -152,6 +160,42 @@ def start_broker(
         proc.stop()
         raise
     return proc, kind
+
+
+@dataclass
+class Broker:
+    """A broker process on a fixed port that tests can stop, kill and start again."""
+
+    port: int
+    proc: Proc
+    workdir: Path
+    extra_conf: str = ""
+    kind: str = "mosquitto"
+    persistence: bool = False
+
+    @classmethod
+    def start(
+        cls,
+        workdir: Path,
+        extra_conf: str = "",
+        prefer: str = "mosquitto",
+        port: int | None = None,
+        persistence: bool = False,
+    ) -> Broker:
+        """Start a broker; with ``persistence`` mosquitto keeps sessions across a clean restart."""
+        port = port or free_port()
+        proc, kind = start_broker(port, workdir, extra_conf, prefer=prefer, persistence=persistence)
+        return cls(port, proc, workdir, extra_conf, kind, persistence)
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+    def restart(self) -> None:
+        """Start the broker again on the same port (after :meth:`stop` or a kill)."""
+        self.proc.stop()
+        self.proc, _ = start_broker(
+            self.port, self.workdir, self.extra_conf, prefer=self.kind, persistence=self.persistence
+        )
 
 
 async def _amqtt_broker(port: int) -> None:

@@ -165,7 +165,7 @@ def encode(envelope: EnvelopeModel) -> bytes:
     return envelope.model_dump_json().encode()
 
 
-def decode(data: bytes | str) -> EnvelopeModel:
+def decode(data: bytes | bytearray | str) -> EnvelopeModel:
     """Parse and validate one envelope; :class:`~protocols.errors.DecodeError` names the field."""
     try:
         return ENVELOPE_ADAPTER.validate_json(data)

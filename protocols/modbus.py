@@ -215,13 +215,10 @@ def encode_raw(
     """Registers holding the raw number ``value``; raises :class:`EncodeError` when out of range."""
     fmt, _ = _FORMAT[dtype]
     if dtype.is_float:
-        packed = struct.pack(fmt, float(value))
-        if (
-            dtype is DataType.FLOAT32
-            and math.isfinite(value)
-            and not math.isfinite(struct.unpack(">f", packed)[0])
-        ):
-            raise EncodeError(f"{value} is out of range for float32")
+        try:
+            packed = struct.pack(fmt, float(value))
+        except OverflowError as err:
+            raise EncodeError(f"{value} is out of range for {dtype.value}") from err
     else:
         if isinstance(value, float) and not value.is_integer():
             raise EncodeError(f"{value} is not an integer, as {dtype.value} needs")

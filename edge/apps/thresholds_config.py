@@ -74,7 +74,7 @@ class ThresholdsConfig(PluginConfig):
                 problems.append(
                     (("rules", i, "device"), f"no source provides device {rule.device!r}{hint}")
                 )
-            elif rule.point not in points:
+            elif rule.point not in points and rule.device not in catalog.incomplete:
                 hint = did_you_mean(rule.point, points) or f"; it has {', '.join(points)}"
                 problems.append(
                     (

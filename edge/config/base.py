@@ -50,11 +50,23 @@ class PointInfo:
 
 
 @dataclass
+class SourceCatalog:
+    """What one source provides (see :meth:`PluginConfig.catalog`)."""
+
+    devices: dict[str, dict[str, PointInfo]] = field(default_factory=dict)
+    problems: list[tuple[Loc, str]] = field(default_factory=list)
+    incomplete: set[str] = field(default_factory=set)
+
+
+@dataclass
 class Catalog:
     """Devices and points the site's sources provide, for cross-component checks."""
 
     devices: dict[str, dict[str, PointInfo]] = field(default_factory=dict)
     owners: dict[str, str] = field(default_factory=dict)  # device -> source name
+    # devices whose point list is unknown because of another problem (e.g. a missing profile):
+    # checks skip their points so one mistake is reported once
+    incomplete: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -73,11 +85,9 @@ class PluginConfig(StrictModel):
         default_factory=RestartConfig, description="Restart policy under the supervisor"
     )
 
-    def catalog(
-        self, ctx: CheckContext
-    ) -> tuple[dict[str, dict[str, PointInfo]], list[tuple[Loc, str]]]:
+    def catalog(self, ctx: CheckContext) -> SourceCatalog:
         """Devices and points this plug-in provides, and problems found working them out."""
-        return {}, []
+        return SourceCatalog()
 
     def check(self, catalog: Catalog) -> list[tuple[Loc, str]]:
         """Problems that need the rest of the site to see (loc relative to this plug-in)."""

@@ -30,8 +30,10 @@ def did_you_mean(word: object, candidates: Iterable[str]) -> str:
     """``; did you mean "x"?`` or an empty string."""
     if not isinstance(word, str):
         return ""
-    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f'; did you mean "{match[0]}"?' if match else ""
+    options = list(candidates)
+    by_lower = {c.lower(): c for c in options}
+    match = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f'; did you mean "{by_lower[match[0]]}"?' if match else ""
 
 
 def data_loc(data: Any, loc: Sequence[str | int]) -> Loc:

@@ -109,9 +109,10 @@ def _cross_check(
                 problems.append(((section, i, "name"), f"name {plugin.name!r} is already used"))
             names[plugin.name] = (section, i)
     for i, source in enumerate(config.sources):
-        devices, found = source.catalog(check)
-        problems.extend((("sources", i, *loc), msg) for loc, msg in found)
-        for device, points in devices.items():
+        provided = source.catalog(check)
+        problems.extend((("sources", i, *loc), msg) for loc, msg in provided.problems)
+        catalog.incomplete |= provided.incomplete
+        for device, points in provided.devices.items():
             if device in catalog.devices:
                 problems.append(
                     (

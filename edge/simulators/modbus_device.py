@@ -14,6 +14,9 @@ Faults (see :mod:`edge.simulators.faults`) come from a schedule or from the cont
 - ``GET  /served``  for each point, the values served so far (oldest first, last 10 000)
 - ``POST /fault``   ``{"mode": "normal" | "silent" | "exception", "code": 4}``
 - ``POST /spike``   ``{"point": "turbidity", "value": 250, "duration_s": 15}``
+
+With several unit ids on one port, faults and the control API apply to the first unit; the
+silent fault silences the whole port, as a dead TCP gateway would.
 """
 
 from __future__ import annotations
@@ -297,28 +300,31 @@ class DeviceSim:
 
 
 async def serve(
-    sim: DeviceSim,
+    sims: dict[int, DeviceSim],
     host: str,
     port: int,
-    unit_id: int = 1,
     control_port: int | None = None,
     ready: asyncio.Event | None = None,
 ) -> None:
-    """Serve ``sim`` on Modbus TCP (and the control API) until cancelled."""
+    """Serve each ``{unit_id: sim}`` on one Modbus TCP port (a multi-drop bus behind a TCP
+    gateway), plus the control API of the lowest unit id, until cancelled."""
+    first = sims[min(sims)]
     server = ModbusTcpServer(
-        sim.simdevice(unit_id), address=(host, port), trace_packet=sim.trace_packet
+        [sim.simdevice(uid) for uid, sim in sorted(sims.items())],
+        address=(host, port),
+        trace_packet=first.trace_packet,
     )
     runner: web.AppRunner | None = None
     if control_port is not None:
-        runner = web.AppRunner(sim.control_app(), access_log=None)
+        runner = web.AppRunner(first.control_app(), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, control_port).start()
     try:
         await server.serve_forever(background=True)
         log.info(
-            "simulating %s (unit %d) on %s:%d%s",
-            sim.profile.name,
-            unit_id,
+            "simulating %s (units %s) on %s:%d%s",
+            first.profile.name,
+            ",".join(map(str, sorted(sims))),
             host,
             port,
             f", control on :{control_port}" if control_port else "",

@@ -43,10 +43,11 @@ class ModbusSource:
     def __init__(self, config: ModbusSourceConfig, ctx: SourceContext) -> None:
         self.config = config
         self.ctx = ctx
-        points, problems = config.resolve_points(ctx.check)
-        if problems:
+        points, found = config.resolve_points(ctx.check)
+        if found.problems:
             raise PermanentError(
-                f"source {config.name}: " + "; ".join(f"{loc}: {msg}" for loc, msg in problems),
+                f"source {config.name}: "
+                + "; ".join(f"{loc}: {msg}" for loc, msg in found.problems),
                 hint="run 'cityedge check-config' on the site file",
             )
         now = ctx.clock.time()
@@ -72,15 +73,6 @@ class ModbusSource:
         return {d.config.name: d.availability.health.value for d in self.devices}
 
     async def run(self) -> None:
-        client = AsyncModbusTcpClient(
-            self.config.host,
-            port=self.config.port,
-            name=self.config.name,
-            timeout=self.config.timeout_s,
-            retries=0,
-            reconnect_delay=0,  # reconnects are ours: backoff on the injected clock
-        )
-        self._client = client
         n = len(self.devices)
         try:
             async with asyncio.TaskGroup() as tg:
@@ -88,7 +80,13 @@ class ModbusSource:
                     stagger = dev.config.poll_interval_s * i / n
                     tg.create_task(self._poll_loop(dev, stagger), name=f"poll-{dev.config.name}")
         finally:
-            client.close()
+            self.close()
+
+    def close(self) -> None:
+        """Close the connection (the next poll opens a new one)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     async def _poll_loop(self, dev: _Device, stagger: float) -> None:
         clock = self.ctx.clock
@@ -168,9 +166,16 @@ class ModbusSource:
         return readings
 
     async def _connected(self) -> AsyncModbusTcpClient:
+        if self._client is None:
+            self._client = AsyncModbusTcpClient(
+                self.config.host,
+                port=self.config.port,
+                name=self.config.name,
+                timeout=self.config.timeout_s,
+                retries=0,
+                reconnect_delay=0,  # reconnects are ours: backoff on the injected clock
+            )
         client = self._client
-        if client is None:
-            raise DeviceError("source not started")
         if client.connected:
             return client
         now = self.ctx.clock.monotonic()

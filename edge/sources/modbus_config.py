@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from edge.config.base import CheckContext, Loc, PluginConfig, PointInfo, StrictModel
+from edge.config.base import CheckContext, PluginConfig, PointInfo, SourceCatalog, StrictModel
 from edge.config.problems import did_you_mean
 from protocols.envelope import Ident
 from protocols.modbus import (
@@ -124,46 +124,41 @@ class ModbusSourceConfig(PluginConfig):
 
     def resolve_points(
         self, ctx: CheckContext
-    ) -> tuple[dict[str, list[ModbusPointConfig]], list[tuple[Loc, str]]]:
-        """Each device's points (profile first, inline after) and any problems."""
+    ) -> tuple[dict[str, list[ModbusPointConfig]], SourceCatalog]:
+        """Each device's points (profile first, inline after), and the catalog with problems."""
         from edge.profiles import ProfileLibrary
 
         library = ProfileLibrary(ctx.profiles_dirs)
         out: dict[str, list[ModbusPointConfig]] = {}
-        problems: list[tuple[Loc, str]] = []
+        found = SourceCatalog()
         for i, dev in enumerate(self.devices):
             points: list[ModbusPointConfig] = []
             if dev.profile is not None:
                 try:
                     points.extend(library.load(dev.profile).points)
                 except KeyError:
-                    hint = did_you_mean(dev.profile, library.names())
-                    problems.append(
-                        (
-                            ("devices", i, "profile"),
-                            f"no profile {dev.profile!r}"
-                            f"{hint or '; known: ' + ', '.join(library.names())}",
-                        )
+                    names = library.names()
+                    hint = did_you_mean(dev.profile, names) or f"; known: {', '.join(names)}"
+                    found.problems.append(
+                        (("devices", i, "profile"), f"no profile {dev.profile!r}{hint}")
                     )
+                    found.incomplete.add(dev.name)
                 except ValueError as err:
-                    problems.append((("devices", i, "profile"), str(err)))
+                    found.problems.append((("devices", i, "profile"), str(err)))
+                    found.incomplete.add(dev.name)
             points.extend(dev.points)
             seen: set[str] = set()
             for p in points:
                 if p.name in seen:
-                    problems.append(
+                    found.problems.append(
                         (("devices", i, "points"), f"point {p.name!r} is defined twice")
                     )
                 seen.add(p.name)
             out[dev.name] = points
-        return out, problems
+            found.devices[dev.name] = {
+                p.name: PointInfo(unit=p.unit, writable=p.table.writable) for p in points
+            }
+        return out, found
 
-    def catalog(
-        self, ctx: CheckContext
-    ) -> tuple[dict[str, dict[str, PointInfo]], list[tuple[Loc, str]]]:
-        points, problems = self.resolve_points(ctx)
-        devices = {
-            dev: {p.name: PointInfo(unit=p.unit, writable=p.table.writable) for p in pts}
-            for dev, pts in points.items()
-        }
-        return devices, problems
+    def catalog(self, ctx: CheckContext) -> SourceCatalog:
+        return self.resolve_points(ctx)[1]

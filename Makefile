@@ -1,0 +1,64 @@
+# The two commands for a fresh machine are `make demo` and `make test`; both set up what they
+# need (a .venv with the Python packages, Debian packages via scripts/install-system-deps.sh).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.cityedge-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+PYTEST_ARGS ?=
+CHECKED := protocols edge cloud_bridge provisioning tests hil-tests bench conftest.py
+# hil-tests has no package (a hyphen) and its own conftest: mypy checks it on its own
+TYPED := protocols edge cloud_bridge provisioning tests bench conftest.py
+
+.PHONY: help demo test lint typecheck unit hil bench schema sysdeps venv clean
+
+help:
+	@echo "make demo   - a whole simulated site on this machine (Ctrl-C stops it)"
+	@echo "make test   - lint, type-check and the whole test suite (installs what it needs)"
+	@echo "make bench  - benchmarks; results go to docs/benchmarks.md (BENCH=name for one)"
+	@echo "make schema - regenerate protocols/schemas/ from the models"
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "cityedge needs Python >= 3.11 (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV) || { echo "creating $(VENV) failed; on Debian: apt-get install python3-venv"; exit 1; }
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[all,dev]'
+	rm -f $(VENV)/.cityedge-* && touch $@
+
+venv: $(STAMP)
+
+sysdeps:
+	scripts/install-system-deps.sh
+
+demo: $(STAMP)
+	@scripts/install-system-deps.sh --demo
+	$(BIN)/cityedge demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(CHECKED)
+	$(BIN)/ruff format --check $(CHECKED)
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict $(TYPED)
+	MYPYPATH=hil-tests $(BIN)/mypy --strict hil-tests
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests $(PYTEST_ARGS)
+
+hil: $(STAMP) sysdeps
+	$(BIN)/pytest -q hil-tests $(PYTEST_ARGS)
+
+test: $(STAMP) sysdeps lint typecheck
+	$(BIN)/pytest -q --durations=15 tests hil-tests $(PYTEST_ARGS)
+
+bench: $(STAMP) sysdeps
+	$(BIN)/python -m bench $(BENCH)
+
+schema: $(STAMP)
+	$(BIN)/cityedge schema --write
+
+clean:
+	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,35 @@
+"""``python -m bench [NAME ...]``: run benchmarks and record them in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from rich.console import Console
+
+# name -> module with ``run() -> str`` (a markdown section); add new benchmarks here.
+BENCHMARKS = {
+    "e2e": "bench.e2e",
+}
+
+
+def main(argv: list[str]) -> int:
+    console = Console()
+    names = argv or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        console.print(f"unknown benchmark {unknown}; known: {', '.join(BENCHMARKS)}")
+        return 2
+    from bench.common import write_section
+
+    for name in names:
+        console.rule(f"benchmark {name}")
+        module = importlib.import_module(BENCHMARKS[name])
+        body: str = module.run(console)
+        write_section(name, body)
+        console.print(body, highlight=False, markup=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,90 @@
+"""Shared pieces of the benchmarks: machine facts, process sampling, the results file."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+HEADER = """# Benchmarks
+
+Measured by `make bench` (one benchmark: `make bench BENCH=name`). Each section says the machine
+and the date it was measured on; numbers from a busy machine are not comparable. Nothing here is
+asserted by a test: speed and memory are measured, not enforced.
+"""
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = psutil.virtual_memory().total / 2**30
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB RAM, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def stamp() -> str:
+    return f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}."
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace (or append) the section ``name`` of docs/benchmarks.md."""
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else HEADER
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{begin}\n{body.strip()}\n{end}"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    text = (
+        pattern.sub(lambda _m: block, text)
+        if pattern.search(text)
+        else text.rstrip() + f"\n\n{block}\n"
+    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(text, encoding="utf-8")
+
+
+@dataclass
+class Usage:
+    cpu_percent: float  # of one core
+    rss_mb: float
+    peak_rss_mb: float
+
+
+class Sampler:
+    """CPU and memory of one process between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+
+    def start(self) -> None:
+        t = self.proc.cpu_times()
+        self.cpu0, self.t0 = t.user + t.system, time.monotonic()
+        self.sample()
+
+    def sample(self) -> None:
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def stop(self) -> Usage:
+        t = self.proc.cpu_times()
+        self.sample()
+        wall = time.monotonic() - self.t0
+        return Usage(
+            100 * (t.user + t.system - self.cpu0) / wall,
+            self.proc.memory_info().rss / 2**20,
+            self.peak / 2**20,
+        )

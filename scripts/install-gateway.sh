@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The gateway image's install steps, kept here so CI can run them (no Docker engine runs there).
+#   scripts/install-gateway.sh PREFIX [SOURCE]
+# Creates a virtual environment at PREFIX and installs cityedge from SOURCE (default: this
+# checkout) with the extras the gateway runs with. As root, it also creates the unprivileged
+# 'cityedge' user and /etc/cityedge, as the Dockerfile expects.
+set -euo pipefail
+prefix=${1:?usage: install-gateway.sh PREFIX [SOURCE]}
+source_dir=${2:-$(cd "$(dirname "$0")/.." && pwd)}
+python=${PYTHON:-python3}
+
+"$python" -m venv "$prefix"
+"$prefix/bin/pip" install --no-cache-dir --disable-pip-version-check -q "$source_dir[modbus]"
+"$prefix/bin/cityedge" --help >/dev/null
+
+if [[ $(id -u) -eq 0 && "${CITYEDGE_CREATE_USER:-1}" == 1 ]]; then
+  id cityedge >/dev/null 2>&1 || useradd --system --home-dir /var/lib/cityedge --create-home --shell /usr/sbin/nologin cityedge
+  install -d -o cityedge -g cityedge -m 0750 /etc/cityedge /var/lib/cityedge
+fi
+echo "cityedge installed in $prefix"

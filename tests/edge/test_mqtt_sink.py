@@ -1,0 +1,160 @@
+"""The mqtt sink holds envelopes while the broker is away and delivers them in order after."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from cloud_bridge.link import LinkSettings, MqttLink
+from edge.channel import Channel
+from edge.clock import SystemClock
+from edge.config.base import CheckContext
+from edge.localsite import Broker
+from edge.metrics import GatewayMetrics
+from edge.plugin import Emitter, SinkContext
+from edge.sinks.mqtt import MqttSink
+from edge.sinks.mqtt_config import MqttSinkConfig
+from protocols import envelope as env
+from protocols.ids import Uuid7Generator
+
+GEN = Uuid7Generator()
+
+
+def telemetry(n: int) -> env.TelemetryEnvelope:
+    return env.TelemetryEnvelope(
+        id=GEN.new(1_700_000_000_000 + n),
+        site="s",
+        gateway="g",
+        device="d",
+        time=datetime.now(UTC),
+        payload=env.TelemetryPayload(readings=[env.PointValue(point="n", value=n)]),
+    )
+
+
+def make_sink(
+    port: int, capacity: int = 10_000
+) -> tuple[MqttSink, Channel[env.EnvelopeModel], GatewayMetrics]:
+    cfg = MqttSinkConfig(
+        type="mqtt",
+        name="brain",
+        host="127.0.0.1",
+        port=port,
+        reconnect_initial_s=0.1,
+        reconnect_max_s=0.3,
+        buffer_capacity=capacity,
+        connect_timeout_s=2,
+    )
+    box: Channel[env.EnvelopeModel] = Channel("sink", 1000)
+    metrics = GatewayMetrics()
+    clock = SystemClock()
+
+    async def nowhere(_e: env.EnvelopeModel) -> None:
+        return None
+
+    ctx = SinkContext(
+        name="brain",
+        site="s",
+        gateway="g",
+        clock=clock,
+        metrics=metrics,
+        emitter=Emitter("s", "g", clock, nowhere, metrics),
+        check=CheckContext(Path(".")),
+        outbox=box,
+    )
+    return MqttSink(cfg, ctx), box, metrics
+
+
+@pytest.fixture
+def durable_broker(tmp_path: Path) -> Iterator[Broker]:
+    """mosquitto with persistence, so a subscriber's session survives the restart in the test."""
+    broker = Broker.start(tmp_path / "durable", persistence=True)
+    yield broker
+    broker.stop()
+
+
+def subscriber_settings(port: int) -> LinkSettings:
+    return LinkSettings(
+        host="127.0.0.1", port=port, client_id="brain-sub", protocol="3.1.1", clean_session=False
+    )
+
+
+async def subscribe_then_leave(port: int) -> None:
+    """Register a durable QoS 1 subscription, then disconnect: the broker queues for it."""
+    link = await MqttLink.open(subscriber_settings(port))
+    await link.subscribe("cityedge/v1/#", qos=1)
+    await link.close()
+
+
+async def read_queued(port: int, n: int, timeout_s: float = 10) -> list[int]:
+    link = await MqttLink.open(subscriber_settings(port))
+    return await _read(link, n, timeout_s)
+
+
+async def _read(link: MqttLink, n: int, timeout_s: float) -> list[int]:
+    got: list[int] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            async for msg in link.messages():
+                e = env.decode(msg.payload)
+                assert isinstance(e, env.TelemetryEnvelope)
+                got.append(int(e.payload.readings[0].value))
+                if len(got) >= n:
+                    break
+    await link.close()
+    return got
+
+
+async def test_broker_away_at_start_then_everything_arrives_in_order(
+    durable_broker: Broker,
+) -> None:
+    await subscribe_then_leave(durable_broker.port)
+    durable_broker.stop()
+    sink, box, metrics = make_sink(durable_broker.port)
+    task = asyncio.create_task(sink.run())
+    for i in range(300):
+        await box.put(telemetry(i))
+    await asyncio.sleep(0.5)
+    assert len(sink.buffer) == 300  # held while the broker is away
+    durable_broker.restart()
+    box.close()
+    await asyncio.wait_for(task, 20)
+    got = await read_queued(durable_broker.port, 300)
+    assert got == list(range(300))
+    assert metrics.published.labels("brain", "telemetry")._value.get() == 300
+
+
+async def test_hold_beyond_capacity_drops_oldest_and_counts(durable_broker: Broker) -> None:
+    await subscribe_then_leave(durable_broker.port)
+    durable_broker.stop()
+    sink, box, metrics = make_sink(durable_broker.port, capacity=50)
+    task = asyncio.create_task(sink.run())
+    for i in range(120):
+        await box.put(telemetry(i))
+    await asyncio.sleep(0.3)
+    durable_broker.restart()
+    box.close()
+    await asyncio.wait_for(task, 20)
+    got = await read_queued(durable_broker.port, 50)
+    assert got == list(range(70, 120))
+    assert metrics.sink_dropped.labels("brain", "telemetry")._value.get() == 70
+
+
+async def test_shutdown_with_broker_away_reports_what_is_lost(
+    mosquitto: Broker, caplog: object
+) -> None:
+    mosquitto.stop()
+    sink, box, _ = make_sink(mosquitto.port)
+    task = asyncio.create_task(sink.run())
+    for i in range(10):
+        await box.put(telemetry(i))
+    box.close()
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert "10 envelopes held in memory were not acknowledged" in caplog.text  # type: ignore[attr-defined]
