@@ -98,8 +98,11 @@ def render() -> str:
     for role in ("source", "app", "sink"):
         parts += [f"## {role.capitalize()}s", ""]
         for p in (p for p in PLUGINS if p.role == role):
-            parts += [f"`type: {p.type}` — {p.summary}."
-                      + (f" Needs the extra `cityedge[{p.extra}]`." if p.extra else ""), ""]
+            parts += [
+                f"`type: {p.type}` — {p.summary}."
+                + (f" Needs the extra `cityedge[{p.extra}]`." if p.extra else ""),
+                "",
+            ]
             for model in _models(p.config):
                 if model in seen:
                     continue
