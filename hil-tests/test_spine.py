@@ -8,6 +8,7 @@ import json
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from hil import Subscriber, http_json, http_text, start_gateway, start_simulator
@@ -73,19 +74,39 @@ def check_readings_match(
     return checked
 
 
+@dataclass
+class Site:
+    ports: dict[str, int]
+    water: Proc
+    gateway: Proc
+    sub: Subscriber
+
+
+def start_site(
+    tmp_path: Path,
+    broker: Broker,
+    procs: list[Proc],
+    subscribe: Callable[[int], Subscriber],
+    *air_faults: str,
+) -> Site:
+    """Two simulators (water, air), a subscriber, then the gateway configured for them."""
+    p = {k: free_port() for k in ("water", "air", "water_ctl", "air_ctl", "http")}
+    water = start_simulator(procs, tmp_path, "water-sonde", p["water"], p["water_ctl"])
+    start_simulator(procs, tmp_path, "air-station", p["air"], p["air_ctl"], *air_faults)
+    config = tmp_path / "site.yaml"
+    config.write_text(site_yaml(p["water"], p["air"], broker.port, p["http"]))
+    sub = subscribe(broker.port)
+    return Site(p, water, start_gateway(procs, tmp_path, config, p["http"]), sub)
+
+
 def test_two_devices_outage_and_recovery(
     tmp_path: Path,
     mosquitto: Broker,
     procs: list[Proc],
     subscriber_factory: Callable[[int], Subscriber],
 ) -> None:
-    p = {k: free_port() for k in ("water", "air", "water_ctl", "air_ctl", "http")}
-    water = start_simulator(procs, tmp_path, "water-sonde", p["water"], p["water_ctl"])
-    start_simulator(procs, tmp_path, "air-station", p["air"], p["air_ctl"], "spike:pm2_5=150@3+3")
-    config = tmp_path / "site.yaml"
-    config.write_text(site_yaml(p["water"], p["air"], mosquitto.port, p["http"]))
-    sub = subscriber_factory(mosquitto.port)
-    gateway = start_gateway(procs, tmp_path, config, p["http"])
+    site = start_site(tmp_path, mosquitto, procs, subscriber_factory, "spike:pm2_5=150@3+3")
+    p, water, gateway, sub = site.ports, site.water, site.gateway, site.sub
 
     # Phase 1: both devices report; every value is one the device served, with its unit.
     sub.wait_for(
@@ -121,8 +142,10 @@ def test_two_devices_outage_and_recovery(
     air_during = [m.at for m in sub.of("telemetry", "air-station", since=stopped_at)]
     span = time.monotonic() - stopped_at
     assert len(air_during) >= int(span / POLL_S) - 2, (len(air_during), span)
+    # "on time": no poll of the air station waited behind the dead sonde's timeouts (0.4 s each,
+    # every 0.5 s); a coupled design would show gaps of several intervals here
     gaps = [b - a for a, b in itertools.pairwise(air_during)]
-    assert max(gaps) < POLL_S + 0.5, gaps
+    assert max(gaps) < 3 * POLL_S, gaps
 
     # Phase 3: the simulator comes back on its port; exactly one "recovered".
     start_simulator(
@@ -165,13 +188,8 @@ def test_silent_and_exception_faults_give_one_event_each(
     procs: list[Proc],
     subscriber_factory: Callable[[int], Subscriber],
 ) -> None:
-    p = {k: free_port() for k in ("water", "air", "water_ctl", "air_ctl", "http")}
-    start_simulator(procs, tmp_path, "water-sonde", p["water"], p["water_ctl"])
-    start_simulator(procs, tmp_path, "air-station", p["air"], p["air_ctl"])
-    config = tmp_path / "site.yaml"
-    config.write_text(site_yaml(p["water"], p["air"], mosquitto.port, p["http"]))
-    sub = subscriber_factory(mosquitto.port)
-    start_gateway(procs, tmp_path, config, p["http"])
+    site = start_site(tmp_path, mosquitto, procs, subscriber_factory)
+    p, sub = site.ports, site.sub
     ctl = f"http://127.0.0.1:{p['air_ctl']}"
     sub.wait_for(lambda: len(sub.of("telemetry", "air-station")) >= 2, 15, "air readings")
 

@@ -61,7 +61,9 @@ def _default(field: Any) -> str:
     return f"`{value.value if isinstance(value, enum.Enum) else value!r}`"
 
 
-def _models(root: type[BaseModel], skip: tuple[type[BaseModel], ...] = ()) -> list[type[BaseModel]]:
+def all_models(
+    root: type[BaseModel], skip: tuple[type[BaseModel], ...] = ()
+) -> list[type[BaseModel]]:
     """``root`` and every model reachable from it, not descending into ``skip``."""
     out: list[type[BaseModel]] = []
     todo: list[Any] = [root]
@@ -92,7 +94,7 @@ def _table(model: type[BaseModel]) -> list[str]:
 def render() -> str:
     parts = [INTRO, "## The site", ""]
     seen: set[type[BaseModel]] = set()
-    for model in _models(SiteConfig, skip=tuple(p.config for p in PLUGINS)):
+    for model in all_models(SiteConfig, skip=tuple(p.config for p in PLUGINS)):
         seen.add(model)
         parts += _table(model)
     for role in ("source", "app", "sink"):
@@ -103,7 +105,7 @@ def render() -> str:
                 + (f" Needs the extra `cityedge[{p.extra}]`." if p.extra else ""),
                 "",
             ]
-            for model in _models(p.config):
+            for model in all_models(p.config):
                 if model in seen:
                     continue
                 seen.add(model)

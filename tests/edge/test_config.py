@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import typing
 from pathlib import Path
 
 import pytest
@@ -226,18 +225,10 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def _models() -> set[type[BaseModel]]:
-    seen: set[type[BaseModel]] = set()
-    todo: list[typing.Any] = [SiteConfig, *(p.config for p in PLUGINS)]
-    while todo:
-        t = todo.pop()
-        if isinstance(t, type) and issubclass(t, BaseModel):
-            if t in seen:
-                continue
-            seen.add(t)
-            todo.extend(f.annotation for f in t.model_fields.values())
-        else:
-            todo.extend(typing.get_args(t))
-    return seen
+    from edge.config.reference import all_models
+
+    roots: list[type[BaseModel]] = [SiteConfig, *(p.config for p in PLUGINS)]
+    return {m for root in roots for m in all_models(root)}
 
 
 def test_every_field_has_a_description_and_extra_is_forbidden() -> None:
