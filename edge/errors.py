@@ -7,6 +7,17 @@ plug-in until the configuration changes.
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Exit codes of every ``cityedge`` command (documented in the README)."""
+
+    OK = 0
+    INPUT = 1  # the input is wrong: config problems, an out-of-date schema, bad arguments' values
+    USAGE = 2  # unknown option or missing argument (typer's own)
+    RUNTIME = 3  # could not run: a missing optional package, a port in use, a peer unreachable
+
 
 class EdgeError(Exception):
     """An error the gateway raises on purpose."""

@@ -17,6 +17,7 @@ import asyncio
 import logging
 from typing import Any
 
+from edge.actuators import Actuators
 from edge.channel import Channel
 from edge.clock import Clock, SystemClock
 from edge.config.site import LoadedSite
@@ -46,6 +47,7 @@ class Gateway:
         )
         self.metrics.watch_channel(self.readings)
         self.emitter = Emitter(cfg.site, cfg.gateway, self.clock, self._deliver, self.metrics)
+        self.actuators = Actuators(self.metrics)
         self.sink_outboxes: dict[str, Channel[EnvelopeModel]] = {}
         self.app_inboxes: dict[str, Channel[ReadingBatch]] = {}
         self.sources: list[tuple[PluginInfo, Any, Plugin]] = []
@@ -64,13 +66,23 @@ class Gateway:
             )
             self.app_inboxes[app.name] = inbox
             self.metrics.watch_channel(inbox)
-            self.apps.append(self._build(app, AppContext(**self._common(app.name), inbox=inbox)))
+            self.apps.append(
+                self._build(
+                    app, AppContext(**self._common(app.name), inbox=inbox, actuators=self.actuators)
+                )
+            )
         for source in cfg.sources:
             self.sources.append(
                 self._build(
                     source, SourceContext(**self._common(source.name), readings=self.readings)
                 )
             )
+        for _, _, plugin in self.sources:
+            write = getattr(plugin, "write", None)
+            if callable(write):
+                for device in site.catalog.devices:
+                    if site.catalog.owners.get(device) == getattr(plugin, "name", None):
+                        self.actuators.register(device, plugin)  # type: ignore[arg-type]
         self.http = HttpEndpoint(cfg.http, self) if cfg.http.enabled else None
 
     def _common(self, name: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ Names (counters end in ``_total`` on the wire):
 - ``cityedge_polls_total{source,device}``, ``cityedge_poll_errors_total{source,device,reason}``,
   ``cityedge_poll_latency_seconds{source,device}`` (histogram), ``cityedge_readings_total``
 - ``cityedge_device_up{source,device}`` 1 answering, 0 unavailable
+- ``cityedge_writes_total{device,point,result}`` writes by apps (``ok`` / ``failed``)
 - ``cityedge_events_total{kind}`` envelopes made,
   ``cityedge_published_total{sink,kind}`` acknowledged by the broker,
   ``cityedge_publish_errors_total{sink}``
@@ -90,6 +91,12 @@ class GatewayMetrics:
         )
         self.publish_errors = Counter(
             "cityedge_publish_errors", "Failed publishes and connects", ["sink"], registry=r
+        )
+        self.writes = Counter(
+            "cityedge_writes",
+            "Writes to devices by apps",
+            ["device", "point", "result"],
+            registry=r,
         )
         self.sink_buffer = Gauge(
             "cityedge_sink_buffer_depth", "Envelopes held by a sink", ["sink"], registry=r

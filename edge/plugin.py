@@ -7,7 +7,7 @@ in YAML from the explicit registry in :mod:`edge.registry`. What it may touch co
 - every plug-in: its name, the site and gateway ids, the clock, the metrics, the
   :class:`Emitter` (to send events) and the check context (where profiles live);
 - a source: ``readings``, the channel it puts :class:`~edge.readings.ReadingBatch` into;
-- an app: ``inbox``, its own channel of reading batches;
+- an app: ``inbox``, its own channel of reading batches, and ``actuators`` to write to devices;
 - a sink: ``outbox``, its own channel of envelopes to deliver.
 """
 
@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from edge.actuators import Actuators
 from edge.channel import Channel
 from edge.clock import Clock
 from edge.config.base import CheckContext
@@ -103,6 +104,7 @@ class SourceContext(PluginContext):
 @dataclass
 class AppContext(PluginContext):
     inbox: Channel[ReadingBatch]
+    actuators: Actuators
 
 
 @dataclass

@@ -5,7 +5,10 @@
 # Installs with apt-get as root, or with `sudo -n` when that works; otherwise prints the command.
 set -euo pipefail
 
-TEST_PACKAGES=(mosquitto mosquitto-clients socat)
+# Add a package here when a test needs a new real program (one line per area keeps merges easy).
+TEST_PACKAGES=(
+  mosquitto mosquitto-clients socat   # gateway spine: broker, serial pty pairs
+)
 DEMO_PACKAGES=(mosquitto)
 
 mode=test

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
+from edge.actuators import ActuationError
 from edge.availability import Availability, AvailabilityChange
 from edge.backoff import Backoff
 from edge.errors import DeviceError, PermanentError
@@ -24,8 +27,17 @@ from edge.plugin import SourceContext
 from edge.readings import Reading, ReadingBatch
 from edge.sources.modbus_config import ModbusDeviceConfig, ModbusSourceConfig
 from protocols import envelope as env
-from protocols.errors import DecodeError
-from protocols.modbus import ReadBlock, RegisterType, decode_value, describe_exception, plan_reads
+from protocols.errors import DecodeError, EncodeError
+from protocols.modbus import (
+    PointSpec,
+    ReadBlock,
+    RegisterType,
+    Value,
+    decode_value,
+    describe_exception,
+    encode_value,
+    plan_reads,
+)
 
 log = logging.getLogger(__name__)
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # we report failures ourselves, once
@@ -36,6 +48,7 @@ class _Device:
     config: ModbusDeviceConfig
     blocks: tuple[ReadBlock, ...]
     availability: Availability
+    points: dict[str, PointSpec]
     bad_points: set[str] = field(default_factory=set)
 
 
@@ -60,9 +73,12 @@ class ModbusSource:
                     max_registers=d.max_registers_per_read or config.max_registers_per_read,
                 ),
                 availability=Availability(config.unavailable_after, now),
+                points={p.name: p.spec() for p in points[d.name]},
             )
             for d in config.devices
         ]
+        self.name = config.name
+        self._by_name = {d.config.name: d for d in self.devices}
         self._lock = asyncio.Lock()
         self._client: AsyncModbusTcpClient | None = None
         self._next_connect = 0.0
@@ -199,35 +215,52 @@ class ModbusSource:
         log.info("connected to %s", self._where)
         return client
 
-    async def _read_block(self, dev: _Device, block: ReadBlock) -> list[int] | list[bool]:
-        unit = dev.config.unit_id
+    async def _request(
+        self,
+        unit: int,
+        function: int,
+        start: int,
+        count: int,
+        call: Callable[[AsyncModbusTcpClient], Awaitable[Any]],
+    ) -> Any:
+        """One request on the wire (under the connection's lock), with its deadline, and the
+        device's exception code turned into a :class:`DeviceError` a technician can act on."""
         async with self._lock:
             client = await self._connected()
-            read = {
-                RegisterType.COIL: client.read_coils,
-                RegisterType.DISCRETE_INPUT: client.read_discrete_inputs,
-                RegisterType.HOLDING: client.read_holding_registers,
-                RegisterType.INPUT: client.read_input_registers,
-            }[block.register_type]
             try:
                 async with asyncio.timeout(self.config.timeout_s + 0.25):
-                    response = await read(block.start, count=block.count, device_id=unit)
+                    response = await call(client)
             except (TimeoutError, ModbusException) as err:
                 if not client.connected:
                     self._next_connect = self.ctx.clock.monotonic()
                 raise DeviceError(
-                    f"no reply from unit {unit} at {self._where} (fc {block.function}, "
-                    f"{block.start}+{block.count}) within {self.config.timeout_s} s",
+                    f"no reply from unit {unit} at {self._where} (fc {function}, "
+                    f"{start}+{count}) within {self.config.timeout_s} s",
                     hint="check the device is powered, the unit id, and the network path",
                 ) from err
         if response.isError():
             code = int(getattr(response, "exception_code", 0))
             what, hint = describe_exception(code)
             raise DeviceError(
-                f"unit {unit} at {self._where} answered fc {block.function} "
-                f"{block.start}+{block.count} with exception {code} ({what})",
+                f"unit {unit} at {self._where} answered fc {function} "
+                f"{start}+{count} with exception {code} ({what})",
                 hint=hint,
             )
+        return response
+
+    async def _read_block(self, dev: _Device, block: ReadBlock) -> list[int] | list[bool]:
+        unit = dev.config.unit_id
+
+        def read(client: AsyncModbusTcpClient) -> Awaitable[Any]:
+            fn = {
+                RegisterType.COIL: client.read_coils,
+                RegisterType.DISCRETE_INPUT: client.read_discrete_inputs,
+                RegisterType.HOLDING: client.read_holding_registers,
+                RegisterType.INPUT: client.read_input_registers,
+            }[block.register_type]
+            return fn(block.start, count=block.count, device_id=unit)
+
+        response = await self._request(unit, block.function, block.start, block.count, read)
         if block.register_type.is_bit:
             bits = list(response.bits[: block.count])
             if len(bits) < block.count:
@@ -239,3 +272,47 @@ class ModbusSource:
                 f"unit {unit} sent {len(registers)} registers, expected {block.count}"
             )
         return registers
+
+    async def write(self, device: str, point: str, value: Value) -> Value:
+        """Write one point (fc 5 for a coil, 6 or 16 for registers), read it back, return it.
+
+        A read-back that differs from what was written is a :class:`DeviceError`: the device
+        did not take the value (a local/remote switch, a write-protected register)."""
+        dev = self._by_name.get(device)
+        if dev is None:
+            raise ActuationError(f"source {self.config.name} has no device {device!r}")
+        spec = dev.points.get(point)
+        if spec is None:
+            raise ActuationError(
+                f"device {device} has no point {point!r}; it has {', '.join(dev.points)}"
+            )
+        if not spec.register_type.writable:
+            raise ActuationError(
+                f"device {device} point {point} is in the {spec.register_type.value} table, which is read-only",
+                hint="only coils and holding registers can be written",
+            )
+        try:
+            registers = encode_value(spec, value)
+        except EncodeError as err:
+            raise ActuationError(f"device {device} point {point}: {err}") from err
+        unit = dev.config.unit_id
+
+        def send(client: AsyncModbusTcpClient) -> Awaitable[Any]:
+            if spec.register_type is RegisterType.COIL:
+                return client.write_coil(spec.address, bool(registers[0]), device_id=unit)
+            if len(registers) == 1:
+                return client.write_register(spec.address, registers[0], device_id=unit)
+            return client.write_registers(spec.address, registers, device_id=unit)
+
+        function = (
+            5 if spec.register_type is RegisterType.COIL else 6 if len(registers) == 1 else 16
+        )
+        await self._request(unit, function, spec.address, spec.count, send)
+        block = ReadBlock(spec.register_type, spec.address, spec.count, (spec,))
+        back = await self._read_block(dev, block)
+        if [int(v) for v in back] != registers:
+            raise DeviceError(
+                f"device {device} point {point}: wrote {registers}, read back {[int(v) for v in back]}",
+                hint="the device did not take the value: check its local/remote switch and write protection",
+            )
+        return decode_value(spec, back)

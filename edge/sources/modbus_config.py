@@ -33,7 +33,8 @@ class ModbusPointConfig(StrictModel):
     )
     dtype: DataType = Field(
         default=DataType.UINT16,
-        description="bool, int16, uint16, int32, uint32, float32, int64, uint64 or float64",
+        description="bool, int16, uint16, int32, uint32, float32, int64, uint64 or float64 "
+        "(coils and discrete inputs: bool)",
     )
     byte_order: Order = Field(default=Order.BIG, description="Byte order inside each register")
     word_order: Order = Field(
@@ -47,6 +48,18 @@ class ModbusPointConfig(StrictModel):
         default=None, ge=0, le=15, description="For dtype bool in a register: which bit (0-15)"
     )
     description: str = Field(default="", description="What the point measures")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bits_are_bool(cls, data: object) -> object:
+        """Coils and discrete inputs hold one bit: their dtype defaults to bool."""
+        if (
+            isinstance(data, dict)
+            and "dtype" not in data
+            and data.get("table") in ("coil", "discrete_input")
+        ):
+            return {**data, "dtype": "bool"}
+        return data
 
     @model_validator(mode="after")
     def _valid_on_a_device(self) -> ModbusPointConfig:

@@ -174,3 +174,45 @@ async def test_profiles_decode_within_their_simulated_ranges(profile: str) -> No
         point = next(p for p in prof.points if p.name == r.point)
         if point.sim:
             assert point.sim.minimum - 1e-3 <= float(r.value) <= point.sim.maximum + 1e-3, r
+
+
+async def test_write_a_holding_register_reads_it_back_and_it_sticks() -> None:
+    async with simulator() as (sim, port), Harness(port) as h:
+        back = await h.source.write("sonde", "wiper_interval_min", 45)
+        assert back == 45
+        assert sim.held["wiper_interval_min"] == 45
+        readings = {r.point: r.value for r in (await h.poll())[0].readings}
+        assert readings["wiper_interval_min"] == 45
+
+
+async def test_write_a_coil_on_the_gate_controller() -> None:
+    async with simulator("gate-controller") as (sim, port):
+        h = Harness(port, devices=[{"name": "gate", "profile": "gate-controller", "poll_interval_s": 1}])
+        async with h:
+            assert await h.source.write("gate", "relay", True) is True
+            assert sim.held["relay"] is True
+            assert await h.source.write("gate", "relay", False) is False
+            readings = {r.point: r.value for r in (await h.poll())[0].readings}
+    assert readings["relay"] is False
+
+
+@pytest.mark.parametrize(
+    ("point", "value", "message"),
+    [("ph", 7.0, "read-only"), ("nope", 1, "has no point"), ("wiper_interval_min", -1, "out of range"),
+     ("wiper_interval_min", 70000, "out of range")],
+)
+async def test_refused_writes_say_why(point: str, value: float, message: str) -> None:
+    from edge.actuators import ActuationError
+
+    async with simulator() as (_sim, port), Harness(port) as h:
+        with pytest.raises(ActuationError, match=message):
+            await h.source.write("sonde", point, value)
+
+
+async def test_write_to_a_failing_device_is_a_device_error() -> None:
+    from edge.errors import DeviceError
+
+    faults = FaultSchedule(manual_mode="exception", manual_code=6)
+    async with simulator(faults=faults) as (_sim, port), Harness(port) as h:
+        with pytest.raises(DeviceError, match="exception 6 \\(server device busy\\)"):
+            await h.source.write("sonde", "wiper_interval_min", 10)

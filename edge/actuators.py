@@ -1,0 +1,63 @@
+"""Actuation: apps act on devices through the source that owns them.
+
+An app calls ``await ctx.actuators.write(device, point, value)``. The source that provides the
+device does the write on its own connection — in turn with its polls, one request on the wire at
+a time — then reads the point back and returns what the device now holds. Apps never open
+connections, and a write that the device did not take is an error, not a silent success.
+
+Errors: :class:`ActuationError` (a :class:`~edge.errors.PermanentError`: unknown device, a
+read-only point, a value the point cannot hold) and :class:`~edge.errors.DeviceError` (no reply,
+an exception code, or a read-back that differs from what was written).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from edge.errors import PermanentError
+from edge.metrics import GatewayMetrics
+from protocols.modbus import Value
+
+log = logging.getLogger(__name__)
+
+
+class ActuationError(PermanentError):
+    code = "CE210"
+
+
+class Writer(Protocol):
+    async def write(self, device: str, point: str, value: Value) -> Value:
+        """Write ``value`` to ``point`` of ``device``; return the value read back."""
+        ...
+
+
+class Actuators:
+    """Routes writes to the source that owns each device."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._writers: dict[str, Writer] = {}
+        self._metrics = metrics
+
+    def register(self, device: str, writer: Writer) -> None:
+        self._writers[device] = writer
+
+    @property
+    def devices(self) -> frozenset[str]:
+        return frozenset(self._writers)
+
+    async def write(self, device: str, point: str, value: Value) -> Value:
+        writer = self._writers.get(device)
+        if writer is None:
+            raise ActuationError(
+                f"no source can write to device {device!r}",
+                hint="the device must belong to a source that supports writes (e.g. modbus)",
+            )
+        try:
+            result = await writer.write(device, point, value)
+        except Exception:
+            self._metrics.writes.labels(device, point, "failed").inc()
+            raise
+        self._metrics.writes.labels(device, point, "ok").inc()
+        log.info("device %s: wrote %s=%r (read back %r)", device, point, value, result)
+        return result
