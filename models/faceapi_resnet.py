@@ -5,11 +5,11 @@ Source: ``@vladmandic/face-api`` ``model/face_recognition_model.bin`` with its
 where the manifest gives no quantisation), and the architecture in
 ``src/faceRecognitionNet/`` of the same package:
 
-- input 150×150 RGB, minus the mean (122.782, 117.001, 104.298), divided by 255;
-- ``convDown`` 7×7/2 valid → max-pool 3×3/2 valid → residual blocks (32×3, 64 down + 3,
+- input 150x150 RGB, minus the mean (122.782, 117.001, 104.298), divided by 255;
+- ``convDown`` 7x7/2 valid → max-pool 3x3/2 valid → residual blocks (32x3, 64 down + 3,
   128 down + 2, 256 down + 2, 256 down) → mean over H, W → ``fc`` (256→128);
 - each conv is conv + bias, then a per-channel scale layer (``x * w + b``); ReLU except on the
-  second conv of a residual block. A down block adds a 2×2/2 average pool of its input, with
+  second conv of a residual block. A down block adds a 2x2/2 average pool of its input, with
   zero channels appended when the width grows and the conv output zero-padded by one row and
   column when it is smaller than the pooled input (as ``residualDown`` does).
 
@@ -94,7 +94,11 @@ class _Graph:
         pads = [k // 2] * 4 if same else [0, 0, 0, 0]
         y = self.node(
             "Conv",
-            [x, self.const(f"{prefix}/W", w.astype(np.float32)), self.const(f"{prefix}/B", b.astype(np.float32))],
+            [
+                x,
+                self.const(f"{prefix}/W", w.astype(np.float32)),
+                self.const(f"{prefix}/B", b.astype(np.float32)),
+            ],
             prefix.replace("/", "_"),
             kernel_shape=[k, k],
             strides=[stride, stride],
@@ -156,12 +160,18 @@ def build_graph(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
     fc = weights["fc"]  # [256, 128] after the tfjs transpose in extractParams
     fc_in = fc if fc.shape == (256, 128) else fc.T
     g.nodes.append(
-        helper.make_node("MatMul", [x, g.const("fc", fc_in.astype(np.float32))], ["embedding"], name="fc")
+        helper.make_node(
+            "MatMul", [x, g.const("fc", fc_in.astype(np.float32))], ["embedding"], name="fc"
+        )
     )
     graph = helper.make_graph(
         g.nodes,
         "dlib_resnet_embedding",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", INPUT_SIZE, INPUT_SIZE, 3])],
+        [
+            helper.make_tensor_value_info(
+                "image", TensorProto.FLOAT, ["N", INPUT_SIZE, INPUT_SIZE, 3]
+            )
+        ],
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 128])],
         g.inits,
     )

@@ -66,7 +66,8 @@ class _Converter:
 
     # -- tensors -----------------------------------------------------------------------------
     def tname(self, index: int) -> str:
-        return f"t{index}_" + self.graph.Tensors(index).Name().decode().split("/")[-1].replace(";", "_")
+        raw: bytes = self.graph.Tensors(index).Name()
+        return f"t{index}_" + raw.decode().split("/")[-1].replace(";", "_")
 
     def shape(self, index: int) -> list[int]:
         t = self.graph.Tensors(index)
@@ -115,7 +116,15 @@ class _Converter:
         elif fused == Act.RELU:
             self.node("Relu", [x], output)
         elif fused == Act.RELU6:
-            self.node("Clip", [x, self.const(np.float32(0), "zero"), self.const(np.float32(6), "six")], output)
+            self.node(
+                "Clip",
+                [
+                    x,
+                    self.const(np.array(0, np.float32), "zero"),
+                    self.const(np.array(6, np.float32), "six"),
+                ],
+                output,
+            )
         else:
             raise UnsupportedOp(f"fused activation {fused}")
 
@@ -137,7 +146,10 @@ class _Converter:
             if w is None:
                 raise UnsupportedOp("CONV_2D with non-constant weights")
             w = np.transpose(w.astype(np.float32), (0, 3, 1, 2))  # OHWI -> OIHW
-            args = [self.node("Transpose", [self.input(ins[0])], perm=[0, 3, 1, 2]), self.const(w, "w")]
+            args = [
+                self.node("Transpose", [self.input(ins[0])], perm=[0, 3, 1, 2]),
+                self.const(w, "w"),
+            ]
             if len(ins) > 2 and ins[2] >= 0:
                 args.append(self.input(ins[2]))
             y = self.node(
@@ -166,14 +178,19 @@ class _Converter:
             o = _options(op, tflite.FullyConnectedOptions)
             x = self.input(ins[0])
             if len(self.shape(ins[0])) != 2:
-                x = self.node("Reshape", [x, self.const(np.array([-1, self.shape(ins[1])[1]], np.int64), "shape")])
+                x = self.node(
+                    "Reshape",
+                    [x, self.const(np.array([-1, self.shape(ins[1])[1]], np.int64), "shape")],
+                )
             args = [x, self.input(ins[1])]
             if len(ins) > 2 and ins[2] >= 0:
                 args.append(self.input(ins[2]))
             y = self.node("Gemm", args, transB=1)
             self.activation(y, o.FusedActivationFunction(), out)
         elif name in ("ADD", "SUB", "MUL"):
-            cls = {"ADD": tflite.AddOptions, "SUB": tflite.SubOptions, "MUL": tflite.MulOptions}[name]
+            cls = {"ADD": tflite.AddOptions, "SUB": tflite.SubOptions, "MUL": tflite.MulOptions}[
+                name
+            ]
             fused = _options(op, cls).FusedActivationFunction() if op.BuiltinOptions() else Act.NONE
             y = self.node(name.capitalize(), [self.input(ins[0]), self.input(ins[1])])
             self.activation(y, fused, out)
@@ -242,16 +259,23 @@ class _Converter:
             t = g.Tensors(index)
             return helper.make_tensor_value_info(name, _ONNX_TYPES[t.Type()], self.shape(index))
 
-        inputs = [info(g.Inputs(i), g.Tensors(g.Inputs(i)).Name().decode()) for i in range(g.InputsLength())]
+        inputs = [
+            info(g.Inputs(i), g.Tensors(g.Inputs(i)).Name().decode())
+            for i in range(g.InputsLength())
+        ]
         for i in range(g.InputsLength()):  # graph inputs keep their TFLite names
-            self.nodes.insert(0, helper.make_node("Identity", [inputs[i].name], [self.tname(g.Inputs(i))]))
+            self.nodes.insert(
+                0, helper.make_node("Identity", [inputs[i].name], [self.tname(g.Inputs(i))])
+            )
         outputs = []
         for i in range(g.OutputsLength()):
             index = g.Outputs(i)
             name = g.Tensors(index).Name().decode()
             self.nodes.append(helper.make_node("Identity", [self.tname(index)], [name]))
             outputs.append(info(index, name))
-        graph = helper.make_graph(self.nodes, graph_name, inputs, outputs, list(self.inits.values()))
+        graph = helper.make_graph(
+            self.nodes, graph_name, inputs, outputs, list(self.inits.values())
+        )
         model = helper.make_model(
             graph,
             opset_imports=[helper.make_opsetid("", OPSET)],

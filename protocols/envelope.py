@@ -122,6 +122,43 @@ class AvailabilityPayload(_Model):
     )
 
 
+class AccessDecision(StrEnum):
+    GRANTED = "granted"
+    DENIED = "denied"
+
+
+class LivenessCheck(_Model):
+    """What the liveness (anti-spoofing) model said about the face, and how it was used."""
+
+    score: float | None = Field(description="Model score, lower is more live; null if not run")
+    live: bool | None = Field(description="score under the limit; null if not run")
+    policy: Literal["enforce", "record", "off"] = Field(
+        description="enforce: not live is refused; record: reported only; off: not run"
+    )
+
+
+class AccessPayload(_Model):
+    """A gate decision by face access control. Never carries a face image or a template."""
+
+    decision: AccessDecision = Field(description="'granted' (gate opened) or 'denied'")
+    person: str = Field(
+        pattern=r"^(unknown|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$",
+        description="Enrolled person id, or 'unknown'",
+    )
+    score: float | None = Field(
+        description="L2 distance to the closest enrolled template (lower is closer); null if none"
+    )
+    threshold: float = Field(description="Largest distance accepted as a match")
+    reason: str = Field(description="Why: matched, unknown face, not live, gate busy, ...")
+    liveness: LivenessCheck = Field(description="Liveness score and policy")
+    latency_ms: float = Field(ge=0, description="From frame capture to relay command (or decision)")
+    camera: Ident = Field(description="Camera that saw the face")
+    relay: Literal["opened", "not_opened", "busy", "failed"] = Field(
+        description="What happened at the gate relay"
+    )
+    models: dict[str, str] = Field(description="Model name -> name@version+sha256 prefix")
+
+
 class _EnvelopeBase(_Model):
     id: UUID = Field(description="UUIDv7: unique, and sorts in time order")
     site: Ident = Field(description="Site the gateway serves")
@@ -146,13 +183,18 @@ class AvailabilityEnvelope(_EnvelopeBase):
     payload: AvailabilityPayload
 
 
+class AccessEnvelope(_EnvelopeBase):
+    kind: Literal["access"] = "access"
+    payload: AccessPayload
+
+
 Envelope = Annotated[
-    TelemetryEnvelope | AlarmEnvelope | AvailabilityEnvelope,
+    TelemetryEnvelope | AlarmEnvelope | AvailabilityEnvelope | AccessEnvelope,
     Field(discriminator="kind"),
 ]
 """Any envelope; ``kind`` selects the payload model."""
 
-EnvelopeModel = TelemetryEnvelope | AlarmEnvelope | AvailabilityEnvelope
+EnvelopeModel = TelemetryEnvelope | AlarmEnvelope | AvailabilityEnvelope | AccessEnvelope
 
 ENVELOPE_ADAPTER: Final[TypeAdapter[EnvelopeModel]] = TypeAdapter(Envelope)
 

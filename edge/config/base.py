@@ -92,3 +92,7 @@ class PluginConfig(StrictModel):
     def check(self, catalog: Catalog) -> list[tuple[Loc, str]]:
         """Problems that need the rest of the site to see (loc relative to this plug-in)."""
         return []
+
+    def wants_frames(self, camera: str) -> bool:
+        """True if this app wants the frames of ``camera`` in its ``frames`` channel."""
+        return False

@@ -50,6 +50,14 @@ class ChannelsConfig(StrictModel):
         default_factory=lambda: ChannelConfig(capacity=4096),
         description="Each sink's own queue of envelopes",
     )
+    frames: ChannelConfig = Field(
+        default_factory=lambda: ChannelConfig(capacity=4, overflow=Overflow.DROP_NEWEST),
+        description="Camera frames from all sources to the frame dispatcher",
+    )
+    app_frames: ChannelConfig = Field(
+        default_factory=lambda: ChannelConfig(capacity=1, overflow=Overflow.DROP_NEWEST),
+        description="Each app's own queue of camera frames (a busy app skips frames)",
+    )
 
 
 class SiteConfig(StrictModel):

@@ -132,7 +132,9 @@ class Manifest(_Strict):
         names = [m.name for m in self.models]
         files = [m.file for m in self.models] + [a.file for a in self.assets]
         for label, values in (("model name", names), ("file", files)):
-            problems.extend(f"{label} {v!r} is used twice" for v in sorted(set(values)) if values.count(v) > 1)
+            problems.extend(
+                f"{label} {v!r} is used twice" for v in sorted(set(values)) if values.count(v) > 1
+            )
         return problems
 
 
@@ -148,7 +150,9 @@ def parse_manifest(data: object, where: str) -> Manifest:
         raise ModelError("\n".join(lines), hint="fix models/manifest.yaml") from err
     problems = manifest.check_references()
     if problems:
-        raise ModelError("\n".join(f"{where}: {p}" for p in problems), hint="fix models/manifest.yaml")
+        raise ModelError(
+            "\n".join(f"{where}: {p}" for p in problems), hint="fix models/manifest.yaml"
+        )
     return manifest
 
 
@@ -213,6 +217,8 @@ class ModelStore:
             if a.file == file:
                 path = self.directory / "assets" / a.file
                 if not path.is_file() or sha256_file(path) != a.source.sha256:
-                    raise ModelError(f"asset {file} is missing or changed", hint="run 'make models'")
+                    raise ModelError(
+                        f"asset {file} is missing or changed", hint="run 'make models'"
+                    )
                 return path
         raise ModelError(f"no asset {file!r} in the manifest", hint="see models/manifest.yaml")

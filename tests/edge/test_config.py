@@ -117,7 +117,9 @@ MISTAKES = [
         "unknown plug-in type",
         ("  - type: thresholds", "  - type: threshold"),
         17,
-        r'apps\[0\]\.type: expected one of thresholds \(got "threshold"\); did you mean "thresholds"\?',
+        # one app type gives a field error, several a discriminator error: both name the fix
+        r"apps\[0\](\.type: expected one of thresholds \(got \"threshold\"\)|: unknown type 'threshold'; "
+        r'expected one of [a-z_, ]*thresholds[a-z_, ]*); did you mean "thresholds"\?',
     ),
     (
         "out of range",

@@ -1,0 +1,118 @@
+"""Configuration of the ``face_access`` app (pydantic only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from edge.config.base import Catalog, Loc, PluginConfig, StrictModel
+from edge.config.problems import did_you_mean
+from protocols.envelope import Ident
+
+
+class GateConfig(StrictModel):
+    device: Ident = Field(description="Device whose relay opens the gate (e.g. a gate-controller)")
+    point: Ident = Field(default="relay", description="Writable boolean point: true = open")
+    open_s: float = Field(
+        default=3.0, gt=0, le=120, description="How long the relay stays set, then it is cleared"
+    )
+
+
+class QualityConfig(StrictModel):
+    min_face_px: int = Field(default=60, ge=20, le=2000, description="Smallest face side to match")
+    min_sharpness: float = Field(
+        default=15.0, ge=0, description="Smallest Laplacian variance of the aligned face"
+    )
+    max_yaw_deg: float = Field(default=30.0, gt=0, le=90, description="Largest estimated head turn")
+    max_roll_deg: float = Field(default=25.0, gt=0, le=90, description="Largest head tilt")
+
+
+class FaceAccessConfig(PluginConfig):
+    """Open a gate for enrolled residents recognised by a camera; report every decision."""
+
+    type: Literal["face_access"] = Field(description="Plug-in type")
+    cameras: list[Ident] = Field(min_length=1, description="Camera devices to watch")
+    gate: GateConfig = Field(description="The relay that opens the gate")
+    secret: SecretStr = Field(
+        min_length=16,
+        description="Gateway secret the store and audit keys derive from (use !secret)",
+    )
+    store_dir: Path = Field(
+        default=Path("faces"),
+        description="Folder of the encrypted templates and the audit log (relative to the site file)",
+    )
+    models_dir: Path | None = Field(
+        default=None,
+        description="Built models folder (default: $CITYEDGE_MODELS_DIR or models/build)",
+    )
+    threshold: float = Field(
+        default=0.5,
+        gt=0,
+        lt=2,
+        description="Largest L2 distance accepted as the same person (see the model card)",
+    )
+    liveness: Literal["enforce", "record", "off"] = Field(
+        default="enforce",
+        description="enforce: refuse faces the liveness model calls spoofed; record: only report",
+    )
+    liveness_limit: float = Field(
+        default=0.2, gt=0, description="Liveness scores at or above this are 'not live'"
+    )
+    quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality checks")
+    cooldown_s: float = Field(
+        default=5.0, ge=0, description="After a decision about a person, ignore them this long"
+    )
+    unknown_interval_s: float = Field(
+        default=10.0, ge=0, description="Report an unknown face at most this often"
+    )
+    threads: int = Field(default=1, ge=1, le=8, description="Inference threads per model")
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for the enrolment page and API (none: HTTP enrolment is off)",
+    )
+    max_image_retention_days: int = Field(
+        default=30,
+        ge=0,
+        le=365,
+        description="Longest an opted-in enrolment image may be kept (0: never kept)",
+    )
+
+    def wants_frames(self, camera: str) -> bool:
+        return camera in self.cameras
+
+    def store_path(self, base_dir: Path) -> Path:
+        return self.store_dir if self.store_dir.is_absolute() else base_dir / self.store_dir
+
+    def check(self, catalog: Catalog) -> list[tuple[Loc, str]]:
+        problems: list[tuple[Loc, str]] = []
+        for i, cam in enumerate(self.cameras):
+            if cam not in catalog.devices:
+                problems.append(
+                    (
+                        ("cameras", i),
+                        f"no source provides camera {cam!r}{did_you_mean(cam, catalog.devices)}",
+                    )
+                )
+        points = catalog.devices.get(self.gate.device)
+        if points is None:
+            hint = did_you_mean(self.gate.device, catalog.devices)
+            problems.append(
+                (("gate", "device"), f"no source provides device {self.gate.device!r}{hint}")
+            )
+        elif self.gate.device not in catalog.incomplete:
+            info = points.get(self.gate.point)
+            if info is None:
+                hint = did_you_mean(self.gate.point, points) or f"; it has {', '.join(points)}"
+                problems.append(
+                    (
+                        ("gate", "point"),
+                        f"device {self.gate.device!r} has no point {self.gate.point!r}{hint}",
+                    )
+                )
+            elif not info.writable:
+                problems.append(
+                    (("gate", "point"), f"{self.gate.device}.{self.gate.point} is not writable")
+                )
+        return problems

@@ -1,0 +1,194 @@
+"""The gate screen, the enrolment page and the local HTTP API of one ``face_access`` app.
+
+Routes, under ``/faces/<app name>/`` on the gateway's HTTP endpoint:
+
+- ``GET screen``            the gate terminal page (Chinese and English): the live decision;
+- ``GET events``            Server-Sent Events feeding it (``granted`` with the name,
+                            ``unknown``, ``spoof``, ``adjust`` with what to fix, ``idle``);
+- ``GET enroll``            the enrolment page for property staff;
+- ``GET api/people``        enrolled people (id, name, model, stale, image expiry);
+- ``POST api/people``       enrol: multipart ``id``, ``name``, ``image``, ``keep_image_days``;
+- ``DELETE api/people/ID``  erase a person.
+
+The API needs ``Authorization: Bearer <admin_token>``; with no ``admin_token`` configured it
+answers 403 (enrol with the CLI instead). The screen shows names, so the endpoint should listen
+on the terminal's local network only (``http.host``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import BodyPartReader, web
+
+from edge.errors import EdgeError
+
+if TYPE_CHECKING:
+    from edge.apps.face_access import FaceAccessApp
+
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+KEEPALIVE_S = 15.0
+_CLOSED: dict[str, Any] = {"state": "closed"}
+
+
+class ScreenFeed:
+    """Fans the latest decision out to every open gate screen (bounded, newest wins)."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, Any] = {"state": "idle"}
+        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=16)
+        self._subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
+        self._subscribers.discard(q)
+
+    def publish(self, state: dict[str, Any]) -> None:
+        self.current = state
+        for q in self._subscribers:
+            if q.full():  # a slow screen skips to the newest state
+                q.get_nowait()
+            q.put_nowait(state)
+
+    def close(self) -> None:
+        self.publish(_CLOSED)
+
+
+def _page(name: str) -> str:
+    return resources.files("edge.faces").joinpath("web", name).read_text(encoding="utf-8")
+
+
+def face_routes(app: FaceAccessApp) -> list[web.RouteDef]:
+    base = f"/faces/{app.name}"
+    config = app.config
+
+    def authorised(request: web.Request) -> None:
+        if config.admin_token is None:
+            raise web.HTTPForbidden(
+                text="HTTP enrolment is off: set admin_token or use 'cityedge faces'"
+            )
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), config.admin_token.get_secret_value().encode()):
+            raise web.HTTPUnauthorized(text="wrong or missing token")
+
+    def problem(err: EdgeError, status: int = 400) -> web.Response:
+        return web.json_response(
+            {"error": err.message, "code": err.code, "hint": err.hint}, status=status
+        )
+
+    async def screen(_request: web.Request) -> web.Response:
+        return web.Response(text=_page("screen.html"), content_type="text/html", charset="utf-8")
+
+    async def enroll_page(_request: web.Request) -> web.Response:
+        return web.Response(text=_page("enroll.html"), content_type="text/html", charset="utf-8")
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await resp.prepare(request)
+        q = app.screen.subscribe()
+        try:
+            state = app.screen.current
+            while state is not _CLOSED:
+                await resp.write(f"data: {json.dumps(state, ensure_ascii=False)}\n\n".encode())
+                try:
+                    state = await asyncio.wait_for(q.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    await resp.write(b": keepalive\n\n")
+                    state = app.screen.current
+        except ConnectionResetError:
+            pass
+        finally:
+            app.screen.unsubscribe(q)
+        return resp
+
+    async def people(request: web.Request) -> web.Response:
+        authorised(request)
+        model = app.service.embedding_model
+        rows = await app.call(app.service.people)
+        return web.json_response(
+            {
+                "model": model,
+                "people": [
+                    {
+                        "id": p.id,
+                        "name": p.name,
+                        "model": p.model,
+                        "stale": p.stale(model),
+                        "enrolled_at": p.enrolled_at,
+                        "image_expires_at": p.image_expires_at,
+                    }
+                    for p in rows
+                ],
+            }
+        )
+
+    async def enroll(request: web.Request) -> web.Response:
+        authorised(request)
+        fields: dict[str, str] = {}
+        image: bytes | None = None
+        reader = await request.multipart()
+        async for part in reader:
+            if not isinstance(part, BodyPartReader) or part.name is None:
+                continue
+            if part.name == "image":
+                data = await part.read(decode=False)
+                if len(data) > MAX_IMAGE_BYTES:
+                    raise web.HTTPRequestEntityTooLarge(
+                        max_size=MAX_IMAGE_BYTES, actual_size=len(data)
+                    )
+                image = bytes(data)
+            else:
+                fields[part.name] = (await part.text()).strip()
+        missing = [f for f in ("id", "name") if not fields.get(f)] + ([] if image else ["image"])
+        if missing:
+            return web.json_response({"error": f"missing {', '.join(missing)}"}, status=400)
+        try:
+            keep = int(fields.get("keep_image_days") or 0)
+        except ValueError:
+            return web.json_response(
+                {"error": "keep_image_days must be a whole number"}, status=400
+            )
+        assert image is not None
+        try:
+            done = await app.call(
+                app.service.enroll, fields["id"], fields["name"], image, app.ctx.clock.time(), keep
+            )
+        except EdgeError as err:
+            return problem(err)
+        await app.reload()
+        return web.json_response(
+            {
+                "id": done.person,
+                "replaced": done.replaced,
+                "image_kept_until": done.image_kept_until,
+                "face_px": round(done.face_px),
+            },
+            status=201,
+        )
+
+    async def delete(request: web.Request) -> web.Response:
+        authorised(request)
+        person = request.match_info["person"]
+        gone = await app.call(app.service.delete, person, app.ctx.clock.time())
+        await app.reload()
+        if not gone:
+            return web.json_response({"error": f"no person {person!r}"}, status=404)
+        return web.json_response({"id": person, "deleted": True})
+
+    return [
+        web.get(f"{base}/screen", screen),
+        web.get(f"{base}/events", events),
+        web.get(f"{base}/enroll", enroll_page),
+        web.get(f"{base}/api/people", people),
+        web.post(f"{base}/api/people", enroll),
+        web.delete(f"{base}/api/people/{{person}}", delete),
+    ]
