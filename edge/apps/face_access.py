@@ -74,6 +74,7 @@ class FaceAccessApp:
         self._store_version = -1
         self.door_closed: bool | None = None
         self.decisions = 0
+        self.frames_seen = 0
 
     async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run blocking work (models, the store) in the app's one worker thread."""
@@ -158,6 +159,8 @@ class FaceAccessApp:
             except (ValueError, cv2.error) as err:
                 log.warning("camera %s frame %d: cannot analyse: %s", frame.camera, frame.seq, err)
                 continue
+            finally:
+                self.frames_seen += 1
             await self.handle(frame, analysis)
 
     def decide(self, analysis: FaceAnalysis, gallery: Gallery) -> Decision | None:

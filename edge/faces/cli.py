@@ -22,8 +22,8 @@ from edge.errors import ConfigError, EdgeError, ExitCode
 if TYPE_CHECKING:
     from edge.faces.service import FaceService
 
-out = Console()
-err_console = Console(stderr=True)
+out = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 _CONFIG = typer.Option("--config", "-c", help="Site YAML file with a face_access app")
 _APP = typer.Option("--app", help="Name of the face_access app (when the site has several)")

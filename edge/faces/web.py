@@ -135,6 +135,11 @@ def face_routes(app: FaceAccessApp) -> list[web.RouteDef]:
         authorised(request)
         fields: dict[str, str] = {}
         image: bytes | None = None
+        if not request.content_type.startswith("multipart/"):
+            return web.json_response(
+                {"error": "missing image: send multipart/form-data with id, name and image"},
+                status=400,
+            )
         reader = await request.multipart()
         async for part in reader:
             if not isinstance(part, BodyPartReader) or part.name is None:

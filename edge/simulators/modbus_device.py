@@ -12,6 +12,7 @@ Faults (see :mod:`edge.simulators.faults`) come from a schedule or from the cont
 
 - ``GET  /state``   current values, the fault mode, and request counts
 - ``GET  /served``  for each point, the values served so far (oldest first, last 10 000)
+- ``GET  /writes``  values clients wrote, in order, with the time (e.g. a gate relay set, cleared)
 - ``POST /fault``   ``{"mode": "normal" | "silent" | "exception", "code": 4}``
 - ``POST /spike``   ``{"point": "turbidity", "value": 250, "duration_s": 15}``
 
@@ -117,6 +118,8 @@ class DeviceSim:
             p.name: deque(maxlen=self.history) for p in self.specs
         }
         self.requests = 0
+        # every value written by a client, in order: (wall time, point, value)
+        self.writes: deque[tuple[float, str, Value]] = deque(maxlen=self.history)
         self.t0 = self.clock.monotonic()
         self._last_t = -1.0
         self._last_values: dict[str, Value] = {}
@@ -244,6 +247,7 @@ class DeviceSim:
                 self.held[spec.name] = decode_value(spec, data)
             except DecodeError:
                 continue
+            self.writes.append((self.clock.time(), spec.name, self.held[spec.name]))
         self._last_t = -1.0
 
     def trace_packet(self, sending: bool, data: bytes) -> bytes:
@@ -257,6 +261,7 @@ class DeviceSim:
         app = web.Application()
         app.router.add_get("/state", self._state)
         app.router.add_get("/served", self._served)
+        app.router.add_get("/writes", self._writes)
         app.router.add_post("/fault", self._fault)
         app.router.add_post("/spike", self._spike)
         return app
@@ -276,6 +281,10 @@ class DeviceSim:
 
     async def _served(self, _r: web.Request) -> web.Response:
         return web.json_response({k: list(v) for k, v in self.served.items()})
+
+    async def _writes(self, _r: web.Request) -> web.Response:
+        """What clients wrote, in order (a gate relay's opening and closing, for instance)."""
+        return web.json_response([{"time": t, "point": p, "value": v} for t, p, v in self.writes])
 
     async def _fault(self, request: web.Request) -> web.Response:
         body: dict[str, Any] = await request.json()

