@@ -254,6 +254,17 @@ class FaceAccessApp:
             relay,
             latency_ms,
         )
+        self.screen.publish(
+            {
+                "state": "granted"
+                if d.granted
+                else ("spoof" if d.person != "unknown" else "unknown"),
+                "person": d.person if d.granted else None,
+                "name": self.names.get(d.person) if d.granted else None,
+                "decided_at_ms": round(self.ctx.clock.time() * 1000),
+                "seen_at_ms": round(frame.time * 1000),
+            }
+        )
         emitter = self.ctx.emitter
         await emitter.send(emitter.access(self.config.gate.device, frame.time, payload))
         detail: dict[str, Any] = {
@@ -265,14 +276,4 @@ class FaceAccessApp:
         }
         await self.call(
             self.service.audit.append, "decision", d.person, detail, self.ctx.clock.time()
-        )
-        self.screen.publish(
-            {
-                "state": "granted"
-                if d.granted
-                else ("spoof" if d.person != "unknown" else "unknown"),
-                "person": d.person if d.granted else None,
-                "name": self.names.get(d.person) if d.granted else None,
-                "decided_at_ms": round(self.ctx.clock.time() * 1000),
-            }
         )

@@ -1,0 +1,119 @@
+"""A gate site for the face-access hil-tests: a camera video made from real photos, the gate
+controller simulator, mosquitto and the real gateway process."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import cv2
+from hil import Subscriber, start_gateway, start_simulator
+
+from edge.faces.detector import MtcnnDetector
+from edge.faces.scene import Segment, head_crop, write_video
+from edge.localsite import Broker, Proc, cityedge_argv, free_port
+from edge.vision.manifest import ModelStore
+
+SECRET = "a-long-gateway-secret-for-hil-tests"
+
+
+@cache
+def crop(file: str) -> tuple[int, int, int, int]:
+    store = ModelStore()
+    img = cv2.imread(str(store.asset(file)))
+    assert img is not None
+    faces = MtcnnDetector(store).detect(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    return head_crop(max(faces, key=lambda f: f.size).box.tolist(), img.shape)
+
+
+def segment(kind: str, file: str | None, seconds: float) -> Segment:
+    if file is None:
+        return Segment("empty", None, seconds)
+    return Segment(kind, ModelStore().asset(file), seconds, crop=crop(file))  # type: ignore[arg-type]
+
+
+@dataclass
+class GateSite:
+    dir: Path
+    config: Path
+    http_port: int
+    control_port: int
+    gateway: Proc | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
+
+def make_site(
+    workdir: Path,
+    procs: list[Proc],
+    segments: list[Segment],
+    *,
+    broker: Broker | None = None,
+    liveness: str = "enforce",
+    extra: str = "",
+) -> GateSite:
+    write_video(workdir / "gate.avi", segments, fps=10)
+    modbus, control, http = free_port(), free_port(), free_port()
+    start_simulator(procs, workdir, "gate-controller", modbus, control)
+    sinks = (
+        f"sinks:\n  - {{type: mqtt, name: brain, host: 127.0.0.1, port: {broker.port}, reconnect_max_s: 1}}\n"
+        if broker
+        else ""
+    )
+    config = workdir / "site.yaml"
+    config.write_text(
+        f"""
+site: hil-site
+gateway: gw-gate
+http: {{port: {http}}}
+shutdown_flush_s: 5
+sources:
+  - type: modbus
+    name: gatebus
+    host: 127.0.0.1
+    port: {modbus}
+    timeout_s: 1
+    devices: [{{name: gate-1, profile: gate-controller, poll_interval_s: 0.5}}]
+  - {{type: camera, name: cam, camera: cam-1, url: gate.avi, fps: 10}}
+apps:
+  - type: face_access
+    name: gate
+    cameras: [cam-1]
+    gate: {{device: gate-1, open_s: 1.0}}
+    secret: !secret gateway_secret
+    liveness: {liveness}
+    cooldown_s: 3
+    unknown_interval_s: 30
+{extra}{sinks}""",
+        encoding="utf-8",
+    )
+    (workdir / "secrets.yaml").write_text(f"gateway_secret: {SECRET}\n", encoding="utf-8")
+    return GateSite(workdir, config, http, control)
+
+
+def enroll(site: GateSite, person: str, name: str, photo: str) -> None:
+    argv = cityedge_argv(
+        "faces",
+        "enroll",
+        str(ModelStore().asset(photo)),
+        "--id",
+        person,
+        "--name",
+        name,
+        "--config",
+        str(site.config),
+    )
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def start(site: GateSite, procs: list[Proc]) -> Proc:
+    site.gateway = start_gateway(procs, site.dir, site.config, site.http_port)
+    return site.gateway
+
+
+def wait_access(sub: Subscriber, count: int, timeout_s: float) -> None:
+    sub.wait_for(lambda: len(sub.of("access")) >= count, timeout_s, f"{count} access events")
