@@ -38,6 +38,7 @@ from edge.faces.service import FaceService
 from edge.faces.web import ScreenFeed, face_routes
 from edge.plugin import AppContext
 from edge.vision.frames import Frame
+from edge.vision.session import limit_blas_threads
 from protocols import envelope as env
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class FaceAccessApp:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _load_models(self) -> dict[str, str]:
+        limit_blas_threads(1)
         pipeline = self.service.pipeline  # loads, checks checksums and warms every model
         return pipeline.model_versions
 

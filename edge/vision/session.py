@@ -23,6 +23,18 @@ from edge.vision.manifest import ModelEntry, ModelError, ModelStore
 log = logging.getLogger(__name__)
 
 
+def limit_blas_threads(threads: int = 1) -> None:
+    """Cap numpy's BLAS pool (process-wide) so it does not fight the model threads.
+
+    On a busy 2-core gateway a multi-threaded matrix-vector product (the 1:N face search) waits
+    for a second core that ONNX Runtime or another process holds: one thread measured 2 ms
+    where two took 8 ms (docs/benchmarks.md). Called by apps that use numpy heavily.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads, user_api="blas")
+
+
 class ModelSession:
     """One ONNX model from a :class:`ModelStore`, checked against its manifest entry."""
 
