@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from edge.localsite import Broker, mosquitto_path
+from edge.vision.manifest import ModelError, ModelStore
 
 
 @pytest.fixture
@@ -18,3 +19,12 @@ def mosquitto(tmp_path: Path) -> Iterator[Broker]:
     broker = Broker.start(tmp_path / "mosquitto")
     yield broker
     broker.proc.stop()
+
+
+@pytest.fixture(scope="session")
+def model_store() -> ModelStore:
+    """The built vision models (``make test`` runs ``make models`` first)."""
+    try:
+        return ModelStore()
+    except ModelError as err:
+        pytest.fail(f"{err.for_humans()}\n(vision tests need 'make models')")

@@ -17,9 +17,10 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from face_site import enroll, make_site, segment, start, wait_access
+from face_site import GateSite, enroll, make_site, segment, start, wait_access
 from hil import Subscriber
 
+from edge.faces.scene import Segment
 from edge.localsite import Broker, Proc
 from protocols import envelope as env
 
@@ -40,6 +41,21 @@ def summary(ps: list[env.AccessPayload]) -> list[tuple[object, ...]]:
         (p.decision.value, p.person, p.relay, p.reason, p.score, p.liveness.score, p.latency_ms)
         for p in ps
     ]
+
+
+def run_gate(
+    tmp_path: Path,
+    procs: list[Proc],
+    broker: Broker,
+    subscriber: Callable[[int], Subscriber],
+    segments: list[Segment],
+    liveness: str,
+) -> tuple[GateSite, Subscriber, Proc]:
+    """The site with p-obama enrolled (from obama.jpg), its gateway started on the video."""
+    site = make_site(tmp_path, procs, segments, broker=broker, liveness=liveness)
+    enroll(site, "p-obama", "奥巴马 Obama", "obama.jpg")
+    sub = subscriber(broker.port)
+    return site, sub, start(site, procs)
 
 
 def check_relay(control_port: int, ps: list[env.AccessPayload]) -> None:
@@ -65,10 +81,7 @@ def test_the_enrolled_person_opens_the_relay_a_stranger_does_not(
         segment("face", "biden.jpg", 2.5),  # not enrolled
         segment("empty", None, 1.0),
     ]
-    site = make_site(tmp_path, procs, segments, broker=mosquitto, liveness="record")
-    enroll(site, "p-obama", "奥巴马 Obama", "obama.jpg")
-    sub = subscriber_factory(mosquitto.port)
-    start(site, procs)
+    site, sub, _ = run_gate(tmp_path, procs, mosquitto, subscriber_factory, segments, "record")
     wait_access(sub, 2, timeout_s=90)
     ps = payloads(sub)
     print("\naccess events:", *summary(ps), sep="\n  ")
@@ -106,10 +119,9 @@ def test_replay_and_print_are_decided_by_the_liveness_model(
         segment("print", "obama.jpg", 2.5),  # ...and printed on paper
         segment("empty", None, 1.0),
     ]
-    site = make_site(tmp_path, procs, segments, broker=mosquitto, liveness="enforce")
-    enroll(site, "p-obama", "奥巴马 Obama", "obama.jpg")
-    sub = subscriber_factory(mosquitto.port)
-    gateway = start(site, procs)
+    site, sub, gateway = run_gate(
+        tmp_path, procs, mosquitto, subscriber_factory, segments, "enforce"
+    )
     sub.wait_for(lambda: "end of gate.avi" in gateway.tail(200), 90, "the end of the video")
     ps = payloads(sub)
     print("\nREPORT (simulated attacks, liveness: enforce):", *summary(ps), sep="\n  ")

@@ -28,9 +28,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from models.onnx_out import finish, save
+
 MEAN_RGB = (122.782, 117.001, 104.298)
 INPUT_SIZE = 150
-OPSET = 13
 
 
 def read_weights(manifest_path: Path, bin_path: Path) -> dict[str, np.ndarray]:
@@ -175,17 +176,9 @@ def build_graph(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 128])],
         g.inits,
     )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="cityedge-models",
-        producer_version="1",
-    )
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return finish(graph)
 
 
 def convert(manifest_path: Path, bin_path: Path, out: Path) -> None:
     model = build_graph(read_weights(manifest_path, bin_path))
-    out.write_bytes(model.SerializeToString(deterministic=True))
+    save(model, out)

@@ -26,7 +26,8 @@ from tflite.BuiltinOperator import BuiltinOperator
 from tflite.Padding import Padding
 from tflite.TensorType import TensorType
 
-OPSET = 13
+from models.onnx_out import finish, save
+
 _OP_NAMES = {v: k for k, v in vars(BuiltinOperator).items() if not k.startswith("_")}
 _NP_TYPES = {
     TensorType.FLOAT32: np.float32,
@@ -276,17 +277,9 @@ class _Converter:
         graph = helper.make_graph(
             self.nodes, graph_name, inputs, outputs, list(self.inits.values())
         )
-        model = helper.make_model(
-            graph,
-            opset_imports=[helper.make_opsetid("", OPSET)],
-            producer_name="cityedge-models",
-            producer_version="1",
-        )
-        model.ir_version = 8
-        onnx.checker.check_model(model)
-        return model
+        return finish(graph)
 
 
 def convert(tflite_path: Path, out: Path, graph_name: str) -> None:
     model = _Converter(tflite_path.read_bytes()).convert(graph_name)
-    out.write_bytes(model.SerializeToString(deterministic=True))
+    save(model, out)

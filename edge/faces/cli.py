@@ -121,17 +121,7 @@ def list_people(
     finally:
         service.close()
     if as_json:
-        rows = [
-            {
-                "id": p.id,
-                "name": p.name,
-                "model": p.model,
-                "stale": p.stale(model),
-                "enrolled_at": p.enrolled_at,
-                "image_expires_at": p.image_expires_at,
-            }
-            for p in people
-        ]
+        rows = [p.summary(model) for p in people]
         out.print_json(json.dumps({"model": model, "people": rows}, ensure_ascii=False))
         return
     for p in people:

@@ -64,6 +64,17 @@ class Person:
     def stale(self, model: str) -> bool:
         return self.model != model
 
+    def summary(self, model: str) -> dict[str, object]:
+        """What the CLI and the API show about a person (no template)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "model": self.model,
+            "stale": self.stale(model),
+            "enrolled_at": self.enrolled_at,
+            "image_expires_at": self.image_expires_at,
+        }
+
 
 class TemplateStore:
     def __init__(self, path: Path, key: bytes) -> None:

@@ -117,17 +117,7 @@ def face_routes(app: FaceAccessApp) -> list[web.RouteDef]:
         return web.json_response(
             {
                 "model": model,
-                "people": [
-                    {
-                        "id": p.id,
-                        "name": p.name,
-                        "model": p.model,
-                        "stale": p.stale(model),
-                        "enrolled_at": p.enrolled_at,
-                        "image_expires_at": p.image_expires_at,
-                    }
-                    for p in rows
-                ],
+                "people": [p.summary(model) for p in rows],
             }
         )
 

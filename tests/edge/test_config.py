@@ -246,7 +246,12 @@ def test_every_field_has_a_description_and_extra_is_forbidden() -> None:
     ids=lambda p: p.name,
 )
 def test_shipped_configs_are_valid(path: Path) -> None:
-    env = {"CITY_BRAIN_USER": "gw", "CITY_BRAIN_PASSWORD": "pw", "GATE_SECRET": "s" * 32, "GATE_ADMIN_TOKEN": "t"}
+    env = {
+        "CITY_BRAIN_USER": "gw",
+        "CITY_BRAIN_PASSWORD": "pw",
+        "GATE_SECRET": "s" * 32,
+        "GATE_ADMIN_TOKEN": "t",
+    }
     site = load_site(path, env=env)
     assert site.config.sources
 

@@ -1,4 +1,4 @@
-"""Fixtures for tests that need the built models (``make test`` runs ``make models`` first)."""
+"""Fixtures of the face tests (``model_store`` comes from the root conftest)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.faces.pipeline import FacePipeline
-from edge.vision.manifest import ModelError, ModelStore
+from edge.vision.manifest import ModelStore
 from tests.faces.harness import Harness, make_harness
-
-
-@pytest.fixture(scope="session")
-def model_store() -> ModelStore:
-    try:
-        return ModelStore()
-    except ModelError as err:
-        pytest.fail(f"{err.for_humans()}\n(the vision tests need 'make models')")
-
-
-@pytest.fixture(scope="session")
-def pipeline(model_store: ModelStore) -> FacePipeline:
-    p = FacePipeline(model_store)
-    p.warm()
-    return p
 
 
 @pytest.fixture

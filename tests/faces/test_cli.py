@@ -52,6 +52,10 @@ def faces(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def enrol(cfg: Path, photo: str, person: str, name: str, *extra: str) -> tuple[int, str]:
+    return faces("enroll", photo, "--id", person, "--name", name, *extra, "--config", str(cfg))
+
+
 def service(path: Path) -> FaceService:
     s = load_site(path)
     cfg = s.config.apps[0]
@@ -68,16 +72,7 @@ def test_erasure_leaves_no_template_and_the_person_is_no_longer_recognised(
 ) -> None:
     cfg = site(tmp_path)
     for pid, name, file in (("p-obama", "Obama", "obama.jpg"), ("p-biden", "Biden", "biden.jpg")):
-        code, out = faces(
-            "enroll",
-            str(model_store.asset(file)),
-            "--id",
-            pid,
-            "--name",
-            name,
-            "--config",
-            str(cfg),
-        )
+        code, out = enrol(cfg, str(model_store.asset(file)), pid, name)
         assert code == 0, out
         assert f"enrolled {pid}" in out and "photo discarded" in out
     svc = service(cfg)
@@ -111,19 +106,7 @@ def test_the_audit_verifier_detects_a_tampered_entry(
     tmp_path: Path, model_store: ModelStore
 ) -> None:
     cfg = site(tmp_path)
-    assert (
-        faces(
-            "enroll",
-            str(model_store.asset("biden.jpg")),
-            "--id",
-            "p-b",
-            "--name",
-            "B",
-            "--config",
-            str(cfg),
-        )[0]
-        == 0
-    )
+    assert enrol(cfg, str(model_store.asset("biden.jpg")), "p-b", "B")[0] == 0
     assert faces("delete", "p-b", "--config", str(cfg))[0] == 0
     code, out = faces("audit-verify", "--config", str(cfg))
     assert code == 0 and "intact, 2 entries" in out
@@ -150,39 +133,17 @@ def test_the_audit_verifier_detects_a_tampered_entry(
 def test_bad_photos_are_refused(tmp_path: Path, make: object, message: str) -> None:
     cfg = site(tmp_path)
     make(tmp_path)  # type: ignore[operator]
-    code, out = faces(
-        "enroll", str(tmp_path / "x.png"), "--id", "p-1", "--name", "X", "--config", str(cfg)
-    )
+    code, out = enrol(cfg, str(tmp_path / "x.png"), "p-1", "X")
     assert code == 1 and message in out and "CE421" in out
 
 
 def test_a_group_photo_and_bad_ids_are_refused(tmp_path: Path, model_store: ModelStore) -> None:
     cfg = site(tmp_path)
-    code, out = faces(
-        "enroll",
-        str(model_store.asset("sample1.jpg")),
-        "--id",
-        "p-1",
-        "--name",
-        "X",
-        "--config",
-        str(cfg),
-    )
+    code, out = enrol(cfg, str(model_store.asset("sample1.jpg")), "p-1", "X")
     assert code == 1 and "faces in the photo" in out
-    code, out = faces(
-        "enroll",
-        str(model_store.asset("biden.jpg")),
-        "--id",
-        "unknown",
-        "--name",
-        "X",
-        "--config",
-        str(cfg),
-    )
+    code, out = enrol(cfg, str(model_store.asset("biden.jpg")), "unknown", "X")
     assert code == 1 and "not allowed" in out
-    code, out = faces(
-        "enroll", str(tmp_path / "missing.jpg"), "--id", "p-1", "--name", "X", "--config", str(cfg)
-    )
+    code, out = enrol(cfg, str(tmp_path / "missing.jpg"), "p-1", "X")
     assert code == 1 and "cannot read" in out
 
 
@@ -191,33 +152,10 @@ def test_a_model_change_asks_for_reenrolment_and_rebuilds_from_kept_photos(
 ) -> None:
     cfg = site(tmp_path)
     assert (
-        faces(
-            "enroll",
-            str(model_store.asset("obama.jpg")),
-            "--id",
-            "p-kept",
-            "--name",
-            "K",
-            "--keep-image-days",
-            "3",
-            "--config",
-            str(cfg),
-        )[0]
+        enrol(cfg, str(model_store.asset("obama.jpg")), "p-kept", "K", "--keep-image-days", "3")[0]
         == 0
     )
-    assert (
-        faces(
-            "enroll",
-            str(model_store.asset("biden.jpg")),
-            "--id",
-            "p-photo-gone",
-            "--name",
-            "G",
-            "--config",
-            str(cfg),
-        )[0]
-        == 0
-    )
+    assert enrol(cfg, str(model_store.asset("biden.jpg")), "p-photo-gone", "G")[0] == 0
     # a new build of the embedding model: same file here, but a new version in its manifest
     new_models = tmp_path / "models-v2"
     new_models.mkdir()
