@@ -1,0 +1,70 @@
+"""Which firmware to boot: the stable part that OTA never replaces (with main.py).
+
+An update swaps ``app/`` for the new image and keeps the old one in ``app.prev/``, with
+``ota.json`` saying ``{"pending": "<new version>", "boots": 0}``. Each boot of a pending image
+counts; the image proves itself by calling :func:`cenode.ota.Ota.mark_healthy` (after its first
+acknowledged report). A pending image booted more than ``MAX_BOOTS`` times without that is rolled
+back: ``app.prev/`` becomes ``app/`` again and ``ota.json`` says ``{"rolled_back": ...}`` so the
+old firmware can report it. A watchdog reset or a crash loop counts as a boot like any other.
+"""
+
+import json
+import os
+
+MAX_BOOTS = 2
+STATE = "ota.json"
+
+
+def _exists(path: str) -> bool:
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def _rmtree(path: str) -> None:
+    try:
+        mode = os.stat(path)[0]
+    except OSError:
+        return
+    if mode & 0x4000:
+        for name in os.listdir(path):
+            _rmtree(path + "/" + name)
+        os.rmdir(path)
+    else:
+        os.remove(path)
+
+
+def read_state(root: str) -> dict:
+    try:
+        with open(root + "/" + STATE) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def write_state(root: str, state: dict) -> None:
+    tmp = root + "/" + STATE + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(state, f)
+    os.rename(tmp, root + "/" + STATE)  # atomic on LittleFS: a power cut leaves old or new
+
+
+def select(root: str) -> str:
+    """Count this boot, roll back when due, and return the folder to run the app from."""
+    state = read_state(root)
+    pending = state.get("pending")
+    if pending and _exists(root + "/app.prev"):
+        boots = int(state.get("boots", 0)) + 1
+        if boots > MAX_BOOTS:
+            _rmtree(root + "/app.bad")
+            os.rename(root + "/app", root + "/app.bad")
+            os.rename(root + "/app.prev", root + "/app")
+            _rmtree(root + "/app.bad")
+            write_state(root, {"rolled_back": pending, "boots": boots - 1})
+        else:
+            state["boots"] = boots
+            write_state(root, state)
+    return root + "/app"

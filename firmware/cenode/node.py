@@ -1,0 +1,224 @@
+"""The node core: one loop that samples, reports, listens and keeps the node healthy.
+
+Per turn: feed the watchdog, let the link connect/send/read (:meth:`Link.poll`), sample when the
+report interval is due and queue a readings frame, run the app's timed work. Messages from the
+gateway arrive through the link: signed commands (``cmd``), OTA manifests (``ota``) and image
+chunks (``ota/data``). Status frames are retained, so the gateway always sees the last state; the
+will (published by the broker if the node vanishes) says ``offline``.
+
+Health: the firmware counts as healthy once its first readings frame was acknowledged by the
+broker; a pending OTA image is then kept (:meth:`cenode.ota.Ota.mark_healthy`).
+"""
+
+import json
+import os
+
+from cenode import apps, signed, wire
+from cenode.compat import clock_set, sleep_ms, ticks_add, ticks_diff, ticks_ms, unix_time
+from cenode.link import Link
+from cenode.ota import Ota, OtaRefused
+
+COMMAND_MAX_TTL_S = 300
+
+
+def _log(*args) -> None:
+    print("node:", *args)
+
+
+class Node:
+    def __init__(
+        self, root: str, config: dict, board, open_stream, ticks=ticks_ms, sleep=None, wall=None, log=_log
+    ) -> None:
+        self.root = root
+        self.config = config
+        self.board = board
+        self.ticks = ticks
+        self.wall = wall
+        self.log = log
+        self.site = config["site"]
+        self.name = config["node"]
+        self.app = apps.make(config["kind"], board, config["app"])
+        self.ota = Ota(root, config["trusted_keys"])
+        self.version = self.ota.version
+        self.nonces = signed.Nonces(16)
+        self.seq = int.from_bytes(os.urandom(2), "big")  # a restart does not repeat recent seqs
+        self.interval_ms = int(config["report_interval_s"] * 1000)
+        self.next_report = ticks()
+        self.healthy = False
+        self.health_after: int | None = None
+        self.restart_due = False
+        self.reported = 0
+        broker = config["broker"]
+        will = (self.topic("status"), self._status(wire.OFFLINE, "connection lost"), 1, True)
+        self.link = Link(
+            open_stream,
+            client_id=self.name,
+            keepalive_s=broker["keepalive_s"],
+            will=will,
+            queue_max=config["queue_max"],
+            on_message=self.on_message,
+            ticks=ticks,
+            sleep=sleep or sleep_ms,
+            log=log,
+        )
+        for channel in ("cmd", "ota", "ota/data"):
+            self.link.subscribe(self.topic(channel))
+        rolled = self.ota.rolled_back()
+        if rolled:
+            log("firmware", rolled, "never reported healthy: rolled back")
+            self.send_status(wire.ROLLED_BACK, "rolled back from " + rolled)
+        else:
+            self.send_status(wire.BOOT, "")
+
+    def topic(self, channel: str) -> str:
+        return wire.topic(self.site, self.name, channel)
+
+    def _next_seq(self) -> int:
+        self.seq = (self.seq + 1) & 0xFFFF
+        return self.seq
+
+    def _now(self) -> int:
+        """Unix seconds, or 0 while the clock is not set."""
+        if self.wall is not None:
+            return self.wall()
+        return unix_time() if clock_set() else 0
+
+    def _status(self, state: int, reason: str) -> bytes:
+        return wire.encode_status(self._next_seq(), self._now(), state, self.version, reason)
+
+    def send_status(self, state: int, reason: str = "") -> None:
+        self.link.publish(self.topic("status"), self._status(state, reason), retain=True)
+
+    def report(self) -> None:
+        readings = self.app.sample()
+        if not readings:
+            return
+        frame = wire.encode_readings(self._next_seq(), self._now(), readings)
+        self.link.publish(self.topic("up"), frame)
+        self.reported += 1
+        if self.health_after is None:
+            self.health_after = self.link.stats["acked"] + self.link.pending
+
+    def _check_health(self) -> None:
+        if self.healthy or self.health_after is None:
+            return
+        if self.link.stats["acked"] + self.link.stats["dropped"] >= self.health_after:
+            self.healthy = True
+            kept = self.ota.mark_healthy()
+            if kept:
+                self.log("firmware", kept, "is healthy: kept")
+            self.send_status(wire.HEALTHY, "ok")
+
+    def step(self, wait_ms: int = 50) -> None:
+        self.board.feed()
+        self.link.poll(wait_ms)
+        now = self.ticks()
+        if ticks_diff(now, self.next_report) >= 0:
+            self.next_report = ticks_add(self.next_report, self.interval_ms)
+            if ticks_diff(now, self.next_report) >= 0:  # overran: skip missed slots
+                self.next_report = ticks_add(now, self.interval_ms)
+            self.report()
+        self.app.tick()
+        self._check_health()
+
+    # -- messages from the gateway --------------------------------------------------------
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        if topic == self.topic("cmd"):
+            self._command(payload)
+        elif topic == self.topic("ota"):
+            self._ota_offer(payload)
+        elif topic == self.topic("ota/data"):
+            self._ota_chunk(payload)
+
+    def _reply(self, nonce: str, result: int, message: str) -> None:
+        frame = wire.encode_reply(self._next_seq(), self._now(), nonce, result, message)
+        self.link.publish(self.topic("res"), frame)
+
+    def _command(self, payload: bytes) -> None:
+        now = self._now() or None
+        nonce = ""
+        try:
+            if now is None:
+                raise signed.Refused("expired", "the node's clock is not set; cannot check expiry")
+            body, _kid, exp, nonce = signed.verify(
+                payload, "command", self.config["trusted_keys"], now
+            )
+            if exp - now > COMMAND_MAX_TTL_S:
+                raise signed.Refused("too-long", "commands may be valid for 300 s at most")
+            doc = json.loads(body)
+            if not isinstance(doc, dict) or doc.get("node") != self.name:
+                raise signed.Refused("malformed", "the command is not addressed to this node")
+            self.nonces.check_and_add(nonce, exp)
+        except signed.Refused as err:
+            self.log("command refused:", err)
+            self._reply(nonce, wire.REFUSED, str(err))
+            return
+        except ValueError:
+            self._reply(nonce, wire.REFUSED, "malformed: body is not JSON")
+            return
+        result, message = self.app.command(doc)
+        self.log("command", doc.get("action"), "->", message)
+        self._reply(nonce, result, message)
+        self.next_report = self.ticks()  # report the new state at once
+
+    def _ota_offer(self, payload: bytes) -> None:
+        try:
+            version = self.ota.offer(payload, self._now() or None)
+        except OtaRefused as err:
+            self.log("update refused:", err)
+            self.send_status(wire.OTA_REFUSED, str(err))
+            return
+        self.log("update to", ".".join(str(v) for v in version), "accepted; receiving")
+
+    def _ota_chunk(self, payload: bytes) -> None:
+        try:
+            if not self.ota.chunk(payload):
+                return
+            version = self.ota.install()
+        except OtaRefused as err:
+            self.log("update refused:", err)
+            self.send_status(wire.OTA_REFUSED, str(err))
+            return
+        self.log("update", version, "installed; restarting")
+        self.send_status(wire.OTA_APPLIED, version)
+        self.restart_due = True
+
+    def run(self, turns: int = -1) -> None:
+        """Run the loop (``turns`` < 0: forever); restarts the board after an update."""
+        while turns:
+            turns -= 1
+            self.step()
+            if self.restart_due:
+                deadline = ticks_add(self.ticks(), 3000)
+                while self.link.pending and ticks_diff(deadline, self.ticks()) > 0:
+                    self.link.poll(50)
+                self.link.close()
+                self.board.reset()
+                return
+
+
+def main(root: str) -> None:
+    from cenode import config as node_config
+    from cenode import hal, net
+
+    cfg = node_config.load(root)
+    board = hal.Board(cfg["app"].get("pins", {}), cfg["watchdog_ms"])
+    wifi = cfg.get("wifi")
+    if wifi and not net.wlan_up(wifi["ssid"], wifi["psk"]):
+        _log("no Wi-Fi", wifi["ssid"], "yet; the link keeps retrying")
+    net.sync_time()
+    broker = cfg["broker"]
+    tls = None
+    if broker["tls"]:
+        tls = {}
+        for key, name in (("ca", "ca.der"), ("cert", "node.der"), ("key", "node.key.der")):
+            with open(root + "/certs/" + name, "rb") as f:
+                tls[key] = f.read()
+
+    def open_stream():
+        return net.open_stream(broker["host"], broker["port"], tls)
+
+    node = Node(root, cfg, board, open_stream)
+    _log(cfg["node"], "running firmware", ".".join(str(v) for v in node.version))
+    node.run()
