@@ -24,6 +24,7 @@ from edge.config.base import PluginConfig
 from edge.errors import MissingExtraError
 from edge.sinks.mqtt_config import MqttSinkConfig
 from edge.sources.modbus_config import ModbusSourceConfig
+from edge.sources.mqtt_config import MqttSourceConfig
 
 Role = Literal["source", "app", "sink"]
 
@@ -46,6 +47,14 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "edge.sources.modbus:ModbusSource",
         "modbus",
         "Modbus TCP devices, polled on an interval",
+    ),
+    PluginInfo(
+        "source",
+        "mqtt",
+        MqttSourceConfig,
+        "edge.sources.mqtt:MqttSource",
+        None,
+        "MicroPython sensor nodes reporting to the site's local MQTT broker",
     ),
     PluginInfo(
         "app",

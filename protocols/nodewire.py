@@ -58,6 +58,13 @@ POINTS: Final[dict[int, tuple[str, str | None]]] = {
     10: ("uptime_s", "s"),
 }
 POINT_IDS: Final = {name: pid for pid, (name, _unit) in POINTS.items()}
+# what each kind of node reports (the firmware's apps); the gateway's catalog uses it
+KIND_POINTS: Final[dict[str, tuple[str, ...]]] = {
+    "bin-fill": ("fill_pct", "distance_mm", "temperature_c"),
+    "water": ("ph", "turbidity_ntu", "temperature_c"),
+    "gate-relay": ("door_open", "relay_on"),
+}
+NODE_KINDS: Final = tuple(KIND_POINTS)
 
 Value = bool | int | float
 
