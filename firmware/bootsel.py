@@ -52,6 +52,32 @@ def write_state(root: str, state: dict) -> None:
     os.rename(tmp, root + "/" + STATE)  # atomic on LittleFS: a power cut leaves old or new
 
 
+def version(root: str) -> tuple:
+    """The running firmware's (major, minor, patch) from app/VERSION; (0, 0, 0) if unreadable."""
+    try:
+        with open(root + "/app/VERSION") as f:
+            parts = f.read().strip().split(".")
+        return (int(parts[0]), int(parts[1]), int(parts[2]))
+    except (OSError, ValueError, IndexError):
+        return (0, 0, 0)
+
+
+def mark_healthy(root: str):
+    """The running firmware works: keep it. Returns its version if it was pending."""
+    state = read_state(root)
+    pending = state.get("pending")
+    if not pending and "rolled_back" not in state:
+        return None
+    _rmtree(root + "/app.prev")
+    write_state(root, {})
+    return pending
+
+
+def rolled_back(root: str):
+    """The version rolled back at a recent boot, if not yet reported."""
+    return read_state(root).get("rolled_back")
+
+
 def select(root: str) -> str:
     """Count this boot, roll back when due, and return the folder to run the app from."""
     state = read_state(root)

@@ -209,7 +209,8 @@ class Link:
                 self.stats["refused"] += 1
                 self._drop("refused: " + str(err))
                 return
-            except (OSError, mqtt.ProtocolError) as err:
+            except (OSError, MemoryError, mqtt.ProtocolError) as err:
+                # MemoryError: TLS buffers did not fit this time; retry after a collection
                 self._drop("connect failed: " + (str(err) or type(err).__name__))
                 return
         try:

@@ -77,7 +77,7 @@ class Stream:
 
     def _read(self):
         try:
-            data = self.sock.read(512) if hasattr(self.sock, "read") else self.sock.recv(512)
+            data = self.sock.read(256) if hasattr(self.sock, "read") else self.sock.recv(256)
         except OSError as err:
             if err.args and err.args[0] in (11, 115):  # EAGAIN, EINPROGRESS
                 return None

@@ -7,16 +7,19 @@ chunks (``ota/data``). Status frames are retained, so the gateway always sees th
 will (published by the broker if the node vanishes) says ``offline``.
 
 Health: the firmware counts as healthy once its first readings frame was acknowledged by the
-broker; a pending OTA image is then kept (:meth:`cenode.ota.Ota.mark_healthy`).
+broker; a pending OTA image is then kept (:func:`bootsel.mark_healthy`).
+
+Heap: what only commands and updates need (Ed25519, SHA-512, the OTA code, ~20 KB of a 64 KB
+heap) is imported when the first command or manifest arrives, not at boot.
 """
 
-import json
+import gc
 import os
 
-from cenode import apps, signed, wire
+import bootsel
+from cenode import wire
 from cenode.compat import clock_set, sleep_ms, ticks_add, ticks_diff, ticks_ms, unix_time
 from cenode.link import Link
-from cenode.ota import Ota, OtaRefused
 
 COMMAND_MAX_TTL_S = 300
 
@@ -37,10 +40,10 @@ class Node:
         self.log = log
         self.site = config["site"]
         self.name = config["node"]
-        self.app = apps.make(config["kind"], board, config["app"])
-        self.ota = Ota(root, config["trusted_keys"])
-        self.version = self.ota.version
-        self.nonces = signed.Nonces(16)
+        self.app = _make_app(config["kind"], board, config["app"])
+        self._ota = None
+        self.version = bootsel.version(root)
+        self._nonces = None
         self.seq = int.from_bytes(os.urandom(2), "big")  # a restart does not repeat recent seqs
         self.interval_ms = int(config["report_interval_s"] * 1000)
         self.next_report = ticks()
@@ -63,12 +66,28 @@ class Node:
         )
         for channel in ("cmd", "ota", "ota/data"):
             self.link.subscribe(self.topic(channel))
-        rolled = self.ota.rolled_back()
+        rolled = bootsel.rolled_back(root)
         if rolled:
             log("firmware", rolled, "never reported healthy: rolled back")
             self.send_status(wire.ROLLED_BACK, "rolled back from " + rolled)
         else:
             self.send_status(wire.BOOT, "")
+
+    @property
+    def ota(self):
+        if self._ota is None:
+            from cenode.ota import Ota
+
+            self._ota = Ota(self.root, self.config["trusted_keys"])
+        return self._ota
+
+    @property
+    def nonces(self):
+        if self._nonces is None:
+            from cenode.signed import Nonces
+
+            self._nonces = Nonces(16)
+        return self._nonces
 
     def topic(self, channel: str) -> str:
         return wire.topic(self.site, self.name, channel)
@@ -96,6 +115,9 @@ class Node:
         frame = wire.encode_readings(self._next_seq(), self._now(), readings)
         self.link.publish(self.topic("up"), frame)
         self.reported += 1
+        gc.collect()  # between reports, so a long run does not fragment the heap
+        if self.config.get("log_heap") and hasattr(gc, "mem_alloc"):
+            self.log("heap", gc.mem_alloc(), gc.mem_free())  # type: ignore[attr-defined]
         if self.health_after is None:
             self.health_after = self.link.stats["acked"] + self.link.pending
 
@@ -104,7 +126,7 @@ class Node:
             return
         if self.link.stats["acked"] + self.link.stats["dropped"] >= self.health_after:
             self.healthy = True
-            kept = self.ota.mark_healthy()
+            kept = bootsel.mark_healthy(self.root)
             if kept:
                 self.log("firmware", kept, "is healthy: kept")
             self.send_status(wire.HEALTHY, "ok")
@@ -136,6 +158,10 @@ class Node:
         self.link.publish(self.topic("res"), frame)
 
     def _command(self, payload: bytes) -> None:
+        import json
+
+        from cenode import signed
+
         now = self._now() or None
         nonce = ""
         try:
@@ -163,6 +189,8 @@ class Node:
         self.next_report = self.ticks()  # report the new state at once
 
     def _ota_offer(self, payload: bytes) -> None:
+        from cenode.ota import OtaRefused
+
         try:
             version = self.ota.offer(payload, self._now() or None)
         except OtaRefused as err:
@@ -172,6 +200,8 @@ class Node:
         self.log("update to", ".".join(str(v) for v in version), "accepted; receiving")
 
     def _ota_chunk(self, payload: bytes) -> None:
+        from cenode.ota import OtaRefused
+
         try:
             if not self.ota.chunk(payload):
                 return
@@ -198,11 +228,21 @@ class Node:
                 return
 
 
+def _make_app(kind: str, board, params: dict):
+    from cenode import apps
+
+    return apps.make(kind, board, params)
+
+
 def main(root: str) -> None:
+    import sys
+
     from cenode import config as node_config
     from cenode import hal, net
 
     cfg = node_config.load(root)
+    del sys.modules["cenode.config"]  # read once; its code need not stay in the heap
+    node_config = None
     board = hal.Board(cfg["app"].get("pins", {}), cfg["watchdog_ms"])
     wifi = cfg.get("wifi")
     if wifi and not net.wlan_up(wifi["ssid"], wifi["psk"]):
@@ -221,4 +261,5 @@ def main(root: str) -> None:
 
     node = Node(root, cfg, board, open_stream)
     _log(cfg["node"], "running firmware", ".".join(str(v) for v in node.version))
+    gc.collect()  # boot garbage (module loading, config parsing) out of the way
     node.run()

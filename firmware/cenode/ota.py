@@ -37,11 +37,7 @@ class OtaRefused(Exception):
 
 
 def current_version(root: str) -> tuple:
-    try:
-        with open(root + "/app/VERSION") as f:
-            return parse_version(f.read().strip())
-    except (OSError, ValueError):
-        return (0, 0, 0)
+    return bootsel.version(root)
 
 
 def _safe_name(name: str) -> bool:
@@ -188,16 +184,10 @@ class Ota:
         self._abort()
         return expect["text"]
 
-    def mark_healthy(self) -> str | None:
+    def mark_healthy(self):
         """The running firmware works: keep it. Returns its version if it was pending."""
-        state = bootsel.read_state(self.root)
-        pending = state.get("pending")
-        if not pending and "rolled_back" not in state:
-            return None
-        rmtree(self.root + "/app.prev")
-        bootsel.write_state(self.root, {})
-        return pending
+        return bootsel.mark_healthy(self.root)
 
-    def rolled_back(self) -> str | None:
+    def rolled_back(self):
         """The version that was rolled back at this boot, if any."""
-        return bootsel.read_state(self.root).get("rolled_back")
+        return bootsel.rolled_back(self.root)
