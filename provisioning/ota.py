@@ -111,3 +111,59 @@ def chunks(image: bytes, size: int = DEFAULT_CHUNK) -> Iterator[bytes]:
         raise ValueError("chunk size must be positive")
     for at in range(0, len(image), size):
         yield struct.pack(">I", at) + image[at : at + size]
+
+
+def build_update(
+    version: str,
+    *,
+    target_name: str,
+    key: Ed25519PrivateKey,
+    kid: str,
+    expires_at: int,
+) -> Update:
+    """The node firmware (``app/``) compiled for a target, bundled, with its signed manifest."""
+    from provisioning import image
+
+    compiled = image.compile_firmware(image.target(target_name), version)
+    files = {k.removeprefix("app/"): v for k, v in compiled.items() if k.startswith("app/")}
+    files.pop("VERSION", None)
+    return make_update(version, files, key=key, kid=kid, expires_at=expires_at)
+
+
+def publish_update(
+    update: Update,
+    *,
+    host: str,
+    port: int,
+    site: str,
+    node: str,
+    ca: str,
+    cert: str,
+    key: str,
+    chunk_size: int = DEFAULT_CHUNK,
+    timeout_s: float = 30,
+) -> int:
+    """Send the manifest and the image chunks to one node (QoS 1, in order); returns chunks sent."""
+    import ssl
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"ota-{node}")
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.load_cert_chain(cert, key)
+    client.tls_set_context(ctx)
+    client.connect(host, port, keepalive=30)
+    client.loop_start()
+    try:
+        infos = [client.publish(nodewire.node_topic(site, node, "ota"), update.manifest, qos=1)]
+        data_topic = nodewire.node_topic(site, node, "ota/data")
+        parts = list(chunks(update.image, chunk_size))
+        for part in parts:
+            infos.append(client.publish(data_topic, part, qos=1))
+        for info in infos:
+            info.wait_for_publish(timeout_s)
+        return len(parts)
+    finally:
+        client.loop_stop()
+        client.disconnect()

@@ -207,3 +207,94 @@ def provision_node(site: Site, req: NodeRequest, progress: Progress | None = Non
             timeout_s=req.self_test_s,
         )
     return NodeResult(device, created, out, files, out / "fs.img", merged, label_path, first, steps)
+
+
+@dataclass
+class GatewayResult:
+    device: Device
+    created: bool
+    out_dir: Path
+    fleet: Any  # fleet.FleetDevice | None
+    source_yaml: str
+
+
+def provision_gateway(
+    site: Site,
+    hwid: str,
+    name: str,
+    *,
+    fleet: str | None = None,
+    balena_token: str | None = None,
+    balena_api: str | None = None,
+    progress: Progress | None = None,
+) -> GatewayResult:
+    """A gateway's certificate for the nodes' broker, its ACL entry, the ``mqtt`` source block
+    for its site file, and (with ``fleet``) its registration in a balena fleet."""
+    say = progress or (lambda _s, _f: None)
+    say("check", 0.0)
+    hwid = normalize_hwid(hwid)
+    try:
+        identity = pki.gateway_identity(site.site, name)
+        nodewire.node_prefix(site.site, name)
+    except ValueError as err:
+        raise ProvisionInputError(str(err), hint="names like gw-1 or riverside-gw") from None
+    if fleet is not None and not balena_token:
+        raise ProvisionInputError(
+            "joining a balena fleet needs an API token",
+            hint="set BALENA_TOKEN or pass --balena-token",
+        )
+    inv = site.inventory()
+    try:
+        inv.check_name(hwid, name)
+    finally:
+        inv.close()
+    joined = None
+    if fleet is not None:
+        from provisioning import fleet as fleet_mod
+
+        say("fleet", 0.0)
+        joined = fleet_mod.join_fleet(fleet, balena_token or "", balena_api)
+    say("certificate", 0.0)
+    out = site.root / "gateways" / name
+    out.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = site.ca()
+    key, cert = pki.issue(ca_key, ca_cert, identity)
+    write_private(out / "gateway.key", pki.key_pem(key))
+    (out / "gateway.pem").write_bytes(pki.cert_pem(cert))
+    (out / "ca.pem").write_bytes(pki.cert_pem(ca_cert))
+    if joined is not None:
+        write_private(out / "balena.json", json.dumps(joined.__dict__, indent=1).encode())
+    say("inventory", 0.0)
+    inv = site.inventory()
+    try:
+        device, created = inv.record(
+            hwid=hwid,
+            name=name,
+            role="gateway",
+            kind="gateway",
+            target="balena" if joined else "linux",
+            identity=identity,
+            cert_serial=format(cert.serial_number, "x"),
+            cert_sha256=cert_sha256(cert),
+            firmware="-",
+        )
+        nodes = [d for d in inv.all() if d.role == "node"]
+    finally:
+        inv.close()
+    site.write_broker_files()
+    node_lines = (
+        "".join(f"      - {{name: {d.name}, kind: {d.kind}}}\n" for d in nodes) or "      []\n"
+    )
+    source = (
+        "  - type: mqtt\n"
+        "    name: nodes\n"
+        f"    host: {site.broker_host}\n"
+        f"    port: {site.broker_port}\n"
+        "    tls:\n"
+        f"      ca_file: {out.resolve()}/ca.pem\n"
+        f"      cert_file: {out.resolve()}/gateway.pem\n"
+        f"      key_file: {out.resolve()}/gateway.key\n"
+        "    nodes:\n" + node_lines
+    )
+    (out / "source.yaml").write_text(source)
+    return GatewayResult(device, created, out, joined, source)
