@@ -1,8 +1,8 @@
 """A simulated ``machine`` module for the MicroPython unix port (hil-tests, benchmarks).
 
 Put this folder first on ``sys.path`` (``MICROPYPATH=firmware/sim:...``) and the node's HAL runs
-unchanged against a simulated world read from ``sim.json`` in the current folder, which a test
-rewrites while the node runs::
+unchanged against a simulated world read from the file named by the ``SIM_WORLD`` environment
+variable (default ``sim.json`` in the current folder), which a test rewrites while the node runs::
 
     {"echo_us": {"18": 5830}, "adc_mv": {"34": 700}, "pins": {"4": 0}}
 
@@ -14,18 +14,22 @@ import sys
 
 RESET_EXIT_CODE = 75
 _outputs: dict = {}
-_cache: list = [None, {}]  # (mtime, world): re-read only when the test rewrote the file
+_cache: list = [None, {}]  # (when read, world): re-read at most every 200 ms
 
 
 def _world() -> dict:
     import os
 
+    path = os.getenv("SIM_WORLD") or "sim.json"  # type: ignore[attr-defined]
+    import time
+
+    now = time.ticks_ms()  # type: ignore[attr-defined]
+    if _cache[0] is not None and time.ticks_diff(now, _cache[0]) < 200:  # type: ignore[attr-defined]
+        return _cache[1]
     try:
-        mtime = os.stat("sim.json")[8]
-        if mtime != _cache[0]:
-            with open("sim.json") as f:
-                _cache[1] = json.load(f)
-            _cache[0] = mtime
+        with open(path) as f:
+            _cache[1] = json.load(f)
+        _cache[0] = now
     except (OSError, ValueError):
         pass
     return _cache[1]
