@@ -385,6 +385,40 @@ def ota(
         )
 
 
+@provision_app.command("self-test")
+def self_test_cmd(
+    site_dir: SiteDir,
+    name: Annotated[str, typer.Option(help="Node id")],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for its first message")] = 60,
+    as_json: AsJson = False,
+) -> None:
+    """Wait for a node's first authenticated message on the site broker (after it boots)."""
+    from provisioning import selftest
+    from provisioning.site import Site
+
+    try:
+        site = Site.open(site_dir)
+        frame = selftest.wait_for_first_message(
+            site.broker_host,
+            site.broker_port,
+            site.site,
+            name,
+            ca=site.root / "ca.pem",
+            cert=site.root / "technician.pem",
+            key=site.root / "technician.key",
+            timeout_s=timeout,
+        )
+    except ProvisionError as err:
+        raise _fail(err, as_json) from None
+    doc: dict[str, Any] = {"ok": True, "node": name, "type": type(frame).__name__, "seq": frame.seq}
+    if isinstance(frame, nodewire.StatusFrame):
+        doc.update(state=frame.state.name.lower(), version=".".join(map(str, frame.version)))
+    if as_json:
+        out.print_json(json.dumps(doc))
+    else:
+        out.print(f"{name} reported: {doc}", highlight=False)
+
+
 @provision_app.command("vm")
 def vm(
     image: Annotated[Path, typer.Option(help="LittleFS image file (created blank if missing)")],

@@ -47,7 +47,7 @@ class FileBlockDevice:
         return 0
 
 
-def mount(path: str, blocks: int) -> None:
+def mount(path: str, blocks: int = 256) -> None:
     bdev = FileBlockDevice(path, blocks)
     try:
         fs = vfs.VfsLfs2(bdev, readsize=32, progsize=32, lookahead=32)
