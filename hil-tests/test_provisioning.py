@@ -139,9 +139,10 @@ def test_provision_copy_inventory_certificate_acl_image_and_self_test(
         [
             micropython_path(),
             "-c",
-            "import sys; sys.path.insert(0, %r); from lfsmount import mount; mount(%r); import os, json; "
-            "print(sorted(os.listdir('/flash/app/cenode'))); print(json.load(open('/flash/config.json'))['node'])"
-            % (str(FIRMWARE / "tools"), str(mounted)),
+            "import sys; sys.path.insert(0, {!r}); from lfsmount import mount; mount({!r}); import os, json; "
+            "print(sorted(os.listdir('/flash/app/cenode'))); print(json.load(open('/flash/config.json'))['node'])".format(
+                str(FIRMWARE / "tools"), str(mounted)
+            ),
         ],
         capture_output=True,
         text=True,

@@ -43,9 +43,10 @@ def test_firmware_compiles_for_the_target_and_the_bytecode_runs(
         [
             micropython_path(),
             "-c",
-            "import sys; sys.path.insert(0, %r); from cenode import wire; "
-            "print(wire.encode_readings(1, 1795500000, [('fill_pct', 42.5), ('distance_mm', 640), ('temperature_c', 18.5)]).hex())"
-            % str(tmp_path / "app"),
+            "import sys; sys.path.insert(0, {!r}); from cenode import wire; "
+            "print(wire.encode_readings(1, 1795500000, [('fill_pct', 42.5), ('distance_mm', 640), ('temperature_c', 18.5)]).hex())".format(
+                str(tmp_path / "app")
+            ),
         ],
         capture_output=True,
         text=True,
