@@ -94,3 +94,23 @@ def select(root: str) -> str:
             state["boots"] = boots
             write_state(root, state)
     return root + "/app"
+
+
+def boot(root: str | None = None) -> None:
+    """main.py's work: select the firmware, guard a trial image with the watchdog, run the node.
+    (Here, compiled, rather than in main.py, which MicroPython must compile from source.)"""
+    import sys
+
+    here = str(root) if root is not None else ""
+    if root is None:
+        here = sys.argv[1] if len(sys.argv) > 1 else str(os.getcwd()).rstrip("/")
+    sys.path.insert(0, select(here))
+    if read_state(here).get("pending"):
+        # a new image on trial: if it crashes into the REPL or hangs, the watchdog resets the
+        # board, and the next boot is counted
+        import machine
+
+        machine.WDT(timeout=60000)
+    from cenode import node
+
+    node.main(here)

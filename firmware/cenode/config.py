@@ -15,7 +15,7 @@ TLS material is in ``certs/``: ``ca.der``, ``node.der``, ``node.key.der``.
 
 import json
 
-from cenode.compat import b64url_decode
+from cenode.util import b64url_decode
 
 
 class ConfigError(Exception):

@@ -21,8 +21,6 @@ from cenode import wire
 from cenode.compat import clock_set, sleep_ms, ticks_add, ticks_diff, ticks_ms, unix_time
 from cenode.link import Link
 
-COMMAND_MAX_TTL_S = 300
-
 
 def _log(*args) -> None:
     print("node:", *args)
@@ -30,7 +28,15 @@ def _log(*args) -> None:
 
 class Node:
     def __init__(
-        self, root: str, config: dict, board, open_stream, ticks=ticks_ms, sleep=None, wall=None, log=_log
+        self,
+        root: str,
+        config: dict,
+        board,
+        open_stream,
+        ticks=ticks_ms,
+        sleep=None,
+        wall=None,
+        log=_log,
     ) -> None:
         self.root = root
         self.config = config
@@ -41,9 +47,9 @@ class Node:
         self.site = config["site"]
         self.name = config["node"]
         self.app = _make_app(config["kind"], board, config["app"])
-        self._ota = None
+        self.ota = None  # cenode.ota.Ota, made by cenode.remote when the first update comes
+        self.nonces = None  # cenode.signed.Nonces, likewise for commands
         self.version = bootsel.version(root)
-        self._nonces = None
         self.seq = int.from_bytes(os.urandom(2), "big")  # a restart does not repeat recent seqs
         self.interval_ms = int(config["report_interval_s"] * 1000)
         self.next_report = ticks()
@@ -73,37 +79,21 @@ class Node:
         else:
             self.send_status(wire.BOOT, "")
 
-    @property
-    def ota(self):
-        if self._ota is None:
-            from cenode.ota import Ota
-
-            self._ota = Ota(self.root, self.config["trusted_keys"])
-        return self._ota
-
-    @property
-    def nonces(self):
-        if self._nonces is None:
-            from cenode.signed import Nonces
-
-            self._nonces = Nonces(16)
-        return self._nonces
-
     def topic(self, channel: str) -> str:
         return wire.topic(self.site, self.name, channel)
 
-    def _next_seq(self) -> int:
+    def next_seq(self) -> int:
         self.seq = (self.seq + 1) & 0xFFFF
         return self.seq
 
-    def _now(self) -> int:
+    def now(self) -> int:
         """Unix seconds, or 0 while the clock is not set."""
         if self.wall is not None:
             return self.wall()
         return unix_time() if clock_set() else 0
 
     def _status(self, state: int, reason: str) -> bytes:
-        return wire.encode_status(self._next_seq(), self._now(), state, self.version, reason)
+        return wire.encode_status(self.next_seq(), self.now(), state, self.version, reason)
 
     def send_status(self, state: int, reason: str = "") -> None:
         self.link.publish(self.topic("status"), self._status(state, reason), retain=True)
@@ -112,7 +102,7 @@ class Node:
         readings = self.app.sample()
         if not readings:
             return
-        frame = wire.encode_readings(self._next_seq(), self._now(), readings)
+        frame = wire.encode_readings(self.next_seq(), self.now(), readings)
         self.link.publish(self.topic("up"), frame)
         self.reported += 1
         gc.collect()  # between reports, so a long run does not fragment the heap
@@ -146,73 +136,11 @@ class Node:
     # -- messages from the gateway --------------------------------------------------------
 
     def on_message(self, topic: str, payload: bytes) -> None:
-        if topic == self.topic("cmd"):
-            self._command(payload)
-        elif topic == self.topic("ota"):
-            self._ota_offer(payload)
-        elif topic == self.topic("ota/data"):
-            self._ota_chunk(payload)
+        channel = topic[topic.rfind(self.name) + len(self.name) + 1 :]
+        if channel in ("cmd", "ota", "ota/data"):
+            from cenode import remote  # commands and updates: loaded when the first one comes
 
-    def _reply(self, nonce: str, result: int, message: str) -> None:
-        frame = wire.encode_reply(self._next_seq(), self._now(), nonce, result, message)
-        self.link.publish(self.topic("res"), frame)
-
-    def _command(self, payload: bytes) -> None:
-        import json
-
-        from cenode import signed
-
-        now = self._now() or None
-        nonce = ""
-        try:
-            if now is None:
-                raise signed.Refused("expired", "the node's clock is not set; cannot check expiry")
-            body, _kid, exp, nonce = signed.verify(
-                payload, "command", self.config["trusted_keys"], now
-            )
-            if exp - now > COMMAND_MAX_TTL_S:
-                raise signed.Refused("too-long", "commands may be valid for 300 s at most")
-            doc = json.loads(body)
-            if not isinstance(doc, dict) or doc.get("node") != self.name:
-                raise signed.Refused("malformed", "the command is not addressed to this node")
-            self.nonces.check_and_add(nonce, exp)
-        except signed.Refused as err:
-            self.log("command refused:", err)
-            self._reply(nonce, wire.REFUSED, str(err))
-            return
-        except ValueError:
-            self._reply(nonce, wire.REFUSED, "malformed: body is not JSON")
-            return
-        result, message = self.app.command(doc)
-        self.log("command", doc.get("action"), "->", message)
-        self._reply(nonce, result, message)
-        self.next_report = self.ticks()  # report the new state at once
-
-    def _ota_offer(self, payload: bytes) -> None:
-        from cenode.ota import OtaRefused
-
-        try:
-            version = self.ota.offer(payload, self._now() or None)
-        except OtaRefused as err:
-            self.log("update refused:", err)
-            self.send_status(wire.OTA_REFUSED, str(err))
-            return
-        self.log("update to", ".".join(str(v) for v in version), "accepted; receiving")
-
-    def _ota_chunk(self, payload: bytes) -> None:
-        from cenode.ota import OtaRefused
-
-        try:
-            if not self.ota.chunk(payload):
-                return
-            version = self.ota.install()
-        except OtaRefused as err:
-            self.log("update refused:", err)
-            self.send_status(wire.OTA_REFUSED, str(err))
-            return
-        self.log("update", version, "installed; restarting")
-        self.send_status(wire.OTA_APPLIED, version)
-        self.restart_due = True
+            remote.handle(self, channel, payload)
 
     def run(self, turns: int = -1) -> None:
         """Run the loop (``turns`` < 0: forever); restarts the board after an update."""
@@ -241,7 +169,8 @@ def main(root: str) -> None:
     from cenode import hal, net
 
     cfg = node_config.load(root)
-    del sys.modules["cenode.config"]  # read once; its code need not stay in the heap
+    for done in ("cenode.config", "cenode.util"):  # read once; their code need not stay
+        sys.modules.pop(done, None)
     node_config = None
     board = hal.Board(cfg["app"].get("pins", {}), cfg["watchdog_ms"])
     wifi = cfg.get("wifi")

@@ -24,7 +24,7 @@ import struct
 
 import bootsel
 from cenode import signed
-from cenode.compat import hexlify, makedirs, rmtree
+from cenode.util import hexlify, makedirs, rmtree
 from cenode.wire import parse_version
 
 BUNDLE_MAGIC = b"CEB1"

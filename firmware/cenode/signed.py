@@ -12,7 +12,7 @@ relies on its version rule against replays.
 import json
 
 from cenode import ed25519
-from cenode.compat import b64url_decode
+from cenode.util import b64url_decode
 
 DOMAIN = b"cityedge-signed-v1\n"
 

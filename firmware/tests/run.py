@@ -45,7 +45,7 @@ def main() -> int:
             del sys.modules[name]  # keep the heap for the next module (a device has little)
             module = None
     finally:
-        from cenode.compat import rmtree
+        from cenode.util import rmtree
 
         rmtree(t.TMP)
     print(str(passed) + " passed, " + str(failed) + " failed")

@@ -3,7 +3,7 @@
 from t import eq, raises, vectors
 
 from cenode import ed25519, signed
-from cenode.compat import b64url_decode
+from cenode.util import b64url_decode
 from cenode.sha512 import sha512
 
 

@@ -6,7 +6,7 @@ import os
 import bootsel
 from t import eq, raises, read, tmpdir, vectors, write
 
-from cenode.compat import b64url_decode
+from cenode.util import b64url_decode
 from cenode.ota import Ota, OtaRefused
 
 
