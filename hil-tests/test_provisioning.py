@@ -178,13 +178,23 @@ def test_provision_copy_inventory_certificate_acl_image_and_self_test(
     # the same board again: the same row, revision 2; another board cannot take the name
     assert node.proc is not None
     node.proc.stop()
-    vm2, device2 = start_vm(procs, tmp_path, tmp_path / "board2.img")
-    again = provision(site, "0a0b0c0d0e03", "bin-3", device2)
-    assert again["ok"] and not again["created"] and again["device"]["revision"] == 2  # type: ignore[index]
+    build = [
+        "provision",
+        "node",
+        "-d",
+        str(site.root),
+        "--kind",
+        "bin-fill",
+        "--target",
+        "unix",
+        "--name",
+        "bin-3",
+    ]
+    again = cli(*build, "--hwid", "0a0b0c0d0e03")
+    assert again["ok"] and not again["created"] and again["device"]["revision"] == 2
     assert db.execute("SELECT count(*), max(revision) FROM devices").fetchone() == (1, 2)
-    taken = provision(site, "0a0b0c0d0e04", "bin-3", device2)
+    taken = cli(*build, "--hwid", "0a0b0c0d0e04")
     assert (
         taken["_rc"] == 1 and taken["code"] == "CE400" and "already belongs" in str(taken["error"])
     )
     db.close()
-    vm2.stop()

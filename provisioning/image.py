@@ -249,9 +249,11 @@ def mpremote_copy(
     files: Mapping[str, bytes],
     progress: Callable[[str], None] | None = None,
     timeout_s: float = 300,
+    reset: bool = True,
 ) -> None:
     """Copy ``files`` onto a running MicroPython board with the real mpremote (one session):
-    remove the old app, make the folders, copy each file; ``progress`` gets each file name."""
+    remove the old app, make the folders, copy each file, then hard-reset the board so it boots
+    the node (``reset=False`` for the unix-port VM); ``progress`` gets each file name."""
     mpremote = tool("mpremote", "provisioning")
     dirs = sorted({"/".join(n.split("/")[:i]) for n in files for i in range(1, n.count("/") + 1)})
     prep = (
@@ -277,6 +279,8 @@ def mpremote_copy(
             local.parent.mkdir(parents=True, exist_ok=True)
             local.write_bytes(files[name])
             argv += ["+", "fs", "cp", str(local), f":{name}"]
+        if reset:
+            argv += ["+", "reset"]
         proc = subprocess.Popen(  # noqa: S603 - argv is ours
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )

@@ -191,7 +191,7 @@ def provision_node(site: Site, req: NodeRequest, progress: Progress | None = Non
             done[0] += 1
             say("copy", done[0] / total)
 
-        image.mpremote_copy(req.copy_to, files, copied)
+        image.mpremote_copy(req.copy_to, files, copied, reset=tgt.name != "unix")
 
     first = None
     if req.self_test_s is not None:
