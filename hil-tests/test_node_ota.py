@@ -124,7 +124,7 @@ def test_ota_refusals_a_good_update_and_a_rollback(tmp_path: Path, procs: list[P
             since = time.monotonic()
             send(site, upd)
             refused = wait_state(tech, node, since, NodeState.OTA_REFUSED)
-            assert refused.reason.startswith(reason), (reason, refused.reason)
+            assert refused.reason.startswith(reason), (reason, refused.reason, node.log())
             assert refused.version == (1, 0, 0)
         assert node.proc is not None and node.proc.alive(), node.log()
 

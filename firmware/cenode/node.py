@@ -137,10 +137,19 @@ class Node:
 
     def on_message(self, topic: str, payload: bytes) -> None:
         channel = topic[topic.rfind(self.name) + len(self.name) + 1 :]
-        if channel in ("cmd", "ota", "ota/data"):
+        if channel not in ("cmd", "ota", "ota/data"):
+            return
+        try:
             from cenode import remote  # commands and updates: loaded when the first one comes
 
             remote.handle(self, channel, payload)
+        except MemoryError:
+            # a full heap must not take the node down: say so, and let the sender try again
+            self.ota = None
+            gc.collect()
+            self.log("no memory for a", channel, "message; dropped")
+            if channel != "cmd":
+                self.send_status(wire.OTA_REFUSED, "no-memory: send the update again")
 
     def run(self, turns: int = -1) -> None:
         """Run the loop (``turns`` < 0: forever); restarts the board after an update."""

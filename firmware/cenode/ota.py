@@ -133,10 +133,10 @@ class Ota:
         """Take one chunk (u32 offset + bytes); True when the image is complete and checked."""
         if self.expect is None or len(data) < 4:
             return False
-        offset = struct.unpack(">I", data[:4])[0]
+        offset = struct.unpack_from(">I", data)[0]
         if offset != self.received:
             return False
-        payload = data[4:]
+        payload = memoryview(data)[4:]  # no copy of the chunk
         if self.received + len(payload) > self.expect["size"]:
             self._abort()
             raise OtaRefused("corrupt", "more data than the manifest's size")

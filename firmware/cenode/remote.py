@@ -10,6 +10,10 @@ COMMAND_MAX_TTL_S = 300
 
 
 def handle(node, channel: str, payload: bytes) -> None:
+    if channel != "ota/data":
+        import gc
+
+        gc.collect()  # Ed25519 in Python allocates many big integers: start from a clean heap
     if channel == "cmd":
         command(node, payload)
     elif channel == "ota":

@@ -41,13 +41,16 @@ def _rotr(x: int, n: int) -> int:
     return ((x >> n) | (x << (64 - n))) & _M
 
 
-def _block(h: list[int], block: bytes) -> None:
-    w = [int.from_bytes(block[i : i + 8], "big") for i in range(0, 128, 8)]
+def _block(h: list[int], block: bytes, w: list[int]) -> None:
+    # w: the 80-word message schedule, allocated once per message (a growing list would leave
+    # 1 KB holes in a small heap)
+    for i in range(16):
+        w[i] = int.from_bytes(block[i * 8 : i * 8 + 8], "big")
     for t in range(16, 80):
         a, b = w[t - 15], w[t - 2]
         s0 = _rotr(a, 1) ^ _rotr(a, 8) ^ (a >> 7)
         s1 = _rotr(b, 19) ^ _rotr(b, 61) ^ (b >> 6)
-        w.append((w[t - 16] + s0 + w[t - 7] + s1) & _M)
+        w[t] = (w[t - 16] + s0 + w[t - 7] + s1) & _M
     a, b, c, d, e, f, g, hh = h
     for t in range(80):
         s1 = _rotr(e, 14) ^ _rotr(e, 18) ^ _rotr(e, 41)
@@ -64,8 +67,9 @@ def sha512(data: bytes) -> bytes:
     n = len(data)
     tail = bytes(data[n - n % 128 :]) + b"\x80"
     tail += bytes((112 - len(tail)) % 128) + (n * 8).to_bytes(16, "big")
+    w = [0] * 80
     for i in range(0, n - n % 128, 128):
-        _block(h, data[i : i + 128])
+        _block(h, data[i : i + 128], w)
     for i in range(0, len(tail), 128):
-        _block(h, tail[i : i + 128])
+        _block(h, tail[i : i + 128], w)
     return b"".join(v.to_bytes(8, "big") for v in h)
