@@ -15,7 +15,7 @@ MAX_BOOTS = 2
 STATE = "ota.json"
 
 
-def _exists(path: str) -> bool:
+def exists(path: str) -> bool:
     try:
         os.stat(path)
         return True
@@ -23,14 +23,14 @@ def _exists(path: str) -> bool:
         return False
 
 
-def _rmtree(path: str) -> None:
+def rmtree(path: str) -> None:
     try:
         mode = os.stat(path)[0]
     except OSError:
         return
     if mode & 0x4000:
         for name in os.listdir(path):
-            _rmtree(path + "/" + name)
+            rmtree(path + "/" + name)
         os.rmdir(path)
     else:
         os.remove(path)
@@ -68,7 +68,7 @@ def mark_healthy(root: str):
     pending = state.get("pending")
     if not pending and "rolled_back" not in state:
         return None
-    _rmtree(root + "/app.prev")
+    rmtree(root + "/app.prev")
     write_state(root, {})
     return pending
 
@@ -82,13 +82,13 @@ def select(root: str) -> str:
     """Count this boot, roll back when due, and return the folder to run the app from."""
     state = read_state(root)
     pending = state.get("pending")
-    if pending and _exists(root + "/app.prev"):
+    if pending and exists(root + "/app.prev"):
         boots = int(state.get("boots", 0)) + 1
         if boots > MAX_BOOTS:
-            _rmtree(root + "/app.bad")
+            rmtree(root + "/app.bad")
             os.rename(root + "/app", root + "/app.bad")
             os.rename(root + "/app.prev", root + "/app")
-            _rmtree(root + "/app.bad")
+            rmtree(root + "/app.bad")
             write_state(root, {"rolled_back": pending, "boots": boots - 1})
         else:
             state["boots"] = boots

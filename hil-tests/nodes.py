@@ -46,6 +46,27 @@ def cli(*args: str, timeout_s: float = 300) -> dict[str, Any]:
     return doc
 
 
+def provision_bin(site: Site, hwid: str, name: str, *extra: str) -> dict[str, Any]:
+    """``cityedge provision node`` for a bin-fill node on the unix port, reporting every second."""
+    return cli(
+        "provision",
+        "node",
+        "-d",
+        str(site.root),
+        "--hwid",
+        hwid,
+        "--name",
+        name,
+        "--kind",
+        "bin-fill",
+        "--target",
+        "unix",
+        "--interval",
+        "1",
+        *extra,
+    )
+
+
 def make_site(tmp: Path, site: str = "riverside") -> Site:
     port = free_port()
     doc = cli(

@@ -10,7 +10,16 @@ import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from nodes import NodeClient, NodeRunner, cli, fill_world, make_site, start_site_broker, technician
+from nodes import (
+    NodeClient,
+    NodeRunner,
+    cli,
+    fill_world,
+    make_site,
+    provision_bin,
+    start_site_broker,
+    technician,
+)
 
 from edge.localsite import Proc
 from protocols import nodewire
@@ -73,22 +82,7 @@ def broken_update(site: Site, version: str) -> ota.Update:
 
 def test_ota_refusals_a_good_update_and_a_rollback(tmp_path: Path, procs: list[Proc]) -> None:
     site = make_site(tmp_path)
-    doc = cli(
-        "provision",
-        "node",
-        "-d",
-        str(site.root),
-        "--hwid",
-        "0a0b0c0d0e02",
-        "--name",
-        "bin-2",
-        "--kind",
-        "bin-fill",
-        "--target",
-        "unix",
-        "--interval",
-        "1",
-    )
+    doc = provision_bin(site, "0a0b0c0d0e02", "bin-2")
     assert doc["ok"], doc
     broker = start_site_broker(site, tmp_path / "broker")
     procs.append(broker.proc)

@@ -10,11 +10,12 @@ import os
 import sqlite3
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from nodes import FIRMWARE, NodeRunner, cli, fill_world, make_site, start_site_broker
+from nodes import FIRMWARE, NodeRunner, cli, fill_world, make_site, provision_bin, start_site_broker
 
 from edge.localsite import Proc, cityedge_argv, free_port, start, wait_port
 from provisioning.image import read_littlefs
@@ -34,25 +35,8 @@ def start_vm(procs: list[Proc], workdir: Path, board: Path) -> tuple[Proc, str]:
     return proc, f"socket://127.0.0.1:{port}"
 
 
-def provision(site: Site, hwid: str, name: str, copy: str) -> dict[str, object]:
-    return cli(
-        "provision",
-        "node",
-        "-d",
-        str(site.root),
-        "--hwid",
-        hwid,
-        "--name",
-        name,
-        "--kind",
-        "bin-fill",
-        "--target",
-        "unix",
-        "--interval",
-        "1",
-        "--copy",
-        copy,
-    )
+def provision(site: Site, hwid: str, name: str, copy: str) -> dict[str, Any]:
+    return provision_bin(site, hwid, name, "--copy", copy)
 
 
 def test_provision_copy_inventory_certificate_acl_image_and_self_test(

@@ -21,38 +21,17 @@ from __future__ import annotations
 import logging
 from collections import deque
 
-from cloud_bridge.link import LinkError, LinkRefused, LinkSettings, Message, MqttLink, TlsSettings
+from cloud_bridge.link import LinkError, LinkRefused, Message, MqttLink
 from edge.backoff import Backoff
 from edge.plugin import SourceContext
 from edge.readings import Reading, ReadingBatch
+from edge.sinks.mqtt import link_settings
 from edge.sources.mqtt_config import MqttSourceConfig
 from protocols import envelope as env
 from protocols import nodewire
 from protocols.errors import DecodeError, TopicError
 
 log = logging.getLogger(__name__)
-
-
-def link_settings(config: MqttSourceConfig, default_client_id: str) -> LinkSettings:
-    tls = None
-    if config.tls is not None:
-        tls = TlsSettings(
-            ca_file=config.tls.ca_file,
-            cert_file=config.tls.cert_file,
-            key_file=config.tls.key_file,
-            insecure_skip_verify=config.tls.insecure_skip_verify,
-        )
-    return LinkSettings(
-        host=config.host,
-        port=config.port,
-        client_id=config.client_id or default_client_id,
-        username=config.username,
-        password=config.password.get_secret_value() if config.password else None,
-        tls=tls,
-        protocol=config.protocol,
-        keepalive_s=config.keepalive_s,
-        connect_timeout_s=config.connect_timeout_s,
-    )
 
 
 class _Node:

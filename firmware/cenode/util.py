@@ -1,6 +1,10 @@
 """Helpers only updates, commands and boot-time config parsing need (kept out of the reporting
 node's heap): base64url, hex, and folder operations MicroPython has no library for."""
 
+from bootsel import exists, rmtree  # re-exported: one copy, in the part OTA never replaces
+
+__all__ = ["b64url_decode", "exists", "hexlify", "makedirs", "rmtree"]
+
 
 def b64url_decode(text: str) -> bytes:
     """base64url without padding -> bytes (ValueError when it is not base64url)."""
@@ -21,32 +25,6 @@ def hexlify(data: bytes) -> str:
     import binascii
 
     return binascii.hexlify(data).decode()
-
-
-def exists(path: str) -> bool:
-    import os
-
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
-def rmtree(path: str) -> None:
-    """Remove a file or a folder with everything in it (MicroPython has no shutil)."""
-    import os
-
-    try:
-        mode = os.stat(path)[0]
-    except OSError:
-        return
-    if mode & 0x4000:
-        for name in os.listdir(path):
-            rmtree(path + "/" + name)
-        os.rmdir(path)
-    else:
-        os.remove(path)
 
 
 def makedirs(path: str) -> None:
