@@ -92,77 +92,31 @@ def test_cli_init_list_gateway_and_errors(tmp_path: Path, balena: BalenaStandIn)
     )
     assert code == 1 and doc["code"] == "CE400" and "already holds a site" in doc["error"]
 
-    code, doc = run(
-        "provision",
-        "node",
-        "-d",
-        d,
-        "--hwid",
-        "aabbccddeeff",
-        "--name",
-        "bin-1",
-        "--kind",
-        "toaster",
-    )
+    def node(name: str, kind: str, *extra: str) -> tuple[int, dict[str, Any]]:
+        return run(
+            "provision",
+            "node",
+            "-d",
+            d,
+            "--hwid",
+            "aabbccddeeff",
+            "--name",
+            name,
+            "--kind",
+            kind,
+            *extra,
+        )
+
+    code, doc = node("bin-1", "toaster")
     assert code == 1 and "unknown node kind" in doc["error"] and "bin-fill" in doc["hint"]
-    code, doc = run(
-        "provision",
-        "node",
-        "-d",
-        d,
-        "--hwid",
-        "aabbccddeeff",
-        "--name",
-        "bad/name",
-        "--kind",
-        "water",
-    )
+    code, doc = node("bad/name", "water")
     assert code == 1 and "topic level" in doc["error"]
-    code, doc = run(
-        "provision",
-        "node",
-        "-d",
-        d,
-        "--hwid",
-        "aabbccddeeff",
-        "--name",
-        "w-1",
-        "--kind",
-        "water",
-        "--port",
-        "/dev/ttyUSB0",
-    )
+    code, doc = node("w-1", "water", "--port", "/dev/ttyUSB0")
     assert code == 1 and "--firmware" in doc["hint"]
-    code, doc = run(
-        "provision",
-        "node",
-        "-d",
-        d,
-        "--hwid",
-        "aabbccddeeff",
-        "--name",
-        "w-1",
-        "--kind",
-        "water",
-        "--set",
-        "calibration",
-    )
+    code, doc = node("w-1", "water", "--set", "calibration")
     assert code == 1 and "KEY=VALUE" in doc["error"]
 
-    code, doc = run(
-        "provision",
-        "node",
-        "-d",
-        d,
-        "--hwid",
-        "aabbccddeeff",
-        "--name",
-        "w-1",
-        "--kind",
-        "water",
-        "--set",
-        "samples=7",
-    )
+    code, doc = node("w-1", "water", "--set", "samples=7")
     assert code == 0 and doc["created"] and doc["flash_image"] is None
     config = json.loads((Path(doc["dir"]) / "config.json").read_text())
     assert config["app"]["samples"] == 7 and config["app"]["pins"] == {
