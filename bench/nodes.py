@@ -106,13 +106,16 @@ def _node_folder(site: Site, work: Path, kind: str, tls: bool, plain_port: int) 
 
 def heap_rows(console: Console, work: Path) -> list[tuple[str, str, str, str]]:
     site = Site.init(work / "site", "bench", "127.0.0.1", free_port())
-    tls_broker = Broker.start(
-        work / "tls", extra_conf=site.broker_conf(listener=False), port=site.broker_port
-    )
-    plain = Broker.start(work / "plain")
     _sim_machine(work)
     rows = []
+    brokers: list[Broker] = []
     try:
+        tls_broker = Broker.start(
+            work / "tls", extra_conf=site.broker_conf(listener=False), port=site.broker_port
+        )
+        brokers.append(tls_broker)
+        plain = Broker.start(work / "plain")
+        brokers.append(plain)
         for kind in KINDS:
             for tls in (False, True):
                 folder = _node_folder(site, work, kind, tls, plain.port)
@@ -133,8 +136,8 @@ def heap_rows(console: Console, work: Path) -> list[tuple[str, str, str, str]]:
                 console.print(row, highlight=False)
                 rows.append(row)
     finally:
-        tls_broker.stop()
-        plain.stop()
+        for b in brokers:
+            b.stop()
     return rows
 
 

@@ -195,6 +195,9 @@ def main(root: str) -> None:
                 tls[key] = f.read()
 
     def open_stream():
+        # each connect attempt (paced by the link's backoff) first makes sure Wi-Fi is up
+        if wifi and not net.wlan_up(wifi["ssid"], wifi["psk"], 5000):
+            raise OSError("no Wi-Fi " + wifi["ssid"])
         return net.open_stream(broker["host"], broker["port"], tls)
 
     node = Node(root, cfg, board, open_stream)
