@@ -27,6 +27,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[all,dev]'
+	for port in esp32 rp2; do $(BIN)/pip install -q --disable-pip-version-check --upgrade --target $(VENV)/mpy-stubs/$$port micropython-$$port-stubs || exit 1; done  # firmware: pyright's stubs
 	rm -f $(VENV)/.cityedge-* && touch $@
 
 venv: $(STAMP)

@@ -2,7 +2,8 @@
 
 Exit codes (all commands): 0 success; 1 the input is wrong (config problems, schema out of
 date); 2 usage error (unknown option, missing argument); 3 the program could not run (a missing
-optional dependency, a port in use, a broker or device unreachable at start).
+optional dependency, a port in use, a broker or device unreachable at start); 4 the work was
+done but its check failed (``provision node --self-test``: the node never reported).
 """
 
 from __future__ import annotations
@@ -129,9 +130,11 @@ def _register_areas() -> None:
     """Each area of the suite adds its commands here: explicit, one line per area."""
     from edge.faces import cli as faces_cli
     from edge.simulators import cli as simulators_cli
+    from provisioning import cli as provisioning_cli
 
     simulators_cli.register(app, simulate_app)
     faces_cli.register(app, simulate_app)
+    provisioning_cli.register(app, simulate_app)
 
 
 _register_areas()

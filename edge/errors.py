@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     INPUT = 1  # the input is wrong: config problems, an out-of-date schema, bad arguments' values
     USAGE = 2  # unknown option or missing argument (typer's own)
     RUNTIME = 3  # could not run: a missing optional package, a port in use, a peer unreachable
+    VERIFY = 4  # the work was done but its check failed (a provisioned node never reported)
 
 
 class EdgeError(Exception):

@@ -25,6 +25,7 @@ from edge.config.base import PluginConfig
 from edge.errors import MissingExtraError
 from edge.sinks.mqtt_config import MqttSinkConfig
 from edge.sources.modbus_config import ModbusSourceConfig
+from edge.sources.mqtt_config import MqttSourceConfig
 from edge.vision.camera_config import CameraSourceConfig
 
 Role = Literal["source", "app", "sink"]
@@ -64,6 +65,14 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "edge.apps.face_access:FaceAccessApp",
         "vision",
         "Face recognition at a gate: open the relay, report access events",
+    ),
+    PluginInfo(
+        "source",
+        "mqtt",
+        MqttSourceConfig,
+        "edge.sources.mqtt:MqttSource",
+        None,
+        "MicroPython sensor nodes reporting to the site's local MQTT broker",
     ),
     PluginInfo(
         "app",

@@ -9,6 +9,7 @@ set -euo pipefail
 TEST_PACKAGES=(
   mosquitto mosquitto-clients socat   # gateway spine: broker, serial pty pairs
   chromium fonts-noto-cjk             # face access: gate screen test in headless Chromium, CJK text
+  nodejs                              # sensor nodes: pyright (firmware type check) runs on Node
 )
 # face access: `make models` runs `npm pack`; a nodejs that bundles npm (nodesource) is enough
 command -v npm >/dev/null || TEST_PACKAGES+=(npm)

@@ -14,20 +14,48 @@ from __future__ import annotations
 import asyncio
 import logging
 from functools import partial
+from typing import Literal, Protocol
 from uuid import UUID
+
+from pydantic import SecretStr
 
 from cloud_bridge.link import LinkError, LinkLost, LinkRefused, LinkSettings, MqttLink, TlsSettings
 from edge.backoff import Backoff
 from edge.plugin import SinkContext
 from edge.sinks.buffer import PendingBuffer
-from edge.sinks.mqtt_config import MqttSinkConfig
+from edge.sinks.mqtt_config import MqttSinkConfig, TlsConfig
 from protocols import envelope as env
 from protocols import topics
 
 log = logging.getLogger(__name__)
 
 
-def link_settings(config: MqttSinkConfig, default_client_id: str) -> LinkSettings:
+class BrokerConfig(Protocol):
+    """What a config needs to make a link (the ``mqtt`` sink's and the ``mqtt`` source's)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def client_id(self) -> str | None: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def password(self) -> SecretStr | None: ...
+    @property
+    def tls(self) -> TlsConfig | None: ...
+    @property
+    def protocol(self) -> Literal["auto", "5", "3.1.1"]: ...
+    @property
+    def keepalive_s(self) -> int: ...
+    @property
+    def connect_timeout_s(self) -> float: ...
+
+
+def link_settings(
+    config: BrokerConfig, default_client_id: str, max_inflight: int = 100
+) -> LinkSettings:
     tls = None
     if config.tls is not None:
         tls = TlsSettings(
@@ -46,7 +74,7 @@ def link_settings(config: MqttSinkConfig, default_client_id: str) -> LinkSetting
         protocol=config.protocol,
         keepalive_s=config.keepalive_s,
         connect_timeout_s=config.connect_timeout_s,
-        max_inflight=config.max_inflight,
+        max_inflight=max_inflight,
     )
 
 
@@ -54,7 +82,7 @@ class MqttSink:
     def __init__(self, config: MqttSinkConfig, ctx: SinkContext) -> None:
         self.config = config
         self.ctx = ctx
-        self.settings = link_settings(config, f"{ctx.site}-{ctx.gateway}")
+        self.settings = link_settings(config, f"{ctx.site}-{ctx.gateway}", config.max_inflight)
         self.buffer = PendingBuffer(config.buffer_capacity)
         self.inflight: dict[UUID, env.EnvelopeModel] = {}
         self.link: MqttLink | None = None

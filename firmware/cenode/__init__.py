@@ -1,0 +1,1 @@
+"""cityedge sensor-node firmware (MicroPython; the same modules run on CPython for tests)."""

@@ -1,0 +1,5 @@
+"""Boot: bootsel picks the firmware (with rollback) and runs the node from it."""
+
+import bootsel
+
+bootsel.boot()

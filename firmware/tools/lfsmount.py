@@ -1,0 +1,58 @@
+"""Mount a LittleFS image file at /flash on the MicroPython unix port (block 4096, read/prog 32,
+as MicroPython's VfsLfs2 on an ESP32 or a Pico), formatting it first if it holds no filesystem."""
+
+import os
+
+import vfs
+
+BLOCK = 4096
+
+
+class FileBlockDevice:
+    """A block device backed by a file (the littlefs image), extended block protocol."""
+
+    def __init__(self, path: str, blocks: int) -> None:
+        try:
+            size = os.stat(path)[6]
+        except OSError:
+            size = 0
+        if size < blocks * BLOCK:
+            erased = b"\xff" * BLOCK
+            with open(path, "ab") as f:
+                f.write(erased[: (BLOCK - size % BLOCK) % BLOCK])
+                for _ in range(size // BLOCK + (1 if size % BLOCK else 0), blocks):
+                    f.write(erased)
+            size = blocks * BLOCK
+        self.blocks = size // BLOCK
+        self.f = open(path, "r+b")
+
+    def readblocks(self, n: int, buf, offset: int = 0) -> None:
+        self.f.seek(n * BLOCK + offset)
+        self.f.readinto(buf)
+
+    def writeblocks(self, n: int, buf, offset: int | None = None) -> None:
+        self.f.seek(n * BLOCK + (offset or 0))
+        self.f.write(buf)
+        self.f.flush()
+
+    def ioctl(self, op: int, arg):
+        if op == 4:  # block count
+            return self.blocks
+        if op == 5:  # block size
+            return BLOCK
+        if op == 6:  # erase
+            self.f.seek(arg * BLOCK)
+            self.f.write(b"\xff" * BLOCK)
+            return 0
+        return 0
+
+
+def mount(path: str, blocks: int = 256) -> None:
+    bdev = FileBlockDevice(path, blocks)
+    try:
+        fs = vfs.VfsLfs2(bdev, readsize=32, progsize=32, lookahead=32)
+    except OSError:
+        vfs.VfsLfs2.mkfs(bdev, readsize=32, progsize=32, lookahead=32)
+        fs = vfs.VfsLfs2(bdev, readsize=32, progsize=32, lookahead=32)
+    vfs.mount(fs, "/flash")
+    os.chdir("/flash")
