@@ -164,7 +164,10 @@ MISTAKES = [
     ),
     (
         "rtu line with parity typo",
-        ("    host: 127.0.0.1\n    port: 5020\n", "    transport: rtu\n    serial: {device: /dev/ttyUSB0, parity: X}\n"),
+        (
+            "    host: 127.0.0.1\n    port: 5020\n",
+            "    transport: rtu\n    serial: {device: /dev/ttyUSB0, parity: X}\n",
+        ),
         7,
         r"parity: expected one of N, E, O",
     ),

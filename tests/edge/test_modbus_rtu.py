@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -45,7 +45,12 @@ async def rtu_simulator(
     prof = ProfileLibrary().load(profile)
     line = LineTiming(baud, "N", 2)
     sims = {
-        u: DeviceSim(prof, seed=u, line=line, faults=(faults or FaultSchedule()) if u == 1 else FaultSchedule())
+        u: DeviceSim(
+            prof,
+            seed=u,
+            line=line,
+            faults=(faults or FaultSchedule()) if u == 1 else FaultSchedule(),
+        )
         for u in range(1, units + 1)
     }
     ready = asyncio.Event()
@@ -61,7 +66,9 @@ async def rtu_simulator(
             await task
 
 
-def rtu_harness(pair: PtyPair, devices: list[dict[str, object]] | None = None, baud: int = BAUD, **kw: object) -> Harness:
+def rtu_harness(
+    pair: PtyPair, devices: Sequence[Mapping[str, object]] | None = None, baud: int = BAUD, **kw: object
+) -> Harness:
     return Harness(
         502,
         transport="rtu",
@@ -73,7 +80,10 @@ def rtu_harness(pair: PtyPair, devices: list[dict[str, object]] | None = None, b
 
 
 async def test_rtu_points_decode_to_what_the_units_served(pty: PtyPair) -> None:
-    devices = [{"name": f"sonde{u}", "unit_id": u, "profile": "water-sonde", "poll_interval_s": 1} for u in (1, 2)]
+    devices = [
+        {"name": f"sonde{u}", "unit_id": u, "profile": "water-sonde", "poll_interval_s": 1}
+        for u in (1, 2)
+    ]
     async with rtu_simulator(pty, units=2) as sims, rtu_harness(pty, devices) as h:
         for i, unit in enumerate((1, 2)):
             (batch,) = await h.poll(i)
@@ -89,7 +99,9 @@ async def test_rtu_writes_a_coil_and_a_register_and_reads_them_back(pty: PtyPair
         assert await h.source.write("gate", "relay", True) is True
         assert sims[1].held["relay"] is True
         assert await h.source.write("gate", "relay", False) is False
-        writable = next(p for p in ProfileLibrary().load("gate-controller").points if p.table.value == "holding")
+        writable = next(
+            p for p in ProfileLibrary().load("gate-controller").points if p.table.value == "holding"
+        )
         assert await h.source.write("gate", writable.name, 3) == 3
         with pytest.raises(ActuationError, match="no point"):
             await h.source.write("gate", "nope", 1)
@@ -98,14 +110,23 @@ async def test_rtu_writes_a_coil_and_a_register_and_reads_them_back(pty: PtyPair
 async def test_rtu_exception_code_names_the_line_and_the_fix(pty: PtyPair) -> None:
     faults = FaultSchedule(manual_mode="exception", manual_code=2)
     async with rtu_simulator(pty, faults=faults), rtu_harness(pty) as h:
-        with pytest.raises(DeviceError, match=rf"unit 1 on {pty.b} at {BAUD} 8N2 answered .* exception 2 \(illegal data address\)") as info:
+        with pytest.raises(
+            DeviceError,
+            match=rf"unit 1 on {pty.b} at {BAUD} 8N2 answered .* exception 2 \(illegal data address\)",
+        ) as info:
             await h.source.write("sonde", "wiper_interval_min", 10)
         assert "register map" in (info.value.hint or "")
 
 
 async def test_rtu_dead_unit_is_reported_with_a_hint_about_the_wiring(pty: PtyPair) -> None:
-    devices = [{"name": f"u{u}", "unit_id": u, "profile": "water-sonde", "poll_interval_s": 1} for u in (1, 2)]
-    async with rtu_simulator(pty, units=2, dead=frozenset({2})), rtu_harness(pty, devices, timeout_s=0.3, unavailable_after=1) as h:
+    devices = [
+        {"name": f"u{u}", "unit_id": u, "profile": "water-sonde", "poll_interval_s": 1}
+        for u in (1, 2)
+    ]
+    async with (
+        rtu_simulator(pty, units=2, dead=frozenset({2})),
+        rtu_harness(pty, devices, timeout_s=0.3, unavailable_after=1) as h,
+    ):
         assert await h.poll(1) == []
         assert len(await h.poll(0)) == 1  # the live unit still answers after the timeout
     (event,) = [e for e in h.events if isinstance(e, env.AvailabilityEnvelope)]
@@ -116,7 +137,10 @@ async def test_rtu_dead_unit_is_reported_with_a_hint_about_the_wiring(pty: PtyPa
 async def test_rtu_keeps_the_line_silent_for_t35_between_frames(pty: PtyPair) -> None:
     baud = 1200  # t3.5 = 32 ms: long enough to see on a busy machine
     devices = [{"name": "sonde", "profile": "water-sonde", "poll_interval_s": 1}]
-    async with rtu_simulator(pty, baud=baud) as sims, rtu_harness(pty, devices, baud=baud, timeout_s=2) as h:
+    async with (
+        rtu_simulator(pty, baud=baud) as sims,
+        rtu_harness(pty, devices, baud=baud, timeout_s=2) as h,
+    ):
         for _ in range(3):
             await h.poll()
     log = list(sims[1].request_log)

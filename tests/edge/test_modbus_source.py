@@ -192,7 +192,9 @@ async def test_write_a_holding_register_reads_it_back_and_it_sticks() -> None:
 
 async def test_write_a_coil_on_the_gate_controller() -> None:
     async with simulator("gate-controller") as (sim, port):
-        h = Harness(port, devices=[{"name": "gate", "profile": "gate-controller", "poll_interval_s": 1}])
+        h = Harness(
+            port, devices=[{"name": "gate", "profile": "gate-controller", "poll_interval_s": 1}]
+        )
         async with h:
             assert await h.source.write("gate", "relay", True) is True
             assert sim.held["relay"] is True
@@ -203,8 +205,12 @@ async def test_write_a_coil_on_the_gate_controller() -> None:
 
 @pytest.mark.parametrize(
     ("point", "value", "message"),
-    [("ph", 7.0, "read-only"), ("nope", 1, "has no point"), ("wiper_interval_min", -1, "out of range"),
-     ("wiper_interval_min", 70000, "out of range")],
+    [
+        ("ph", 7.0, "read-only"),
+        ("nope", 1, "has no point"),
+        ("wiper_interval_min", -1, "out of range"),
+        ("wiper_interval_min", 70000, "out of range"),
+    ],
 )
 async def test_refused_writes_say_why(point: str, value: float, message: str) -> None:
     from edge.actuators import ActuationError
@@ -228,41 +234,48 @@ async def test_a_dead_unit_costs_one_timeout_then_is_skipped_with_backoff() -> N
         {"name": "live", "unit_id": 1, "profile": "water-sonde", "poll_interval_s": 0.2},
         {"name": "dead", "unit_id": 2, "profile": "water-sonde", "poll_interval_s": 0.2},
     ]
-    async with simulator(units=2, dead=frozenset({2})) as (_sim, port):
-        async with Harness(port, devices=devices, retry_dead_max_s=5) as h:
-            dead = h.source.devices[1]
-            loop = asyncio.get_running_loop()
-            assert await h.poll(1) == []
-            first_retry = dead.breaker.retry_at - loop.time()
-            t0 = loop.time()
-            for _ in range(5):
-                assert await h.poll(1) == []  # skipped: no request, no timeout spent
-            assert loop.time() - t0 < 0.3  # five skips cost less than one 0.3 s timeout
-            assert (dead.polls, dead.skipped) == (1, 5)
-            await asyncio.sleep(max(first_retry, 0) + 0.05)
-            await h.poll(1)  # the retry: one more timeout, and the wait doubles
-            assert dead.polls == 2 and dead.breaker.trips == 2
-            second_retry = dead.breaker.retry_at - loop.time()
-            assert second_retry > first_retry
-            assert len(await h.poll(0)) == 1  # the live unit on the same connection answers
+    async with (
+        simulator(units=2, dead=frozenset({2})) as (_sim, port),
+        Harness(port, devices=devices, retry_dead_max_s=5) as h,
+    ):
+        dead = h.source.devices[1]
+        loop = asyncio.get_running_loop()
+        assert await h.poll(1) == []
+        first_retry = dead.breaker.retry_at - loop.time()
+        t0 = loop.time()
+        for _ in range(5):
+            assert await h.poll(1) == []  # skipped: no request, no timeout spent
+        assert loop.time() - t0 < 0.3  # five skips cost less than one 0.3 s timeout
+        assert (dead.polls, dead.skipped) == (1, 5)
+        await asyncio.sleep(max(first_retry, 0) + 0.05)
+        await h.poll(1)  # the retry: one more timeout, and the wait doubles
+        assert dead.polls == 2 and dead.breaker.trips == 2
+        second_retry = dead.breaker.retry_at - loop.time()
+        assert second_retry > first_retry
+        assert len(await h.poll(0)) == 1  # the live unit on the same connection answers
     avail = [e for e in h.events if isinstance(e, env.AvailabilityEnvelope)]
-    assert [(e.device, e.payload.state) for e in avail] == [("dead", env.AvailabilityState.UNAVAILABLE)]
+    assert [(e.device, e.payload.state) for e in avail] == [
+        ("dead", env.AvailabilityState.UNAVAILABLE)
+    ]
     assert "no reply from unit 2" in avail[0].payload.reason
 
 
 async def test_dead_units_share_one_try_per_cycle() -> None:
     devices = [
-        {"name": f"d{u}", "unit_id": u, "profile": "water-sonde", "poll_interval_s": 0.5} for u in (1, 2, 3)
+        {"name": f"d{u}", "unit_id": u, "profile": "water-sonde", "poll_interval_s": 0.5}
+        for u in (1, 2, 3)
     ]
-    async with simulator(units=3, dead=frozenset({1, 2, 3})) as (_sim, port):
-        async with Harness(port, devices=devices, retry_dead_initial_s=0.01, timeout_s=0.1) as h:
-            for i in range(3):
-                await h.poll(i)  # each dead unit is found out once
-            await asyncio.sleep(0.05)  # every breaker is due for a try again
-            for i in range(3):
-                await h.poll(i)
-            # only one of the three tries went on the wire within one poll interval
-            assert [d.polls for d in h.source.devices] == [2, 1, 1]
+    async with (
+        simulator(units=3, dead=frozenset({1, 2, 3})) as (_sim, port),
+        Harness(port, devices=devices, retry_dead_initial_s=0.01, timeout_s=0.1) as h,
+    ):
+        for i in range(3):
+            await h.poll(i)  # each dead unit is found out once
+        await asyncio.sleep(0.05)  # every breaker is due for a try again
+        for i in range(3):
+            await h.poll(i)
+        # only one of the three tries went on the wire within one poll interval
+        assert [d.polls for d in h.source.devices] == [2, 1, 1]
 
 
 async def test_writes_reach_a_unit_whose_breaker_is_open_and_close_it() -> None:
