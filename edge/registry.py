@@ -23,6 +23,7 @@ from edge.apps.thresholds_config import ThresholdsConfig
 from edge.config.base import PluginConfig
 from edge.errors import MissingExtraError
 from edge.sinks.mqtt_config import MqttSinkConfig
+from edge.sources.coap_config import CoapSourceConfig
 from edge.sources.modbus_config import ModbusSourceConfig
 
 Role = Literal["source", "app", "sink"]
@@ -45,7 +46,15 @@ PLUGINS: tuple[PluginInfo, ...] = (
         ModbusSourceConfig,
         "edge.sources.modbus:ModbusSource",
         "modbus",
-        "Modbus TCP devices, polled on an interval",
+        "Modbus TCP or RTU devices on one bus, polled on an interval",
+    ),
+    PluginInfo(
+        "source",
+        "coap",
+        CoapSourceConfig,
+        "edge.sources.coap:CoapSource",
+        "coap",
+        "CoAP sensors by GET polling or Observe (SenML JSON/CBOR, JSON, text)",
     ),
     PluginInfo(
         "app",

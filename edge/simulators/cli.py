@@ -185,10 +185,37 @@ def simulate_fleet(
         raise typer.Exit(EXIT_RUNTIME) from None
 
 
+def simulate_coap_air(
+    port: Annotated[int, typer.Option(help="UDP port")] = 5683,
+    host: Annotated[str, _HOST] = "127.0.0.1",
+    name: Annotated[str, typer.Option(help="Sensor name (the SenML base name)")] = "air-1",
+    seed: Annotated[int, _SEED] = 1,
+    period_s: Annotated[float, typer.Option(min=0.01, help="Seconds between samples")] = 1.0,
+) -> None:
+    """A CoAP air-quality sensor: /air (SenML JSON/CBOR or JSON, observable), /air/<point>
+    (text), /air/history (block-wise)."""
+    from edge.simulators.coap_air import AirSensor, serve
+
+    setup_logging("info")
+
+    async def main() -> None:
+        _stop_on_signals()
+        await serve(host, port, AirSensor(name, seed), period_s)
+
+    try:
+        asyncio.run(main())
+    except asyncio.CancelledError:
+        pass
+    except OSError as err:
+        err_console.print(f"cannot serve on {host}:{port}: {err.strerror}", highlight=False)
+        raise typer.Exit(EXIT_RUNTIME) from None
+
+
 def register(app: typer.Typer, simulate_app: typer.Typer) -> None:
     """``cityedge simulate modbus PROFILE`` and one command per shipped profile."""
     simulate_app.command("modbus")(simulate_modbus)
     simulate_app.command("fleet")(simulate_fleet)
+    simulate_app.command("coap-air")(simulate_coap_air)
     from edge.profiles import ProfileLibrary
 
     library = ProfileLibrary()

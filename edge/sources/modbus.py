@@ -37,13 +37,13 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 
 from edge.actuators import ActuationError
-from edge.availability import Availability, AvailabilityChange, Health
+from edge.availability import Availability, AvailabilityChange
 from edge.backoff import Backoff
 from edge.errors import DeviceError, PermanentError
 from edge.plugin import SourceContext
 from edge.readings import Reading, ReadingBatch
+from edge.sources.common import report_availability
 from edge.sources.modbus_config import ModbusDeviceConfig, ModbusSourceConfig
-from protocols import envelope as env
 from protocols.errors import DecodeError, EncodeError
 from protocols.modbus import (
     PointSpec,
@@ -248,25 +248,10 @@ class ModbusSource:
     async def _availability(
         self, dev: _Device, change: AvailabilityChange | None, now: float
     ) -> None:
-        self.ctx.metrics.device_up.labels(self.name, dev.config.name).set(
-            0 if dev.availability.health is Health.DOWN else 1
-        )
-        if change is None:
-            return
         who = f"device {dev.config.name} (unit {dev.config.unit_id} on {self._where})"
-        if change.state == "unavailable":
-            log.warning(
-                "%s unavailable after %d failed polls: %s", who, change.failed_polls, change.reason
-            )
-        else:
-            log.info("%s recovered after %d failed polls", who, change.failed_polls)
-        payload = env.AvailabilityPayload(
-            state=env.AvailabilityState(change.state),
-            reason=change.reason,
-            failed_polls=change.failed_polls,
-            since=env.utc_datetime(change.since),
+        await report_availability(
+            self.ctx, self.name, dev.config.name, who, dev.availability, change, now
         )
-        await self.ctx.emitter.send(self.ctx.emitter.availability(dev.config.name, now, payload))
 
     async def _read_device(self, dev: _Device) -> list[Reading]:
         readings: list[Reading] = []

@@ -67,7 +67,10 @@ async def rtu_simulator(
 
 
 def rtu_harness(
-    pair: PtyPair, devices: Sequence[Mapping[str, object]] | None = None, baud: int = BAUD, **kw: object
+    pair: PtyPair,
+    devices: Sequence[Mapping[str, object]] | None = None,
+    baud: int = BAUD,
+    **kw: object,
 ) -> Harness:
     return Harness(
         502,

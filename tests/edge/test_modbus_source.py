@@ -5,16 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from edge.channel import Channel
-from edge.clock import SystemClock
-from edge.config.base import CheckContext
 from edge.localsite import free_port
-from edge.metrics import GatewayMetrics
-from edge.plugin import Emitter, SourceContext
 from edge.profiles import ProfileLibrary
 from edge.readings import ReadingBatch
 from edge.simulators.faults import FaultSchedule
@@ -22,6 +16,7 @@ from edge.simulators.modbus_device import DeviceSim, serve
 from edge.sources.modbus import ModbusSource
 from edge.sources.modbus_config import ModbusSourceConfig
 from protocols import envelope as env
+from tests.edge.source_harness import source_context
 
 
 @contextlib.asynccontextmanager
@@ -58,25 +53,11 @@ class Harness:
         }
         cfg.update(overrides)
         self.config = ModbusSourceConfig.model_validate(cfg)
-        self.events: list[env.EnvelopeModel] = []
-        self.metrics = GatewayMetrics()
-        clock = SystemClock()
-
-        async def deliver(e: env.EnvelopeModel) -> None:
-            self.events.append(e)
-
-        self.readings: Channel[ReadingBatch] = Channel("readings", 100)
-        ctx = SourceContext(
-            name="bus",
-            site="s",
-            gateway="g",
-            clock=clock,
-            metrics=self.metrics,
-            emitter=Emitter("s", "g", clock, deliver, self.metrics),
-            check=CheckContext(Path(".")),
-            readings=self.readings,
-        )
-        self.source = ModbusSource(self.config, ctx)
+        self.captured = source_context("bus")
+        self.events = self.captured.events
+        self.metrics = self.captured.metrics
+        self.readings = self.captured.readings
+        self.source = ModbusSource(self.config, self.captured.ctx)
 
     async def __aenter__(self) -> Harness:
         return self
@@ -86,10 +67,7 @@ class Harness:
 
     async def poll(self, device: int = 0) -> list[ReadingBatch]:
         await self.source.poll_once(self.source.devices[device])
-        out = []
-        while (b := self.readings.get_nowait()) is not None:
-            out.append(b)
-        return out
+        return self.captured.batches()
 
 
 async def test_every_point_decodes_to_what_the_device_served() -> None:
