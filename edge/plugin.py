@@ -75,6 +75,11 @@ class Emitter:
     ) -> env.AvailabilityEnvelope:
         return env.AvailabilityEnvelope(**self._head(device, time), payload=payload)
 
+    def aggregate(
+        self, device: str, time: float, payload: env.AggregatePayload
+    ) -> env.AggregateEnvelope:
+        return env.AggregateEnvelope(**self._head(device, time), payload=payload)
+
     async def send(self, envelope: env.EnvelopeModel) -> None:
         """Hand an envelope to every sink (waits while a sink's channel is full)."""
         self._metrics.events.labels(envelope.kind).inc()

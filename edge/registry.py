@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import Field
 
+from edge.apps.environment_config import EnvironmentConfig
 from edge.apps.thresholds_config import ThresholdsConfig
 from edge.config.base import PluginConfig
 from edge.errors import MissingExtraError
@@ -63,6 +64,14 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "edge.apps.thresholds:ThresholdsApp",
         None,
         "Alarms on limits with hysteresis and minimum duration",
+    ),
+    PluginInfo(
+        "app",
+        "environment",
+        EnvironmentConfig,
+        "edge.apps.environment:EnvironmentApp",
+        None,
+        "Water/air stations: minute/hour/day aggregates, GB 3838/GB 3095 alarms, HJ 633 AQI",
     ),
     PluginInfo(
         "sink",
