@@ -117,7 +117,8 @@ MISTAKES = [
         "unknown plug-in type",
         ("  - type: thresholds", "  - type: threshold"),
         17,
-        r'apps\[0\]\.type: expected one of thresholds \(got "threshold"\); did you mean "thresholds"\?',
+        r"apps\[0\]: unknown type 'threshold'; expected one of thresholds, environment; "
+        r'did you mean "thresholds"\?',
     ),
     (
         "out of range",
