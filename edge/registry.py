@@ -23,6 +23,7 @@ from edge.apps.environment_config import EnvironmentConfig
 from edge.apps.thresholds_config import ThresholdsConfig
 from edge.config.base import PluginConfig
 from edge.errors import MissingExtraError
+from edge.sinks.hj212_config import Hj212SinkConfig
 from edge.sinks.mqtt_config import MqttSinkConfig
 from edge.sources.coap_config import CoapSourceConfig
 from edge.sources.modbus_config import ModbusSourceConfig
@@ -80,6 +81,14 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "edge.sinks.mqtt:MqttSink",
         None,
         "Publish envelopes to an MQTT broker at QoS 1",
+    ),
+    PluginInfo(
+        "sink",
+        "hj212",
+        Hj212SinkConfig,
+        "edge.sinks.hj212:Hj212Sink",
+        None,
+        "Monitoring data to an environment bureau's platform over HJ 212-2017",
     ),
 )
 

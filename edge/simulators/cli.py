@@ -211,11 +211,37 @@ def simulate_coap_air(
         raise typer.Exit(EXIT_RUNTIME) from None
 
 
+def simulate_hj212_platform(
+    port: Annotated[int, typer.Option(help="TCP port stations connect to")] = 9212,
+    host: Annotated[str, _HOST] = "127.0.0.1",
+    control_port: Annotated[int | None, _CTL] = None,
+    pw: Annotated[str | None, typer.Option(help="Refuse frames with another PW")] = None,
+    mn: Annotated[list[str] | None, typer.Option(help="Accept only these MN; repeatable")] = None,
+) -> None:
+    """An environment bureau's HJ 212 platform: receives, checks and answers frames."""
+    from edge.simulators.hj212_platform import Platform, serve
+
+    setup_logging("info")
+
+    async def main() -> None:
+        _stop_on_signals()
+        await serve(Platform(pw=pw, mns=frozenset(mn or [])), host, port, control_port)
+
+    try:
+        asyncio.run(main())
+    except asyncio.CancelledError:
+        pass
+    except OSError as err:
+        err_console.print(f"cannot serve on {host}:{port}: {err.strerror}", highlight=False)
+        raise typer.Exit(EXIT_RUNTIME) from None
+
+
 def register(app: typer.Typer, simulate_app: typer.Typer) -> None:
     """``cityedge simulate modbus PROFILE`` and one command per shipped profile."""
     simulate_app.command("modbus")(simulate_modbus)
     simulate_app.command("fleet")(simulate_fleet)
     simulate_app.command("coap-air")(simulate_coap_air)
+    simulate_app.command("hj212-platform")(simulate_hj212_platform)
     from edge.profiles import ProfileLibrary
 
     library = ProfileLibrary()
