@@ -158,15 +158,13 @@ def simulate_fleet(
     """A fleet for benchmarks: DEVICES units, water sondes and air stations alternating, dealt
     round-robin over the ports (unit ids 1, 2, ... on each port)."""
     from edge.profiles import ProfileLibrary
-    from edge.simulators.modbus_device import DeviceSim, serve
+    from edge.simulators.modbus_device import DeviceSim, fleet_layout, serve
 
     setup_logging("warning")
     library = ProfileLibrary()
-    profiles = [library.load("water-sonde"), library.load("air-station")]
     buses: list[dict[int, DeviceSim]] = [{} for _ in port]
-    for i in range(devices):
-        bus = buses[i % len(port)]
-        bus[len(bus) + 1] = DeviceSim(profiles[i % 2], seed=seed + i)
+    for i, (bus, unit, profile, _name) in enumerate(fleet_layout(devices, len(port))):
+        buses[bus][unit] = DeviceSim(library.load(profile), seed=seed + i)
     dead_units = frozenset(_dead_units(dead))
 
     async def main() -> None:

@@ -409,3 +409,18 @@ async def serve(
         await server.shutdown()  # type: ignore[no-untyped-call]
         if runner is not None:
             await runner.cleanup()
+
+
+FLEET_PROFILES = ("water-sonde", "air-station")
+
+
+def fleet_layout(devices: int, buses: int) -> list[tuple[int, int, str, str]]:
+    """``(bus index, unit id, profile, device name)`` of each device of the benchmark fleet:
+    water sondes and air stations alternating, dealt round-robin over the buses."""
+    layout = []
+    units = [0] * buses
+    for i in range(devices):
+        bus = i % buses
+        units[bus] += 1
+        layout.append((bus, units[bus], FLEET_PROFILES[i % 2], f"dev-{i:03d}"))
+    return layout
