@@ -103,7 +103,14 @@ class Hj212Sink:
         return qn
 
     def code_of(self, station: Hj212StationConfig, point: str) -> str | None:
-        return station.codes.get(point) or hj212.POLLUTANT_CODES.get(point)
+        """The station's own mapping, else appendix B by point name; a plain ``temperature``
+        is water temperature on water systems (ST 21, 32) and air temperature otherwise."""
+        if point in station.codes:
+            return station.codes[point]
+        if point == "temperature":
+            water = station.st in (hj212.St.SURFACE_WATER, hj212.St.WATER_POLLUTION_SOURCE)
+            point = "water_temperature" if water else "air_temperature"
+        return hj212.POLLUTANT_CODES.get(point)
 
     def message_for(self, item: env.EnvelopeModel) -> _Message | None:
         station = self.stations.get(item.device)
