@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -68,16 +68,24 @@ def _simulate(
     }
     serial = SerialLine(line.serial, line.baudrate, line.parity) if line.serial else None
 
-    async def main() -> None:
+    def main() -> Coroutine[Any, Any, None]:
+        return serve(sims, host, port, control_port, serial=serial, dead=frozenset(line.dead))
+
+    _serve_until_stopped(main, line.serial or f"{host}:{port}")
+
+
+def _serve_until_stopped(main: Callable[[], Coroutine[Any, Any, None]], where: str) -> None:
+    """Run a simulator until SIGINT/SIGTERM; a port in use exits 3 with one line."""
+
+    async def run() -> None:
         _stop_on_signals()
-        await serve(sims, host, port, control_port, serial=serial, dead=frozenset(line.dead))
+        await main()
 
     try:
-        asyncio.run(main())
+        asyncio.run(run())
     except asyncio.CancelledError:
         pass
     except OSError as err:
-        where = line.serial or f"{host}:{port}"
         err_console.print(f"cannot serve on {where}: {err.strerror}", highlight=False)
         raise typer.Exit(EXIT_RUNTIME) from None
 
@@ -168,19 +176,12 @@ def simulate_fleet(
     dead_units = frozenset(_dead_units(dead))
 
     async def main() -> None:
-        _stop_on_signals()
         async with asyncio.TaskGroup() as tg:
             for p, sims in zip(port, buses, strict=True):
                 if sims:
                     tg.create_task(serve(sims, host, p, dead=dead_units))
 
-    try:
-        asyncio.run(main())
-    except asyncio.CancelledError:
-        pass
-    except OSError as err:
-        err_console.print(f"cannot serve the fleet: {err.strerror}", highlight=False)
-        raise typer.Exit(EXIT_RUNTIME) from None
+    _serve_until_stopped(main, f"{host} ports {', '.join(map(str, port))}")
 
 
 def simulate_coap_air(
@@ -196,17 +197,9 @@ def simulate_coap_air(
 
     setup_logging("info")
 
-    async def main() -> None:
-        _stop_on_signals()
-        await serve(host, port, AirSensor(name, seed), period_s)
-
-    try:
-        asyncio.run(main())
-    except asyncio.CancelledError:
-        pass
-    except OSError as err:
-        err_console.print(f"cannot serve on {host}:{port}: {err.strerror}", highlight=False)
-        raise typer.Exit(EXIT_RUNTIME) from None
+    _serve_until_stopped(
+        lambda: serve(host, port, AirSensor(name, seed), period_s), f"{host}:{port}"
+    )
 
 
 def simulate_hj212_platform(
@@ -221,17 +214,8 @@ def simulate_hj212_platform(
 
     setup_logging("info")
 
-    async def main() -> None:
-        _stop_on_signals()
-        await serve(Platform(pw=pw, mns=frozenset(mn or [])), host, port, control_port)
-
-    try:
-        asyncio.run(main())
-    except asyncio.CancelledError:
-        pass
-    except OSError as err:
-        err_console.print(f"cannot serve on {host}:{port}: {err.strerror}", highlight=False)
-        raise typer.Exit(EXIT_RUNTIME) from None
+    platform = Platform(pw=pw, mns=frozenset(mn or []))
+    _serve_until_stopped(lambda: serve(platform, host, port, control_port), f"{host}:{port}")
 
 
 def register(app: typer.Typer, simulate_app: typer.Typer) -> None:

@@ -349,15 +349,7 @@ class Hj212Sink:
             self.realtime_interval_s = 0
             await self._write(hj212.answer(p, Cn.NOTIFY_ANSWER).encode())
             return
-        known = (
-            Cn.SET_TIMEOUT_RESEND,
-            Cn.GET_TIME,
-            Cn.SET_TIME,
-            Cn.GET_RTD_INTERVAL,
-            Cn.SET_RTD_INTERVAL,
-            Cn.REALTIME_DATA,
-        )
-        if cn not in known:
+        if cn not in _ANSWERED:
             await self._write(hj212.request_answer(p, 2).encode())
             return
         await self._write(hj212.request_answer(p, 1).encode())
