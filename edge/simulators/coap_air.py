@@ -180,6 +180,16 @@ def build_site(sensor: AirSensor) -> tuple[resource.Site, AirResource]:
     return site, air
 
 
+async def start_server(
+    host: str, port: int, sensor: AirSensor, dedup_window: int = 4096
+) -> tuple[aiocoap.Context, AirResource]:
+    """The server context (deduplication bounded) and the observable ``/air`` resource."""
+    site, air = build_site(sensor)
+    context = await aiocoap.Context.create_server_context(site, bind=(host, port))
+    bound_deduplication(context, dedup_window)
+    return context, air
+
+
 async def serve(
     host: str,
     port: int,
@@ -190,9 +200,7 @@ async def serve(
 ) -> None:
     """Serve the sensor until cancelled; notify observers every ``period_s``."""
     sensor = sensor or AirSensor()
-    site, air = build_site(sensor)
-    context = await aiocoap.Context.create_server_context(site, bind=(host, port))
-    bound_deduplication(context, dedup_window)
+    context, air = await start_server(host, port, sensor, dedup_window)
     log.info("simulating CoAP air sensor %s on coap://%s:%d/air", sensor.name, host, port)
     if ready is not None:
         ready.set()

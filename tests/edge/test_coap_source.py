@@ -227,3 +227,31 @@ def test_values_of_table(payload: bytes, fmt: str, expected: dict[str, object]) 
 def test_values_of_refuses(payload: bytes, fmt: str) -> None:
     with pytest.raises(DecodeError):
         values_of(payload, fmt, 0.0)
+
+
+async def test_simulator_keeps_a_bounded_deduplication_cache() -> None:
+    """aiocoap keeps every request's answer for EXCHANGE_LIFETIME (~247 s); the simulator only
+    the newest ``dedup_window``, so a load test does not grow its memory."""
+    import aiocoap
+    from aiocoap.messagemanager import MessageManager
+
+    from edge.simulators.coap_air import start_server
+
+    port = free_udp_port()
+    server, _air = await start_server("127.0.0.1", port, AirSensor(), dedup_window=50)
+    client = await aiocoap.Context.create_client_context()
+    try:
+        for _ in range(200):
+            response = await client.request(
+                aiocoap.Message(code=aiocoap.GET, uri=f"coap://127.0.0.1:{port}/air/pm2_5")
+            ).response
+            assert response.code.is_successful()
+        managers = [
+            ri.token_interface
+            for ri in server.request_interfaces
+            if isinstance(getattr(ri, "token_interface", None), MessageManager)
+        ]
+        assert managers and all(len(m._recent_messages) <= 50 for m in managers)
+    finally:
+        await client.shutdown()
+        await server.shutdown()
