@@ -14,7 +14,7 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,32 +33,40 @@ def libcoap(tool: str) -> str:
     pytest.fail(f"{tool} is not installed: apt-get install libcoap3-bin (make sysdeps)")
 
 
-def wait_udp(proc: Proc, port: int, client: str) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        assert proc.alive(), proc.tail()
-        r = subprocess.run(
-            [client, "-B", "1", "-m", "get", f"coap://127.0.0.1:{port}/.well-known/core"],
-            capture_output=True,
-            timeout=10,
-            check=False,
-        )
-        if r.returncode == 0 and r.stdout:
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing answers CoAP on {port}:\n{proc.tail()}")
+def serve_coap(
+    tmp_path: Path, name: str, argv: Callable[[int], list[str]], marker: bytes
+) -> tuple[Proc, int]:
+    """Start a CoAP server on a free UDP port and wait until *it* answers (its resource list
+    holds ``marker``): on a shared machine another program may take the port first, and then
+    this tries the next one."""
+    client = libcoap("coap-client")
+    for attempt in range(3):
+        port = free_udp_port()
+        proc = start(f"{name}-{attempt}", argv(port), tmp_path)
+        deadline = time.monotonic() + 10
+        while proc.alive() and time.monotonic() < deadline:
+            r = subprocess.run(
+                [client, "-B", "1", "-m", "get", f"coap://127.0.0.1:{port}/.well-known/core"],
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
+            if marker in r.stdout:
+                return proc, port
+            time.sleep(0.1)
+        proc.stop()
+    raise TimeoutError(f"{name} did not start:\n{proc.tail()}")
 
 
 @pytest.fixture
 def coap_server(tmp_path: Path) -> Iterator[int]:
-    port = free_udp_port()
-    proc = start(
-        "coap-server",
-        [libcoap("coap-server"), "-A", "127.0.0.1", "-p", str(port), "-d", "4"],
-        tmp_path,
-    )
+    server = libcoap("coap-server")
+
+    def argv(port: int) -> list[str]:
+        return [server, "-A", "127.0.0.1", "-p", str(port), "-d", "4"]
+
+    proc, port = serve_coap(tmp_path, "coap-server", argv, b"</time>")
     try:
-        wait_udp(proc, port, libcoap("coap-client"))
         yield port
     finally:
         proc.stop()
@@ -66,14 +74,11 @@ def coap_server(tmp_path: Path) -> Iterator[int]:
 
 @pytest.fixture
 def air_simulator(tmp_path: Path) -> Iterator[int]:
-    port = free_udp_port()
-    proc = start(
-        "coap-air",
-        cityedge_argv("simulate", "coap-air", "--port", str(port), "--period-s", "0.2"),
-        tmp_path,
-    )
+    def argv(port: int) -> list[str]:
+        return cityedge_argv("simulate", "coap-air", "--port", str(port), "--period-s", "0.2")
+
+    proc, port = serve_coap(tmp_path, "coap-air", argv, b"</air>")
     try:
-        wait_udp(proc, port, libcoap("coap-client"))
         yield port
     finally:
         proc.stop()
