@@ -12,6 +12,7 @@ BENCHMARKS = {
     "e2e": "bench.e2e",
     "faces": "bench.faces",
     "nodes": "bench.nodes",
+    "fieldbus": "bench.fieldbus",
 }
 
 

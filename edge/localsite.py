@@ -111,6 +111,38 @@ def start(
     return Proc(name, popen, log_path, log)
 
 
+@dataclass
+class PtyPair:
+    """A null-modem pair of pseudo terminals made by ``socat`` (a serial line without
+    hardware); bytes written to one end come out of the other at once, whatever the baud rate."""
+
+    proc: Proc
+    a: str
+    b: str
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+def start_pty_pair(workdir: Path, name: str = "socat", timeout_s: float = 10.0) -> PtyPair:
+    """``socat -d -d pty,raw,echo=0 pty,raw,echo=0``; returns both device paths."""
+    exe = shutil.which("socat")
+    if exe is None:
+        raise FileNotFoundError("socat is not installed: apt-get install socat")
+    proc = start(name, [exe, "-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0"], workdir)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = proc.log_path.read_text(errors="replace") if proc.log_path.exists() else ""
+        ptys = [line.rsplit(" ", 1)[-1] for line in text.splitlines() if "PTY is " in line]
+        if len(ptys) >= 2 and "starting data transfer loop" in text:
+            return PtyPair(proc, ptys[0], ptys[1])
+        if not proc.alive():
+            break
+        time.sleep(0.02)
+    proc.stop()
+    raise RuntimeError(f"socat did not make a pty pair:\n{proc.tail()}")
+
+
 def cityedge_argv(*args: str) -> list[str]:
     """Run the CLI with this interpreter (works from a checkout and from an install)."""
     return [sys.executable, "-m", "edge.cli", *args]

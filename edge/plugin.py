@@ -86,6 +86,11 @@ class Emitter:
     def access(self, device: str, time: float, payload: env.AccessPayload) -> env.AccessEnvelope:
         return env.AccessEnvelope(**self._head(device, time), payload=payload)
 
+    def aggregate(
+        self, device: str, time: float, payload: env.AggregatePayload
+    ) -> env.AggregateEnvelope:
+        return env.AggregateEnvelope(**self._head(device, time), payload=payload)
+
     async def send(self, envelope: env.EnvelopeModel) -> None:
         """Hand an envelope to every sink (waits while a sink's channel is full)."""
         self._metrics.events.labels(envelope.kind).inc()

@@ -19,11 +19,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import Field
 
+from edge.apps.environment_config import EnvironmentConfig
 from edge.apps.face_access_config import FaceAccessConfig
 from edge.apps.thresholds_config import ThresholdsConfig
 from edge.config.base import PluginConfig
 from edge.errors import MissingExtraError
+from edge.sinks.hj212_config import Hj212SinkConfig
 from edge.sinks.mqtt_config import MqttSinkConfig
+from edge.sources.coap_config import CoapSourceConfig
 from edge.sources.modbus_config import ModbusSourceConfig
 from edge.sources.mqtt_config import MqttSourceConfig
 from edge.vision.camera_config import CameraSourceConfig
@@ -48,7 +51,15 @@ PLUGINS: tuple[PluginInfo, ...] = (
         ModbusSourceConfig,
         "edge.sources.modbus:ModbusSource",
         "modbus",
-        "Modbus TCP devices, polled on an interval",
+        "Modbus TCP or RTU devices on one bus, polled on an interval",
+    ),
+    PluginInfo(
+        "source",
+        "coap",
+        CoapSourceConfig,
+        "edge.sources.coap:CoapSource",
+        "coap",
+        "CoAP sensors by GET polling or Observe (SenML JSON/CBOR, JSON, text)",
     ),
     PluginInfo(
         "source",
@@ -83,12 +94,28 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "Alarms on limits with hysteresis and minimum duration",
     ),
     PluginInfo(
+        "app",
+        "environment",
+        EnvironmentConfig,
+        "edge.apps.environment:EnvironmentApp",
+        None,
+        "Water/air stations: minute/hour/day aggregates, GB 3838/GB 3095 alarms, HJ 633 AQI",
+    ),
+    PluginInfo(
         "sink",
         "mqtt",
         MqttSinkConfig,
         "edge.sinks.mqtt:MqttSink",
         None,
         "Publish envelopes to an MQTT broker at QoS 1",
+    ),
+    PluginInfo(
+        "sink",
+        "hj212",
+        Hj212SinkConfig,
+        "edge.sinks.hj212:Hj212Sink",
+        None,
+        "Monitoring data to an environment bureau's platform over HJ 212-2017",
     ),
 )
 

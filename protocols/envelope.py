@@ -159,6 +159,49 @@ class AccessPayload(_Model):
     models: dict[str, str] = Field(description="Model name -> name@version+sha256 prefix")
 
 
+class PointStats(_Model):
+    """One point over one period."""
+
+    point: Ident = Field(description="Point name")
+    unit: str | None = Field(default=None, description="Unit of min, avg and max")
+    count: int = Field(ge=0, description="Samples (minute) or sub-periods (hour, day) with data")
+    coverage: float = Field(ge=0, le=1, description="Share of the period that had data")
+    min: float = Field(description="Smallest value")
+    avg: float = Field(description="Mean (hour: of minute means; day: of hour means)")
+    max: float = Field(description="Largest value")
+    flag: str = Field(
+        description="HJ 212 data flag: N valid; B too little data for a valid mean "
+        "(GB 3095-2012: 45 minutes an hour, 20 hours a day)"
+    )
+    water_class: str | None = Field(
+        default=None, description="GB 3838-2002 class of the mean (I..V, 'worse than V')"
+    )
+
+
+class AirQualityIndex(_Model):
+    """HJ 633-2012 AQI of the period's means."""
+
+    aqi: int = Field(ge=0, description="Air quality index (largest individual index)")
+    level: int = Field(ge=1, le=6, description="Level 1 (excellent) to 6 (severely polluted)")
+    category: str = Field(description="Category of the level")
+    primary: list[str] = Field(description="Primary pollutant(s); none when the AQI is <= 50")
+    over_limit: list[str] = Field(description="Pollutants whose index is above 100")
+    iaqi: dict[str, int] = Field(description="Individual index per pollutant")
+
+
+class AggregatePayload(_Model):
+    """Minute, hour or day statistics of a monitoring station's points."""
+
+    period: Literal["minute", "hour", "day"] = Field(description="Length of the period")
+    start: AwareDatetime = Field(description="Start of the period")
+    medium: Literal["water", "air", "other"] = Field(description="What the station monitors")
+    values: list[PointStats] = Field(min_length=1, description="Statistics per point")
+    aqi: AirQualityIndex | None = Field(default=None, description="Air: AQI of the hour or day")
+    water_class: str | None = Field(
+        default=None, description="Water: worst GB 3838-2002 class of the period's means"
+    )
+
+
 class _EnvelopeBase(_Model):
     id: UUID = Field(description="UUIDv7: unique, and sorts in time order")
     site: Ident = Field(description="Site the gateway serves")
@@ -188,13 +231,18 @@ class AccessEnvelope(_EnvelopeBase):
     payload: AccessPayload
 
 
-Envelope = Annotated[
-    TelemetryEnvelope | AlarmEnvelope | AvailabilityEnvelope | AccessEnvelope,
-    Field(discriminator="kind"),
-]
-"""Any envelope; ``kind`` selects the payload model."""
+class AggregateEnvelope(_EnvelopeBase):
+    kind: Literal["aggregate"] = "aggregate"
+    payload: AggregatePayload
 
-EnvelopeModel = TelemetryEnvelope | AlarmEnvelope | AvailabilityEnvelope | AccessEnvelope
+
+# One line per kind, so areas adding kinds touch separate lines.
+EnvelopeModel = (
+    TelemetryEnvelope | AlarmEnvelope | AvailabilityEnvelope | AccessEnvelope | AggregateEnvelope
+)
+
+Envelope = Annotated[EnvelopeModel, Field(discriminator="kind")]
+"""Any envelope; ``kind`` selects the payload model."""
 
 ENVELOPE_ADAPTER: Final[TypeAdapter[EnvelopeModel]] = TypeAdapter(Envelope)
 

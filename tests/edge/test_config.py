@@ -153,6 +153,27 @@ MISTAKES = [
     ),
     ("yaml syntax", ("site: riverside", "site: [riverside"), 2, r"YAML syntax error"),
     (
+        "rtu bus without a serial line",
+        ("    host: 127.0.0.1\n    port: 5020\n", "    transport: rtu\n"),
+        4,
+        r"sources\[0\]: .*transport rtu needs 'serial",
+    ),
+    (
+        "two devices with one unit id",
+        ("        unit_id: 2\n", "        unit_id: 1\n"),
+        4,
+        r"sources\[0\]: .*unit id 1 is used by two devices on this bus",
+    ),
+    (
+        "rtu line with parity typo",
+        (
+            "    host: 127.0.0.1\n    port: 5020\n",
+            "    transport: rtu\n    serial: {device: /dev/ttyUSB0, parity: X}\n",
+        ),
+        7,
+        r"parity: expected one of N, E, O",
+    ),
+    (
         "rule with both limits",
         ("above: 9.0,", "above: 9.0, below: 6.0,"),
         20,

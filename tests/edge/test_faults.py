@@ -47,3 +47,16 @@ def test_schedule_windows_and_periods() -> None:
     s.manual_mode = "exception"
     s.manual_code = 6
     assert s.mode(0) == ("exception", 6)
+
+
+def test_fleet_layout_deals_profiles_round_robin() -> None:
+    from edge.simulators.modbus_device import fleet_layout
+
+    layout = fleet_layout(50, 5)
+    assert len(layout) == 50 and len({name for *_, name in layout}) == 50
+    assert layout[:3] == [
+        (0, 1, "water-sonde", "dev-000"),
+        (1, 1, "air-station", "dev-001"),
+        (2, 1, "water-sonde", "dev-002"),
+    ]
+    assert [u for b, u, *_ in layout if b == 0] == list(range(1, 11))

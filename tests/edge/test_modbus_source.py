@@ -5,16 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from edge.channel import Channel
-from edge.clock import SystemClock
-from edge.config.base import CheckContext
 from edge.localsite import free_port
-from edge.metrics import GatewayMetrics
-from edge.plugin import Emitter, SourceContext
 from edge.profiles import ProfileLibrary
 from edge.readings import ReadingBatch
 from edge.simulators.faults import FaultSchedule
@@ -22,16 +16,21 @@ from edge.simulators.modbus_device import DeviceSim, serve
 from edge.sources.modbus import ModbusSource
 from edge.sources.modbus_config import ModbusSourceConfig
 from protocols import envelope as env
+from tests.edge.source_harness import source_context
 
 
 @contextlib.asynccontextmanager
 async def simulator(
-    profile: str = "water-sonde", faults: FaultSchedule | None = None
+    profile: str = "water-sonde",
+    faults: FaultSchedule | None = None,
+    units: int = 1,
+    dead: frozenset[int] = frozenset(),
 ) -> AsyncIterator[tuple[DeviceSim, int]]:
     sim = DeviceSim(ProfileLibrary().load(profile), seed=3, faults=faults or FaultSchedule())
+    sims = {1: sim} | {u: DeviceSim(sim.profile, seed=u) for u in range(2, units + 1)}
     port = free_port()
     ready = asyncio.Event()
-    task = asyncio.create_task(serve({1: sim}, "127.0.0.1", port, ready=ready))
+    task = asyncio.create_task(serve(sims, "127.0.0.1", port, ready=ready, dead=dead))
     await asyncio.wait_for(ready.wait(), 5)
     try:
         yield sim, port
@@ -54,25 +53,11 @@ class Harness:
         }
         cfg.update(overrides)
         self.config = ModbusSourceConfig.model_validate(cfg)
-        self.events: list[env.EnvelopeModel] = []
-        self.metrics = GatewayMetrics()
-        clock = SystemClock()
-
-        async def deliver(e: env.EnvelopeModel) -> None:
-            self.events.append(e)
-
-        self.readings: Channel[ReadingBatch] = Channel("readings", 100)
-        ctx = SourceContext(
-            name="bus",
-            site="s",
-            gateway="g",
-            clock=clock,
-            metrics=self.metrics,
-            emitter=Emitter("s", "g", clock, deliver, self.metrics),
-            check=CheckContext(Path(".")),
-            readings=self.readings,
-        )
-        self.source = ModbusSource(self.config, ctx)
+        self.captured = source_context("bus")
+        self.events = self.captured.events
+        self.metrics = self.captured.metrics
+        self.readings = self.captured.readings
+        self.source = ModbusSource(self.config, self.captured.ctx)
 
     async def __aenter__(self) -> Harness:
         return self
@@ -80,12 +65,9 @@ class Harness:
     async def __aexit__(self, *_: object) -> None:
         self.source.close()
 
-    async def poll(self) -> list[ReadingBatch]:
-        await self.source.poll_once(self.source.devices[0])
-        out = []
-        while (b := self.readings.get_nowait()) is not None:
-            out.append(b)
-        return out
+    async def poll(self, device: int = 0) -> list[ReadingBatch]:
+        await self.source.poll_once(self.source.devices[device])
+        return self.captured.batches()
 
 
 async def test_every_point_decodes_to_what_the_device_served() -> None:
@@ -128,6 +110,7 @@ async def test_silent_device_times_out_then_recovers_once() -> None:
         for _ in range(3):
             assert await h.poll() == []
         faults.manual_mode = "normal"
+        await asyncio.sleep(0.25)  # the breaker's next try (one poll interval)
         results = [await h.poll() for _ in range(3)]
     states = [e.payload.state for e in h.events if isinstance(e, env.AvailabilityEnvelope)]
     assert states == [env.AvailabilityState.UNAVAILABLE, env.AvailabilityState.RECOVERED]
@@ -222,3 +205,63 @@ async def test_write_to_a_failing_device_is_a_device_error() -> None:
     async with simulator(faults=faults) as (_sim, port), Harness(port) as h:
         with pytest.raises(DeviceError, match="exception 6 \\(server device busy\\)"):
             await h.source.write("sonde", "wiper_interval_min", 10)
+
+
+async def test_a_dead_unit_costs_one_timeout_then_is_skipped_with_backoff() -> None:
+    devices = [
+        {"name": "live", "unit_id": 1, "profile": "water-sonde", "poll_interval_s": 0.2},
+        {"name": "dead", "unit_id": 2, "profile": "water-sonde", "poll_interval_s": 0.2},
+    ]
+    async with (
+        simulator(units=2, dead=frozenset({2})) as (_sim, port),
+        Harness(port, devices=devices, retry_dead_max_s=5) as h,
+    ):
+        dead = h.source.devices[1]
+        loop = asyncio.get_running_loop()
+        assert await h.poll(1) == []
+        first_retry = dead.breaker.retry_at - loop.time()
+        t0 = loop.time()
+        for _ in range(5):
+            assert await h.poll(1) == []  # skipped: no request, no timeout spent
+        assert loop.time() - t0 < 0.3  # five skips cost less than one 0.3 s timeout
+        assert (dead.polls, dead.skipped) == (1, 5)
+        await asyncio.sleep(max(first_retry, 0) + 0.05)
+        await h.poll(1)  # the retry: one more timeout, and the wait doubles
+        assert dead.polls == 2 and dead.breaker.trips == 2
+        second_retry = dead.breaker.retry_at - loop.time()
+        assert second_retry > first_retry
+        assert len(await h.poll(0)) == 1  # the live unit on the same connection answers
+    avail = [e for e in h.events if isinstance(e, env.AvailabilityEnvelope)]
+    assert [(e.device, e.payload.state) for e in avail] == [
+        ("dead", env.AvailabilityState.UNAVAILABLE)
+    ]
+    assert "no reply from unit 2" in avail[0].payload.reason
+
+
+async def test_dead_units_share_one_try_per_cycle() -> None:
+    devices = [
+        {"name": f"d{u}", "unit_id": u, "profile": "water-sonde", "poll_interval_s": 0.5}
+        for u in (1, 2, 3)
+    ]
+    async with (
+        simulator(units=3, dead=frozenset({1, 2, 3})) as (_sim, port),
+        Harness(port, devices=devices, retry_dead_initial_s=0.01, timeout_s=0.1) as h,
+    ):
+        for i in range(3):
+            await h.poll(i)  # each dead unit is found out once
+        await asyncio.sleep(0.05)  # every breaker is due for a try again
+        for i in range(3):
+            await h.poll(i)
+        # only one of the three tries went on the wire within one poll interval
+        assert [d.polls for d in h.source.devices] == [2, 1, 1]
+
+
+async def test_writes_reach_a_unit_whose_breaker_is_open_and_close_it() -> None:
+    faults = FaultSchedule(manual_mode="silent")
+    async with simulator(faults=faults) as (sim, port), Harness(port) as h:
+        await h.poll()
+        assert h.source.devices[0].breaker.open
+        faults.manual_mode = "normal"
+        assert await h.source.write("sonde", "wiper_interval_min", 40) == 40
+        assert not h.source.devices[0].breaker.open
+        assert sim.held["wiper_interval_min"] == 40

@@ -163,3 +163,31 @@ def test_plan_covers_every_point_within_limits(
     assert len(blocks) <= max(len(points), 0)
     spans = sorted((b.start, b.start + b.count) for b in blocks)
     assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans))
+
+
+@pytest.mark.parametrize(
+    ("profile", "per_point", "planned"),
+    [("water-sonde", 8, 2), ("air-station", 9, 1), ("gate-controller", None, None)],
+)
+def test_shipped_profiles_requests_per_poll_before_and_after_planning(
+    profile: str, per_point: int | None, planned: int | None
+) -> None:
+    from edge.profiles import ProfileLibrary
+
+    specs = [p.spec() for p in ProfileLibrary().load(profile).points]
+    blocks = plan_reads(specs)
+    if per_point is not None:
+        assert (len(specs), len(blocks)) == (per_point, planned)
+    assert len(blocks) <= len({(s.register_type, s.address) for s in specs})
+
+
+def test_rtu_timing_rules() -> None:
+    from protocols.modbus import char_bits, rtu_frame_sizes, rtu_silence_s
+
+    assert char_bits("E", 1) == 11 and char_bits("N", 2) == 11 and char_bits("N", 1) == 10
+    assert rtu_silence_s(9600) == pytest.approx(3.5 * 11 / 9600)  # 4.01 ms
+    assert rtu_silence_s(38400) == 0.00175  # fixed above 19200 baud (2.5.1.1)
+    assert rtu_frame_sizes(3, 10) == (8, 25) and rtu_frame_sizes(1, 9) == (8, 7)
+    assert rtu_frame_sizes(16, 2) == (13, 8)
+    with pytest.raises(ValueError, match="baudrate"):
+        rtu_silence_s(0)
