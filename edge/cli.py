@@ -128,8 +128,10 @@ def run(
 def _register_areas() -> None:
     """Each area of the suite adds its commands here: explicit, one line per area."""
     from edge.simulators import cli as simulators_cli
+    from edge.simulators.junction import cli as junction_cli
 
     simulators_cli.register(app, simulate_app)
+    junction_cli.register(app, simulate_app)
 
 
 _register_areas()

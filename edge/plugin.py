@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from edge.actuators import Actuators
 from edge.channel import Channel
@@ -26,6 +26,8 @@ from edge.metrics import GatewayMetrics
 from edge.readings import ReadingBatch
 from protocols import envelope as env
 from protocols.ids import Uuid7Generator
+
+E = TypeVar("E", bound=env.EnvelopeModel)
 
 
 class Plugin(Protocol):
@@ -74,6 +76,11 @@ class Emitter:
         self, device: str, time: float, payload: env.AvailabilityPayload
     ) -> env.AvailabilityEnvelope:
         return env.AvailabilityEnvelope(**self._head(device, time), payload=payload)
+
+    def event(self, cls: type[E], device: str, time: float, payload: Any) -> E:
+        """An envelope of any event kind (``cls``: its envelope model, e.g.
+        :class:`~protocols.envelope.SignalPlanEnvelope`)."""
+        return cls(**self._head(device, time), payload=payload)
 
     async def send(self, envelope: env.EnvelopeModel) -> None:
         """Hand an envelope to every sink (waits while a sink's channel is full)."""

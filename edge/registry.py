@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from pydantic import Field
 
 from edge.apps.thresholds_config import ThresholdsConfig
+from edge.apps.traffic_signal_config import TrafficSignalConfig
 from edge.config.base import PluginConfig
 from edge.errors import MissingExtraError
 from edge.sinks.mqtt_config import MqttSinkConfig
@@ -54,6 +55,14 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "edge.apps.thresholds:ThresholdsApp",
         None,
         "Alarms on limits with hysteresis and minimum duration",
+    ),
+    PluginInfo(
+        "app",
+        "traffic_signal",
+        TrafficSignalConfig,
+        "edge.apps.traffic_signal:TrafficSignalApp",
+        None,
+        "Adaptive, safe-by-construction control of a signalised junction",
     ),
     PluginInfo(
         "sink",

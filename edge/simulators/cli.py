@@ -101,7 +101,7 @@ def simulate_modbus(
 def register(app: typer.Typer, simulate_app: typer.Typer) -> None:
     """``cityedge simulate modbus PROFILE`` and one command per shipped profile."""
     simulate_app.command("modbus")(simulate_modbus)
-    from edge.profiles import ProfileLibrary
+    from edge.profiles import BUILTIN, ProfileLibrary
 
     library = ProfileLibrary()
 
@@ -120,6 +120,8 @@ def register(app: typer.Typer, simulate_app: typer.Typer) -> None:
         return command
 
     for name in library.names():
+        if name in BUILTIN:  # contracts with a simulator of their own (signal-controller: junction)
+            continue
         description = library.load(name).description
         simulate_app.command(name, help=f"{description} (profile {name!r}) over Modbus TCP.")(
             command_for(name)

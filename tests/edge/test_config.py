@@ -117,7 +117,9 @@ MISTAKES = [
         "unknown plug-in type",
         ("  - type: thresholds", "  - type: threshold"),
         17,
-        r'apps\[0\]\.type: expected one of thresholds \(got "threshold"\); did you mean "thresholds"\?',
+        # one app type reads as a literal, several as a tagged union: both name the fix
+        r'apps\[0\](\.type: expected one of thresholds \(got "threshold"\)|: unknown type '
+        r"'threshold'; expected one of thresholds, [a-z_, ]+); did you mean \"thresholds\"\?",
     ),
     (
         "out of range",
