@@ -26,6 +26,8 @@ reports the id of the sheet it runs, and a gateway refuses to drive a cabinet wh
 differs from its own.
 
 Pure: pydantic models and arithmetic, no I/O. Loading a sheet from YAML is the caller's job.
+A sheet is immutable and caches its lookups: to change one, validate a new sheet (a
+``model_copy(update=...)`` would keep the old caches, ``table_id`` among them).
 """
 
 from __future__ import annotations
@@ -282,10 +284,11 @@ class JunctionSpec(_Model):
         return amber, max(0.0, need - amber)
 
     def worst_ped_service_s(self) -> float:
-        """Longest a pressed button can wait for walk when the gateway does its job — or
-        vanishes with a plan committed: asked at the start of an intergreen, that intergreen,
-        the next phase's minimum green and the intergreen into a pedestrian phase; or a green
-        committed at its maximum and then the intergreen into a pedestrian phase."""
+        """Longest a button pressed while no one waited can wait for walk if the gateway then
+        vanishes with a plan committed (a lease runs to the end of the next green): pressed
+        as an intergreen begins, that intergreen, the next phase's green at its maximum and
+        the intergreen into a pedestrian phase; or pressed as a green committed at its maximum
+        begins, that green and the intergreen into a pedestrian phase."""
         if not self.ped_phases:
             return 0.0
         n = len(self.phases)
@@ -295,15 +298,11 @@ class JunctionSpec(_Model):
                 if p == q:
                     continue
                 wait = sum(self.transition(p, q))
-                if q not in self.ped_phases:
-                    wait += self.phases[q].min_green_s + min(
+                if q not in self.ped_phases:  # q's green was committed at its longest
+                    wait += self.phases[q].max_green_s + min(
                         sum(self.transition(q, r)) for r in self.ped_phases
                     )
                 worst = max(worst, wait)
-        for p in range(n):  # a committed green at its maximum, then straight to the walk
-            if p not in self.ped_phases:
-                to_ped = min(sum(self.transition(p, r)) for r in self.ped_phases)
-                worst = max(worst, self.phases[p].max_green_s + to_ped)
         return worst
 
     def fixed_cycle_s(self) -> float:
@@ -335,6 +334,10 @@ class JunctionSpec(_Model):
 
     def table_id(self) -> int:
         """CRC-32 of the canonical JSON of the sheet (what a cabinet reports it runs)."""
+        return self._table_id
+
+    @cached_property
+    def _table_id(self) -> int:
         canonical = json.dumps(
             self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":")
         )

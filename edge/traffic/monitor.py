@@ -21,8 +21,9 @@ rule                      breached when
 Times are observation times: a head that changed between two observations is taken to have
 changed at the later one, so with observations every ``step`` seconds a duration can read up
 to one step long; ``tolerance_s`` absorbs that in the checks where a longer reading is the
-unsafe direction (maximum green, pedestrian wait). The run of a simulation observes every
-step; tests observe the cabinet exactly.
+unsafe direction (maximum green, pedestrian wait). Every rule is also checked at the moment
+a head changes, so observing only the changes (as the tests do, exactly) misses nothing; a
+simulation observes every step.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class SafetyMonitor:
         self._heads = {g.name: _Head() for g in j.groups}
         self._max_green = {g: p.max_green_s for p in j.phases for g in p.groups}
         self._reported_waits: set[tuple[str, float]] = set()
+        self._waiting: dict[str, float] = {}
         self._reported_long_green: set[tuple[str, float]] = set()
         self._started = False
 
@@ -93,12 +95,15 @@ class SafetyMonitor:
                 if t - head.since > limit + EPS and key not in self._reported_long_green:
                     self._reported_long_green.add(key)
                     self._flag(t, "max_green", f"{name} green for more than {limit:g} s")
-        for crossing, pressed in (waiting or {}).items():
+        now_waiting = dict(waiting or {})
+        # a press served since the last observation waited until now at most
+        for crossing, pressed in {**self._waiting, **now_waiting}.items():
             key = (crossing, pressed)
             limit = j.ped_max_wait_s + self.tolerance_s
             if t - pressed > limit + EPS and key not in self._reported_waits:
                 self._reported_waits.add(key)
                 self._flag(t, "ped_wait", f"{crossing} waits more than {limit:g} s")
+        self._waiting = now_waiting
 
     def _change(self, t: float, name: str, head: _Head, new: Aspect) -> None:
         j = self.junction

@@ -21,11 +21,13 @@ Rules, for any proposal and any cabinet state:
    must reach the walk by ``ped_max_wait_s`` (less ``ped_margin_s`` for the poll and write
    latency) — even if the gateway vanished right after writing it (the cabinet then serves a
    waiting pedestrian first). If it would not, the guard makes the walk phase next and, if that
-   is still too late, ends the green as early as the minimum green allows.
+   is still too late, shortens the green to the latest end that is in time (never below the
+   minimum green, nor before now).
 5. **Fallback to the cabinet's fixed plan** when a detector fails (the cabinet's fault bits,
    or readings no detector can produce), when the cabinet runs a timing sheet other than ours,
-   when its conflict monitor tripped, or when the gateway lost the cabinet. Control is taken
-   back only after ``recover_s`` without any of these.
+   when its conflict monitor tripped, or when the gateway lost the cabinet (no poll, a failed
+   write, or the cabinet's watchdog expired). Control is taken back only after ``recover_s``
+   without any of these.
 """
 
 from __future__ import annotations
@@ -199,6 +201,15 @@ class Guard:
                 self.falling_back = problem
                 return problem
             return None
+        if state.mode is Mode.FALLBACK and self.controlling:
+            # we thought we had the junction, but our writes came too late for the watchdog
+            self.controlling = False
+            self._trouble_until = state.time_s + self.recover_s
+            late = self._fallback("the cabinet's watchdog expired: the gateway's writes came late")
+            if self.falling_back is None:
+                self.falling_back = late
+                return late
+            return None
         if self._trouble_until is not None and state.time_s < self._trouble_until:
             self.controlling = False
             return None
@@ -252,14 +263,14 @@ class Guard:
         if state.ped_demand and j.ped_phases and p not in j.ped_phases:
             (walk,) = j.ped_phases
             deadline = state.time_s + j.ped_max_wait_s - state.ped_wait_s - self.ped_margin_s
-            if q != walk and self._walk_after(green_start, p, g, q, gq) > deadline:
+            ran = state.time_s - green_start  # a green cannot end before now
+            if q != walk and self._walk_after(green_start, p, max(g, ran), q, gq) > deadline:
                 q, gq = walk, j.phases[walk].min_green_s
                 notes.append("pedestrians waiting: walk next")
-            if q == walk and green_start + g + sum(j.transition(p, q)) > deadline:
-                shortest = max(j.phases[p].min_green_s, state.time_s - green_start)
-                if shortest < g:
-                    g = shortest
-                    notes.append("pedestrians waiting: green ends early")
+            latest = deadline - sum(j.transition(p, q)) - green_start
+            if q == walk and g > latest:
+                g = max(j.phases[p].min_green_s, ran, latest)
+                notes.append("pedestrians waiting: green ends early")
         amber, all_red = j.transition(p, q)
         return Command(
             phase=p,

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 from protocols.junction import GroupKind, JunctionSpec
 
 SATURATION_PER_LANE = 1800.0  # vehicles per hour of green per lane
@@ -66,14 +68,13 @@ def webster(junction: JunctionSpec, flows: Mapping[str, float]) -> WebsterPlan:
             share = ratios[p] / y_total if y_total > 0 else 1 / len(ratios)
             green = effective * share + STARTUP_LOSS_S
             greens[ph.name] = round(min(max(green, ph.min_green_s), ph.max_green_s))
-        trial = j.model_copy(
-            update={
-                "phases": [
-                    ph.model_copy(update={"fixed_green_s": greens[ph.name]}) for ph in j.phases
-                ]
-            }
-        )
-        if not j.ped_phases or trial.fixed_ped_gap_s() <= j.ped_max_wait_s:
-            return WebsterPlan(trial.fixed_cycle_s(), greens, y_total)
-        cycle *= 0.9
+        doc = j.model_dump(by_alias=True)
+        for ph in doc["phases"]:
+            ph["fixed_green_s"] = greens[ph["name"]]
+        try:  # the sheet's own checks say whether the pedestrian wait fits
+            trial = JunctionSpec.model_validate(doc)
+        except ValidationError:
+            cycle *= 0.9
+            continue
+        return WebsterPlan(trial.fixed_cycle_s(), greens, y_total)
     raise ValueError("no Webster plan keeps the pedestrian wait within ped_max_wait_s")

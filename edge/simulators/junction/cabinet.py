@@ -13,11 +13,14 @@ Rules the cabinet follows on its own:
 - A command addresses the phase that is green (``cmd_phase`` = ``phase``) or the phase being
   entered during an intergreen (``cmd_phase`` = ``next_phase``); any other is *stale* and is
   reported, not applied.
-- A green entered without a command for it runs the previous command's ``cmd_next_green``;
-  when it ends without one, the cabinet chooses the next phase itself.
+- A command is a lease up to the end of the next phase's green: a green entered without a
+  command for it runs the previous command's ``cmd_next_green``, and a fallback (watchdog or
+  ``mode_request`` 0) still finishes the greens the gateway committed — then the cabinet
+  chooses the next phase itself.
 - Choosing itself (local mode, fallback, or no command): the fixed plan's successor of the
-  phase that ends — except that right after leaving remote mode, a waiting pedestrian is served
-  first, so a gateway that vanishes cannot stretch a pedestrian's wait.
+  phase that ends — except that when it has been following the gateway (remote mode, or just
+  left it), a waiting pedestrian is served first, so a gateway that is late or vanishes cannot
+  stretch a pedestrian's wait.
 - Detectors: the simulation feeds zone readings; a detector whose zone reads occupied
   (>= 95 %) for ``stuck_s`` is flagged failed (the cabinet's "maximum presence" monitor) until
   it reads free again.
@@ -27,6 +30,7 @@ Pure: time comes in through :meth:`Cabinet.advance`; no I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -42,6 +46,7 @@ from protocols.signal_controller import (
 )
 
 STUCK_OCCUPANCY_PCT = 95.0
+TICK_S = 0.1  # the cabinet's clock tick: no interval it enters is shorter
 
 
 class CommandRefused(ValueError):
@@ -81,6 +86,8 @@ class Cabinet:
     cmd_seq_applied: int = 0
     cmd_status: CommandStatus = CommandStatus.NONE
     conflict_trips: int = 0
+    record_changes: bool = False
+    changes: list[tuple[float, dict[str, Aspect], dict[str, float]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         j = self.junction
@@ -133,6 +140,7 @@ class Cabinet:
             self._last_cmd_seq = int(merged["cmd_seq"])
             self.cmd_seq_applied = int(merged["cmd_seq"])
             self.cmd_status = self._apply(merged)
+        self.advance(self.now)  # a command that ends a green now does so now
 
     def _validate(self, v: dict[str, Value]) -> None:
         for key in COMMAND_POINTS:
@@ -167,9 +175,16 @@ class Cabinet:
     # -- time --------------------------------------------------------------------------------
 
     def advance(self, now: float) -> None:
-        """Run the controller up to ``now`` (seconds on the cabinet clock)."""
+        """Run the controller up to ``now`` (seconds on the cabinet clock). Every interval
+        change happens at the time it is due, however far ``now`` jumps; with
+        ``record_changes`` each is kept in :attr:`changes` with what the heads then show."""
         if now < self.now:
             raise ValueError("the cabinet clock cannot go backwards")
+        while (due := self._due()) <= now + 1e-9:
+            self.now = max(due, self.now)
+            self._update_mode()
+            self._step()
+            self._check_conflicts()
         self.now = now
         self._update_mode()
         for index, since in self._occupied_since.items():
@@ -178,10 +193,20 @@ class Cabinet:
         for index in range(len(self.detectors)):
             if index not in self._occupied_since:
                 self.detector_faults &= ~(1 << index)
-        for _ in range(8):  # at most a few interval changes per call
-            if not self._step():
-                break
+
+    def _due(self) -> float:
+        """When the running interval ends as planned now."""
+        if self.interval is Interval.GREEN:  # a green shows for one tick at least
+            return self.green_start + max(self.plan.green_s, TICK_S)
+        if self.interval is Interval.AMBER:
+            return self.interval_start + self.plan.amber_s
+        return self.interval_start + self.plan.all_red_s
+
+    def _check_conflicts(self) -> None:
+        """The cabinet's own conflict monitor (a real one would go to flashing amber)."""
         shown = self.aspects()
+        if self.record_changes:
+            self.changes.append((self.now, shown, self.ped_presses()))
         lit = [g for g, a in shown.items() if a is not Aspect.RED]
         if any(self.junction.conflicting(a, b) for i, a in enumerate(lit) for b in lit[i + 1 :]):
             self.conflict_trips += 1
@@ -196,26 +221,18 @@ class Cabinet:
             self.mode = Mode.FALLBACK
         if before is Mode.REMOTE and self.mode is not Mode.REMOTE:
             self._resume_with_ped = True
-            self.entering = None
 
-    def _step(self) -> bool:
-        elapsed = self.now - self.interval_start
+    def _step(self) -> None:
+        """The interval change that is due now."""
         if self.interval is Interval.GREEN:
-            if self.now - self.green_start + 1e-9 < self.plan.green_s:
-                return False
             if self.mode is not Mode.REMOTE or not self.plan.commanded:
                 self._choose_next_locally()
             self.green_final = self.now - self.green_start
             self._enter_intergreen()
-            return True
-        limit = self.plan.amber_s if self.interval is Interval.AMBER else self.plan.all_red_s
-        if elapsed + 1e-9 < limit:
-            return False
-        if self.interval is Interval.AMBER and self.plan.all_red_s > 0:
+        elif self.interval is Interval.AMBER and self.plan.all_red_s > 0:
             self._set_interval(Interval.ALL_RED)
         else:
             self._enter_green(self.plan.next_phase)
-        return True
 
     def _enter_intergreen(self) -> None:
         if self.plan.amber_s > 0:
@@ -228,7 +245,7 @@ class Cabinet:
     def _choose_next_locally(self) -> None:
         j = self.junction
         nxt = self._fixed_successor(self.phase)
-        if self._resume_with_ped and self.presses:
+        if self.presses and (self._resume_with_ped or self.mode is Mode.REMOTE):
             peds = [p for p in j.ped_phases if p != self.phase]
             if peds:
                 nxt = min(peds)
@@ -255,9 +272,11 @@ class Cabinet:
         self.phase = phase
         self._set_interval(Interval.GREEN)
         self.green_start = self.now
-        if self.mode is Mode.REMOTE and self.entering is not None:
+        if self.entering is not None:  # commanded while this phase was being entered
             self.plan = self.entering
-        elif self.mode is Mode.REMOTE and previous.commanded and previous.next_green_s is not None:
+            if self.mode is not Mode.REMOTE:  # the lease holds; the next phase is ours
+                self.plan = dataclasses.replace(self.entering, commanded=False)
+        elif previous.next_green_s is not None:  # the last command's lease covers this green
             nxt = self._fixed_successor(phase)
             amber, all_red = self.junction.transition(phase, nxt)
             self.plan = _Plan(previous.next_green_s, nxt, amber, all_red, None, commanded=False)

@@ -12,6 +12,7 @@ values (and the 0.1 s rounding) it would see over Modbus.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -26,7 +27,7 @@ from edge.traffic.policy import Policy
 from edge.traffic.safety import Guard
 from protocols.junction import JunctionSpec
 from protocols.modbus import Value, decode_value, encode_value
-from protocols.signal_controller import ControllerState, point
+from protocols.signal_controller import POINTS, ControllerState
 
 
 class JunctionSimulation:
@@ -68,19 +69,28 @@ class JunctionSimulation:
         cab.advance(run.t)
         run.show(cab.aspects())
 
+    def show_now(self) -> None:
+        """After a write: what the cabinet shows now is what SUMO's next step simulates."""
+        self.run.show(self.cabinet.aspects())
+
     def finish(self, controller: str) -> RunResult:
         result = self.run.finish(controller)
         result.extra["conflict_trips"] = float(self.cabinet.conflict_trips)
         return result
 
 
+_SPECS = {p.name: p.spec() for p in POINTS}
+
+
 def through_registers(values: Mapping[str, Value]) -> dict[str, Value]:
     """``values`` as a Modbus client would read them back (encoded, then decoded)."""
-    out: dict[str, Value] = {}
-    for name, value in values.items():
-        spec = point(name).spec()
-        out[name] = decode_value(spec, encode_value(spec, value))
-    return out
+    return {name: _round_trip(name, value) for name, value in values.items()}
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _round_trip(name: str, value: Value) -> Value:
+    spec = _SPECS[name]
+    return decode_value(spec, encode_value(spec, value))
 
 
 @dataclass
@@ -121,6 +131,7 @@ def run_in_process(
             outcome = control.poll(state)
             for write in outcome.writes:
                 sim.cabinet.write(through_registers(write))
+            sim.show_now()
             out.decisions_s.append(outcome.decision_s)
             out.events.extend(outcome.events)
             cycle += outcome.decision_s

@@ -19,6 +19,7 @@ findings so far.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -28,13 +29,13 @@ from typing import Any
 
 from aiohttp import web
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
 
+from edge.clock import Clock
 from edge.profiles import signal_controller_profile
 from edge.simulators.faults import FaultSchedule
 from edge.simulators.junction.cabinet import Cabinet, CommandRefused
 from edge.simulators.junction.loop import JunctionSimulation
-from edge.simulators.modbus_device import DeviceSim
+from edge.simulators.modbus_device import DeviceSim, serve
 from protocols.errors import DecodeError
 from protocols.modbus import RegisterType, Value, decode_value
 from protocols.signal_controller import Mode
@@ -63,11 +64,32 @@ class CabinetDevice(DeviceSim):
     """The register map served from a :class:`Cabinet`: reads show its state, writes go to it
     (refused values get Modbus exception 3, illegal data value)."""
 
-    def __init__(self, cabinet: Cabinet, clock: SimTimeClock, faults: FaultSchedule) -> None:
+    def __init__(self, cabinet: Cabinet, clock: Clock, faults: FaultSchedule) -> None:
         super().__init__(signal_controller_profile(), clock=clock, faults=faults, history=1)
         self.cabinet = cabinet
+        self.sim: JunctionSimulation | None = None  # set: writes show at once in SUMO
         self.writes = 0
         self.refused = 0
+
+    def control_app(self) -> web.Application:
+        app = super().control_app()
+        app.router.add_get("/junction", self._junction)
+        return app
+
+    async def _junction(self, _r: web.Request) -> web.Response:
+        cab = self.cabinet
+        body: dict[str, Any] = {
+            "mode": cab.mode.name.lower(),
+            "phase": cab.junction.phases[cab.phase].name,
+            "interval": cab.interval.name.lower(),
+            "writes": self.writes,
+            "refused": self.refused,
+        }
+        if self.sim is not None:
+            body["time_s"] = self.sim.time_s
+            body["violations"] = [asdict(v) for v in self.sim.run.monitor.violations]
+            body["collisions"] = self.sim.run.collisions
+        return web.json_response(body)
 
     def values(self) -> dict[str, Value]:
         out = dict(self.cabinet.state())
@@ -94,6 +116,8 @@ class CabinetDevice(DeviceSim):
                 log.warning("cabinet refused a write at %d: %s", address, err)
                 return ExcCodes.ILLEGAL_VALUE
             self.writes += 1
+            if self.sim is not None:
+                self.sim.show_now()
         return await super().action(
             function_code, start_address, address, count, registers, set_values
         )
@@ -140,27 +164,23 @@ async def serve_junction(
     control_port: int | None = None,
     report_path: Path | None = None,
     seed: int = 1,
-    ready: asyncio.Event | None = None,
 ) -> Report:
-    """Serve the cabinet and step SUMO until the scenario ends (or cancellation)."""
-    clock = SimTimeClock(sim)
-    device = CabinetDevice(sim.cabinet, clock, faults or FaultSchedule())
-    server = ModbusTcpServer(
-        [device.simdevice(unit_id)], address=(host, port), trace_packet=device.trace_packet
-    )
-    runner: web.AppRunner | None = None
+    """Serve the cabinet and step SUMO in (scaled) real time until the scenario ends."""
+    device = CabinetDevice(sim.cabinet, SimTimeClock(sim), faults or FaultSchedule())
+    device.sim = sim
     report = Report(scenario=sim.run.scenario.name, seed=seed, speed=speed)
-    if control_port is not None:
-        app = device.control_app()
-        app.router.add_get("/junction", lambda _r: _junction_view(sim, device))
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, host, control_port).start()
     mode: Mode | None = None
     faulted = 0
+    sim.start()
+    ready = asyncio.Event()
+    # owned here: cancelled and awaited in the finally below
+    server = asyncio.create_task(serve({unit_id: device}, host, port, control_port, ready))
     try:
-        sim.start()
-        await server.serve_forever(background=True)
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait({server, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if server.done():
+            server.result()  # it could not listen: raise why
         log.info(
             "junction %s, scenario %s: cabinet on %s:%d (unit %d), %gx real time",
             sim.junction.name,
@@ -170,8 +190,6 @@ async def serve_junction(
             unit_id,
             speed,
         )
-        if ready is not None:
-            ready.set()
         wall0 = time.monotonic()
         while sim.running:
             sim.step()
@@ -180,18 +198,17 @@ async def serve_junction(
                 mode = cab.mode
                 report.modes.append((sim.time_s, mode.name.lower()))
                 log.info("t=%.1f s: cabinet mode %s", sim.time_s, mode.name.lower())
-            if cab.detector_faults & ~faulted:
-                for i, d in enumerate(sim.junction.detectors):
-                    if cab.detector_faults & ~faulted & (1 << i):
-                        report.detector_faults_seen.append(d.name)
-                        log.warning("t=%.1f s: detector %s flagged failed", sim.time_s, d.name)
+            for i, d in enumerate(sim.junction.detectors):
+                if cab.detector_faults & ~faulted & (1 << i):
+                    report.detector_faults_seen.append(d.name)
+                    log.warning("t=%.1f s: detector %s flagged failed", sim.time_s, d.name)
             faulted = cab.detector_faults
             behind = wall0 + sim.time_s / speed - time.monotonic()
             await asyncio.sleep(max(0.0, behind))
     finally:
-        await server.shutdown()  # type: ignore[no-untyped-call]
-        if runner is not None:
-            await runner.cleanup()
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError, OSError):  # OSError: raised above
+            await server
         result = sim.finish("gateway")
         report.result = asdict(result)
         report.violations = [asdict(v) for v in sim.run.monitor.violations]
@@ -214,18 +231,3 @@ async def serve_junction(
             len(report.violations),
         )
     return report
-
-
-async def _junction_view(sim: JunctionSimulation, device: CabinetDevice) -> web.Response:
-    cab = sim.cabinet
-    return web.json_response(
-        {
-            "time_s": sim.time_s,
-            "mode": cab.mode.name.lower(),
-            "phase": sim.junction.phases[cab.phase].name,
-            "interval": cab.interval.name.lower(),
-            "writes": device.writes,
-            "violations": [asdict(v) for v in sim.run.monitor.violations],
-            "collisions": sim.run.collisions,
-        }
-    )

@@ -365,6 +365,7 @@ class JunctionRun:
         )
         self.collisions = 0
         self._shown: str | None = None
+        self.state = ""  # the heads as SUMO showed them in the last step
         self._counts = [0] * len(junction.detectors)
         self._last_pass = [-math.inf] * len(junction.detectors)
         self._loop_ids: dict[str, set[str]] = {}
@@ -445,7 +446,8 @@ class JunctionRun:
         self.t = float(ls.simulation.getTime())
         self.collisions += int(ls.simulation.getCollidingVehiclesNumber())
         assert self.layout is not None
-        shown = self.layout.aspects_of(ls.trafficlight.getRedYellowGreenState(TLS_ID))
+        self.state = ls.trafficlight.getRedYellowGreenState(TLS_ID)  # in force this step
+        shown = self.layout.aspects_of(self.state)
         self.kerb = self.waiting_pedestrians()
         self._track_waiting(shown)
         self.monitor.observe(self.t, shown, self._waiting)
