@@ -25,6 +25,7 @@ State (input registers)::
     15 phase_count         uint16  phases in the cabinet's timing sheet
     16 table_id            uint32  CRC-32 of the timing sheet (protocols.junction)
     18 watchdog_age        uint16  0.1 s since the gateway last wrote (saturates at 6553.5)
+    19 conflict_trips      uint16  times the cabinet's conflict monitor tripped (saturates)
     20 + 5i                        detector i (0..11), see DETECTOR_FIELDS:
          det{i}_count      uint16  vehicles over the stop line, cumulative (wraps at 65536)
          det{i}_queue      uint16  vehicles halted in the zone
@@ -142,6 +143,7 @@ _STATE: Final = (
     RegisterPoint("phase_count", 15, _IN, _U16, "phases in the timing sheet"),
     RegisterPoint("table_id", 16, _IN, _U32, "CRC-32 of the timing sheet"),
     RegisterPoint("watchdog_age", 18, _IN, _U16, "time since the last gateway write", DECI, "s"),
+    RegisterPoint("conflict_trips", 19, _IN, _U16, "times the conflict monitor tripped"),
 )
 
 _DETECTORS: Final = tuple(

@@ -361,6 +361,7 @@ class Cabinet:
             "phase_count": self.n,
             "table_id": self.junction.table_id(),
             "watchdog_age": _deci(age),
+            "conflict_trips": min(self.conflict_trips, 65535),
         }
         unused = [DetectorReading()] * (MAX_DETECTORS - len(self.detectors))
         for i, d in enumerate([*self.detectors, *unused]):
