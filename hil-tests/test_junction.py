@@ -13,6 +13,7 @@ as ``signal_fallback`` events — with the stuck detector named — and control 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from hil import Subscriber, start_gateway
@@ -90,12 +91,12 @@ def start_junction(procs: list[Proc], workdir: Path, port: int, report: Path) ->
 def test_the_gateway_drives_the_junction_safely_through_faults(
     mosquitto: Broker,
     procs: list[Proc],
-    subscriber_factory: type[Subscriber],
+    subscriber_factory: Callable[[int], Subscriber],
     tmp_path: Path,
 ) -> None:
     modbus_port, http_port = free_port(), free_port()
     report_file = tmp_path / "report.json"
-    sub = subscriber_factory(mosquitto.port)  # type: ignore[call-arg]
+    sub = subscriber_factory(mosquitto.port)
     sim = start_junction(procs, tmp_path, modbus_port, report_file)
     config = tmp_path / "site.yaml"
     config.write_text(site_yaml(modbus_port, mosquitto.port, http_port), encoding="utf-8")
