@@ -158,3 +158,11 @@ def test_config_check_wants_a_signal_controller_device() -> None:
     assert "no source provides device 'junction-1'" in cfg.check(Catalog())[0][1]
     sonde = Catalog(devices={"junction-1": {"ph": PointInfo()}})
     assert "give it profile 'signal-controller'" in cfg.check(sonde)[0][1]
+
+
+def test_the_example_site_file_is_valid() -> None:
+    from edge.config.site import load_site
+
+    site = load_site(Path(__file__).parents[2] / "examples" / "junction.yaml", env={})
+    (app,) = site.config.apps
+    assert isinstance(app, TrafficSignalConfig) and app.spec().name == "four-arm"
