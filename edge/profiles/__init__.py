@@ -14,11 +14,10 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from edge.config.base import StrictModel
-from edge.config.problems import problems_from_validation
-from edge.config.yamlsrc import load_yaml
+from edge.config.problems import load_model
 from edge.sources.modbus_config import ModbusPointConfig
 from protocols.envelope import Ident
 
@@ -118,15 +117,7 @@ def _builtin(name: str) -> DeviceProfile:
 
 @cache
 def _load(path: Path) -> DeviceProfile:
-    doc = load_yaml(path, env={})
-    if doc.problems:
-        raise ValueError("; ".join(str(p) for p in doc.problems))
-    try:
-        profile = DeviceProfile.model_validate(doc.data)
-    except ValidationError as err:
-        raise ValueError(
-            "; ".join(str(p) for p in problems_from_validation(err, doc, DeviceProfile))
-        ) from err
+    profile = load_model(path, DeviceProfile)
     if profile.name != path.stem:
         raise ValueError(f"{path}: profile name {profile.name!r} must match the file name")
     return profile

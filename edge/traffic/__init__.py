@@ -6,10 +6,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from edge.config.problems import problems_from_validation
-from edge.config.yamlsrc import load_yaml
+from edge.config.problems import load_model
 from protocols.junction import JunctionSpec
 
 JUNCTIONS_DIR = Path(__file__).parent / "junctions"
@@ -30,12 +27,4 @@ def load_junction(name: str) -> JunctionSpec:
 @cache
 def load_junction_file(path: Path) -> JunctionSpec:
     """A timing sheet from a YAML file; ``ValueError`` lists its problems with file:line."""
-    doc = load_yaml(path, env={})
-    if doc.problems:
-        raise ValueError("; ".join(str(p) for p in doc.problems))
-    try:
-        return JunctionSpec.model_validate(doc.data)
-    except ValidationError as err:
-        raise ValueError(
-            "; ".join(str(p) for p in problems_from_validation(err, doc, JunctionSpec))
-        ) from err
+    return load_model(path, JunctionSpec)

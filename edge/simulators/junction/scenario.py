@@ -14,11 +14,10 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from edge.config.base import StrictModel
-from edge.config.problems import problems_from_validation
-from edge.config.yamlsrc import load_yaml
+from edge.config.problems import load_model
 from protocols.envelope import Ident
 
 SCENARIOS_DIR = Path(__file__).parent / "scenarios"
@@ -101,15 +100,7 @@ def load_scenario(name: str) -> Scenario:
 
 @cache
 def _load(path: Path) -> Scenario:
-    doc = load_yaml(path, env={})
-    if doc.problems:
-        raise ValueError("; ".join(str(p) for p in doc.problems))
-    try:
-        scenario = Scenario.model_validate(doc.data)
-    except ValidationError as err:
-        raise ValueError(
-            "; ".join(str(p) for p in problems_from_validation(err, doc, Scenario))
-        ) from err
+    scenario = load_model(path, Scenario)
     if scenario.name != path.stem:
         raise ValueError(f"{path}: scenario name {scenario.name!r} must match the file name")
     return scenario
