@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 
 from edge.apps.traffic_signal_config import TrafficSignalConfig
 from edge.errors import EdgeError
@@ -117,7 +116,7 @@ class TrafficSignalApp:
                     junction=name,
                     controller=e.controller,
                     phase=e.phase,
-                    green_s=e.green_s if math.isfinite(e.green_s) else 0.0,
+                    green_s=e.green_s,
                     next_phase=e.next_phase,
                     amber_s=e.amber_s,
                     all_red_s=e.all_red_s,

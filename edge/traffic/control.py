@@ -44,7 +44,6 @@ class PlanChange:
     reason: str
     adjustments: tuple[str, ...]
     queues: dict[str, int]
-    decision_ms: float
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ class SignalControl:
         self.seq = 0
         self.heartbeat = 0
         self.last_command: Command | None = None
-        self._seen: tuple[int, Interval] | None = None
+        self._seen: tuple[int, Interval, float] | None = None  # phase, interval, green so far
         self._queues: dict[str, int] = {}
 
     def poll(self, state: ControllerState) -> Outcome:
@@ -95,7 +94,7 @@ class SignalControl:
                 out.events.append(FallbackChange("left", ended.reason, (), state.time_s))
             self._command(state, out)
         self._report_stage(state, out)
-        self._seen = (state.phase, state.interval)
+        self._seen = (state.phase, state.interval, state.green_elapsed_s)
         out.decision_s = time.perf_counter() - started
         return out
 
@@ -132,7 +131,7 @@ class SignalControl:
         """One :class:`PlanChange` when a green the gateway shaped gives way."""
         if self._seen is None or state.mode is not Mode.REMOTE:
             return
-        was_phase, was_interval = self._seen
+        was_phase, was_interval, was_green = self._seen
         ended = was_interval is Interval.GREEN and (
             state.interval is not Interval.GREEN or state.phase != was_phase
         )
@@ -140,7 +139,8 @@ class SignalControl:
             return
         nxt = state.next_phase if state.interval is not Interval.GREEN else state.phase
         amber, all_red = self.j.transition(was_phase, nxt)
-        green = state.green_elapsed_s if state.phase == was_phase else float("nan")
+        # a whole intergreen between two polls: the green is known to the last poll only
+        green = state.green_elapsed_s if state.phase == was_phase else was_green
         cmd = self.last_command
         out.events.append(
             PlanChange(
@@ -154,6 +154,5 @@ class SignalControl:
                 reason=cmd.reason,
                 adjustments=cmd.adjustments,
                 queues=dict(self._queues),
-                decision_ms=0.0,
             )
         )
