@@ -13,6 +13,7 @@ BENCHMARKS = {
     "faces": "bench.faces",
     "nodes": "bench.nodes",
     "fieldbus": "bench.fieldbus",
+    "traffic": "bench.traffic",
 }
 
 

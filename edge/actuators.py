@@ -5,6 +5,11 @@ device does the write on its own connection — in turn with its polls, one requ
 a time — then reads the point back and returns what the device now holds. Apps never open
 connections, and a write that the device did not take is an error, not a silent success.
 
+``await ctx.actuators.write_many(device, {point: value, ...})`` writes several points in one
+request, so the device takes them together or not at all (a Modbus signal controller's plan:
+one fc 16 over adjacent holding registers). Sources that can do that implement
+:class:`MultiWriter`; for others it is an :class:`ActuationError`.
+
 Errors: :class:`ActuationError` (a :class:`~edge.errors.PermanentError`: unknown device, a
 read-only point, a value the point cannot hold) and :class:`~edge.errors.DeviceError` (no reply,
 an exception code, or a read-back that differs from what was written).
@@ -13,7 +18,8 @@ an exception code, or a read-back that differs from what was written).
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
 
 from edge.errors import PermanentError
 from edge.metrics import GatewayMetrics
@@ -29,6 +35,13 @@ class ActuationError(PermanentError):
 class Writer(Protocol):
     async def write(self, device: str, point: str, value: Value) -> Value:
         """Write ``value`` to ``point`` of ``device``; return the value read back."""
+        ...
+
+
+@runtime_checkable
+class MultiWriter(Protocol):
+    async def write_many(self, device: str, values: Mapping[str, Value]) -> dict[str, Value]:
+        """Write all ``values`` in one request; return them as read back."""
         ...
 
 
@@ -60,4 +73,22 @@ class Actuators:
             raise
         self._metrics.writes.labels(device, point, "ok").inc()
         log.info("device %s: wrote %s=%r (read back %r)", device, point, value, result)
+        return result
+
+    async def write_many(self, device: str, values: Mapping[str, Value]) -> dict[str, Value]:
+        """Write several points of ``device`` in one request (all or nothing), read back."""
+        writer = self._writers.get(device)
+        if not isinstance(writer, MultiWriter):
+            raise ActuationError(
+                f"no source can write several points of device {device!r} in one request",
+                hint="the device must belong to a source that supports it (e.g. modbus)",
+            )
+        label = "+".join(values) if len(values) <= 2 else f"{next(iter(values))}+{len(values) - 1}"
+        try:
+            result = await writer.write_many(device, values)
+        except Exception:
+            self._metrics.writes.labels(device, label, "failed").inc()
+            raise
+        self._metrics.writes.labels(device, label, "ok").inc()
+        log.debug("device %s: wrote %d points (%s)", device, len(values), ", ".join(values))
         return result

@@ -135,6 +135,10 @@ def _register_areas() -> None:
     simulators_cli.register(app, simulate_app)
     faces_cli.register(app, simulate_app)
     provisioning_cli.register(app, simulate_app)
+    from edge.simulators.junction import cli as junction_cli
+
+    simulators_cli.register(app, simulate_app)
+    junction_cli.register(app, simulate_app)
 
 
 _register_areas()

@@ -22,6 +22,7 @@ from pydantic import Field
 from edge.apps.environment_config import EnvironmentConfig
 from edge.apps.face_access_config import FaceAccessConfig
 from edge.apps.thresholds_config import ThresholdsConfig
+from edge.apps.traffic_signal_config import TrafficSignalConfig
 from edge.config.base import PluginConfig
 from edge.errors import MissingExtraError
 from edge.sinks.hj212_config import Hj212SinkConfig
@@ -100,6 +101,14 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "edge.apps.environment:EnvironmentApp",
         None,
         "Water/air stations: minute/hour/day aggregates, GB 3838/GB 3095 alarms, HJ 633 AQI",
+    ),
+    PluginInfo(
+        "app",
+        "traffic_signal",
+        TrafficSignalConfig,
+        "edge.apps.traffic_signal:TrafficSignalApp",
+        None,
+        "Adaptive, safe-by-construction control of a signalised junction",
     ),
     PluginInfo(
         "sink",

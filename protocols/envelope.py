@@ -202,6 +202,45 @@ class AggregatePayload(_Model):
     )
 
 
+class SignalPlanPayload(_Model):
+    """A traffic-signal gateway ended a stage of a junction it controls: what it got, what
+    follows and why (one event per stage, so every plan change reaches the city brain)."""
+
+    junction: Ident = Field(description="Junction (timing sheet) id")
+    controller: str = Field(description="Controller that proposed the plan, e.g. 'cityedge'")
+    phase: Ident = Field(description="Phase whose green ended")
+    green_s: float = Field(ge=0, description="Green it got, seconds")
+    next_phase: Ident = Field(description="Phase that follows")
+    amber_s: float = Field(ge=0, description="Amber between them, seconds")
+    all_red_s: float = Field(ge=0, description="All-red between them, seconds")
+    reason: str = Field(description="Why the controller ended the green and chose the next")
+    adjustments: list[str] = Field(
+        default_factory=list,
+        description="What the safety guard changed in the proposal, and why (empty: nothing)",
+    )
+    queues: dict[str, int] = Field(
+        default_factory=dict, description="Vehicles halted at each detector when it decided"
+    )
+    decision_ms: float = Field(ge=0, description="Time the gateway took to decide, milliseconds")
+
+
+class SignalFallbackState(StrEnum):
+    ENTERED = "entered"
+    LEFT = "left"
+
+
+class SignalFallbackPayload(_Model):
+    """A junction went to its controller's fixed plan (``entered``) or back under adaptive
+    control (``left``)."""
+
+    junction: Ident = Field(description="Junction (timing sheet) id")
+    state: SignalFallbackState = Field(description="'entered' the fixed plan, or 'left' it")
+    reason: str = Field(description="Why (a failed detector, the controller link lost, ...)")
+    detectors: list[str] = Field(
+        default_factory=list, description="Detectors found failed, if that is the reason"
+    )
+
+
 class _EnvelopeBase(_Model):
     id: UUID = Field(description="UUIDv7: unique, and sorts in time order")
     site: Ident = Field(description="Site the gateway serves")
@@ -236,9 +275,26 @@ class AggregateEnvelope(_EnvelopeBase):
     payload: AggregatePayload
 
 
-# One line per kind, so areas adding kinds touch separate lines.
+class SignalPlanEnvelope(_EnvelopeBase):
+    kind: Literal["signal_plan"] = "signal_plan"
+    payload: SignalPlanPayload
+
+
+class SignalFallbackEnvelope(_EnvelopeBase):
+    kind: Literal["signal_fallback"] = "signal_fallback"
+    payload: SignalFallbackPayload
+
+
+# One line per kind (the comments keep the formatter from joining them), so areas adding
+# kinds touch separate lines.
 EnvelopeModel = (
-    TelemetryEnvelope | AlarmEnvelope | AvailabilityEnvelope | AccessEnvelope | AggregateEnvelope
+    TelemetryEnvelope  # sources: one poll of one device
+    | AlarmEnvelope  # thresholds and other apps
+    | AvailabilityEnvelope  # sources: a device stopped answering / answers again
+    | AccessEnvelope  # face access: a gate decision
+    | AggregateEnvelope  # environment: minute / hour / day statistics
+    | SignalPlanEnvelope  # traffic: a stage ended under adaptive control
+    | SignalFallbackEnvelope  # traffic: fixed plan taken over, or control taken back
 )
 
 Envelope = Annotated[EnvelopeModel, Field(discriminator="kind")]

@@ -16,12 +16,13 @@ import re
 import types
 import typing
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, Union
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from edge.config.yamlsrc import Loc, Problem, YamlDocument
+from edge.config.yamlsrc import Loc, Problem, YamlDocument, load_yaml
 
 _QUOTED = re.compile(r"'([^']*)'")
 
@@ -183,3 +184,20 @@ def problems_from_validation(
         line = doc.line_of(loc if ds[0]["type"] != "missing" else loc[:-1])
         problems.append(Problem(doc.file, line, loc, "; or ".join(messages)))
     return problems
+
+
+M = typing.TypeVar("M", bound=BaseModel)
+
+
+def load_model(path: Path, model: type[M]) -> M:
+    """A data file (profile, timing sheet, scenario) read as YAML and validated against
+    ``model``; ``ValueError`` lists every problem with file and line."""
+    doc = load_yaml(path, env={})
+    if doc.problems:
+        raise ValueError("; ".join(str(p) for p in doc.problems))
+    try:
+        return model.model_validate(doc.data)
+    except ValidationError as err:
+        raise ValueError(
+            "; ".join(str(p) for p in problems_from_validation(err, doc, model))
+        ) from err

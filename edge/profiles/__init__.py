@@ -2,21 +2,22 @@
 
 A profile is a YAML file named ``<name>.yaml`` in this folder (shipped) or in a site's
 ``profiles_dirs``; site folders are searched first, so a site can override a shipped profile.
+A few register maps are contracts kept as data in :mod:`protocols` (the signal controller's);
+they are offered here as built-in profiles under their own names, without a YAML copy.
 The ``sim`` block of a point drives ``cityedge simulate``: values wander around ``nominal``
 within ``minimum``..``maximum``, with noise and a slow cycle, as the real quantity would.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from edge.config.base import StrictModel
-from edge.config.problems import problems_from_validation
-from edge.config.yamlsrc import load_yaml
+from edge.config.problems import load_model
 from edge.sources.modbus_config import ModbusPointConfig
 from protocols.envelope import Ident
 
@@ -55,14 +56,42 @@ class DeviceProfile(StrictModel):
     points: list[ProfilePoint] = Field(min_length=1, description="The register map")
 
 
+def signal_controller_profile() -> DeviceProfile:
+    """The signal controller's register map (:mod:`protocols.signal_controller`) as a profile."""
+    from protocols import signal_controller as sc
+
+    return DeviceProfile(
+        name=sc.PROFILE_NAME,
+        description=sc.PROFILE_DESCRIPTION,
+        kind="traffic_signal",
+        notes=["Defined in protocols/signal_controller.py; the gateway drives it (issue 8)."],
+        points=[
+            ProfilePoint(
+                name=p.name,
+                address=p.address,
+                table=p.table,
+                dtype=p.dtype,
+                scale=p.scale,
+                unit=p.unit,
+                description=p.description,
+            )
+            for p in sc.POINTS
+        ],
+    )
+
+
+BUILTIN: dict[str, Callable[[], DeviceProfile]] = {"signal-controller": signal_controller_profile}
+
+
 class ProfileLibrary:
-    """Finds profiles in site folders first, then the shipped ones."""
+    """Finds profiles in site folders first, then the shipped ones, then the built-in maps."""
 
     def __init__(self, dirs: Iterable[Path] = ()) -> None:
         self.dirs = (*tuple(dirs), SHIPPED_DIR)
 
     def names(self) -> list[str]:
-        return sorted({p.stem for d in self.dirs if d.is_dir() for p in d.glob("*.yaml")})
+        files = {p.stem for d in self.dirs if d.is_dir() for p in d.glob("*.yaml")}
+        return sorted(files | set(BUILTIN))
 
     def path_of(self, name: str) -> Path:
         for d in self.dirs:
@@ -73,20 +102,22 @@ class ProfileLibrary:
 
     def load(self, name: str) -> DeviceProfile:
         """The profile ``name``; ``KeyError`` if absent, ``ValueError`` listing its problems."""
-        return _load(self.path_of(name))
+        try:
+            return _load(self.path_of(name))
+        except KeyError:
+            if name in BUILTIN:
+                return _builtin(name)
+            raise
+
+
+@cache
+def _builtin(name: str) -> DeviceProfile:
+    return BUILTIN[name]()
 
 
 @cache
 def _load(path: Path) -> DeviceProfile:
-    doc = load_yaml(path, env={})
-    if doc.problems:
-        raise ValueError("; ".join(str(p) for p in doc.problems))
-    try:
-        profile = DeviceProfile.model_validate(doc.data)
-    except ValidationError as err:
-        raise ValueError(
-            "; ".join(str(p) for p in problems_from_validation(err, doc, DeviceProfile))
-        ) from err
+    profile = load_model(path, DeviceProfile)
     if profile.name != path.stem:
         raise ValueError(f"{path}: profile name {profile.name!r} must match the file name")
     return profile

@@ -224,7 +224,7 @@ def register(app: typer.Typer, simulate_app: typer.Typer) -> None:
     simulate_app.command("fleet")(simulate_fleet)
     simulate_app.command("coap-air")(simulate_coap_air)
     simulate_app.command("hj212-platform")(simulate_hj212_platform)
-    from edge.profiles import ProfileLibrary
+    from edge.profiles import BUILTIN, ProfileLibrary
 
     library = ProfileLibrary()
 
@@ -248,6 +248,8 @@ def register(app: typer.Typer, simulate_app: typer.Typer) -> None:
         return command
 
     for name in library.names():
+        if name in BUILTIN:  # contracts with a simulator of their own (signal-controller: junction)
+            continue
         description = library.load(name).description
         simulate_app.command(
             name, help=f"{description} (profile {name!r}) over Modbus TCP, or RTU with --serial."

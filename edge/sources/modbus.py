@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -414,13 +415,7 @@ class ModbusSource:
             )
         return registers
 
-    async def write(self, device: str, point: str, value: Value) -> Value:
-        """Write one point (fc 5 for a coil, 6 or 16 for registers), read it back, return it.
-
-        Writes are sent even to a unit whose breaker is open (an app asked for it; an answer
-        closes the breaker). A read-back that differs from what was written is a
-        :class:`DeviceError`: the device did not take the value (a local/remote switch, a
-        write-protected register)."""
+    def _writable(self, device: str, point: str) -> tuple[_Device, PointSpec]:
         dev = self._by_name.get(device)
         if dev is None:
             raise ActuationError(f"source {self.name} has no device {device!r}")
@@ -434,6 +429,16 @@ class ModbusSource:
                 f"device {device} point {point} is in the {spec.register_type.value} table, which is read-only",
                 hint="only coils and holding registers can be written",
             )
+        return dev, spec
+
+    async def write(self, device: str, point: str, value: Value) -> Value:
+        """Write one point (fc 5 for a coil, 6 or 16 for registers), read it back, return it.
+
+        Writes are sent even to a unit whose breaker is open (an app asked for it; an answer
+        closes the breaker). A read-back that differs from what was written is a
+        :class:`DeviceError`: the device did not take the value (a local/remote switch, a
+        write-protected register)."""
+        dev, spec = self._writable(device, point)
         try:
             registers = encode_value(spec, value)
         except EncodeError as err:
@@ -460,3 +465,46 @@ class ModbusSource:
                 hint="the device did not take the value: check its local/remote switch and write protection",
             )
         return decode_value(spec, back)
+
+    async def write_many(self, device: str, values: Mapping[str, Value]) -> dict[str, Value]:
+        """Write adjacent holding-register points with one fc 16 — the device applies a
+        write-multiple request as a whole — then read the run back and return the values.
+
+        The points must form one run of registers without gaps (any order in ``values``)."""
+        if not values:
+            raise ActuationError(f"device {device}: nothing to write")
+        found = [self._writable(device, point) for point in values]
+        dev = found[0][0]
+        specs = sorted((spec for _, spec in found), key=lambda s: s.address)
+        if any(s.register_type is not RegisterType.HOLDING for s in specs):
+            raise ActuationError(
+                f"device {device}: several points in one request must all be holding registers",
+                hint="write coils one at a time",
+            )
+        for a, b in itertools.pairwise(specs):
+            if b.address != a.end:
+                raise ActuationError(
+                    f"device {device}: points {a.name} (ends at {a.end - 1}) and {b.name} "
+                    f"(starts at {b.address}) are not adjacent; one request writes one run",
+                )
+        registers: list[int] = []
+        for spec in specs:
+            try:
+                registers += encode_value(spec, values[spec.name])
+            except EncodeError as err:
+                raise ActuationError(f"device {device} point {spec.name}: {err}") from err
+        unit, start = dev.config.unit_id, specs[0].address
+
+        def send(client: Client) -> Awaitable[Any]:
+            return client.write_registers(start, registers, device_id=unit)
+
+        await self._request(unit, 16, start, len(registers), send)
+        block = ReadBlock(RegisterType.HOLDING, start, len(registers), tuple(specs))
+        back = [int(v) for v in await self._read_block(dev, block)]
+        dev.breaker.close()
+        if back != registers:
+            raise DeviceError(
+                f"device {device}: wrote {registers} at {start}, read back {back}",
+                hint="the device did not take the values: check its local/remote switch and write protection",
+            )
+        return {spec.name: decode_value(spec, block.values_of(spec, back)) for spec in specs}

@@ -117,9 +117,8 @@ MISTAKES = [
         "unknown plug-in type",
         ("  - type: thresholds", "  - type: threshold"),
         17,
-        # one app type gives a field error, several a discriminator error: both name the fix
-        r"apps\[0\](\.type: expected one of thresholds \(got \"threshold\"\)|: unknown type 'threshold'; "
-        r'expected one of [a-z_, ]*thresholds[a-z_, ]*); did you mean "thresholds"\?',
+        r"apps\[0\]: unknown type 'threshold'; expected one of [a-z_, ]*thresholds[a-z_, ]*; "
+        r'did you mean "thresholds"\?',
     ),
     (
         "out of range",

@@ -1,0 +1,149 @@
+"""``cityedge simulate junction --scenario NAME``: the SUMO junction behind a Modbus cabinet."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from edge.errors import EdgeError, ExitCode
+from edge.logs import setup_logging
+
+err_console = Console(stderr=True)
+
+
+def _parse_detector_fault(text: str) -> tuple[str, float, float | None]:
+    """``NAME@START[+DURATION]`` (simulation seconds)."""
+    name, sep, when = text.partition("@")
+    start, plus, duration = when.partition("+")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, float(start), float(duration) if plus else None
+    except ValueError:
+        raise ValueError(
+            f"bad detector fault {text!r}: use NAME@START[+DURATION], e.g. d_N_T@90+60"
+        ) from None
+
+
+def simulate_junction(
+    scenario: Annotated[str, typer.Option(help="Scenario name (see --list)")] = "morning-peak",
+    port: Annotated[int, typer.Option(help="Modbus TCP port")] = 5020,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    unit_id: Annotated[int, typer.Option(help="Unit id the cabinet answers to")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the traffic demand")] = 1,
+    speed: Annotated[
+        float, typer.Option(min=0.1, max=100, help="Simulation seconds per wall-clock second")
+    ] = 1.0,
+    duration: Annotated[
+        float | None, typer.Option(min=1, help="Shorten the demand to this many seconds")
+    ] = None,
+    drain: Annotated[
+        float | None, typer.Option(min=0, help="After the demand, run at most this long")
+    ] = None,
+    watchdog_s: Annotated[
+        float, typer.Option(help="Cabinet falls back this long after the gateway's last write")
+    ] = 5.0,
+    control_port: Annotated[
+        int | None, typer.Option(help="Port of the control API; off when not given")
+    ] = None,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(help="Modbus fault, repeatable, simulation seconds: silent@120+20"),
+    ] = None,
+    detector_fault: Annotated[
+        list[str] | None,
+        typer.Option(help="Detector sticks 'occupied', repeatable: d_N_T@90[+60]"),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Write the run's JSON report here at the end")
+    ] = None,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Folder for SUMO's files (default: a temporary one)")
+    ] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the scenarios and exit")] = False,
+) -> None:
+    """A signal controller on Modbus TCP that drives a SUMO junction (needs the traffic extra)."""
+    from edge.simulators.faults import FaultSchedule, parse_fault
+    from edge.simulators.junction.scenario import (
+        DetectorFailure,
+        load_scenario,
+        scenario_names,
+    )
+    from edge.traffic import load_junction
+
+    setup_logging("info")
+    if list_:
+        for name in scenario_names():
+            typer.echo(f"{name}: {load_scenario(name).description}")
+        return
+    try:
+        sc = load_scenario(scenario)
+        junction = load_junction(sc.junction)
+        faults = FaultSchedule([parse_fault(f) for f in [*sc.link_faults, *(fault or [])]])
+        extra = []
+        for text in detector_fault or []:
+            name, start, length = _parse_detector_fault(text)
+            if name not in {d.name for d in junction.detectors}:
+                known = ", ".join(d.name for d in junction.detectors)
+                raise ValueError(f"no detector {name!r} at {junction.name}; it has {known}")
+            extra.append(DetectorFailure(detector=name, at_s=start, duration_s=length))
+    except KeyError:
+        from edge.simulators.junction.scenario import scenario_names
+
+        err_console.print(
+            f"no scenario {scenario!r}; known: {', '.join(scenario_names())}", highlight=False
+        )
+        raise typer.Exit(ExitCode.INPUT) from None
+    except ValueError as err:
+        err_console.print(str(err), highlight=False)
+        raise typer.Exit(ExitCode.INPUT) from None
+    update: dict[str, object] = {"detector_failures": [*sc.detector_failures, *extra]}
+    if drain is not None:
+        update["drain_s"] = drain
+    sc = sc.model_copy(update=update)
+
+    async def main(folder: Path) -> None:
+        from edge.simulators.junction.loop import JunctionSimulation
+        from edge.simulators.junction.server import serve_junction
+
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel if task else (lambda: None))
+        sim = JunctionSimulation(
+            sc, junction, folder, seed=seed, duration_s=duration, watchdog_s=watchdog_s
+        )
+        await serve_junction(
+            sim,
+            host=host,
+            port=port,
+            unit_id=unit_id,
+            speed=speed,
+            faults=faults,
+            control_port=control_port,
+            report_path=report,
+            seed=seed,
+        )
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="cityedge-junction-") as tmp:
+            asyncio.run(main(workdir or Path(tmp)))
+    except asyncio.CancelledError:
+        pass
+    except EdgeError as err:
+        err_console.print(err.for_humans(), highlight=False)
+        raise typer.Exit(ExitCode.RUNTIME) from None
+    except OSError as err:
+        err_console.print(f"cannot serve on {host}:{port}: {err.strerror}", highlight=False)
+        raise typer.Exit(ExitCode.RUNTIME) from None
+
+
+def register(app: typer.Typer, simulate_app: typer.Typer) -> None:
+    del app
+    simulate_app.command("junction")(simulate_junction)
