@@ -78,6 +78,11 @@ class LinkSettings:
     clean_session: bool = True  # False: the broker keeps the session (and queues QoS 1) while away
     session_expiry_s: int = 0  # MQTT 5: how long the broker keeps a session that is not clean
     message_queue: int = 10_000  # incoming messages held for the reader; more are dropped, counted
+    # Subscribers that must not lose a message: acknowledge each with MqttLink.ack() once it is
+    # safely stored, and tell the broker (MQTT 5 Receive Maximum) to send no more unacknowledged
+    # QoS 1 messages than the reader's queue holds, so none is ever dropped here.
+    manual_ack: bool = False
+    receive_maximum: int | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ class Message:
     payload: bytes
     qos: int
     retain: bool
+    mid: int = 0  # for MqttLink.ack() when the link acknowledges by hand
 
 
 class MqttLink:
@@ -159,6 +165,7 @@ class MqttLink:
             client_id=s.client_id,
             protocol=proto,
             clean_session=None if version == "5" else s.clean_session,
+            manual_ack=s.manual_ack,
         )
         client.suppress_exceptions = True
         if s.username is not None:
@@ -228,11 +235,14 @@ class MqttLink:
         if version != "5":
             return client.connect(s.host, s.port, s.keepalive_s)
         props = None
-        if s.session_expiry_s:
+        if s.session_expiry_s or s.receive_maximum:
             from paho.mqtt.packettypes import PacketTypes
 
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = s.session_expiry_s
+            if s.session_expiry_s:
+                props.SessionExpiryInterval = s.session_expiry_s
+            if s.receive_maximum:
+                props.ReceiveMaximum = s.receive_maximum
         return client.connect(
             s.host, s.port, s.keepalive_s, clean_start=s.clean_session, properties=props
         )
@@ -317,6 +327,11 @@ class MqttLink:
         self._subacks[mid] = fut
         async with asyncio.timeout(timeout_s):
             await fut
+
+    def ack(self, message: Message) -> None:
+        """Acknowledge a QoS 1 message received with ``manual_ack`` (in the order received)."""
+        if self._client is not None and message.qos > 0 and not self._lost.is_set():
+            self._client.ack(message.mid, message.qos)
 
     async def messages(self) -> AsyncIterator[Message]:
         """Incoming messages until the link is lost."""
@@ -411,7 +426,7 @@ class MqttLink:
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
             self._messages.put_nowait(
-                Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain))
+                Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.mid)
             )
         except asyncio.QueueFull:
             self.dropped_messages += 1

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import (
@@ -41,6 +41,8 @@ from pydantic import (
 from protocols.errors import DecodeError
 
 SCHEMA_VERSION: Final = 1
+
+T = TypeVar("T")
 
 #: Names usable as one MQTT topic level and as a database key: no '/', '+', '#', no spaces.
 Ident = Annotated[
@@ -122,6 +124,23 @@ class AvailabilityPayload(_Model):
     )
 
 
+class LinkInfo(_Model):
+    """Where an envelope stands on the gateway's link; set by the gateway as it publishes.
+
+    ``session`` is the number in the gateway's birth and death messages (it grows by one per
+    connection, like Sparkplug B's bdSeq); ``seq`` counts the envelopes published in that session
+    from 1, so a gap shows a message lost between the gateway and the subscriber; ``pos`` is the
+    envelope's position in the gateway's durable outbox, one more per envelope accepted, so a
+    missing position is an envelope the outbox dropped under its disk budget (or lost). An
+    envelope sent again after a reconnect keeps its ``id`` and ``pos`` but gets a new ``session``
+    and ``seq``.
+    """
+
+    session: int = Field(ge=0, description="The gateway's session number (as in its birth)")
+    seq: int = Field(ge=1, description="Sequence number within the session, from 1")
+    pos: int = Field(ge=1, description="Position in the gateway's outbox, one more per envelope")
+
+
 class _EnvelopeBase(_Model):
     id: UUID = Field(description="UUIDv7: unique, and sorts in time order")
     site: Ident = Field(description="Site the gateway serves")
@@ -129,6 +148,11 @@ class _EnvelopeBase(_Model):
     device: Ident = Field(description="Device the envelope is about (the gateway's id for itself)")
     time: AwareDatetime = Field(description="When it happened, RFC 3339 with offset")
     schema_version: Literal[1] = Field(default=1, description="Version of this contract")
+    link: LinkInfo | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Session, sequence number and outbox position, added as it is published",
+    )
 
 
 class TelemetryEnvelope(_EnvelopeBase):
@@ -165,14 +189,19 @@ def encode(envelope: EnvelopeModel) -> bytes:
     return envelope.model_dump_json().encode()
 
 
-def decode(data: bytes | bytearray | str) -> EnvelopeModel:
-    """Parse and validate one envelope; :class:`~protocols.errors.DecodeError` names the field."""
+def decode_with(adapter: TypeAdapter[T], data: bytes | bytearray | str, what: str) -> T:
+    """Parse JSON with ``adapter``; :class:`~protocols.errors.DecodeError` names the field."""
     try:
-        return ENVELOPE_ADAPTER.validate_json(data)
+        return adapter.validate_json(data)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "envelope"
-        raise DecodeError(f"invalid envelope: {where}: {first['msg']}") from err
+        where = ".".join(str(p) for p in first["loc"]) or what
+        raise DecodeError(f"invalid {what}: {where}: {first['msg']}") from err
+
+
+def decode(data: bytes | bytearray | str) -> EnvelopeModel:
+    """Parse and validate one envelope; :class:`~protocols.errors.DecodeError` names the field."""
+    return decode_with(ENVELOPE_ADAPTER, data, "envelope")
 
 
 def json_schema() -> dict[str, Any]:
