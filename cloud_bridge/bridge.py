@@ -59,7 +59,8 @@ from cloud_bridge.outbox import (
 )
 from protocols import commands as cmd
 from protocols import topics
-from protocols.session import GatewayState, LinkState, OutboxStats, encode_state
+from protocols.errors import ProtocolError
+from protocols.session import GatewayState, LinkState, OutboxStats, decode_host, encode_state
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,9 @@ class BridgeSettings:
     birth_timeout_s: float = 10.0
     command_keys: Mapping[str, Ed25519PublicKey] = field(default_factory=dict)
     command_max_ttl_s: int = 3600
+    # Publish only while a worker of this ingest group sends live heartbeats (see
+    # cloud_bridge.ingest); None publishes whenever connected.
+    wait_for_ingest: str | None = None
 
 
 @dataclass
@@ -144,6 +148,9 @@ class Bridge:
         self._outage_logged = False
         self._inflight = 0
         self._idle = asyncio.Event()
+        self._hosts: dict[str, float] = {}  # ingest worker -> when its heartbeat expires
+        self._host_ok = asyncio.Event()
+        self.waiting_for_ingest = False
         s = settings
         self._state_topic = topics.state_topic(s.site, s.gateway)
         self._req_topic = topics.command_request_topic(s.site, s.gateway)
@@ -338,6 +345,10 @@ class Bridge:
             try:
                 link = await MqttLink.open(dataclasses.replace(s.link, will=will))
                 await link.subscribe(self._req_topic, qos=1)
+                self._hosts.clear()
+                self._host_ok.clear()
+                if s.wait_for_ingest:
+                    await link.subscribe(topics.host_state_filter(s.wait_for_ingest), qos=0)
                 self.stats_cache = await self._db(self.outbox.stats)
                 async with asyncio.timeout(s.birth_timeout_s):
                     await link.publish(
@@ -395,6 +406,9 @@ class Bridge:
         lost = asyncio.ensure_future(link.wait_lost())
         try:
             while True:
+                if self.settings.wait_for_ingest and not self._ingest_alive():
+                    await self._wait_for_ingest(link, lost)
+                    continue
                 self._committed.clear()
                 rows = await self._db(
                     self.outbox.read, OutboxClass.EVENT, after[OutboxClass.EVENT], 64
@@ -434,6 +448,44 @@ class Bridge:
         finally:
             lost.cancel()
 
+    def _ingest_alive(self) -> bool:
+        now = time.monotonic()
+        for worker in [w for w, until in self._hosts.items() if until < now]:
+            del self._hosts[worker]
+        if not self._hosts:
+            self._host_ok.clear()
+        return bool(self._hosts)
+
+    async def _wait_for_ingest(self, link: MqttLink, lost: asyncio.Future[str]) -> None:
+        if not self.waiting_for_ingest:
+            log.warning(
+                "no live worker of ingest group %r: holding envelopes in the outbox",
+                self.settings.wait_for_ingest,
+            )
+            self.waiting_for_ingest = True
+        ok = asyncio.ensure_future(self._host_ok.wait())
+        await asyncio.wait({ok, lost}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+        ok.cancel()
+        if lost.done():
+            raise LinkLost(link.lost_reason)
+        if self._ingest_alive():
+            log.info("ingest group %r is live: sending", self.settings.wait_for_ingest)
+            self.waiting_for_ingest = False
+
+    def _host_message(self, payload: bytes, retained: bool) -> None:
+        if retained:
+            return  # only a live heartbeat proves a worker is subscribed now
+        try:
+            host = decode_host(payload)
+        except ProtocolError:
+            log.warning("ignored a malformed ingest heartbeat")
+            return
+        if host.state is LinkState.ONLINE:
+            self._hosts[host.worker] = time.monotonic() + 3 * host.interval_s
+            self._host_ok.set()
+        else:
+            self._hosts.pop(host.worker, None)
+
     async def _wait_inflight(self, lost: asyncio.Future[str]) -> None:
         if self._inflight:
             idle = asyncio.ensure_future(self._idle.wait())
@@ -467,6 +519,9 @@ class Bridge:
 
     async def _listen(self, link: MqttLink) -> None:
         async for msg in link.messages():
+            if msg.topic.startswith(topics.HOST_ROOT + "/"):
+                self._host_message(msg.payload, msg.retain)
+                continue
             if msg.topic != self._req_topic:
                 continue
             reply = await self.commands.handle(msg.payload)

@@ -333,20 +333,35 @@ class MqttLink:
         if self._client is not None and message.qos > 0 and not self._lost.is_set():
             self._client.ack(message.mid, message.qos)
 
-    async def messages(self) -> AsyncIterator[Message]:
-        """Incoming messages until the link is lost."""
-        while True:
-            get = asyncio.ensure_future(self._messages.get())
-            lost = asyncio.ensure_future(self._lost.wait())
-            done, _ = await asyncio.wait({get, lost}, return_when=asyncio.FIRST_COMPLETED)
-            if get in done:
-                lost.cancel()
-                yield get.result()
-                continue
+    async def receive(self, timeout_s: float | None = None) -> Message:
+        """The next message. ``TimeoutError`` when none came within ``timeout_s``;
+        :class:`LinkLost` once the link is lost and every message received before is taken."""
+        if not self._messages.empty():
+            return self._messages.get_nowait()
+        if self._lost.is_set():
+            raise LinkLost(self._lost_reason)
+        get = asyncio.ensure_future(self._messages.get())
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait({get, lost}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
             get.cancel()
-            while not self._messages.empty():
-                yield self._messages.get_nowait()
-            return
+        if get.done() and not get.cancelled():
+            return get.result()
+        if not self._messages.empty():
+            return self._messages.get_nowait()
+        if self._lost.is_set():
+            raise LinkLost(self._lost_reason)
+        raise TimeoutError
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """Incoming messages until the link is lost (then what was received before it)."""
+        while True:
+            try:
+                yield await self.receive()
+            except LinkLost:
+                return
 
     # -- paho callbacks (run on the loop thread, except during connect) -------------------
 

@@ -127,9 +127,11 @@ def run(
 
 def _register_areas() -> None:
     """Each area of the suite adds its commands here: explicit, one line per area."""
+    from cloud_bridge import cli as cloud_cli
     from edge.simulators import cli as simulators_cli
 
     simulators_cli.register(app, simulate_app)
+    cloud_cli.register(app, simulate_app)
 
 
 _register_areas()

@@ -79,3 +79,22 @@ def encode_state(state: GatewayState) -> bytes:
 def decode_state(data: bytes | str) -> GatewayState:
     """Parse a birth or death; :class:`~protocols.errors.DecodeError` names the field."""
     return decode_with(STATE_ADAPTER, data, "state message")
+
+
+class HostState(_Model):
+    """An ingest worker's heartbeat on ``cityedge/host/{group}/{worker}`` (not retained: only a
+    live one counts, so a broker restart cannot leave a stale "online" behind). ``offline`` is
+    the worker's will and its goodbye on a clean stop."""
+
+    state: LinkState = Field(description="'online' (heartbeat) or 'offline' (will, goodbye)")
+    group: Ident = Field(description="Shared-subscription group of the worker")
+    worker: Ident = Field(description="The worker")
+    time: AwareDatetime = Field(description="When it was sent")
+    interval_s: float = Field(gt=0, description="Heartbeats come this often while online")
+
+
+HOST_ADAPTER: Final[TypeAdapter[HostState]] = TypeAdapter(HostState)
+
+
+def decode_host(data: bytes | str) -> HostState:
+    return decode_with(HOST_ADAPTER, data, "host state")

@@ -82,6 +82,7 @@ def bridge_settings(config: MqttSinkConfig, site: str, gateway: str, base_dir: P
             kid: public_key_from_raw(unb64url(raw)) for kid, raw in config.commands.keys.items()
         },
         command_max_ttl_s=config.commands.max_ttl_s,
+        wait_for_ingest=config.wait_for_ingest,
     )
 
 

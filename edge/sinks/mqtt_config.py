@@ -140,6 +140,12 @@ class MqttSinkConfig(PluginConfig):
     reconnect_max_s: float = Field(
         default=30.0, gt=0, le=3600, description="Longest reconnect wait"
     )
+    wait_for_ingest: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Ingest group to wait for: publish only while one of its workers sends live "
+        "heartbeats, else keep envelopes in the outbox (none: publish whenever connected)",
+    )
     outbox: OutboxConfig = Field(
         default_factory=lambda: OutboxConfig(),
         description="The durable outbox every envelope is stored in before it is published",
