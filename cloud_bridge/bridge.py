@@ -216,6 +216,7 @@ class Bridge:
         """No more :meth:`put`; :meth:`run` returns once everything is delivered."""
         self._intake_closed = True
         self._have_work.set()
+        self._committed.set()  # wakes the deliverer to notice
 
     @property
     def backlog(self) -> int:
@@ -262,7 +263,7 @@ class Bridge:
         wait_s = self.settings.group_commit_ms / 1000
         while True:
             await self._have_work.wait()
-            if wait_s > 0 and self._pending:
+            if wait_s > 0 and (self._pending or self._acked):
                 await self.clock.sleep(wait_s)  # gather a group; later arrivals join it
             self._have_work.clear()
             records, acked = self._pending, self._acked
@@ -512,8 +513,7 @@ class Bridge:
         elif err is None:
             self.counters.published[kind] = self.counters.published.get(kind, 0) + 1
         self._acked.append((row.cls, row.pos))
-        if len(self._acked) >= 1024 or self._intake_closed:
-            self._have_work.set()
+        self._have_work.set()
 
     # -- commands -----------------------------------------------------------------------------
 

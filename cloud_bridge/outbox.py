@@ -267,6 +267,9 @@ class Outbox:
                 pos += 1
                 positions.append(pos)
                 by_cls.setdefault(r.cls, []).append((pos, now, r.size, r.topic, r.payload))
+            # Make room before inserting, so the file never holds more than the budget plus
+            # what SQLite keeps free (pages freed here are reused by the inserts below).
+            self._enforce_budget(by_cls)
             for c, rows in by_cls.items():
                 db.executemany(
                     f"INSERT INTO {_TABLE[c]}(pos, created, size, topic, payload) "  # noqa: S608
@@ -277,7 +280,6 @@ class Outbox:
                 self._cls[c].bytes += sum(row[2] for row in rows)
             if records:
                 self._set_meta("last_pos", pos)
-            self._enforce_budget()
             db.execute("COMMIT")
         except sqlite3.Error as err:
             if db.in_transaction:
@@ -299,34 +301,54 @@ class Outbox:
         st.depth -= len(rows)
         st.bytes -= sum(int(r[0]) for r in rows)
 
-    def _enforce_budget(self) -> None:
+    def _enforce_budget(
+        self, incoming: dict[OutboxClass, list[tuple[int, float, int, str, bytes]]]
+    ) -> None:
+        """Drop until what is stored plus ``incoming`` fits the budget: class by class
+        (telemetry first), each by its policy over its stored rows and its incoming ones in order
+        (incoming rows are newer). Dropped incoming rows are removed from ``incoming``."""
         budget = self.settings.budget_bytes
-        if self.bytes <= budget:
+        excess = self.bytes + sum(r[2] for rows in incoming.values() for r in rows) - budget
+        if excess <= 0:
             return
         for c in OutboxClass:  # telemetry first, events last
             st = self._cls[c]
-            order = "ASC" if st.policy == "drop_oldest" else "DESC"
-            table = _TABLE[c]
-            while self.bytes > budget and st.depth:
-                victims = self._db.execute(
-                    f"SELECT pos, size FROM {table} WHERE pos > ? "  # noqa: S608
-                    f"ORDER BY pos {order} LIMIT 512",
-                    (st.reserved,),
-                ).fetchall()
-                if not victims:
-                    break
-                chosen: list[int] = []
-                excess = self.bytes - budget
-                for pos, size in victims:
-                    if excess <= 0:
-                        break
-                    chosen.append(int(pos))
-                    excess -= int(size)
-                self._delete(c, chosen)
-                st.dropped += len(chosen)
+            new = incoming.get(c, [])
+            before = st.dropped
+            if st.policy == "drop_oldest":
+                excess = self._evict_stored(c, excess, "ASC")
+                while excess > 0 and new:
+                    excess -= new.pop(0)[2]
+                    st.dropped += 1
+            else:
+                while excess > 0 and new:
+                    excess -= new.pop()[2]
+                    st.dropped += 1
+                excess = self._evict_stored(c, excess, "DESC")
+            if st.dropped != before:
                 self._set_meta(f"dropped.{c.value}", st.dropped)
-            if self.bytes <= budget:
+            if excess <= 0:
                 return
+
+    def _evict_stored(self, cls: OutboxClass, excess: int, order: str) -> int:
+        st = self._cls[cls]
+        while excess > 0 and st.depth:
+            victims = self._db.execute(
+                f"SELECT pos, size FROM {_TABLE[cls]} WHERE pos > ? "  # noqa: S608
+                f"ORDER BY pos {order} LIMIT 512",
+                (st.reserved,),
+            ).fetchall()
+            if not victims:
+                break
+            chosen: list[int] = []
+            for pos, size in victims:
+                if excess <= 0:
+                    break
+                chosen.append(int(pos))
+                excess -= int(size)
+            self._delete(cls, chosen)
+            st.dropped += len(chosen)
+        return excess
 
     def read(self, cls: OutboxClass, after: int, limit: int) -> list[Row]:
         """Up to ``limit`` rows of ``cls`` after position ``after``, oldest first; reserves them."""

@@ -221,6 +221,7 @@ class PgStore:
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
+        self._lock = asyncio.Lock()  # one connection: one transaction at a time
 
     @classmethod
     async def connect(cls, url: str, timeout_s: float = 10.0) -> PgStore:
@@ -241,6 +242,10 @@ class PgStore:
         return cls(conn)
 
     async def write(self, batch: Batch, worker: str) -> WriteResult:
+        async with self._lock:
+            return await self._write(batch, worker)
+
+    async def _write(self, batch: Batch, worker: str) -> WriteResult:
         import psycopg
 
         first, again = _unique(batch.events)
@@ -310,6 +315,10 @@ class PgStore:
         return WriteResult(len(inserted), len(dups), _sessions(batch.events))
 
     async def check_gaps(self, sessions: set[SessionKey]) -> tuple[list[Gap], set[SessionKey]]:
+        async with self._lock:
+            return await self._check_gaps(sessions)
+
+    async def _check_gaps(self, sessions: set[SessionKey]) -> tuple[list[Gap], set[SessionKey]]:
         import psycopg
 
         found: list[Gap] = []
@@ -342,6 +351,10 @@ class PgStore:
         return found, still_open
 
     async def summary(self) -> Summary:
+        async with self._lock:
+            return await self._summary()
+
+    async def _summary(self) -> Summary:
         q = self.conn.execute
         events = {k: int(n) for k, n in await (await q("SELECT kind, count(*) FROM events GROUP BY kind")).fetchall()}
         (dead,) = await (await q("SELECT count(*) FROM dead_letters")).fetchone()  # type: ignore[misc]
@@ -351,13 +364,13 @@ class PgStore:
         gaps = await (await q("SELECT site, gateway, session, missing, highest FROM gaps ORDER BY 1, 2, 3")).fetchall()
         workers = await (await q("SELECT worker, stored, duplicates, dead FROM workers ORDER BY 1")).fetchall()
         await self.conn.commit()
-        return _summary(events, int(dead), gws, gaps, workers)
+        return _make_summary(events, int(dead), gws, gaps, workers)
 
     async def close(self) -> None:
         await self.conn.close()
 
 
-def _summary(
+def _make_summary(
     events: dict[str, int],
     dead: int,
     gws: Sequence[Sequence[Any]],
@@ -558,7 +571,7 @@ class SqliteStore:
         gws = db.execute("SELECT site, gateway, state, session, since, reason FROM gateways ORDER BY 1, 2").fetchall()
         gaps = db.execute("SELECT site, gateway, session, missing, highest FROM gaps ORDER BY 1, 2, 3").fetchall()
         workers = db.execute("SELECT worker, stored, duplicates, dead FROM workers ORDER BY 1").fetchall()
-        return _summary(events, int(dead), gws, gaps, workers)
+        return _make_summary(events, int(dead), gws, gaps, workers)
 
     async def close(self) -> None:
         if self._db is not None:

@@ -49,9 +49,9 @@ def test_broker_outage_of_60_s_under_500_per_s_loses_nothing(
         outage = time.monotonic() - outage_started
         time.sleep(max(0.0, 180 * SCALE - (time.monotonic() - t0)))
 
+        elapsed = time.monotonic() - t0
         gateway.popen.send_signal(signal.SIGTERM)
         assert gateway.popen.wait(90) == 0, gateway.tail()
-        elapsed = time.monotonic() - t0
         last_pos, depth = outbox_state(site.outbox)
         assert depth == 0, "the gateway flushed its outbox before stopping"
         wait_stored(pg_url, last_pos, timeout_s=120)
