@@ -241,14 +241,8 @@ class Bridge:
             self._db_now(self.outbox.commit, records, acked)
         link = self.link
         self.link = None
-        if link is not None and link.connected:
-            try:
-                async with asyncio.timeout(2):
-                    await link.publish(
-                        self._state_topic, self._state(LinkState.OFFLINE, "shutdown"), 1, True
-                    )
-            except (LinkError, TimeoutError):
-                log.debug("could not publish the death on shutdown")
+        if link is not None:
+            await self._goodbye(link)
             await link.close()
         if self.outbox.depth:
             log.info(
@@ -258,6 +252,18 @@ class Bridge:
                 self.outbox.depth,
                 self.settings.outbox_path,
             )
+
+    async def _goodbye(self, link: MqttLink) -> None:
+        """Publish the death ourselves: a clean disconnect does not fire the will."""
+        if not link.connected:
+            return
+        try:
+            async with asyncio.timeout(2):
+                await link.publish(
+                    self._state_topic, self._state(LinkState.OFFLINE, "shutdown"), 1, True
+                )
+        except (LinkError, TimeoutError):
+            log.debug("could not publish the death on shutdown")
 
     async def _committer(self) -> None:
         wait_s = self.settings.group_commit_ms / 1000
@@ -298,6 +304,7 @@ class Bridge:
             link = await self._connect()
             try:
                 await self._session(link)
+                await self._goodbye(link)  # drained after close_intake(): a clean stop
             except LinkLost as err:
                 self._note_loss(str(err))
             finally:

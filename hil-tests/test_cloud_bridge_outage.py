@@ -64,9 +64,14 @@ def test_broker_outage_of_60_s_under_500_per_s_loses_nothing(
         assert waiting > 0.4 * RATE * 60 * SCALE, waiting
 
         # the ingest saw more than one session, and the clean stop as the last state
-        (state, session, reason) = pg(
-            pg_url, "SELECT state, session, reason FROM gateways WHERE site=%s AND gateway=%s", SITE, GATEWAY
-        )[0]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            (state, session, reason) = pg(
+                pg_url, "SELECT state, session, reason FROM gateways WHERE site=%s AND gateway=%s", SITE, GATEWAY
+            )[0]
+            if state == "offline":
+                break
+            time.sleep(0.5)
         assert (state, reason) == ("offline", "shutdown") and session >= 2
         assert pg(pg_url, "SELECT count(*) FROM dead_letters")[0][0] == 0
         assert pg(pg_url, "SELECT count(*) FROM gaps")[0][0] == 0
