@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -434,7 +435,7 @@ class Bridge:
                         await self._flush_acks()
                         if self._drained():
                             return
-                    waiter = asyncio.ensure_future(self._committed.wait())
+                    waiter: asyncio.Future[Any] = asyncio.ensure_future(self._committed.wait())
                     await asyncio.wait({waiter, lost}, return_when=asyncio.FIRST_COMPLETED)
                     waiter.cancel()
                     if lost.done():
@@ -442,7 +443,7 @@ class Bridge:
                     continue
                 for row in rows:
                     seq += 1
-                    payload = b"%s,\"link\":{\"session\":%d,\"seq\":%d,\"pos\":%d}}" % (
+                    payload = b'%s,"link":{"session":%d,"seq":%d,"pos":%d}}' % (
                         row.payload[:-1],
                         session,
                         seq,
@@ -451,7 +452,7 @@ class Bridge:
                     ack = await link.send(row.topic, payload, qos=self.settings.qos)
                     self._inflight += 1
                     self._idle.clear()
-                    ack.add_done_callback(lambda f, r=row: self._on_ack(r, f))
+                    ack.add_done_callback(functools.partial(self._on_ack, row))
                     after[row.cls] = row.pos
         finally:
             lost.cancel()
@@ -471,7 +472,7 @@ class Bridge:
                 self.settings.wait_for_ingest,
             )
             self.waiting_for_ingest = True
-        ok = asyncio.ensure_future(self._host_ok.wait())
+        ok: asyncio.Future[Any] = asyncio.ensure_future(self._host_ok.wait())
         await asyncio.wait({ok, lost}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
         ok.cancel()
         if lost.done():
@@ -496,7 +497,7 @@ class Bridge:
 
     async def _wait_inflight(self, lost: asyncio.Future[str]) -> None:
         if self._inflight:
-            idle = asyncio.ensure_future(self._idle.wait())
+            idle: asyncio.Future[Any] = asyncio.ensure_future(self._idle.wait())
             await asyncio.wait({idle, lost}, return_when=asyncio.FIRST_COMPLETED)
             idle.cancel()
 
@@ -565,4 +566,3 @@ class Bridge:
     async def refresh_stats(self) -> OutboxStats:
         self.stats_cache = await self._db(self.outbox.stats)
         return self.stats_cache
-

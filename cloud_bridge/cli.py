@@ -56,14 +56,18 @@ def ingest(
     group: Annotated[
         str, typer.Option(help="Shared-subscription group; workers of one group split the load")
     ] = "ingest",
-    worker: Annotated[str | None, typer.Option(help="This worker's name (default host-pid)")] = None,
+    worker: Annotated[
+        str | None, typer.Option(help="This worker's name (default host-pid)")
+    ] = None,
     client_id: Annotated[
         str | None, typer.Option(help="MQTT client id (default ingest-<worker>); keep it stable")
     ] = None,
     ca: CaOpt = None,
     cert: CertOpt = None,
     key: KeyOpt = None,
-    status: Annotated[bool, typer.Option(help="Print what the database holds (JSON) and exit")] = False,
+    status: Annotated[
+        bool, typer.Option(help="Print what the database holds (JSON) and exit")
+    ] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
     """The city brain's ingest: validate, dedupe and store every envelope; track gateways."""
@@ -196,11 +200,11 @@ def command(
     try:
         arguments = json.loads(args)
         if not isinstance(arguments, dict):
-            raise ValueError("not an object")
+            raise TypeError("--args must be a JSON object")
         private = serialization.load_pem_private_key(signing_key.read_bytes(), password=None)
         if not isinstance(private, Ed25519PrivateKey):
-            raise ValueError(f"{signing_key} is not an Ed25519 key")
-    except (OSError, ValueError) as err:
+            raise TypeError(f"{signing_key} is not an Ed25519 key")
+    except (OSError, ValueError, TypeError) as err:
         typer.echo(f"command: {err}", err=True)
         raise typer.Exit(EXIT_INPUT) from None
     request = commands.CommandRequest(

@@ -143,12 +143,14 @@ class CommandDesk:
             result = await handler(request)
         except CommandError as err:
             return self._reply(request.id, False, err.reason, str(err))
-        except Exception as err:  # noqa: BLE001 - a failing command is a reply, never a crash
+        except Exception as err:
             log.exception("command %s (%s) failed", request.command, request.id)
             return self._reply(request.id, False, CommandFailure.FAILED, f"{err}")
         return self._reply(request.id, True, None, "done", result)
 
-    async def _done(self, reply: CommandReply, kid: str | None, command: str | None) -> CommandReply:
+    async def _done(
+        self, reply: CommandReply, kid: str | None, command: str | None
+    ) -> CommandReply:
         if reply.ok:
             self.accepted += 1
             log.info("command %s (%s, key %s) done", command, reply.request, kid)
@@ -165,7 +167,7 @@ class CommandDesk:
         audit = Audit(reply.request, kid, command, reply.ok, reply.reason, reply.message)
         try:
             await self.record(audit)
-        except Exception:  # noqa: BLE001 - a full disk must not stop the reply
+        except Exception:
             log.exception("could not write the audit record of command %s", reply.request)
         return reply
 

@@ -170,13 +170,17 @@ class Ingest:
         return topics.host_state_topic(self.settings.group or "ingest", self.worker)
 
     def _host(self, state: LinkState) -> bytes:
-        return HostState(
-            state=state,
-            group=self.settings.group or "ingest",
-            worker=self.worker,
-            time=datetime.now(UTC),
-            interval_s=self.settings.heartbeat_s,
-        ).model_dump_json().encode()
+        return (
+            HostState(
+                state=state,
+                group=self.settings.group or "ingest",
+                worker=self.worker,
+                time=datetime.now(UTC),
+                interval_s=self.settings.heartbeat_s,
+            )
+            .model_dump_json()
+            .encode()
+        )
 
     def _will(self) -> Will:
         return Will(self._host_topic, self._host(LinkState.OFFLINE), qos=1, retain=False)

@@ -15,7 +15,7 @@ Rules it keeps:
   :data:`ROW_OVERHEAD` bytes each). Over it, the classes give way in order: ``telemetry`` first,
   ``event`` (alarms, availability, everything else) last, each by its own policy
   (``drop_oldest`` or ``drop_newest``). Every drop is counted on disk and reported.
-  The database file itself stays within about 1.5 × budget plus the WAL, which is checkpointed
+  The database file itself stays within about 1.5 x budget plus the WAL, which is checkpointed
   and truncated to ``wal_limit_bytes`` (both measured by the tests).
 
 Rows handed out by :meth:`read` and not yet released are *reserved* (read ahead or in flight):
@@ -54,6 +54,7 @@ class OutboxClass(StrEnum):
 
 
 Overflow = Literal["drop_oldest", "drop_newest"]
+_NewRow = tuple[int, float, int, str, bytes]  # pos, created, size, topic, payload
 _TABLE: Final = {OutboxClass.TELEMETRY: "telemetry", OutboxClass.EVENT: "event"}
 
 
@@ -118,9 +119,7 @@ class OutboxError(Exception):
 
 
 class Outbox:
-    def __init__(
-        self, path: Path, settings: OutboxSettings, now: Callable[[], float]
-    ) -> None:
+    def __init__(self, path: Path, settings: OutboxSettings, now: Callable[[], float]) -> None:
         self.path = path
         self.settings = settings
         self._now = now
@@ -130,9 +129,7 @@ class Outbox:
             self._setup()
         except sqlite3.Error as err:
             raise OutboxError(f"cannot open the outbox {path}: {err}") from err
-        self._cls = {
-            c: _ClassState(policy=settings.classes[c]) for c in OutboxClass
-        }
+        self._cls = {c: _ClassState(policy=settings.classes[c]) for c in OutboxClass}
         self._load()
 
     # -- set-up -------------------------------------------------------------------------------
@@ -151,7 +148,7 @@ class Outbox:
         db.execute("BEGIN IMMEDIATE")
         for table in _TABLE.values():
             db.execute(
-                f"CREATE TABLE IF NOT EXISTS {table} (pos INTEGER PRIMARY KEY, "  # noqa: S608
+                f"CREATE TABLE IF NOT EXISTS {table} (pos INTEGER PRIMARY KEY, "
                 "created REAL NOT NULL, size INTEGER NOT NULL, topic TEXT NOT NULL, "
                 "payload BLOB NOT NULL)"
             )
@@ -161,7 +158,9 @@ class Outbox:
             "request TEXT, kid TEXT, command TEXT, ok INTEGER NOT NULL, reason TEXT, "
             "message TEXT NOT NULL)"
         )
-        db.execute("CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, exp INTEGER NOT NULL)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, exp INTEGER NOT NULL)"
+        )
         db.execute("COMMIT")
 
     def _meta(self, key: str) -> int:
@@ -231,14 +230,13 @@ class Outbox:
             classes=classes,
         )
 
-    def file_bytes(self) -> int:
-        """What the database and its WAL take on disk now."""
-        total = 0
+    def file_sizes(self) -> tuple[int, int]:
+        """Bytes on disk now: (the database file, its WAL)."""
+        sizes = []
         for suffix in ("", "-wal"):
             p = Path(f"{self.path}{suffix}")
-            if p.exists():
-                total += p.stat().st_size
-        return total
+            sizes.append(p.stat().st_size if p.exists() else 0)
+        return sizes[0], sizes[1]
 
     # -- the spool ----------------------------------------------------------------------------
 
@@ -259,9 +257,9 @@ class Outbox:
             gone: dict[OutboxClass, list[int]] = {}
             for c, pos in acked:
                 gone.setdefault(c, []).append(pos)
-            for c, rows in gone.items():
-                self._delete(c, rows)
-            by_cls: dict[OutboxClass, list[tuple[int, float, int, str, bytes]]] = {}
+            for c, done in gone.items():
+                self._delete(c, done)
+            by_cls: dict[OutboxClass, list[_NewRow]] = {}
             pos = self.last_pos
             for r in records:
                 pos += 1
@@ -272,7 +270,7 @@ class Outbox:
             self._enforce_budget(by_cls)
             for c, rows in by_cls.items():
                 db.executemany(
-                    f"INSERT INTO {_TABLE[c]}(pos, created, size, topic, payload) "  # noqa: S608
+                    f"INSERT INTO {_TABLE[c]}(pos, created, size, topic, payload) "
                     "VALUES(?, ?, ?, ?, ?)",
                     rows,
                 )
@@ -302,7 +300,7 @@ class Outbox:
         st.bytes -= sum(int(r[0]) for r in rows)
 
     def _enforce_budget(
-        self, incoming: dict[OutboxClass, list[tuple[int, float, int, str, bytes]]]
+        self, incoming: dict[OutboxClass, list[_NewRow]]
     ) -> None:
         """Drop until what is stored plus ``incoming`` fits the budget: class by class
         (telemetry first), each by its policy over its stored rows and its incoming ones in order

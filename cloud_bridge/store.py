@@ -142,7 +142,11 @@ def _resent_rows(
 
 
 def _sessions(events: Iterable[Incoming]) -> set[SessionKey]:
-    return {(i.envelope.site, i.envelope.gateway, i.envelope.link.session) for i in events if i.envelope.link}
+    return {
+        (i.envelope.site, i.envelope.gateway, i.envelope.link.session)
+        for i in events
+        if i.envelope.link
+    }
 
 
 # The state upsert keeps the highest session; a death counts only for the session it ends.
@@ -258,7 +262,16 @@ class PgStore:
                         e = i.envelope
                         for col, v in zip(
                             cols,
-                            (e.id, e.site, e.gateway, e.device, e.kind, e.time, *_link(e), i.raw.decode()),
+                            (
+                                e.id,
+                                e.site,
+                                e.gateway,
+                                e.device,
+                                e.kind,
+                                e.time,
+                                *_link(e),
+                                i.raw.decode(),
+                            ),
                             strict=True,
                         ):
                             col.append(v)
@@ -292,7 +305,10 @@ class PgStore:
                             "SET state = excluded.state, session = excluded.session, "
                             "since = excluded.since, reason = excluded.reason, updated_at = now() "
                             + _STATE_WHERE,
-                            [(s.site, s.gateway, s.state.value, s.session, s.time, s.reason) for s in batch.states],
+                            [
+                                (s.site, s.gateway, s.state.value, s.session, s.time, s.reason)
+                                for s in batch.states
+                            ],
                         )
                     if batch.replies:
                         await c.executemany(
@@ -356,13 +372,24 @@ class PgStore:
 
     async def _summary(self) -> Summary:
         q = self.conn.execute
-        events = {k: int(n) for k, n in await (await q("SELECT kind, count(*) FROM events GROUP BY kind")).fetchall()}
-        (dead,) = await (await q("SELECT count(*) FROM dead_letters")).fetchone()  # type: ignore[misc]
+        events = {
+            k: int(n)
+            for k, n in await (
+                await q("SELECT kind, count(*) FROM events GROUP BY kind")
+            ).fetchall()
+        }
+        (dead,) = await (await q("SELECT count(*) FROM dead_letters")).fetchone()
         gws = await (
-            await q("SELECT site, gateway, state, session, since, reason FROM gateways ORDER BY 1, 2")
+            await q(
+                "SELECT site, gateway, state, session, since, reason FROM gateways ORDER BY 1, 2"
+            )
         ).fetchall()
-        gaps = await (await q("SELECT site, gateway, session, missing, highest FROM gaps ORDER BY 1, 2, 3")).fetchall()
-        workers = await (await q("SELECT worker, stored, duplicates, dead FROM workers ORDER BY 1")).fetchall()
+        gaps = await (
+            await q("SELECT site, gateway, session, missing, highest FROM gaps ORDER BY 1, 2, 3")
+        ).fetchall()
+        workers = await (
+            await q("SELECT worker, stored, duplicates, dead FROM workers ORDER BY 1")
+        ).fetchall()
         await self.conn.commit()
         return _make_summary(events, int(dead), gws, gaps, workers)
 
@@ -389,7 +416,9 @@ def _make_summary(
             for s, g, st, n, t, r in gws
         ],
         gaps=[Gap(s, g, int(n), int(m), int(h)) for s, g, n, m, h in gaps],
-        workers={w: {"stored": int(a), "duplicates": int(b), "dead": int(c)} for w, a, b, c in workers},
+        workers={
+            w: {"stored": int(a), "duplicates": int(b), "dead": int(c)} for w, a, b, c in workers
+        },
     )
 
 
@@ -485,8 +514,16 @@ class SqliteStore:
                 "received_at, worker, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
-                        str(e.id), e.site, e.gateway, e.device, e.kind, e.time.isoformat(),
-                        *_link(e), now, worker, i.raw.decode(),
+                        str(e.id),
+                        e.site,
+                        e.gateway,
+                        e.device,
+                        e.kind,
+                        e.time.isoformat(),
+                        *_link(e),
+                        now,
+                        worker,
+                        i.raw.decode(),
                     )
                     for i in new
                     for e in (i.envelope,)
@@ -518,7 +555,10 @@ class SqliteStore:
             db.executemany(
                 "INSERT INTO replies (received_at, site, gateway, request, ok, reason, body) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(now, r.site, r.gateway, r.request, int(r.ok), r.reason, r.model_dump_json()) for r in batch.replies],
+                [
+                    (now, r.site, r.gateway, r.request, int(r.ok), r.reason, r.model_dump_json())
+                    for r in batch.replies
+                ],
             )
             db.execute(
                 "INSERT INTO workers (worker, stored, duplicates, dead, updated_at) "
@@ -545,12 +585,15 @@ class SqliteStore:
         now = datetime.now(UTC).isoformat()
         for site, gateway, session in sorted(sessions):
             row = db.execute(
-                "SELECT state, session FROM gateways WHERE site = ? AND gateway = ?", (site, gateway)
+                "SELECT state, session FROM gateways WHERE site = ? AND gateway = ?",
+                (site, gateway),
             ).fetchone()
             if not _ended(None if row is None else (str(row[0]), int(row[1])), session):
                 still_open.add((site, gateway, session))
                 continue
-            for s, g, n, top, seen in db.execute(_GAPS_SELECT.format(p="?"), (site, gateway, session) * 2):
+            for s, g, n, top, seen in db.execute(
+                _GAPS_SELECT.format(p="?"), (site, gateway, session) * 2
+            ):
                 if top - seen > 0:
                     found.append(Gap(s, g, int(n), int(top - seen), int(top)))
                     db.execute(
@@ -566,11 +609,19 @@ class SqliteStore:
 
     def _summary(self) -> Summary:
         db = self.db
-        events = {str(k): int(n) for k, n in db.execute("SELECT kind, count(*) FROM events GROUP BY kind")}
+        events = {
+            str(k): int(n) for k, n in db.execute("SELECT kind, count(*) FROM events GROUP BY kind")
+        }
         (dead,) = db.execute("SELECT count(*) FROM dead_letters").fetchone()
-        gws = db.execute("SELECT site, gateway, state, session, since, reason FROM gateways ORDER BY 1, 2").fetchall()
-        gaps = db.execute("SELECT site, gateway, session, missing, highest FROM gaps ORDER BY 1, 2, 3").fetchall()
-        workers = db.execute("SELECT worker, stored, duplicates, dead FROM workers ORDER BY 1").fetchall()
+        gws = db.execute(
+            "SELECT site, gateway, state, session, since, reason FROM gateways ORDER BY 1, 2"
+        ).fetchall()
+        gaps = db.execute(
+            "SELECT site, gateway, session, missing, highest FROM gaps ORDER BY 1, 2, 3"
+        ).fetchall()
+        workers = db.execute(
+            "SELECT worker, stored, duplicates, dead FROM workers ORDER BY 1"
+        ).fetchall()
         return _make_summary(events, int(dead), gws, gaps, workers)
 
     async def close(self) -> None:

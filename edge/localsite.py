@@ -219,7 +219,9 @@ class Postgres:
         import tempfile
 
         if not (bin_dir / "initdb").exists():
-            raise FileNotFoundError(f"PostgreSQL is not installed ({bin_dir}): apt-get install postgresql")
+            raise FileNotFoundError(
+                f"PostgreSQL is not installed ({bin_dir}): apt-get install postgresql"
+            )
         port = port or free_port()
         folder = Path(tempfile.mkdtemp(prefix="cityedge-pg-"))
         user: str | None = None
@@ -229,7 +231,18 @@ class Postgres:
             os.chown(folder, pw.pw_uid, pw.pw_gid)
         data = folder / "data"
         subprocess.run(  # noqa: S603 - fixed argv
-            [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"],
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
             check=True,
             capture_output=True,
             user=user,
@@ -239,9 +252,19 @@ class Postgres:
         log = log_path.open("ab")
         popen = subprocess.Popen(  # noqa: S603 - fixed argv
             [
-                str(bin_dir / "postgres"), "-D", str(data), "-p", str(port),
-                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={folder}",
-                "-c", "fsync=on", "-c", "max_connections=50",
+                str(bin_dir / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={folder}",
+                "-c",
+                "fsync=on",
+                "-c",
+                "max_connections=50",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -266,8 +289,21 @@ class Postgres:
             raise ValueError(f"database name {name!r}: letters, digits and '_' only")
         for _ in range(50):  # the server may still be finishing its start-up
             done = subprocess.run(  # noqa: S603 - fixed argv
-                [str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                 "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", f"CREATE DATABASE {name}"],
+                [
+                    str(PG_BIN / "psql"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-c",
+                    f"CREATE DATABASE {name}",
+                ],
                 capture_output=True,
                 text=True,
             )

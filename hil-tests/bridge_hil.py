@@ -72,14 +72,18 @@ class LoadSite:
         for i, port in enumerate(ports):
             p = start(
                 f"sim-{i}",
-                cityedge_argv("simulate", "water-sonde", "--port", str(port), "--units", str(units)),
+                cityedge_argv(
+                    "simulate", "water-sonde", "--port", str(port), "--units", str(units)
+                ),
                 workdir,
             )
             procs.append(p)
         for port, p in zip(ports, procs[-simulators:], strict=True):
             wait_port(port, proc=p)
         interval = simulators * units / polls_per_s
-        site = cls(ports, units, interval, free_port(), workdir / "site.yaml", workdir / "outbox.db")
+        site = cls(
+            ports, units, interval, free_port(), workdir / "site.yaml", workdir / "outbox.db"
+        )
         site.config.write_text(site.yaml(broker_port, sink_extra))
         return site
 
@@ -117,7 +121,7 @@ def outbox_state(path: Path) -> tuple[int, int]:
     try:
         (last,) = db.execute("SELECT value FROM meta WHERE key='last_pos'").fetchone()
         depth = sum(
-            int(db.execute(f"SELECT count(*) FROM {t}").fetchone()[0])  # noqa: S608
+            int(db.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
             for t in ("telemetry", "event")
         )
         return int(last), depth
@@ -127,7 +131,7 @@ def outbox_state(path: Path) -> tuple[int, int]:
 
 def pg(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(url) as conn:
-        return list(conn.execute(sql, params).fetchall())  # type: ignore[arg-type]
+        return list(conn.execute(sql, params).fetchall())
 
 
 def stored_count(url: str) -> int:
@@ -149,9 +153,15 @@ def wait_stored(url: str, n: int, timeout_s: float) -> None:
 def check_exactly_once_in_order(url: str, last_pos: int) -> None:
     """Every outbox position 1..last_pos stored once; per stream, storage order = event order."""
     (count, distinct_ids, distinct_pos, lo, hi) = pg(
-        url, "SELECT count(*), count(DISTINCT id), count(DISTINCT pos), min(pos), max(pos) FROM events"
+        url,
+        "SELECT count(*), count(DISTINCT id), count(DISTINCT pos), min(pos), max(pos) FROM events",
     )[0]
-    assert count == distinct_ids == distinct_pos == last_pos, (count, distinct_ids, distinct_pos, last_pos)
+    assert count == distinct_ids == distinct_pos == last_pos, (
+        count,
+        distinct_ids,
+        distinct_pos,
+        last_pos,
+    )
     assert (lo, hi) == (1, last_pos)
     rows = pg(url, "SELECT device, kind, id::text, pos FROM events ORDER BY n")
     streams: dict[tuple[str, str], list[tuple[str, int]]] = {}
@@ -159,4 +169,6 @@ def check_exactly_once_in_order(url: str, last_pos: int) -> None:
         streams.setdefault((device, kind), []).append((eid, pos))
     for key, items in streams.items():
         for (a_id, a_pos), (b_id, b_pos) in itertools.pairwise(items):
-            assert a_id < b_id and a_pos < b_pos, f"stream {key} out of order: {a_pos} before {b_pos}"
+            assert a_id < b_id and a_pos < b_pos, (
+                f"stream {key} out of order: {a_pos} before {b_pos}"
+            )

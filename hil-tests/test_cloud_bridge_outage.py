@@ -59,7 +59,9 @@ def test_broker_outage_of_60_s_under_500_per_s_loses_nothing(
 
         # the scenario really was loaded and the outage really was held in the outbox
         rate = last_pos / elapsed
-        print(f"{last_pos} envelopes in {elapsed:.0f} s ({rate:.0f}/s); {waiting} waited out a {outage:.0f} s outage")
+        print(
+            f"{last_pos} envelopes in {elapsed:.0f} s ({rate:.0f}/s); {waiting} waited out a {outage:.0f} s outage"
+        )
         assert rate > 0.4 * RATE, f"only {rate:.0f} envelopes/s were offered"
         assert waiting > 0.4 * RATE * 60 * SCALE, waiting
 
@@ -67,7 +69,10 @@ def test_broker_outage_of_60_s_under_500_per_s_loses_nothing(
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             (state, session, reason) = pg(
-                pg_url, "SELECT state, session, reason FROM gateways WHERE site=%s AND gateway=%s", SITE, GATEWAY
+                pg_url,
+                "SELECT state, session, reason FROM gateways WHERE site=%s AND gateway=%s",
+                SITE,
+                GATEWAY,
             )[0]
             if state == "offline":
                 break
@@ -106,5 +111,7 @@ def test_kill_9_of_the_gateway_ten_times_under_load_loses_nothing(
     ((dups,),) = pg(pg_url, "SELECT coalesce(sum(duplicates), 0) FROM workers")
     print(f"{last_pos} envelopes, {dups} duplicates removed over {kills} kills")
     assert dups <= kills * (100 + 1024)
-    sessions = pg(pg_url, "SELECT session FROM gateways WHERE site=%s AND gateway=%s", SITE, GATEWAY)
+    sessions = pg(
+        pg_url, "SELECT session FROM gateways WHERE site=%s AND gateway=%s", SITE, GATEWAY
+    )
     assert sessions[0][0] >= kills + 1

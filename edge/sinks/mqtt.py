@@ -61,7 +61,9 @@ def outbox_path(config: MqttSinkConfig, base_dir: Path) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
-def bridge_settings(config: MqttSinkConfig, site: str, gateway: str, base_dir: Path) -> BridgeSettings:
+def bridge_settings(
+    config: MqttSinkConfig, site: str, gateway: str, base_dir: Path
+) -> BridgeSettings:
     o = config.outbox
     return BridgeSettings(
         site=site,

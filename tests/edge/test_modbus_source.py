@@ -187,7 +187,9 @@ async def test_write_a_holding_register_reads_it_back_and_it_sticks() -> None:
 
 async def test_write_a_coil_on_the_gate_controller() -> None:
     async with simulator("gate-controller") as (sim, port):
-        h = Harness(port, devices=[{"name": "gate", "profile": "gate-controller", "poll_interval_s": 1}])
+        h = Harness(
+            port, devices=[{"name": "gate", "profile": "gate-controller", "poll_interval_s": 1}]
+        )
         async with h:
             assert await h.source.write("gate", "relay", True) is True
             assert sim.held["relay"] is True
@@ -198,8 +200,12 @@ async def test_write_a_coil_on_the_gate_controller() -> None:
 
 @pytest.mark.parametrize(
     ("point", "value", "message"),
-    [("ph", 7.0, "read-only"), ("nope", 1, "has no point"), ("wiper_interval_min", -1, "out of range"),
-     ("wiper_interval_min", 70000, "out of range")],
+    [
+        ("ph", 7.0, "read-only"),
+        ("nope", 1, "has no point"),
+        ("wiper_interval_min", -1, "out of range"),
+        ("wiper_interval_min", 70000, "out of range"),
+    ],
 )
 async def test_refused_writes_say_why(point: str, value: float, message: str) -> None:
     from edge.actuators import ActuationError
