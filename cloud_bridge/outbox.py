@@ -106,8 +106,8 @@ class OutboxSettings:
     classes: dict[OutboxClass, Overflow] = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.budget_bytes < 4096:
-            raise ValueError("outbox budget must be at least 4096 bytes")
+        if self.budget_bytes < 1024:
+            raise ValueError("outbox budget must be at least 1024 bytes")
         self.classes = {
             OutboxClass.TELEMETRY: self.telemetry_overflow,
             OutboxClass.EVENT: self.event_overflow,
@@ -299,9 +299,7 @@ class Outbox:
         st.depth -= len(rows)
         st.bytes -= sum(int(r[0]) for r in rows)
 
-    def _enforce_budget(
-        self, incoming: dict[OutboxClass, list[_NewRow]]
-    ) -> None:
+    def _enforce_budget(self, incoming: dict[OutboxClass, list[_NewRow]]) -> None:
         """Drop until what is stored plus ``incoming`` fits the budget: class by class
         (telemetry first), each by its policy over its stored rows and its incoming ones in order
         (incoming rows are newer). Dropped incoming rows are removed from ``incoming``."""

@@ -160,25 +160,32 @@ def demo(
 @app.command()
 def schema(
     write: Annotated[
-        bool, typer.Option(help="Write protocols/schemas/envelope.schema.json")
+        bool, typer.Option(help="Write protocols/schemas/ (envelope schema, AsyncAPI document)")
     ] = False,
-    check: Annotated[bool, typer.Option(help="Exit 1 if the committed schema differs")] = False,
+    check: Annotated[bool, typer.Option(help="Exit 1 if a committed file differs")] = False,
 ) -> None:
-    """Print (or write, or check) the JSON Schema of the event envelope."""
-    from protocols import envelope
+    """Print (or write, or check) the envelope's JSON Schema and the AsyncAPI document."""
+    from protocols import asyncapi, envelope
 
-    text = json.dumps(envelope.json_schema(), indent=2, ensure_ascii=False) + "\n"
-    path = Path(envelope.__file__).parent / "schemas" / "envelope.schema.json"
+    folder = Path(envelope.__file__).parent / "schemas"
+    files = {
+        folder / "envelope.schema.json": envelope.json_schema(),
+        folder / "asyncapi.json": asyncapi.document(),
+    }
+    texts = {p: json.dumps(doc, indent=2, ensure_ascii=False) + "\n" for p, doc in files.items()}
     if write:
-        path.write_text(text, encoding="utf-8")
-        out.print(f"wrote {path}")
+        for path, text in texts.items():
+            path.write_text(text, encoding="utf-8")
+            out.print(f"wrote {path}")
     elif check:
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
+        stale = [p for p, t in texts.items() if not p.exists() or p.read_text("utf-8") != t]
+        for path in stale:
             err_console.print(f"{path} is out of date: run 'cityedge schema --write'")
+        if stale:
             raise typer.Exit(EXIT_INPUT)
-        out.print(f"{path} is current")
+        out.print(f"{', '.join(p.name for p in texts)} are current")
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(texts[folder / "envelope.schema.json"])
 
 
 @app.command("config-reference")
