@@ -112,17 +112,46 @@ def run(
         log.warning("%s", w)
 
     async def main() -> None:
-        gateway = Gateway(site)
+        from edge.remote_config import RemoteConfig
+
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await gateway.run(stop)
+        rollback = [
+            s.commands.rollback_after_s for s in site.config.sinks if hasattr(s, "commands")
+        ]
+        remote = RemoteConfig(config, rollback[0] if rollback else 60.0)
+        current = site
+        try:
+            while True:  # a config.apply (or its rollback) restarts the stages with the file
+                remote.restart.clear()
+                remote.start_trial_timer()
+                halt = asyncio.Event()
+                watchers = [
+                    asyncio.create_task(_set_when(ev, halt)) for ev in (stop, remote.restart)
+                ]
+                try:
+                    await Gateway(current, remote=remote).run(halt)
+                finally:
+                    for w in watchers:
+                        w.cancel()
+                if stop.is_set():
+                    return
+                log.warning("restarting the gateway with %s", config)
+                current = load_site(config)
+        finally:
+            remote.stop()
 
     try:
         asyncio.run(main())
     except EdgeError as err:
         raise _fail(err, EXIT_RUNTIME) from None
+
+
+async def _set_when(event: asyncio.Event, target: asyncio.Event) -> None:
+    await event.wait()
+    target.set()
 
 
 def _register_areas() -> None:

@@ -106,7 +106,8 @@ class MqttSink:
         self.config = config
         self.ctx = ctx
         self.settings = bridge_settings(config, ctx.site, ctx.gateway, ctx.check.base_dir)
-        self.commands = dict(commands or getattr(ctx, "commands", None) or {})
+        self.commands = dict(commands or ctx.commands)
+        self._link_up_told = False
         self.bridge: Bridge | None = None
         self._published_seen: dict[str, int] = {}
         self._refused_seen = 0
@@ -164,4 +165,8 @@ class MqttSink:
         while True:
             await bridge.refresh_stats()
             self._gauge(bridge)
+            if bridge.connected.is_set() and not self._link_up_told:
+                self._link_up_told = True
+                if self.ctx.on_link_up is not None:
+                    self.ctx.on_link_up()
             await self.ctx.clock.sleep(STATS_INTERVAL_S)
