@@ -25,8 +25,8 @@ from edge.http import HttpEndpoint
 from edge.metrics import GatewayMetrics
 from edge.plugin import AppContext, Emitter, Plugin, PluginContext, SinkContext, SourceContext
 from edge.readings import ReadingBatch
-from edge.remote_config import RemoteConfig
 from edge.registry import PluginInfo, info_for, load
+from edge.remote_config import RemoteConfig
 from edge.supervisor import ChildSpec, Supervisor
 from protocols.envelope import EnvelopeModel
 
