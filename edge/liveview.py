@@ -127,7 +127,7 @@ async def watch_ingest(db: Path, state: BrainState, stop: asyncio.Event) -> None
     try:
         while not stop.is_set():
             await asyncio.sleep(1.0)
-            if store is None and db.exists():
+            if store is None and await asyncio.to_thread(db.exists):
                 store = await SqliteStore.connect(db)
             if store is not None:
                 with contextlib.suppress(StoreError, sqlite3.Error):
