@@ -10,6 +10,7 @@ from rich.console import Console
 # name -> module with ``run() -> str`` (a markdown section); add new benchmarks here.
 BENCHMARKS = {
     "e2e": "bench.e2e",
+    "bridge": "bench.bridge",
 }
 
 
