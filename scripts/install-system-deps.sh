@@ -8,6 +8,7 @@ set -euo pipefail
 # Add a package here when a test needs a new real program (one line per area keeps merges easy).
 TEST_PACKAGES=(
   mosquitto mosquitto-clients socat   # gateway spine: broker, serial pty pairs
+  postgresql                          # cloud bridge: the ingest's database in hil-tests
 )
 DEMO_PACKAGES=(mosquitto)
 
