@@ -542,16 +542,7 @@ class Bridge:
         await self._db(self._nonces.check_and_add, nonce, exp, self.clock.time())
 
     async def _audit(self, a: Audit) -> None:
-        await self._db(
-            lambda: self.outbox.audit(
-                request=a.request,
-                kid=a.kid,
-                command=a.command,
-                ok=a.ok,
-                reason=a.reason,
-                message=a.message,
-            )
-        )
+        await self._db(lambda: self.outbox.audit(**dataclasses.asdict(a)))
 
     async def _ping(self, _req: cmd.CommandRequest) -> dict[str, Any]:
         return {"pong": True, "session": self.counters.session, "backlog": self.backlog}

@@ -22,14 +22,12 @@ from typing import Annotated, Any, Final
 
 from pydantic import (
     AwareDatetime,
-    BaseModel,
-    ConfigDict,
     Field,
     StringConstraints,
     TypeAdapter,
 )
 
-from protocols.envelope import Ident, decode_with
+from protocols.envelope import ContractModel, Ident, decode_with
 
 COMMANDS: Final = ("ping", "config.get", "config.apply", "outbox.stats")
 
@@ -47,11 +45,7 @@ class CommandFailure(StrEnum):
     FAILED = "failed"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class CommandRequest(_Model):
+class CommandRequest(ContractModel):
     """The signed body of a command."""
 
     id: RequestId = Field(description="Request id, echoed in the reply")
@@ -63,7 +57,7 @@ class CommandRequest(_Model):
     args: dict[str, Any] = Field(default_factory=dict, description="Arguments of the command")
 
 
-class CommandReply(_Model):
+class CommandReply(ContractModel):
     """The gateway's answer to one request."""
 
     request: str | None = Field(

@@ -62,8 +62,13 @@ class Severity(StrEnum):
     CRITICAL = "critical"
 
 
-class _Model(BaseModel):
+class ContractModel(BaseModel):
+    """Base of every model of a contract: immutable, and unknown fields are refused."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+_Model = ContractModel
 
 
 class PointValue(_Model):

@@ -15,13 +15,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, Field, TypeAdapter
 
-from protocols.envelope import Ident, decode_with
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+from protocols.envelope import ContractModel, Ident, decode_with
 
 
 class LinkState(StrEnum):
@@ -29,7 +25,7 @@ class LinkState(StrEnum):
     OFFLINE = "offline"
 
 
-class OutboxClassStats(_Model):
+class OutboxClassStats(ContractModel):
     """One class of the outbox (``telemetry`` or ``event``)."""
 
     depth: int = Field(ge=0, description="Envelopes waiting to be acknowledged by the broker")
@@ -40,7 +36,7 @@ class OutboxClassStats(_Model):
     )
 
 
-class OutboxStats(_Model):
+class OutboxStats(ContractModel):
     """What the gateway's durable outbox holds (in births and in the ``outbox.stats`` reply)."""
 
     depth: int = Field(ge=0, description="Envelopes waiting, all classes")
@@ -51,7 +47,7 @@ class OutboxStats(_Model):
     classes: dict[str, OutboxClassStats] = Field(description="Per class: telemetry, event")
 
 
-class GatewayState(_Model):
+class GatewayState(ContractModel):
     """A birth (``online``) or death (``offline``) of one session of a gateway's link."""
 
     state: LinkState = Field(description="'online' (birth) or 'offline' (death)")
@@ -81,7 +77,7 @@ def decode_state(data: bytes | str) -> GatewayState:
     return decode_with(STATE_ADAPTER, data, "state message")
 
 
-class HostState(_Model):
+class HostState(ContractModel):
     """An ingest worker's heartbeat on ``cityedge/host/{group}/{worker}`` (not retained: only a
     live one counts, so a broker restart cannot leave a stale "online" behind). ``offline`` is
     the worker's will and its goodbye on a clean stop."""
