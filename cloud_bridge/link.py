@@ -182,7 +182,10 @@ class MqttLink:
             client.tls_set_context(ctx)
         if s.will is not None:
             client.will_set(s.will.topic, s.will.payload, s.will.qos, s.will.retain)
-        client.max_inflight_messages_set(max(1, s.max_inflight))
+        # The window is enforced here (a semaphore sized from the broker's Receive Maximum), so
+        # paho's own limit is off: with a limit paho rescans every outgoing message on each
+        # PUBACK (O(window) per acknowledgement), which cost a third of the throughput.
+        client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -223,8 +226,7 @@ class MqttLink:
         if props is not None and hasattr(props, "ReceiveMaximum"):
             self.receive_maximum = int(props.ReceiveMaximum)
         window = max(1, min(s.max_inflight, self.receive_maximum))
-        # paho's own limit (set before connecting) is max_inflight >= window, so paho never
-        # holds back a message we released: the window is enforced here alone.
+        # paho's own limit is off (see _make_client): the window is enforced here alone.
         self._window = asyncio.Semaphore(window)
         log.info("connected to %s (MQTT %s, in-flight window %d)", where, version, window)
 
