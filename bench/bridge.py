@@ -169,7 +169,7 @@ async def drain(broker: Broker, work: Path, console: Console) -> dict[str, float
     published0 = sum(bridge.counters.published.values())
     await asyncio.to_thread(broker.restart)
     t0 = time.perf_counter()
-    while bridge.backlog > RATE:  # back to steady state: less than a second's worth waiting
+    while bridge.backlog > RATE:  # noqa: ASYNC110 - polling a figure; back to steady state
         await asyncio.sleep(0.2)
     elapsed = time.perf_counter() - t0
     acked = sum(bridge.counters.published.values()) - published0
@@ -193,7 +193,7 @@ def backlog_child(outbox: str, port: int, n: int) -> None:
                 await bridge.put(r)
             made += 10_000
             print(f"made {made}", flush=True)
-        while bridge.backlog < n:
+        while bridge.backlog < n:  # noqa: ASYNC110 - polling a figure
             await asyncio.sleep(0.1)
         print("ready", flush=True)
         await asyncio.sleep(3600)
@@ -204,7 +204,7 @@ def backlog_child(outbox: str, port: int, n: int) -> None:
 
 def backlog_rss(work: Path, console: Console) -> list[tuple[int, float, float]]:
     port = 1  # nothing listens: the broker is away for the whole run
-    child = subprocess.Popen(  # noqa: S603 - our own module
+    child = subprocess.Popen(
         [sys.executable, "-m", "bench.bridge", str(work / "backlog.db"), str(port), str(BACKLOG)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -276,7 +276,7 @@ def run(console: Console) -> str:
         f"Drain: envelopes arrive at {RATE}/s; the broker was stopped for {OUTAGE_S:.0f} s and a "
         f"backlog of {drained['backlog']:,.0f} envelopes built up in the outbox. After the broker came "
         f"back it was acknowledged at **{drained['drain_rate']:,.0f} envelopes/s, "
-        f"{drained['drain_rate'] / RATE:.0f}× the arrival rate** (goal: at least 10×), while new ones "
+        f"{drained['drain_rate'] / RATE:.0f}x the arrival rate** (goal: at least 10x), while new ones "
         f"kept arriving; back to steady state in {drained['seconds']:.0f} s.",
         "",
         "Memory of a bridge process with the broker away while the backlog grows (RSS is the "

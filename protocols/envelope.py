@@ -68,10 +68,7 @@ class ContractModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-_Model = ContractModel
-
-
-class PointValue(_Model):
+class PointValue(ContractModel):
     """One decoded value of one point of a device."""
 
     point: Ident = Field(description="Point name, unique within its device")
@@ -88,7 +85,7 @@ class PointValue(_Model):
         return v
 
 
-class TelemetryPayload(_Model):
+class TelemetryPayload(ContractModel):
     """The values read from one device in one poll."""
 
     readings: list[PointValue] = Field(min_length=1, description="Values read in this poll")
@@ -99,7 +96,7 @@ class AlarmState(StrEnum):
     CLEARED = "cleared"
 
 
-class AlarmPayload(_Model):
+class AlarmPayload(ContractModel):
     """A threshold alarm being raised or cleared."""
 
     rule: str = Field(description="Name of the rule that raised the alarm")
@@ -118,7 +115,7 @@ class AvailabilityState(StrEnum):
     RECOVERED = "recovered"
 
 
-class AvailabilityPayload(_Model):
+class AvailabilityPayload(ContractModel):
     """A device stopped answering, or answers again. Sent once per change, not per failed poll."""
 
     state: AvailabilityState = Field(description="'unavailable' or 'recovered'")
@@ -129,7 +126,7 @@ class AvailabilityPayload(_Model):
     )
 
 
-class LinkInfo(_Model):
+class LinkInfo(ContractModel):
     """Where an envelope stands on the gateway's link; set by the gateway as it publishes.
 
     ``session`` is the number in the gateway's birth and death messages (it grows by one per
@@ -146,7 +143,7 @@ class LinkInfo(_Model):
     pos: int = Field(ge=1, description="Position in the gateway's outbox, one more per envelope")
 
 
-class _EnvelopeBase(_Model):
+class _EnvelopeBase(ContractModel):
     id: UUID = Field(description="UUIDv7: unique, and sorts in time order")
     site: Ident = Field(description="Site the gateway serves")
     gateway: Ident = Field(description="Gateway that produced the envelope")
