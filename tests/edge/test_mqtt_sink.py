@@ -155,3 +155,49 @@ async def test_what_is_held_survives_a_restart_of_the_sink(
     await asyncio.wait_for(task, 20)
     got = await read_queued(durable_broker.port, 60)
     assert got == list(range(60))
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"commands": {"keys": {"ops": "c2hvcnQ"}}}, "expected 32 bytes"),
+        ({"commands": {"keys": {"ops": "!!not base64!!"}}}, "expected 32 bytes"),
+        ({"outbox": {"budget_bytes": 1000}}, "greater than or equal to 65536"),
+        ({"outbox": {"durability": "sometimes"}}, "'group' or 'fsync'"),
+        ({"outbox": {"group_commit_ms": 0}}, "greater than or equal to 1"),
+        ({"outbox": {"budget": 1}}, "Extra inputs"),
+        ({"wait_for_ingest": "a/b"}, "pattern"),
+    ],
+)
+def test_bad_sink_settings_are_refused_naming_the_field(
+    patch: dict[str, object], message: str
+) -> None:
+    from pydantic import ValidationError
+
+    base = {"type": "mqtt", "name": "brain", "host": "127.0.0.1"}
+    with pytest.raises(ValidationError, match=message):
+        MqttSinkConfig.model_validate({**base, **patch})
+
+
+def test_command_keys_become_public_keys_and_the_outbox_path_follows_the_site(
+    tmp_path: Path,
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from edge.sinks.mqtt import bridge_settings
+    from protocols.signed import b64url, public_key_raw
+
+    key = Ed25519PrivateKey.generate()
+    cfg = MqttSinkConfig.model_validate(
+        {
+            "type": "mqtt",
+            "name": "brain",
+            "host": "h",
+            "commands": {"keys": {"ops": b64url(public_key_raw(key))}},
+            "outbox": {"durability": "fsync"},
+        }
+    )
+    s = bridge_settings(cfg, "site", "gw", tmp_path)
+    assert public_key_raw(s.command_keys["ops"]) == public_key_raw(key)
+    assert s.outbox_path == tmp_path / "cityedge-state" / "outbox-brain.db"
+    assert s.group_commit_ms == 0 and s.link.client_id == "site-gw"
