@@ -57,7 +57,7 @@ def settings(port: int, path: Path) -> BridgeSettings:
 
 
 async def drain(link: MqttLink) -> list[tuple[str, bytes]]:
-    got = []
+    got: list[tuple[str, bytes]] = []
     while True:
         try:
             msg = await link.receive(1.5)
