@@ -301,11 +301,13 @@ class Bridge:
     async def _deliverer(self) -> None:
         while True:
             if self._intake_closed and not self._pending and self._drained():
+                self._have_work.set()  # the committer may be waiting: it is done too
                 return
             link = await self._connect()
             try:
                 await self._session(link)
                 await self._goodbye(link)  # drained after close_intake(): a clean stop
+                self._have_work.set()  # the committer may be waiting: it is done too
             except LinkLost as err:
                 self._note_loss(str(err))
             finally:
