@@ -4,6 +4,7 @@ stored, and leaves nothing running behind it."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,8 +34,11 @@ def test_demo_shows_readings_and_an_alarm_within_a_minute(tmp_path: Path) -> Non
     assert ingest, out[-2000:]
     assert "telemetry" in ingest[-1] and "alarm" in ingest[-1]
     assert "gw-demo-01 online (session 1)" in ingest[-1] or "gw-demo-01 offline" in ingest[-1]
-    # other test runs may share this machine: look only at processes the demo started (they run
-    # in its work folder, /tmp/cityedge-demo-*)
+    # other test runs (other demos too) may share this machine: look only at processes this demo
+    # started; they run in the work folder it names ("logs in /tmp/cityedge-demo-...")
+    found = re.search(r"logs in (\S+)", out)
+    assert found, out[:2000]
+    work = found.group(1)
     leftovers = []
     for p in psutil.process_iter(["cmdline"]):
         if p.pid in before:
@@ -43,7 +47,7 @@ def test_demo_shows_readings_and_an_alarm_within_a_minute(tmp_path: Path) -> Non
             cwd = p.cwd()
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
-        if "cityedge-demo-" in cwd and any(
+        if cwd == work and any(
             "edge.cli" in part or "mosquitto" in part for part in (p.info["cmdline"] or [])
         ):
             leftovers.append(p)
