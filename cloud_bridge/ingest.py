@@ -12,8 +12,9 @@
   no retained messages (MQTT 5.0, 4.8.2); storing a state is idempotent.
 - **Nothing is lost between broker and database.** Messages are acknowledged by hand, in order,
   only after the transaction that stored them committed; a worker that dies before that gets
-  them again (its session is persistent: ``clean_session`` false with a session expiry). The
-  MQTT 5 Receive Maximum bounds what is unacknowledged, so the reader's queue never overflows.
+  them again (its session is persistent: ``clean_session`` false with a session expiry). When
+  the store is slower than the broker, the link stops reading its socket (TCP holds the broker
+  back) instead of dropping: mosquitto 2.0 was seen sending past the Receive Maximum.
 - **Validation.** The topic must be in the tree, the payload a valid envelope, and the topic's
   site, gateway, kind and device must be the envelope's (a gateway cannot pass off an envelope as
   another's). Anything else goes to ``dead_letters`` with the reason.

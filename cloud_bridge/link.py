@@ -79,8 +79,10 @@ class LinkSettings:
     session_expiry_s: int = 0  # MQTT 5: how long the broker keeps a session that is not clean
     message_queue: int = 10_000  # incoming messages held for the reader; more are dropped, counted
     # Subscribers that must not lose a message: acknowledge each with MqttLink.ack() once it is
-    # safely stored, and tell the broker (MQTT 5 Receive Maximum) to send no more unacknowledged
-    # QoS 1 messages than the reader's queue holds, so none is ever dropped here.
+    # safely stored, and ask the broker (MQTT 5 Receive Maximum) to keep few unacknowledged.
+    # Whatever the broker does, the link stops reading its socket while the queue is half full,
+    # and with manual_ack a full queue ends the connection (the broker then sends again)
+    # rather than dropping a message.
     manual_ack: bool = False
     receive_maximum: int | None = None
 
@@ -115,6 +117,7 @@ class MqttLink:
         self._messages: asyncio.Queue[Message] = asyncio.Queue(settings.message_queue)
         self._subacks: dict[int, asyncio.Future[None]] = {}
         self._waiting = 0
+        self._reading_paused = False
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -339,7 +342,7 @@ class MqttLink:
         """The next message. ``TimeoutError`` when none came within ``timeout_s``;
         :class:`LinkLost` once the link is lost and every message received before is taken."""
         if not self._messages.empty():
-            return self._messages.get_nowait()
+            return self._took(self._messages.get_nowait())
         if self._lost.is_set():
             raise LinkLost(self._lost_reason)
         get = asyncio.ensure_future(self._messages.get())
@@ -350,9 +353,9 @@ class MqttLink:
             lost.cancel()
             get.cancel()
         if get.done() and not get.cancelled():
-            return get.result()
+            return self._took(get.result())
         if not self._messages.empty():
-            return self._messages.get_nowait()
+            return self._took(self._messages.get_nowait())
         if self._lost.is_set():
             raise LinkLost(self._lost_reason)
         raise TimeoutError
@@ -440,13 +443,38 @@ class MqttLink:
         else:
             fut.set_result(None)
 
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
             self._messages.put_nowait(
                 Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.mid)
             )
         except asyncio.QueueFull:
             self.dropped_messages += 1
+            if self.settings.manual_ack and msg.qos > 0:
+                # never lose an unacknowledged message: end the session's connection so the
+                # broker sends again everything not acknowledged
+                log.error("reader fell %d messages behind; reconnecting", self._messages.qsize())
+                client.disconnect()
+            return
+        if self._messages.qsize() >= max(1, self._messages.maxsize // 2):
+            self._pause_reading(client)
+
+    def _pause_reading(self, client: mqtt.Client) -> None:
+        """Back pressure: stop reading the socket until the reader has caught up (TCP then
+        holds the broker back); the queue is never allowed to overflow."""
+        sock = client.socket()
+        if not self._reading_paused and sock is not None:
+            self._reading_paused = True
+            self._loop.remove_reader(sock)
+
+    def _took(self, message: Message) -> Message:
+        client = self._client
+        if self._reading_paused and self._messages.qsize() <= self._messages.maxsize // 4:
+            self._reading_paused = False
+            sock = client.socket() if client is not None else None
+            if sock is not None and client is not None and not self._lost.is_set():
+                self._loop.add_reader(sock, client.loop_read)
+        return message
 
     def _on_socket_open(self, client: mqtt.Client, _u: Any, sock: Any) -> None:
         def watch() -> None:

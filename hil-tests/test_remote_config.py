@@ -64,6 +64,16 @@ async def ask(
                 return reply
 
 
+async def ask_until_up(brain: MqttLink, command: str) -> commands.CommandReply:
+    """Commands sent while the gateway (re)connects find nobody subscribed: ask again."""
+    for _ in range(20):
+        try:
+            return await ask(brain, command, timeout_s=3)
+        except TimeoutError:
+            continue
+    raise AssertionError(f"no reply to {command} within a minute")
+
+
 async def test_config_apply_is_validated_confirmed_or_rolled_back(
     tmp_path: Path, mosquitto: Broker, procs: list[Proc]
 ) -> None:
@@ -75,7 +85,7 @@ async def test_config_apply_is_validated_confirmed_or_rolled_back(
     brain = await MqttLink.open(LinkSettings("127.0.0.1", mosquitto.port, client_id="brain"))
     await brain.subscribe(topics.command_reply_topic("hil", "gw-cfg"))
     try:
-        got = await ask(brain, "config.get")
+        got = await ask_until_up(brain, "config.get")
         assert got.ok and got.result is not None
         first_sha = got.result["sha256"]
         assert got.result["config"]["gateway"] == "gw-cfg"
@@ -92,7 +102,7 @@ async def test_config_apply_is_validated_confirmed_or_rolled_back(
         applied = await ask(brain, "config.apply", yaml=new_text, expect_sha256=first_sha)
         assert applied.ok and applied.result is not None and applied.result["applied"] is True
         await asyncio.to_thread(wait_log, gateway, "config.confirmed", 30)
-        now = await ask(brain, "config.get")
+        now = await ask_until_up(brain, "config.get")
         assert now.result is not None and now.result["config"]["description"] == "applied remotely"
         assert config.read_text() == new_text and not (tmp_path / "site.yaml.trial").exists()
 
@@ -101,13 +111,7 @@ async def test_config_apply_is_validated_confirmed_or_rolled_back(
         applied = await ask(brain, "config.apply", yaml=lost)
         assert applied.ok
         await asyncio.to_thread(wait_log, gateway, "config.rolled-back", 30)
-        # commands sent while the stages restart find nobody subscribed (and expire): ask again
-        for _ in range(10):
-            try:
-                back = await ask(brain, "config.get", timeout_s=3)
-                break
-            except TimeoutError:
-                continue
+        back = await ask_until_up(brain, "config.get")
         assert (
             back.result is not None and back.result["config"]["description"] == "applied remotely"
         )
