@@ -8,6 +8,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from bridge_hil import (
     GATEWAY,
     SITE,
@@ -28,6 +29,7 @@ RATE = 500  # envelopes per second offered (polls of simulated devices)
 SCALE = float(os.environ.get("CITYEDGE_OUTAGE_SCALE", "1"))
 
 
+@pytest.mark.timeout(480)  # the scenario alone is 3 minutes; the drain and checks follow
 def test_broker_outage_of_60_s_under_500_per_s_loses_nothing(
     tmp_path: Path, procs: list[Proc], pg_url: str
 ) -> None:
