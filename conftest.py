@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from edge.localsite import Broker, mosquitto_path
+from edge.localsite import Broker, Postgres, mosquitto_path
 from edge.vision.manifest import ModelError, ModelStore
 
 
@@ -28,3 +29,18 @@ def model_store() -> ModelStore:
         return ModelStore()
     except ModelError as err:
         pytest.fail(f"{err.for_humans()}\n(vision tests need 'make models')")
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Postgres]:
+    """One throwaway PostgreSQL cluster for the session (``make test`` installs postgresql)."""
+    cluster = Postgres.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_cluster: Postgres, request: pytest.FixtureRequest) -> str:
+    """A fresh database in the session's cluster, for one test."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    return postgres_cluster.create_database(f"{name}_{os.getpid()}")

@@ -14,6 +14,7 @@ BENCHMARKS = {
     "nodes": "bench.nodes",
     "fieldbus": "bench.fieldbus",
     "traffic": "bench.traffic",
+    "bridge": "bench.bridge",
 }
 
 

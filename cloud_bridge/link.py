@@ -78,6 +78,13 @@ class LinkSettings:
     clean_session: bool = True  # False: the broker keeps the session (and queues QoS 1) while away
     session_expiry_s: int = 0  # MQTT 5: how long the broker keeps a session that is not clean
     message_queue: int = 10_000  # incoming messages held for the reader; more are dropped, counted
+    # Subscribers that must not lose a message: acknowledge each with MqttLink.ack() once it is
+    # safely stored, and ask the broker (MQTT 5 Receive Maximum) to keep few unacknowledged.
+    # Whatever the broker does, the link stops reading its socket while the queue is half full,
+    # and with manual_ack a full queue ends the connection (the broker then sends again)
+    # rather than dropping a message.
+    manual_ack: bool = False
+    receive_maximum: int | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,7 @@ class Message:
     payload: bytes
     qos: int
     retain: bool
+    mid: int = 0  # for MqttLink.ack() when the link acknowledges by hand
 
 
 class MqttLink:
@@ -109,6 +117,7 @@ class MqttLink:
         self._messages: asyncio.Queue[Message] = asyncio.Queue(settings.message_queue)
         self._subacks: dict[int, asyncio.Future[None]] = {}
         self._waiting = 0
+        self._reading_paused = False
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -159,6 +168,7 @@ class MqttLink:
             client_id=s.client_id,
             protocol=proto,
             clean_session=None if version == "5" else s.clean_session,
+            manual_ack=s.manual_ack,
         )
         client.suppress_exceptions = True
         if s.username is not None:
@@ -175,7 +185,10 @@ class MqttLink:
             client.tls_set_context(ctx)
         if s.will is not None:
             client.will_set(s.will.topic, s.will.payload, s.will.qos, s.will.retain)
-        client.max_inflight_messages_set(max(1, s.max_inflight))
+        # The window is enforced here (a semaphore sized from the broker's Receive Maximum), so
+        # paho's own limit is off: with a limit paho rescans every outgoing message on each
+        # PUBACK (O(window) per acknowledgement), which cost a third of the throughput.
+        client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -216,8 +229,7 @@ class MqttLink:
         if props is not None and hasattr(props, "ReceiveMaximum"):
             self.receive_maximum = int(props.ReceiveMaximum)
         window = max(1, min(s.max_inflight, self.receive_maximum))
-        # paho's own limit (set before connecting) is max_inflight >= window, so paho never
-        # holds back a message we released: the window is enforced here alone.
+        # paho's own limit is off (see _make_client): the window is enforced here alone.
         self._window = asyncio.Semaphore(window)
         log.info("connected to %s (MQTT %s, in-flight window %d)", where, version, window)
 
@@ -228,11 +240,14 @@ class MqttLink:
         if version != "5":
             return client.connect(s.host, s.port, s.keepalive_s)
         props = None
-        if s.session_expiry_s:
+        if s.session_expiry_s or s.receive_maximum:
             from paho.mqtt.packettypes import PacketTypes
 
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = s.session_expiry_s
+            if s.session_expiry_s:
+                props.SessionExpiryInterval = s.session_expiry_s
+            if s.receive_maximum:
+                props.ReceiveMaximum = s.receive_maximum
         return client.connect(
             s.host, s.port, s.keepalive_s, clean_start=s.clean_session, properties=props
         )
@@ -318,20 +333,40 @@ class MqttLink:
         async with asyncio.timeout(timeout_s):
             await fut
 
-    async def messages(self) -> AsyncIterator[Message]:
-        """Incoming messages until the link is lost."""
-        while True:
-            get = asyncio.ensure_future(self._messages.get())
-            lost = asyncio.ensure_future(self._lost.wait())
-            done, _ = await asyncio.wait({get, lost}, return_when=asyncio.FIRST_COMPLETED)
-            if get in done:
-                lost.cancel()
-                yield get.result()
-                continue
+    def ack(self, message: Message) -> None:
+        """Acknowledge a QoS 1 message received with ``manual_ack`` (in the order received)."""
+        if self._client is not None and message.qos > 0 and not self._lost.is_set():
+            self._client.ack(message.mid, message.qos)
+
+    async def receive(self, timeout_s: float | None = None) -> Message:
+        """The next message. ``TimeoutError`` when none came within ``timeout_s``;
+        :class:`LinkLost` once the link is lost and every message received before is taken."""
+        if not self._messages.empty():
+            return self._took(self._messages.get_nowait())
+        if self._lost.is_set():
+            raise LinkLost(self._lost_reason)
+        get = asyncio.ensure_future(self._messages.get())
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait({get, lost}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
             get.cancel()
-            while not self._messages.empty():
-                yield self._messages.get_nowait()
-            return
+        if get.done() and not get.cancelled():
+            return self._took(get.result())
+        if not self._messages.empty():
+            return self._took(self._messages.get_nowait())
+        if self._lost.is_set():
+            raise LinkLost(self._lost_reason)
+        raise TimeoutError
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """Incoming messages until the link is lost (then what was received before it)."""
+        while True:
+            try:
+                yield await self.receive()
+            except LinkLost:
+                return
 
     # -- paho callbacks (run on the loop thread, except during connect) -------------------
 
@@ -408,13 +443,38 @@ class MqttLink:
         else:
             fut.set_result(None)
 
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
             self._messages.put_nowait(
-                Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain))
+                Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.mid)
             )
         except asyncio.QueueFull:
             self.dropped_messages += 1
+            if self.settings.manual_ack and msg.qos > 0:
+                # never lose an unacknowledged message: end the session's connection so the
+                # broker sends again everything not acknowledged
+                log.error("reader fell %d messages behind; reconnecting", self._messages.qsize())
+                client.disconnect()
+            return
+        if self._messages.qsize() >= max(1, self._messages.maxsize // 2):
+            self._pause_reading(client)
+
+    def _pause_reading(self, client: mqtt.Client) -> None:
+        """Back pressure: stop reading the socket until the reader has caught up (TCP then
+        holds the broker back); the queue is never allowed to overflow."""
+        sock = client.socket()
+        if not self._reading_paused and sock is not None:
+            self._reading_paused = True
+            self._loop.remove_reader(sock)
+
+    def _took(self, message: Message) -> Message:
+        client = self._client
+        if self._reading_paused and self._messages.qsize() <= self._messages.maxsize // 4:
+            self._reading_paused = False
+            sock = client.socket() if client is not None else None
+            if sock is not None and client is not None and not self._lost.is_set():
+                self._loop.add_reader(sock, client.loop_read)
+        return message
 
     def _on_socket_open(self, client: mqtt.Client, _u: Any, sock: Any) -> None:
         def watch() -> None:

@@ -113,12 +113,36 @@ def run(
         log.warning("%s", w)
 
     async def main() -> None:
-        gateway = Gateway(site)
+        from edge.remote_config import RemoteConfig
+
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await gateway.run(stop)
+        rollback = [
+            s.commands.rollback_after_s for s in site.config.sinks if hasattr(s, "commands")
+        ]
+        remote = RemoteConfig(config, rollback[0] if rollback else 60.0)
+        current = site
+        try:
+            while True:  # a config.apply (or its rollback) restarts the stages with the file
+                remote.restart.clear()
+                remote.start_trial_timer()
+                halt = asyncio.Event()
+                watchers = [
+                    asyncio.create_task(_set_when(ev, halt)) for ev in (stop, remote.restart)
+                ]
+                try:
+                    await Gateway(current, remote=remote).run(halt)
+                finally:
+                    for w in watchers:
+                        w.cancel()
+                if stop.is_set():
+                    return
+                log.warning("restarting the gateway with %s", config)
+                current = load_site(config)
+        finally:
+            remote.stop()
 
     try:
         asyncio.run(main())
@@ -126,19 +150,24 @@ def run(
         raise _fail(err, EXIT_RUNTIME) from None
 
 
+async def _set_when(event: asyncio.Event, target: asyncio.Event) -> None:
+    await event.wait()
+    target.set()
+
+
 def _register_areas() -> None:
     """Each area of the suite adds its commands here: explicit, one line per area."""
+    from cloud_bridge import cli as cloud_cli
     from edge.faces import cli as faces_cli
     from edge.simulators import cli as simulators_cli
+    from edge.simulators.junction import cli as junction_cli
     from provisioning import cli as provisioning_cli
 
     simulators_cli.register(app, simulate_app)
     faces_cli.register(app, simulate_app)
     provisioning_cli.register(app, simulate_app)
-    from edge.simulators.junction import cli as junction_cli
-
-    simulators_cli.register(app, simulate_app)
     junction_cli.register(app, simulate_app)
+    cloud_cli.register(app, simulate_app)
 
 
 _register_areas()
@@ -167,25 +196,32 @@ def demo(
 @app.command()
 def schema(
     write: Annotated[
-        bool, typer.Option(help="Write protocols/schemas/envelope.schema.json")
+        bool, typer.Option(help="Write protocols/schemas/ (envelope schema, AsyncAPI document)")
     ] = False,
-    check: Annotated[bool, typer.Option(help="Exit 1 if the committed schema differs")] = False,
+    check: Annotated[bool, typer.Option(help="Exit 1 if a committed file differs")] = False,
 ) -> None:
-    """Print (or write, or check) the JSON Schema of the event envelope."""
-    from protocols import envelope
+    """Print (or write, or check) the envelope's JSON Schema and the AsyncAPI document."""
+    from protocols import asyncapi, envelope
 
-    text = json.dumps(envelope.json_schema(), indent=2, ensure_ascii=False) + "\n"
-    path = Path(envelope.__file__).parent / "schemas" / "envelope.schema.json"
+    folder = Path(envelope.__file__).parent / "schemas"
+    files = {
+        folder / "envelope.schema.json": envelope.json_schema(),
+        folder / "asyncapi.json": asyncapi.document(),
+    }
+    texts = {p: json.dumps(doc, indent=2, ensure_ascii=False) + "\n" for p, doc in files.items()}
     if write:
-        path.write_text(text, encoding="utf-8")
-        out.print(f"wrote {path}")
+        for path, text in texts.items():
+            path.write_text(text, encoding="utf-8")
+            out.print(f"wrote {path}")
     elif check:
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
+        stale = [p for p, t in texts.items() if not p.exists() or p.read_text("utf-8") != t]
+        for path in stale:
             err_console.print(f"{path} is out of date: run 'cityedge schema --write'")
+        if stale:
             raise typer.Exit(EXIT_INPUT)
-        out.print(f"{path} is current")
+        out.print(f"{', '.join(p.name for p in texts)} are current")
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(texts[folder / "envelope.schema.json"])
 
 
 @app.command("config-reference")

@@ -27,6 +27,7 @@ from edge.metrics import GatewayMetrics
 from edge.plugin import AppContext, Emitter, Plugin, PluginContext, SinkContext, SourceContext
 from edge.readings import ReadingBatch
 from edge.registry import PluginInfo, info_for, load
+from edge.remote_config import RemoteConfig
 from edge.supervisor import ChildSpec, Supervisor
 from protocols.envelope import EnvelopeModel
 
@@ -37,7 +38,9 @@ log = logging.getLogger(__name__)
 
 
 class Gateway:
-    def __init__(self, site: LoadedSite, clock: Clock | None = None) -> None:
+    def __init__(
+        self, site: LoadedSite, clock: Clock | None = None, remote: RemoteConfig | None = None
+    ) -> None:
         self.site = site
         self.config = cfg = site.config
         self.clock = clock or SystemClock()
@@ -66,7 +69,13 @@ class Gateway:
             )
             self.sink_outboxes[sink.name] = box
             self.metrics.watch_channel(box)
-            self.sinks.append(self._build(sink, SinkContext(**self._common(sink.name), outbox=box)))
+            sink_ctx = SinkContext(
+                **self._common(sink.name),
+                outbox=box,
+                commands=remote.handlers() if remote else {},
+                on_link_up=remote.link_up if remote else None,
+            )
+            self.sinks.append(self._build(sink, sink_ctx))
         for app in cfg.apps:
             inbox: Channel[ReadingBatch] = Channel(
                 f"app:{app.name}", ch.app_inbox.capacity, ch.app_inbox.overflow

@@ -8,15 +8,19 @@ It is a stand-in for the cloud side in ``cityedge demo``; the real city-brain si
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 
 from cloud_bridge.link import LinkError, LinkSettings, MqttLink
+from cloud_bridge.store import SqliteStore, StoreError, Summary
 from protocols import envelope as env
 from protocols import topics
 from protocols.errors import ProtocolError
@@ -30,6 +34,7 @@ class BrainState:
     availability: dict[str, str] = field(default_factory=dict)
     received: int = 0
     invalid: int = 0
+    ingest: str = ""  # the ingest's view: what it stored, duplicates, gateways (from its database)
     started: float = field(default_factory=time.monotonic)
 
     def add(self, topic: str, payload: bytes) -> str | None:
@@ -98,12 +103,48 @@ class BrainState:
             readings,
             Panel(alarms, title="Open alarms"),
             Panel("\n".join(self.history) or "nothing yet", title="Events"),
+            Panel(self.ingest or "waiting for the ingest", title="City-brain ingest (stored)"),
             footer,
         )
 
 
+def ingest_line(summary: Summary) -> str:
+    """One line of what the ingest stored, as ``cityedge demo`` prints it."""
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(summary.events.items())) or "nothing yet"
+    gws = ", ".join(
+        f"{g['gateway']} {g['state']} (session {g['session']})" for g in summary.gateways
+    )
+    return (
+        f"ingest stored: {kinds}; {summary.duplicates} duplicates removed, "
+        f"{summary.dead_letters} dead letters, {len(summary.gaps)} sequence gaps; "
+        f"gateways: {gws or 'none yet'}"
+    )
+
+
+async def watch_ingest(db: Path, state: BrainState, stop: asyncio.Event) -> None:
+    """Keep ``state.ingest`` current from the ingest's SQLite database (read-only use)."""
+    store: SqliteStore | None = None
+    try:
+        while not stop.is_set():
+            await asyncio.sleep(1.0)
+            if store is None and await asyncio.to_thread(db.exists):
+                store = await SqliteStore.connect(db)
+            if store is not None:
+                with contextlib.suppress(StoreError, sqlite3.Error):
+                    state.ingest = ingest_line(await store.summary())
+    finally:
+        if store is not None:
+            await store.close()
+
+
 async def watch(
-    settings: LinkSettings, state: BrainState, *, plain: bool, console: Console, stop: asyncio.Event
+    settings: LinkSettings,
+    state: BrainState,
+    *,
+    plain: bool,
+    console: Console,
+    stop: asyncio.Event,
+    ingest_db: Path | None = None,
 ) -> None:
     """Subscribe and keep ``state`` current until ``stop``; reconnects while the broker restarts."""
     from rich.live import Live
@@ -128,10 +169,13 @@ async def watch(
                 f"[{time.strftime('%H:%M:%S')}] {state.received} messages received", highlight=False
             )
             console.print("\n".join(parts), highlight=False)
+            if state.ingest:
+                console.print(state.ingest, highlight=False)
 
     live = None if plain else Live(state.render(), console=console, refresh_per_second=2)
     async with asyncio.TaskGroup() as tg:
         ticker = tg.create_task(summary()) if plain else None
+        ingest = tg.create_task(watch_ingest(ingest_db, state, stop)) if ingest_db else None
         if live is not None:
             live.start()
 
@@ -158,5 +202,7 @@ async def watch(
         finally:
             if ticker is not None:
                 ticker.cancel()
+            if ingest is not None:
+                ingest.cancel()
             if live is not None:
                 live.stop()

@@ -230,6 +230,128 @@ class Broker:
         )
 
 
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL cluster (initdb + postgres) on a loopback port, stopped by PID.
+
+    As root the server runs as the ``postgres`` user (PostgreSQL refuses root), in a folder of
+    its own under the system temp dir that this object removes on :meth:`stop`.
+    """
+
+    port: int
+    proc: Proc
+    folder: Path
+
+    @classmethod
+    def start(cls, port: int | None = None, bin_dir: Path = PG_BIN) -> Postgres:
+        import pwd
+        import tempfile
+
+        if not (bin_dir / "initdb").exists():
+            raise FileNotFoundError(
+                f"PostgreSQL is not installed ({bin_dir}): apt-get install postgresql"
+            )
+        port = port or free_port()
+        folder = Path(tempfile.mkdtemp(prefix="cityedge-pg-"))
+        user: str | None = None
+        if os.geteuid() == 0:
+            user = "postgres"
+            pw = pwd.getpwnam(user)
+            os.chown(folder, pw.pw_uid, pw.pw_gid)
+        data = folder / "data"
+        subprocess.run(  # noqa: S603 - fixed argv
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            user=user,
+            cwd=folder,
+        )
+        log_path = folder / "postgres.log"
+        log = log_path.open("ab")
+        popen = subprocess.Popen(  # noqa: S603 - fixed argv
+            [
+                str(bin_dir / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={folder}",
+                "-c",
+                "fsync=on",
+                "-c",
+                "max_connections=50",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            user=user,
+            cwd=folder,
+            start_new_session=True,
+        )
+        pg = cls(port, Proc("postgres", popen, log_path, log), folder)
+        try:
+            wait_port(port, proc=pg.proc, timeout_s=30)
+        except BaseException:
+            pg.stop()
+            raise
+        return pg
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """Create a database (``name``: letters, digits, '_') and return its URL."""
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"database name {name!r}: letters, digits and '_' only")
+        for _ in range(50):  # the server may still be finishing its start-up
+            done = subprocess.run(  # noqa: S603 - fixed argv
+                [
+                    str(PG_BIN / "psql"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-c",
+                    f"CREATE DATABASE {name}",
+                ],
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode == 0:
+                return self.url(name)
+            if "starting up" not in done.stderr:
+                raise RuntimeError(f"cannot create database {name}: {done.stderr.strip()}")
+            time.sleep(0.2)
+        raise TimeoutError("PostgreSQL did not finish starting")
+
+    def stop(self) -> None:
+        """SIGINT (PostgreSQL's fast shutdown) by PID, then remove the cluster."""
+        self.proc.stop(timeout_s=20, sig=signal.SIGINT)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 async def _amqtt_broker(port: int) -> None:
     from amqtt.broker import Broker
 

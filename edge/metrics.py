@@ -12,7 +12,10 @@ Names (counters end in ``_total`` on the wire):
 - ``cityedge_events_total{kind}`` envelopes made,
   ``cityedge_published_total{sink,kind}`` acknowledged by the broker,
   ``cityedge_publish_errors_total{sink}``
-- ``cityedge_sink_buffer_depth{sink}``, ``cityedge_sink_dropped_total{sink,class}``
+- ``cityedge_outbox_depth{sink,class}``, ``cityedge_outbox_bytes{sink}``,
+  ``cityedge_outbox_oldest_age_seconds{sink}``, ``cityedge_sink_dropped_total{sink,class}``
+  (dropped under the outbox's disk budget, or refused by the broker),
+  ``cityedge_link_up{sink}``, ``cityedge_link_session{sink}``
 - ``cityedge_channel_depth{channel}``, ``cityedge_channel_capacity{channel}``,
   ``cityedge_channel_dropped_total{channel}`` — read from the channels at scrape time
 - ``cityedge_plugin_restarts_total{plugin,role}``, ``cityedge_plugin_up{plugin,role}``
@@ -113,8 +116,27 @@ class GatewayMetrics:
             ["app", "status"],
             registry=r,
         )
+        self.outbox_depth = Gauge(
+            "cityedge_outbox_depth", "Envelopes in the outbox", ["sink", "class"], registry=r
+        )
+        self.outbox_bytes = Gauge(
+            "cityedge_outbox_bytes", "Bytes held in the outbox", ["sink"], registry=r
+        )
+        self.outbox_oldest_age = Gauge(
+            "cityedge_outbox_oldest_age_seconds",
+            "Age of the oldest envelope waiting",
+            ["sink"],
+            registry=r,
+        )
+        self.link_up = Gauge("cityedge_link_up", "1 connected to the broker", ["sink"], registry=r)
+        self.link_session = Gauge(
+            "cityedge_link_session", "Session number of the link", ["sink"], registry=r
+        )
         self.sink_buffer = Gauge(
-            "cityedge_sink_buffer_depth", "Envelopes held by a sink", ["sink"], registry=r
+            "cityedge_sink_buffer_depth",
+            "Envelopes a sink without an outbox holds in memory (e.g. hj212)",
+            ["sink"],
+            registry=r,
         )
         self.sink_dropped = Counter(
             "cityedge_sink_dropped", "Envelopes a sink dropped", ["sink", "class"], registry=r

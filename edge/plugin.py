@@ -19,7 +19,7 @@ in YAML from the explicit registry in :mod:`edge.registry`. What it may touch co
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -139,3 +139,7 @@ class AppContext(PluginContext):
 @dataclass
 class SinkContext(PluginContext):
     outbox: Channel[env.EnvelopeModel]
+    # downlink command handlers the gateway offers (config.get, config.apply), and what to call
+    # when the sink's link to the broker is up (ends a config.apply trial)
+    commands: Mapping[str, Any] = field(default_factory=dict)
+    on_link_up: Callable[[], None] | None = None

@@ -52,6 +52,8 @@ class Subscriber:
             raise TimeoutError("subscriber could not subscribe")
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if topics.parse(msg.topic).kind in topics.RESERVED_KINDS:
+            return  # births, deaths and commands are not envelopes
         try:
             e = env.decode(msg.payload)
         except ValueError:

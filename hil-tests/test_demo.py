@@ -1,5 +1,5 @@
-"""`cityedge demo` shows live readings and at least one alarm within a minute, and leaves
-nothing running behind it."""
+"""`cityedge demo` shows live readings and at least one alarm within a minute, what the ingest
+stored, and leaves nothing running behind it."""
 
 from __future__ import annotations
 
@@ -38,5 +38,10 @@ def test_demo_shows_readings_and_an_alarm_within_a_minute(tmp_path: Path) -> Non
     assert "air-station-1: co=" in out
     assert "ALARM RAISED" in out and "turbidity=240 NTU" in out
     assert "stopped everything the demo started" in out
+    # the ingest's view: it stored what the gateway sent through its outbox
+    ingest = [line for line in out.splitlines() if line.startswith("ingest stored:")]
+    assert ingest, out[-2000:]
+    assert "telemetry" in ingest[-1] and "alarm" in ingest[-1]
+    assert "gw-demo-01 online (session 1)" in ingest[-1] or "gw-demo-01 offline" in ingest[-1]
     leftovers = [p for p in psutil.process_iter() if _tagged(p, tag)]
     assert not leftovers, leftovers

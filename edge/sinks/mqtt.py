@@ -1,33 +1,39 @@
-"""Sink ``mqtt``: deliver envelopes to the city brain's broker at QoS 1.
+"""Sink ``mqtt``: every envelope goes through the durable outbox to the city brain's broker.
 
-Two tasks: *intake* moves envelopes from the sink's channel into a :class:`PendingBuffer` (so
-the gateway keeps polling while the broker is away), *deliver* publishes from the buffer through
-an in-flight window and removes an envelope only when the broker acknowledged it. When the link
-drops, unacknowledged envelopes go back to the front of the buffer in their original order and
-are sent again after reconnecting (at least once; the ingest removes duplicates by id).
+The sink is the gateway's end of :class:`cloud_bridge.bridge.Bridge`: *intake* moves envelopes
+from the sink's channel into the bridge (committed to the SQLite outbox within
+``outbox.group_commit_ms``, before anything is published); the bridge publishes from the outbox
+in order and deletes an envelope only once the broker acknowledged it. While the broker is away
+the outbox grows on disk up to ``outbox.budget_bytes``; a restart or power cut keeps it.
 
-Until the durable outbox lands, what is held lives in memory only: see the README.
+Downlink commands arrive on the gateway's ``cmd/req`` topic; ``ping`` and ``outbox.stats`` are
+the bridge's own, ``config.get`` and ``config.apply`` come from the gateway (see
+:mod:`edge.remote_config`) through ``ctx.commands``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from functools import partial
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal, Protocol
-from uuid import UUID
 
 from pydantic import SecretStr
 
-from cloud_bridge.link import LinkError, LinkLost, LinkRefused, LinkSettings, MqttLink, TlsSettings
-from edge.backoff import Backoff
+from cloud_bridge.bridge import Bridge, BridgeSettings
+from cloud_bridge.commands import Handler
+from cloud_bridge.link import LinkSettings, TlsSettings
+from cloud_bridge.outbox import CommitResult, OutboxClass, OutboxSettings, Record
 from edge.plugin import SinkContext
-from edge.sinks.buffer import PendingBuffer
 from edge.sinks.mqtt_config import MqttSinkConfig, TlsConfig
 from protocols import envelope as env
 from protocols import topics
+from protocols.signed import public_key_from_raw, unb64url
 
 log = logging.getLogger(__name__)
+
+STATS_INTERVAL_S = 1.0
 
 
 class BrokerConfig(Protocol):
@@ -78,147 +84,117 @@ def link_settings(
     )
 
 
+def outbox_path(config: MqttSinkConfig, base_dir: Path) -> Path:
+    path = config.outbox.path or Path("cityedge-state") / f"outbox-{config.name}.db"
+    return path if path.is_absolute() else base_dir / path
+
+
+def bridge_settings(
+    config: MqttSinkConfig, site: str, gateway: str, base_dir: Path
+) -> BridgeSettings:
+    o = config.outbox
+    return BridgeSettings(
+        site=site,
+        gateway=gateway,
+        link=link_settings(config, f"{site}-{gateway}", config.max_inflight),
+        outbox_path=outbox_path(config, base_dir),
+        outbox=OutboxSettings(
+            budget_bytes=o.budget_bytes,
+            telemetry_overflow=o.telemetry_overflow,
+            event_overflow=o.event_overflow,
+            wal_limit_bytes=o.wal_limit_bytes,
+        ),
+        group_commit_ms=0 if o.durability == "fsync" else o.group_commit_ms,
+        qos=config.qos,
+        reconnect_initial_s=config.reconnect_initial_s,
+        reconnect_max_s=config.reconnect_max_s,
+        command_keys={
+            kid: public_key_from_raw(unb64url(raw)) for kid, raw in config.commands.keys.items()
+        },
+        command_max_ttl_s=config.commands.max_ttl_s,
+        wait_for_ingest=config.wait_for_ingest,
+    )
+
+
+def record_of(item: env.EnvelopeModel) -> Record:
+    return Record(
+        topics.data_topic(item.site, item.gateway, item.kind, item.device),
+        env.encode(item),
+        OutboxClass.TELEMETRY if item.kind in env.TELEMETRY_KINDS else OutboxClass.EVENT,
+    )
+
+
 class MqttSink:
-    def __init__(self, config: MqttSinkConfig, ctx: SinkContext) -> None:
+    def __init__(
+        self,
+        config: MqttSinkConfig,
+        ctx: SinkContext,
+        commands: Mapping[str, Handler] | None = None,
+    ) -> None:
         self.config = config
         self.ctx = ctx
-        self.settings = link_settings(config, f"{ctx.site}-{ctx.gateway}", config.max_inflight)
-        self.buffer = PendingBuffer(config.buffer_capacity)
-        self.inflight: dict[UUID, env.EnvelopeModel] = {}
-        self.link: MqttLink | None = None
-        self._intake_done = asyncio.Event()
-        self._wake = asyncio.Event()
-        self._backoff = Backoff(config.reconnect_initial_s, config.reconnect_max_s)
-        self._outage_logged = False
-        self._dropped_seen = dict(self.buffer.dropped)
-
-    @property
-    def _done(self) -> bool:
-        return self._intake_done.is_set() and not len(self.buffer) and not self.inflight
+        self.settings = bridge_settings(config, ctx.site, ctx.gateway, ctx.check.base_dir)
+        self.commands = dict(commands or ctx.commands)
+        self._link_up_told = False
+        self.bridge: Bridge | None = None
+        self._published_seen: dict[str, int] = {}
+        self._refused_seen = 0
+        self._errors_seen = 0
 
     async def run(self) -> None:
+        bridge = await Bridge.open(self.settings, self.ctx.clock, self.commands)
+        self.bridge = bridge
+        bridge.on_commit = self._on_commit
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._intake())
-                tg.create_task(self._deliver())
+                stats = tg.create_task(self._stats_loop(bridge))
+                tg.create_task(self._intake(bridge))
+                await bridge.run()
+                stats.cancel()
         finally:
-            undelivered = len(self.buffer) + len(self.inflight)
-            if undelivered:
-                log.warning(
-                    "sink %s: %d envelopes held in memory were not acknowledged and are lost",
-                    self.config.name,
-                    undelivered,
-                )
-            if self.link is not None:
-                await self.link.close()
+            self._gauge(bridge)
+            await bridge.aclose()
 
-    def _gauge(self) -> None:
-        m = self.ctx.metrics
-        m.sink_buffer.labels(self.config.name).set(len(self.buffer) + len(self.inflight))
-        for cls, count in self.buffer.dropped.items():
-            if count > self._dropped_seen[cls]:
-                m.sink_dropped.labels(self.config.name, cls).inc(count - self._dropped_seen[cls])
-                self._dropped_seen[cls] = count
-
-    async def _intake(self) -> None:
+    async def _intake(self, bridge: Bridge) -> None:
         async for item in self.ctx.outbox:
-            self.buffer.add(item)
-            self._gauge()
-            self._wake.set()
-        self._intake_done.set()
-        self._wake.set()
+            await bridge.put(record_of(item))
+        bridge.close_intake()
 
-    async def _connect(self) -> MqttLink:
-        where = f"{self.config.host}:{self.config.port}"
+    def _on_commit(self, result: CommitResult) -> None:
+        for cls, n in result.dropped.items():
+            if n:
+                self.ctx.metrics.sink_dropped.labels(self.config.name, cls.value).inc(n)
+
+    def _gauge(self, bridge: Bridge) -> None:
+        m, name = self.ctx.metrics, self.config.name
+        st = bridge.stats_cache
+        for cls, cs in st.classes.items():
+            m.outbox_depth.labels(name, cls).set(cs.depth)
+        m.outbox_bytes.labels(name).set(st.bytes)
+        ages = [cs.oldest_age_s for cs in st.classes.values() if cs.oldest_age_s is not None]
+        m.outbox_oldest_age.labels(name).set(max(ages) if ages else 0.0)
+        m.link_up.labels(name).set(1 if bridge.connected.is_set() else 0)
+        m.link_session.labels(name).set(bridge.counters.session)
+        c = bridge.counters
+        for kind, n in c.published.items():
+            seen = self._published_seen.get(kind, 0)
+            if n > seen:
+                m.published.labels(name, kind).inc(n - seen)
+                self._published_seen[kind] = n
+        if c.refused > self._refused_seen:
+            m.sink_dropped.labels(name, "refused").inc(c.refused - self._refused_seen)
+            self._refused_seen = c.refused
+        errors = c.refused + c.connect_failures
+        if errors > self._errors_seen:
+            m.publish_errors.labels(name).inc(errors - self._errors_seen)
+            self._errors_seen = errors
+
+    async def _stats_loop(self, bridge: Bridge) -> None:
         while True:
-            try:
-                link = await MqttLink.open(self.settings)
-            except LinkError as err:
-                self.ctx.metrics.publish_errors.labels(self.config.name).inc()
-                if not self._outage_logged:
-                    hint = (
-                        "check user name, password, client certificate and the broker's ACL"
-                        if isinstance(err, LinkRefused)
-                        else "check the broker is running and reachable"
-                    )
-                    log.warning(
-                        "sink %s: broker %s unavailable: %s (%s); retrying with backoff, %d held",
-                        self.config.name,
-                        where,
-                        err,
-                        hint,
-                        len(self.buffer),
-                    )
-                    self._outage_logged = True
-                await self.ctx.clock.sleep(self._backoff.next_delay())
-                continue
-            self._backoff.reset()
-            if self._outage_logged:
-                log.info(
-                    "sink %s: broker %s reachable again; sending %d held envelopes",
-                    self.config.name,
-                    where,
-                    len(self.buffer) + len(self.inflight),
-                )
-                self._outage_logged = False
-            return link
-
-    def _link_lost(self, why: str) -> None:
-        if not self._outage_logged:
-            log.warning("sink %s: lost the broker (%s); holding envelopes", self.config.name, why)
-            self._outage_logged = True
-        self.buffer.requeue(self.inflight.values())
-        self.inflight.clear()
-        self.link = None
-        self._gauge()
-
-    async def _deliver(self) -> None:
-        while not self._done:
-            if self.link is None or not self.link.connected:
-                if self.link is not None:
-                    self._link_lost(self.link.lost_reason)
-                self.link = await self._connect()
-            item = self.buffer.take()
-            if item is None:
-                self._wake.clear()
-                if self._done:
-                    return
-                waiters = {
-                    asyncio.ensure_future(self._wake.wait()),
-                    asyncio.ensure_future(self.link.wait_lost()),
-                }
-                _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                for w in pending:
-                    w.cancel()
-                continue
-            topic = topics.data_topic(item.site, item.gateway, item.kind, item.device)
-            try:
-                ack = await self.link.send(topic, env.encode(item), qos=self.config.qos)
-            except LinkLost:
-                self.buffer.requeue([item])
-                continue
-            self.inflight[item.id] = item
-            ack.add_done_callback(partial(self._acked, item))
-
-    def _acked(self, item: env.EnvelopeModel, ack: asyncio.Future[None]) -> None:
-        err = ack.exception() if not ack.cancelled() else LinkLost("cancelled")
-        if isinstance(err, LinkLost):
-            return  # stays in flight; requeued in order when the loss is handled
-        self.inflight.pop(item.id, None)
-        if isinstance(err, LinkRefused):
-            self.ctx.metrics.publish_errors.labels(self.config.name).inc()
-            self.ctx.metrics.sink_dropped.labels(self.config.name, "refused").inc()
-            log.error(
-                "sink %s: broker refused %s envelope %s from %s: %s; dropped "
-                "(check the broker's ACL for this gateway)",
-                self.config.name,
-                item.kind,
-                item.id,
-                item.device,
-                err,
-            )
-        elif err is None:
-            self.ctx.metrics.published.labels(self.config.name, item.kind).inc()
-        self._gauge()
-        if self._intake_done.is_set():
-            self._wake.set()
+            await bridge.refresh_stats()
+            self._gauge(bridge)
+            if bridge.connected.is_set() and not self._link_up_told:
+                self._link_up_told = True
+                if self.ctx.on_link_up is not None:
+                    self.ctx.on_link_up()
+            await self.ctx.clock.sleep(STATS_INTERVAL_S)

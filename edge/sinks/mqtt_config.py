@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import binascii
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from edge.config.base import PluginConfig, StrictModel
+from protocols.signed import unb64url
 
 
 class TlsConfig(StrictModel):
@@ -29,6 +31,85 @@ class TlsConfig(StrictModel):
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("give both cert_file and key_file, or neither")
         return self
+
+
+Overflow = Literal["drop_oldest", "drop_newest"]
+
+
+class OutboxConfig(StrictModel):
+    """Where envelopes wait for the broker's acknowledgement: an SQLite (WAL) file."""
+
+    path: Path | None = Field(
+        default=None,
+        description="Outbox file; relative to the site file's folder (default "
+        "'cityedge-state/outbox-<sink name>.db')",
+    )
+    budget_bytes: int = Field(
+        default=256 * 2**20,
+        ge=64 * 1024,
+        le=2**40,
+        description="Disk budget of the envelopes held; over it telemetry is dropped first, "
+        "events and alarms last (every drop is counted)",
+    )
+    durability: Literal["group", "fsync"] = Field(
+        default="group",
+        description="'group': commit (with fsync) every group_commit_ms; 'fsync': commit with "
+        "fsync as soon as anything waits",
+    )
+    group_commit_ms: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Group commit interval: a crash or power cut loses at most this many "
+        "milliseconds of envelopes (plus one fsync); none of them was published",
+    )
+    telemetry_overflow: Overflow = Field(
+        default="drop_oldest", description="Which telemetry goes first over the budget"
+    )
+    event_overflow: Overflow = Field(
+        default="drop_oldest",
+        description="Which events go over the budget, once no telemetry is left",
+    )
+    wal_limit_bytes: int = Field(
+        default=8 * 2**20,
+        ge=64 * 1024,
+        le=2**32,
+        description="The write-ahead log is checkpointed and truncated to about this size",
+    )
+
+
+class CommandsConfig(StrictModel):
+    """Who may command this gateway: Ed25519 public keys by key id."""
+
+    keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="Key id -> raw Ed25519 public key (32 bytes, base64url); no keys: every "
+        "command is refused",
+    )
+    max_ttl_s: int = Field(
+        default=3600, ge=1, le=86_400, description="Refuse commands valid for longer than this"
+    )
+    rollback_after_s: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description="config.apply: restore the previous site file unless the link to the "
+        "broker is back within this time",
+    )
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for kid, text in v.items():
+            try:
+                raw = unb64url(text)
+            except (ValueError, binascii.Error):
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(
+                    f"key {kid!r}: expected 32 bytes in base64url (the raw Ed25519 public key)"
+                )
+        return v
 
 
 class MqttSinkConfig(PluginConfig):
@@ -59,10 +140,17 @@ class MqttSinkConfig(PluginConfig):
     reconnect_max_s: float = Field(
         default=30.0, gt=0, le=3600, description="Longest reconnect wait"
     )
-    buffer_capacity: int = Field(
-        default=10_000,
-        ge=1,
-        le=10_000_000,
-        description="Envelopes held in memory while the broker is away; beyond it telemetry is "
-        "dropped oldest first (events and alarms last). Lost on restart until the outbox lands.",
+    wait_for_ingest: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Ingest group to wait for: publish only while one of its workers sends live "
+        "heartbeats, else keep envelopes in the outbox (none: publish whenever connected)",
+    )
+    outbox: OutboxConfig = Field(
+        default_factory=lambda: OutboxConfig(),
+        description="The durable outbox every envelope is stored in before it is published",
+    )
+    commands: CommandsConfig = Field(
+        default_factory=lambda: CommandsConfig(),
+        description="Signed downlink commands on this gateway's cmd/req topic",
     )

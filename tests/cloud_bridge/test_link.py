@@ -97,3 +97,33 @@ async def test_bad_password_is_refused(tmp_path: Path) -> None:
         await ok.close()
     finally:
         proc.stop()
+
+
+async def test_a_slow_reader_loses_nothing_reading_pauses_instead(mosquitto: Broker) -> None:
+    sub = await MqttLink.open(
+        settings(
+            mosquitto.port,
+            client_id="slow",
+            manual_ack=True,
+            receive_maximum=50,
+            message_queue=100,
+            clean_session=False,
+            session_expiry_s=60,
+        )
+    )
+    await sub.subscribe("flood/#", qos=1)
+    pub = await MqttLink.open(settings(mosquitto.port, client_id="flood", max_inflight=1000))
+    acks = [await pub.send("flood/x", str(i).encode()) for i in range(3000)]
+    await asyncio.wait_for(asyncio.gather(*acks), 30)
+    got: list[int] = []
+    async with asyncio.timeout(60):
+        while len(got) < 3000:
+            msg = await sub.receive()
+            got.append(int(msg.payload))
+            sub.ack(msg)
+            if len(got) % 200 == 0:
+                await asyncio.sleep(0.05)  # a slow store
+    assert got == list(range(3000))
+    assert sub.dropped_messages == 0
+    await pub.close()
+    await sub.close()

@@ -1,12 +1,10 @@
-"""Channels, backoff, the supervisor on a virtual clock, availability, the sink's hold."""
+"""Channels, backoff, the supervisor on a virtual clock, availability."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import random
-from datetime import UTC, datetime
-from uuid import UUID
 
 import pytest
 
@@ -15,10 +13,7 @@ from edge.backoff import Backoff
 from edge.channel import Channel, ChannelClosed, Overflow
 from edge.clock import VirtualClock
 from edge.errors import PermanentError, TransientError
-from edge.sinks.buffer import PendingBuffer
 from edge.supervisor import ChildSpec, ChildState, RestartPolicy, Supervisor
-from protocols import envelope as env
-from protocols.ids import Uuid7Generator
 
 # -- channels ---------------------------------------------------------------------------------
 
@@ -223,51 +218,3 @@ def test_never_seen_device_becomes_unavailable() -> None:
     a = Availability(threshold=1, started_at=10.0)
     change = a.failure(11.0, "connection refused")
     assert change is not None and change.since == 10.0
-
-
-# -- the sink's hold ----------------------------------------------------------------------------
-
-
-_GEN = Uuid7Generator()
-
-
-def _env(kind: str, n: int, gen: Uuid7Generator = _GEN) -> env.EnvelopeModel:
-    t = datetime(2026, 1, 1, tzinfo=UTC)
-    head = {"id": gen.new(n), "site": "s", "gateway": "g", "device": "d", "time": t}
-    if kind == "telemetry":
-        return env.TelemetryEnvelope(
-            **head, payload=env.TelemetryPayload(readings=[env.PointValue(point="p", value=n)])
-        )
-    return env.AvailabilityEnvelope(
-        **head,
-        payload=env.AvailabilityPayload(
-            state=env.AvailabilityState.UNAVAILABLE, reason="x", failed_polls=1, since=t
-        ),
-    )
-
-
-def test_hold_drops_oldest_telemetry_first_and_keeps_events() -> None:
-    buf = PendingBuffer(3)
-    items = [
-        _env("telemetry", 1),
-        _env("event", 2),
-        _env("telemetry", 3),
-        _env("telemetry", 4),
-        _env("event", 5),
-    ]
-    for i in items:
-        buf.add(i)
-    assert buf.dropped == {"telemetry": 2, "event": 0}
-    taken = [buf.take() for _ in range(4)]
-    assert [t.id if t else None for t in taken] == [items[1].id, items[4].id, items[3].id, None]
-
-
-def test_hold_requeues_in_original_order() -> None:
-    buf = PendingBuffer(10)
-    items = [_env("telemetry", i) for i in range(5)]
-    for i in items:
-        buf.add(i)
-    sent = [buf.take() for _ in range(3)]
-    buf.requeue(reversed([s for s in sent if s]))
-    assert [buf.take() for _ in range(5)] == items
-    assert isinstance(items[0].id, UUID)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from protocols.modbus import DataType, PointSpec, RegisterType, plan_reads
@@ -152,6 +152,10 @@ def test_plan_covers_every_point_within_limits(
     pts: list[tuple[int, DataType]], gap: int, limit: int
 ) -> None:
     points = [p(f"p{i}", a, dtype=t) for i, (a, t) in enumerate(pts)]
+    # two points sharing registers cannot always be read in blocks that do not overlap (a
+    # float32 at 0 and a float64 at 1 need 5 registers; a limit of 4 forces two blocks)
+    spans = sorted((x.address, x.end) for x in points)
+    assume(all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans)))
     blocks = plan_reads(points, max_gap=gap, max_registers=max(limit, 4))
     covered = [x.name for b in blocks for x in b.points]
     assert sorted(covered) == sorted(x.name for x in points)
