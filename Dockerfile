@@ -2,7 +2,7 @@
 # The install steps are in scripts/install-gateway.sh so CI runs exactly them without Docker.
 FROM python:3.11-slim-bookworm
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 COPY . /src
 RUN PYTHON=python3 /src/scripts/install-gateway.sh /opt/cityedge /src && rm -rf /src
 

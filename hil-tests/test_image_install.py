@@ -29,6 +29,21 @@ def test_install_script_gives_a_working_gateway(tmp_path: Path) -> None:
     )
     assert check.returncode == 0, check.stderr
     assert "ok" in check.stdout
+    # every gateway plug-in the image is meant to run can be loaded from it (no missing extra)
+    load = subprocess.run(
+        [
+            str(prefix / "bin/python"),
+            "-c",
+            "from edge.registry import PLUGINS, load\n"
+            "wanted = {'modbus', 'coap', 'camera', 'face_access', 'thresholds', 'environment', 'mqtt'}\n"
+            "for p in PLUGINS:\n"
+            "    if p.type in wanted: load(p)\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert load.returncode == 0, load.stderr
     # the image runs the gateway only: dev tools stay out of it
     assert not (prefix / "bin/pytest").exists()
     dockerfile = (ROOT / "Dockerfile").read_text()

@@ -2,7 +2,8 @@
 # The gateway image's install steps, kept here so CI can run them (no Docker engine runs there).
 #   scripts/install-gateway.sh PREFIX [SOURCE]
 # Creates a virtual environment at PREFIX and installs cityedge from SOURCE (default: this
-# checkout) with the extras the gateway runs with. As root, it also creates the unprivileged
+# checkout) with the extras a gateway runs with (CITYEDGE_EXTRAS, default "gateway": Modbus,
+# CoAP and vision; the models themselves are built by `make models` and mounted, see README). As root, it also creates the unprivileged
 # 'cityedge' user and /etc/cityedge, as the Dockerfile expects.
 set -euo pipefail
 prefix=${1:?usage: install-gateway.sh PREFIX [SOURCE]}
@@ -10,7 +11,7 @@ source_dir=${2:-$(cd "$(dirname "$0")/.." && pwd)}
 python=${PYTHON:-python3}
 
 "$python" -m venv "$prefix"
-"$prefix/bin/pip" install --no-cache-dir --disable-pip-version-check -q "$source_dir[modbus]"
+"$prefix/bin/pip" install --disable-pip-version-check -q "$source_dir[${CITYEDGE_EXTRAS:-gateway}]"
 "$prefix/bin/cityedge" --help >/dev/null
 
 if [[ $(id -u) -eq 0 && "${CITYEDGE_CREATE_USER:-1}" == 1 ]]; then
