@@ -172,6 +172,18 @@ class Builder:
             from models import faceapi_resnet
 
             faceapi_resnet.convert(inputs[0], inputs[1], partial)
+        elif entry.convert == "tfjs-centernet":
+            from models import tfjs_graph
+
+            tfjs_graph.convert_centernet(inputs[0], inputs[1], partial)
+        elif entry.convert == "keras-h5":
+            from models import keras_h5
+
+            keras_h5.convert(inputs[0], partial, entry.name)
+        elif entry.convert == "train":
+            from models.train import recipes
+
+            recipes.train(entry, partial, self.log)
         else:
             from models import tflite_onnx
 
