@@ -226,6 +226,16 @@ class ModelStore:
         self.manifest = parse_manifest(data, str(path))
         self._verified: dict[str, Path] = {}
 
+    @classmethod
+    def of(cls, manifest: Manifest, directory: Path) -> ModelStore:
+        """A store over a build folder that has no ``manifest.json`` yet (the build uses it to
+        run models it has just built and verified, e.g. to make training data)."""
+        store = cls.__new__(cls)
+        store.directory = directory
+        store.manifest = manifest
+        store._verified = {}
+        return store
+
     def entry(self, name: str) -> ModelEntry:
         return self.manifest.model(name)
 
