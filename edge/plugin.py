@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from edge.actuators import Actuators
 from edge.channel import Channel, Overflow
@@ -34,6 +34,9 @@ from protocols.ids import Uuid7Generator
 
 if TYPE_CHECKING:  # numpy is only installed with the vision extra
     from edge.vision.frames import Frame
+
+
+E = TypeVar("E", bound=env.EnvelopeModel)
 
 
 class Plugin(Protocol):
@@ -85,6 +88,10 @@ class Emitter:
 
     def access(self, device: str, time: float, payload: env.AccessPayload) -> env.AccessEnvelope:
         return env.AccessEnvelope(**self._head(device, time), payload=payload)
+
+    def event(self, cls: type[E], device: str, time: float, payload: Any) -> E:
+        """An envelope of kind ``cls`` (e.g. ``env.BinEnvelope``) with this gateway's head."""
+        return cls(**self._head(device, time), payload=payload)
 
     async def send(self, envelope: env.EnvelopeModel) -> None:
         """Hand an envelope to every sink (waits while a sink's channel is full)."""

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import Field
 
+from edge.apps.bin_fill_config import BinFillConfig
 from edge.apps.face_access_config import FaceAccessConfig
+from edge.apps.hygiene_config import HygieneConfig
 from edge.apps.thresholds_config import ThresholdsConfig
 from edge.config.base import PluginConfig
 from edge.errors import MissingExtraError
@@ -64,6 +66,22 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "edge.apps.face_access:FaceAccessApp",
         "vision",
         "Face recognition at a gate: open the relay, report access events",
+    ),
+    PluginInfo(
+        "app",
+        "bin_fill",
+        BinFillConfig,
+        "edge.apps.bin_fill:BinFillApp",
+        "vision",
+        "Bin fill level from cameras and level sensors: collection events, overflow alarm",
+    ),
+    PluginInfo(
+        "app",
+        "hygiene",
+        HygieneConfig,
+        "edge.apps.hygiene:HygieneApp",
+        "vision",
+        "Mask and hair-cover compliance in clean zones, with blurred evidence crops",
     ),
     PluginInfo(
         "app",

@@ -159,6 +159,81 @@ class AccessPayload(_Model):
     models: dict[str, str] = Field(description="Model name -> name@version+sha256 prefix")
 
 
+class BinEvent(StrEnum):
+    NEEDS_COLLECTION = "needs_collection"
+    EMPTIED = "emptied"
+
+
+class BinPayload(_Model):
+    """A bin crossed its collection threshold, or was emptied (one event per crossing)."""
+
+    event: BinEvent = Field(description="'needs_collection' or 'emptied'")
+    fill: float = Field(ge=0, le=1, description="Fill fraction the decision used (smoothed, fused)")
+    fill_camera: float | None = Field(
+        ge=0, le=1, description="Smoothed fill from the camera model; null if none is fresh"
+    )
+    fill_sensor: float | None = Field(
+        ge=0, le=1, description="Latest fill from the level sensor; null if none is fresh"
+    )
+    threshold: float = Field(ge=0, le=1, description="The threshold that was crossed")
+    overflow: float | None = Field(
+        ge=0, le=1, description="Smoothed probability of rubbish over the rim; null without camera"
+    )
+    camera: Ident | None = Field(description="Camera that watches the bin, if any")
+    models: dict[str, str] = Field(description="Model name -> name@version+sha256 prefix")
+
+
+class CollectionItem(_Model):
+    bin: Ident = Field(description="Bin id")
+    fill: float = Field(ge=0, le=1, description="Current fill fraction")
+    since: AwareDatetime = Field(description="When the bin crossed its collection threshold")
+    overflowing: bool = Field(description="Rubbish over the rim or on the ground")
+
+
+class CollectionPayload(_Model):
+    """The bins a gateway watches that need collection now (the truck's list)."""
+
+    bins: list[CollectionItem] = Field(description="Bins that need collection, fullest first")
+    watched: int = Field(ge=0, description="How many bins the app watches")
+    reason: Literal["change", "periodic"] = Field(
+        description="Sent because the list changed, or as the periodic refresh"
+    )
+
+
+class Evidence(_Model):
+    """A JPEG crop of the scene, faces blurred unless configured otherwise, kept on the gateway."""
+
+    id: str = Field(description="Evidence id; the file on the gateway is <id>.jpg")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the JPEG bytes")
+    width: int = Field(gt=0, description="Pixels")
+    height: int = Field(gt=0, description="Pixels")
+    faces_blurred: int = Field(ge=0, description="Face regions blurred in the crop")
+    jpeg_base64: str | None = Field(
+        description="The JPEG itself, base64; null when the site keeps evidence local only"
+    )
+
+
+class HygieneViolation(StrEnum):
+    NO_MASK = "no_mask"
+    NO_HAIR_COVER = "no_hair_cover"
+
+
+class HygienePayload(_Model):
+    """A person in a clean zone without mask or hair cover for longer than allowed."""
+
+    camera: Ident = Field(description="Camera that saw it")
+    zone: Ident = Field(description="Clean zone the person was in")
+    track: int = Field(ge=0, description="Tracking id of the person on this camera")
+    violations: list[HygieneViolation] = Field(min_length=1, description="What was missing")
+    since: AwareDatetime = Field(description="When the person was first seen without it")
+    duration_s: float = Field(ge=0, description="How long it lasted when reported")
+    mask: float | None = Field(description="Smoothed probability of a mask; null if not judged")
+    hair_cover: float | None = Field(description="Smoothed probability of a hair cover")
+    person_score: float = Field(ge=0, le=1, description="Person detector confidence")
+    evidence: Evidence = Field(description="The evidence crop")
+    models: dict[str, str] = Field(description="Model name -> name@version+sha256 prefix")
+
+
 class _EnvelopeBase(_Model):
     id: UUID = Field(description="UUIDv7: unique, and sorts in time order")
     site: Ident = Field(description="Site the gateway serves")
@@ -188,13 +263,42 @@ class AccessEnvelope(_EnvelopeBase):
     payload: AccessPayload
 
 
+class BinEnvelope(_EnvelopeBase):
+    kind: Literal["bin"] = "bin"
+    payload: BinPayload
+
+
+class CollectionEnvelope(_EnvelopeBase):
+    kind: Literal["collection"] = "collection"
+    payload: CollectionPayload
+
+
+class HygieneEnvelope(_EnvelopeBase):
+    kind: Literal["hygiene"] = "hygiene"
+    payload: HygienePayload
+
+
 Envelope = Annotated[
-    TelemetryEnvelope | AlarmEnvelope | AvailabilityEnvelope | AccessEnvelope,
+    TelemetryEnvelope
+    | AlarmEnvelope
+    | AvailabilityEnvelope
+    | AccessEnvelope
+    | BinEnvelope
+    | CollectionEnvelope
+    | HygieneEnvelope,
     Field(discriminator="kind"),
 ]
 """Any envelope; ``kind`` selects the payload model."""
 
-EnvelopeModel = TelemetryEnvelope | AlarmEnvelope | AvailabilityEnvelope | AccessEnvelope
+EnvelopeModel = (
+    TelemetryEnvelope
+    | AlarmEnvelope
+    | AvailabilityEnvelope
+    | AccessEnvelope
+    | BinEnvelope
+    | CollectionEnvelope
+    | HygieneEnvelope
+)
 
 ENVELOPE_ADAPTER: Final[TypeAdapter[EnvelopeModel]] = TypeAdapter(Envelope)
 
