@@ -65,13 +65,10 @@ def face_mask(store: ModelStore) -> dict[str, float]:
 
 
 def centernet_person(store: ModelStore) -> dict[str, float]:
-    from edge.faces.detector import MtcnnDetector
     from edge.hygiene import scene
     from edge.hygiene.people import PersonDetector
 
-    photo = cv2.imread(str(store.asset("obama.jpg")), cv2.IMREAD_COLOR)
-    face = MtcnnDetector(store).detect(cv2.cvtColor(photo, cv2.COLOR_BGR2RGB))[0]
-    person = scene.cut_out(photo, tuple(face.box[:4]), face.landmarks, 330)
+    person = scene.worker_cutout(store)
     detector = PersonDetector(store)
     steps = (scene.Step(2.0, 0, 0, present=False), scene.Step(6.0, 20, 360))
     hits = frames_with = false = frames_without = 0

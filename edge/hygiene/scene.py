@@ -23,13 +23,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
 
 from edge.hygiene.crops import crop, head_box
-from edge.vision.synth import CameraLook, camera_effects, fill_poly, shade
+from edge.vision.manifest import ModelStore
+from edge.vision.synth import CameraLook, camera_effects, encode_video, fill_poly, shade
 
 Colour = tuple[int, int, int]
 Box = tuple[float, float, float, float]
@@ -491,7 +493,7 @@ class Step:
 #: The clip the hil-test and the demo use: the worker walks into the clean zone wearing a cap
 #: and a mask, takes the mask off after a while, stays, then leaves (mask still off).
 CLIP: tuple[Step, ...] = (
-    Step(1.0, 0, 0, present=False),
+    Step(3.0, 0, 0, present=False),
     Step(2.0, -180, 330),
     Step(3.0, 330, 330),
     Step(7.0, 330, 330, mask=False),
@@ -578,3 +580,26 @@ def real_head(
         blur_max=s.blur_max,
     )
     return camera_effects(img, look, rng), covered, masked
+
+
+def worker_cutout(store: ModelStore, photo: str = "obama.jpg", height: int = 330) -> Cutout:
+    """The clip's worker: a registry photo's person, cut out around the face MTCNN finds."""
+    from edge.faces.detector import MtcnnDetector
+
+    img = cv2.imread(str(store.asset(photo)), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"cannot read {photo}")
+    faces = MtcnnDetector(store).detect(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    if not faces:
+        raise ValueError(f"no face found in {photo}")
+    face = max(faces, key=lambda f: f.size)
+    x1, y1, x2, y2 = (float(v) for v in face.box[:4])
+    return cut_out(img, (x1, y1, x2, y2), face.landmarks, height)
+
+
+def write_factory_clip(
+    path: Path, store: ModelStore, steps: Sequence[Step] = CLIP, fps: float = 5.0
+) -> int:
+    """Write the clean-zone clip as an MJPEG AVI; returns the number of frames."""
+    frames = factory_frames(worker_cutout(store), steps, fps)
+    return encode_video(str(path), frames, fps, (WIDTH, HEIGHT))
