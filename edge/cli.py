@@ -129,9 +129,11 @@ def _register_areas() -> None:
     """Each area of the suite adds its commands here: explicit, one line per area."""
     from edge.faces import cli as faces_cli
     from edge.simulators import cli as simulators_cli
+    from edge.simulators import vision_cli
 
     simulators_cli.register(app, simulate_app)
     faces_cli.register(app, simulate_app)
+    vision_cli.register(app, simulate_app)
 
 
 _register_areas()
