@@ -83,12 +83,16 @@ class Builder:
         log: Callable[[str], None] = print,
         *,
         accept_retrained: bool = False,
+        retrain: bool = False,
+        measure: bool = True,
     ) -> None:
         self.manifest = manifest
         self.out = out
         self.cache = out / "cache"
         self.log = log
         self.accept_retrained = accept_retrained
+        self.retrain = retrain  # train again even when a verified file is there
+        self.measure = measure  # held-out metrics and evaluations (build/metrics/)
         self.accepted: dict[str, str] = {}  # model -> sha256 of a retrained file taken instead
         self._extracted: dict[str, Path] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="cityedge-models-")
@@ -175,7 +179,7 @@ class Builder:
     # -- outputs -----------------------------------------------------------------------------
     def model(self, entry: ModelEntry) -> str:
         path = self.out / "onnx" / entry.file
-        if path.is_file():
+        if path.is_file() and not (self.retrain and entry.train is not None):
             digest = sha256_file(path)
             if digest == entry.sha256:
                 return "cached"
@@ -272,7 +276,7 @@ class Builder:
         """Measure a trained or evaluated model once per built file (``metrics/<name>.json``)."""
         from models.evaluate import EVALUATIONS
 
-        if entry.train is None and entry.name not in EVALUATIONS:
+        if not self.measure or (entry.train is None and entry.name not in EVALUATIONS):
             return
         sha = self.accepted.get(entry.name, entry.sha256)
         target = self.out / "metrics" / f"{entry.name}.json"
@@ -334,10 +338,18 @@ def main(argv: list[str] | None = None) -> int:
         help="take a retrained model whose bytes differ if its held-out metrics are within "
         "the manifest's tolerance (its new sha256 goes into build/manifest.json only)",
     )
+    parser.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train the trained models again (about 3 CPU minutes) and check the pinned sha256",
+    )
     args = parser.parse_args(argv)
     try:
         builder = Builder(
-            load_manifest(args.manifest), args.out, accept_retrained=args.accept_retrained
+            load_manifest(args.manifest),
+            args.out,
+            accept_retrained=args.accept_retrained,
+            retrain=args.retrain,
         )
         try:
             builder.run()
