@@ -51,7 +51,9 @@ def test_a_bin_that_fills_and_is_emptied_gives_one_event_each(
     assert events[0].time < events[1].time
     # the truck's list: the bin appears when it needs collection and goes when emptied
     lists = [
-        m.envelope.payload for m in sub.of("collection") if isinstance(m.envelope, env.CollectionEnvelope)
+        m.envelope.payload
+        for m in sub.of("collection")
+        if isinstance(m.envelope, env.CollectionEnvelope)
     ]
     changes = [[i.bin for i in p.bins] for p in lists if p.reason == "change"]
     assert changes == [["bin-12"], []], changes

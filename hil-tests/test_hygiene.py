@@ -62,6 +62,7 @@ def test_a_worker_who_removes_the_mask_in_the_clean_zone_is_one_violation(
     kept = tmp_path / "evidence" / f"{ev.id}.jpg"
     assert kept.read_bytes() == jpeg
     crop = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert crop is not None
     assert crop.shape[:2] == (ev.height, ev.width)
     faces = MtcnnDetector(store, min_face_px=20).detect(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB))
     assert not [f for f in faces if f.score > 0.9], "a face is still recognisable in the evidence"

@@ -236,7 +236,9 @@ class Builder:
             k: (v, metrics.get(k, float("nan"))) for k, v in sorted(entry.train.heldout.items())
         }
         within = all(abs(got - pinned) <= entry.train.tolerance for pinned, got in drift.values())
-        table = ", ".join(f"{k} {got:.4f} (pinned {pinned:.4f})" for k, (pinned, got) in drift.items())
+        table = ", ".join(
+            f"{k} {got:.4f} (pinned {pinned:.4f})" for k, (pinned, got) in drift.items()
+        )
         if within and self.accept_retrained:
             os.replace(partial, path)
             self.accepted[entry.name] = actual

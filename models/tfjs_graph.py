@@ -276,10 +276,16 @@ class _Converter:
         for tf_name, out_name in outputs.items():
             self.nodes.append(
                 helper.make_node(
-                    "Transpose", [self.tensor(tf_name)], [out_name], perm=[0, 2, 3, 1], name=out_name
+                    "Transpose",
+                    [self.tensor(tf_name)],
+                    [out_name],
+                    perm=[0, 2, 3, 1],
+                    name=out_name,
                 )
             )
-            graph_outputs.append(helper.make_tensor_value_info(out_name, TensorProto.FLOAT, [None] * 4))
+            graph_outputs.append(
+                helper.make_tensor_value_info(out_name, TensorProto.FLOAT, [None] * 4)
+            )
         if peaks_of is not None:
             heat = self.tensor(peaks_of)
             pooled = self.node(
@@ -290,8 +296,12 @@ class _Converter:
             self.nodes.append(
                 helper.make_node("Transpose", [peaks], ["peaks"], perm=[0, 2, 3, 1], name="peaks")
             )
-            graph_outputs.append(helper.make_tensor_value_info("peaks", TensorProto.FLOAT, [None] * 4))
-        graph = helper.make_graph(self.nodes, graph_name, [x], graph_outputs, list(self.inits.values()))
+            graph_outputs.append(
+                helper.make_tensor_value_info("peaks", TensorProto.FLOAT, [None] * 4)
+            )
+        graph = helper.make_graph(
+            self.nodes, graph_name, [x], graph_outputs, list(self.inits.values())
+        )
         return finish(graph)
 
 

@@ -122,16 +122,25 @@ class BinFillConfig(PluginConfig):
         for i, b in enumerate(self.bins):
             if b.camera is not None and b.camera not in catalog.devices:
                 hint = did_you_mean(b.camera, catalog.devices)
-                problems.append((("bins", i, "camera"), f"no source provides camera {b.camera!r}{hint}"))
+                problems.append(
+                    (("bins", i, "camera"), f"no source provides camera {b.camera!r}{hint}")
+                )
             if b.sensor is None:
                 continue
             points = catalog.devices.get(b.sensor.device)
             if points is None:
                 hint = did_you_mean(b.sensor.device, catalog.devices)
                 problems.append(
-                    (("bins", i, "sensor", "device"), f"no source provides device {b.sensor.device!r}{hint}")
+                    (
+                        ("bins", i, "sensor", "device"),
+                        f"no source provides device {b.sensor.device!r}{hint}",
+                    )
                 )
-            elif b.sensor.device not in catalog.incomplete and points and b.sensor.point not in points:
+            elif (
+                b.sensor.device not in catalog.incomplete
+                and points
+                and b.sensor.point not in points
+            ):
                 hint = did_you_mean(b.sensor.point, points) or f"; it has {', '.join(points)}"
                 problems.append(
                     (

@@ -99,7 +99,10 @@ class HygieneConfig(PluginConfig):
 
     def check(self, catalog: Catalog) -> list[tuple[Loc, str]]:
         return [
-            (("zones", i, "camera"), f"no source provides camera {z.camera!r}{did_you_mean(z.camera, catalog.devices)}")
+            (
+                ("zones", i, "camera"),
+                f"no source provides camera {z.camera!r}{did_you_mean(z.camera, catalog.devices)}",
+            )
             for i, z in enumerate(self.zones)
             if z.camera not in catalog.devices
         ]

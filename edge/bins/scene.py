@@ -100,7 +100,7 @@ class BinLook:
     ground: Colour
     rubbish_seed: int
     density: float
-    camera: CameraLook = CameraLook()
+    camera: CameraLook = field(default_factory=CameraLook)
     occlusions: tuple[tuple[float, ...], ...] = field(default_factory=tuple)
 
 
@@ -256,7 +256,7 @@ def _ground(h: int, w: int, colour: Colour, seed: int) -> np.ndarray:
         step = int(rng.integers(max(8, w // 8), max(9, w // 3)))
         img[:, ::step] *= 0.75
         img[::step, :] *= 0.75
-    out = np.clip(img, 0, 255).astype(np.uint8)
+    out: np.ndarray = np.clip(img, 0, 255).astype(np.uint8)
     out.flags.writeable = False
     return out
 
@@ -294,7 +294,9 @@ def render(
     )
     # a soft shadow of the bin on the ground
     shadow = _outline(look, 1.08, (rim_c[0] + unit * 0.6, rim_c[1] + unit * 0.6))
-    _blend(img, (img * 0.55).astype(np.uint8), cv2.GaussianBlur(_mask_of(shadow, h, w), (0, 0), unit))
+    _blend(
+        img, (img * 0.55).astype(np.uint8), cv2.GaussianBlur(_mask_of(shadow, h, w), (0, 0), unit)
+    )
     rim_t = 0.1  # rim thickness, share of the half-size
     fill_poly(img, _outline(look, 1.0, rim_c), shade(look.body, 1.15))
     inner = 1.0 - rim_t
@@ -335,8 +337,21 @@ def render(
             cx = rim_c[0] + math.cos(a) * look.half[0] * rr
             cy = rim_c[1] + math.sin(a) * look.half[1] * rr
             c = _RUBBISH[int(orng.integers(len(_RUBBISH)))]
-            axes = (max(2, int(unit * orng.uniform(1.0, 2.0))), max(2, int(unit * orng.uniform(0.7, 1.4))))
-            cv2.ellipse(img, (int(cx), int(cy)), axes, float(orng.uniform(0, 180)), 0, 360, c, -1, cv2.LINE_AA)
+            axes = (
+                max(2, int(unit * orng.uniform(1.0, 2.0))),
+                max(2, int(unit * orng.uniform(0.7, 1.4))),
+            )
+            cv2.ellipse(
+                img,
+                (int(cx), int(cy)),
+                axes,
+                float(orng.uniform(0, 180)),
+                0,
+                360,
+                c,
+                -1,
+                cv2.LINE_AA,
+            )
     else:
         # the rim is drawn again over the surface edge so the opening reads as an opening
         ring = _mask_of(_outline(look, 1.0, rim_c), h, w)
@@ -366,9 +381,9 @@ def _occlude(img: np.ndarray, occ: tuple[float, ...]) -> None:
         c = (int(orng.integers(20, 60)), int(orng.integers(90, 160)), int(orng.integers(60, 140)))
         cv2.ellipse(img, (x, y), (max(2, r // 2), max(1, r // 5)), math.degrees(ang), 0, 360, c, -1)
     else:  # something passing close to the camera, out of focus
-        c = tuple(int(v) for v in orng.integers(0, 255, 3))
+        b, g, rr = (int(v) for v in orng.integers(0, 255, 3))
         layer = img.copy()
-        cv2.circle(layer, (x, y), max(2, r), c, -1)
+        cv2.circle(layer, (x, y), max(2, r), (b, g, rr), -1)
         img[:] = cv2.addWeighted(cv2.GaussianBlur(layer, (0, 0), max(1, r // 3)), 0.8, img, 0.2, 0)
 
 
@@ -406,7 +421,9 @@ class DayPlan:
 def fill_at(plan: DayPlan, t: float) -> float:
     """Fill fraction at ``t`` (share of the video, 0..1): rising, emptied, rising again."""
     if t < plan.emptied_at:
-        return plan.start_fill + (plan.peak_fill - plan.start_fill) * min(1.0, t / (plan.emptied_at * 0.85))
+        return plan.start_fill + (plan.peak_fill - plan.start_fill) * min(
+            1.0, t / (plan.emptied_at * 0.85)
+        )
     return plan.after_fill + 0.1 * (t - plan.emptied_at)
 
 

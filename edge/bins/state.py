@@ -88,7 +88,10 @@ class BinState:
         th = self.thresholds
         parts = [
             (v, w)
-            for v, w in ((self.camera_fill(now), th.camera_weight), (self.sensor_fill(now), th.sensor_weight))
+            for v, w in (
+                (self.camera_fill(now), th.camera_weight),
+                (self.sensor_fill(now), th.sensor_weight),
+            )
             if v is not None and w > 0
         ]
         if not parts:

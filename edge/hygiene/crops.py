@@ -20,9 +20,10 @@ import cv2
 import numpy as np
 
 Box = tuple[float, float, float, float]
+BoxLike = Sequence[float] | np.ndarray  # [x1, y1, x2, y2, ...]
 
 
-def head_box(face: Sequence[float]) -> Box:
+def head_box(face: BoxLike) -> Box:
     x1, y1, x2, y2 = (float(v) for v in face[:4])
     h = y2 - y1
     side = 1.9 * max(x2 - x1, h)
@@ -31,14 +32,14 @@ def head_box(face: Sequence[float]) -> Box:
     return (cx - side / 2, top, cx + side / 2, top + side)
 
 
-def face_square(face: Sequence[float], margin: float = 0.1) -> Box:
+def face_square(face: BoxLike, margin: float = 0.1) -> Box:
     x1, y1, x2, y2 = (float(v) for v in face[:4])
     half = max(x2 - x1, y2 - y1) * (1 + margin) / 2
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     return (cx - half, cy - half, cx + half, cy + half)
 
 
-def crop(image: np.ndarray, box: Sequence[float], size: int) -> np.ndarray:
+def crop(image: np.ndarray, box: BoxLike, size: int) -> np.ndarray:
     """``box`` of ``image`` resampled to ``size`` x ``size``."""
     x1, y1, x2, y2 = (float(v) for v in box[:4])
     m = np.array([[(x2 - x1) / size, 0, x1], [0, (y2 - y1) / size, y1]], np.float32)

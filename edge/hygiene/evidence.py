@@ -24,6 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.hygiene.crops import BoxLike
+
 log = logging.getLogger(__name__)
 
 
@@ -41,8 +43,8 @@ class Crop:
 
 def evidence_crop(
     image: np.ndarray,
-    box: Sequence[float],
-    faces: Sequence[Sequence[float]],
+    box: BoxLike,
+    faces: Sequence[BoxLike],
     *,
     blur: bool = True,
     max_side: int = 320,

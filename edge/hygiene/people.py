@@ -80,6 +80,8 @@ class PersonDetector:
 
     def detect(self, bgr: np.ndarray) -> list[Person]:
         h, w = bgr.shape[:2]
-        rgb = cv2.cvtColor(cv2.resize(bgr, (INPUT, INPUT), interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB)
+        rgb = cv2.cvtColor(
+            cv2.resize(bgr, (INPUT, INPUT), interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB
+        )
         _, wh, peaks = self.session.run(rgb.astype(np.float32)[None])
         return decode(peaks[0], wh[0], w, h, self.min_score)

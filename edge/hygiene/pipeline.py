@@ -78,7 +78,10 @@ class HygienePipeline:
         x1, y1, x2, y2 = person.box
         w = x2 - x1
         ox, oy = int(max(0, x1 - 0.1 * w)), int(max(0, y1 - 0.1 * w))
-        ex, ey = int(min(rgb.shape[1], x2 + 0.1 * w)), int(min(rgb.shape[0], y1 + UPPER * (y2 - y1)))
+        ex, ey = (
+            int(min(rgb.shape[1], x2 + 0.1 * w)),
+            int(min(rgb.shape[0], y1 + UPPER * (y2 - y1))),
+        )
         if ex - ox < 24 or ey - oy < 24:
             return None
         found = self.faces.detect(np.ascontiguousarray(rgb[oy:ey, ox:ex]))

@@ -86,7 +86,7 @@ class HeadSettings:
 TRAIN = HeadSettings()
 HELDOUT = HeadSettings(
     covers=COVER_TRAIN + COVER_HELDOUT,
-    hair=HAIR + ((120, 60, 200), (200, 80, 40)),  # dyed pink, dyed blue
+    hair=(*HAIR, (120, 60, 200), (200, 80, 40)),  # dyed pink, dyed blue
     box_jitter=0.12,
     rotation_deg=18.0,
     hairnet_share=0.35,
@@ -203,7 +203,12 @@ def draw_hair(
         for _ in range(40):
             a = rng.uniform(math.pi * 0.9, math.pi * 2.1)
             r = rng.uniform(0.9, 1.2)
-            _ellipse(mask, (cx + math.cos(a) * ax * r, cy + math.sin(a) * ay * r), (ax * 0.2, ax * 0.2), (255, 255, 255))
+            _ellipse(
+                mask,
+                (cx + math.cos(a) * ax * r, cy + math.sin(a) * ay * r),
+                (ax * 0.2, ax * 0.2),
+                (255, 255, 255),
+            )
     if style == "bun":
         _ellipse(mask, (cx, cy - ay * 1.05), (ax * 0.35, ay * 0.25), (255, 255, 255))
     _paint(img, mask, layer)
@@ -223,7 +228,18 @@ def draw_cap(
     if kind == "hood":  # head, ears and neck covered; only the face shows
         hood = np.zeros(img.shape[:2], np.uint8)
         _ellipse(hood, (cx, cy), (ax * 1.22, ay * 1.15), (255, 255, 255))
-        fill_poly(hood, np.array([[cx - ax * 1.22, cy], [cx + ax * 1.22, cy], [cx + ax * 1.35, face[3] + 0.6 * h], [cx - ax * 1.35, face[3] + 0.6 * h]]), (255,))
+        fill_poly(
+            hood,
+            np.array(
+                [
+                    [cx - ax * 1.22, cy],
+                    [cx + ax * 1.22, cy],
+                    [cx + ax * 1.35, face[3] + 0.6 * h],
+                    [cx - ax * 1.35, face[3] + 0.6 * h],
+                ]
+            ),
+            (255,),
+        )
         _ellipse(hood, (cx, y1 + 0.5 * h), (0.44 * w, 0.56 * h), (0, 0, 0))
         layer = np.empty_like(img)
         layer[:] = colour
@@ -236,18 +252,35 @@ def draw_cap(
         left, right = cx - ax * 1.1, cx + ax * 1.1
         t = 0.0
         while t < (right - left) + (bottom - top):
-            for a, b in (((left + t, top), (left + t - (bottom - top), bottom)), ((left + t - (bottom - top), top), (left + t, bottom))):
-                cv2.line(net, (round(a[0]), round(a[1])), (round(b[0]), round(b[1])), colour, 1, cv2.LINE_AA)
+            for a, b in (
+                ((left + t, top), (left + t - (bottom - top), bottom)),
+                ((left + t - (bottom - top), top), (left + t, bottom)),
+            ):
+                cv2.line(
+                    net,
+                    (round(a[0]), round(a[1])),
+                    (round(b[0]), round(b[1])),
+                    colour,
+                    1,
+                    cv2.LINE_AA,
+                )
             t += step
         region = np.zeros(img.shape[:2], np.uint8)
         _ellipse(region, (cx, cy), (ax * 1.1, ay * 1.1), (255, 255, 255))
         region[int(max(0, hem)) :] = 0
         _paint(img, region, net, 0.85)
-        cv2.line(img, (round(cx - ax), round(hem)), (round(cx + ax), round(hem)), colour, max(1, round(w / 25)), cv2.LINE_AA)
+        cv2.line(
+            img,
+            (round(cx - ax), round(hem)),
+            (round(cx + ax), round(hem)),
+            colour,
+            max(1, round(w / 25)),
+            cv2.LINE_AA,
+        )
         return region
     # bouffant: a puffy disposable cap, wider than the head, with pleats and an elastic hem
     puff = rng.uniform(1.1, 1.28)
-    cap = np.zeros(img.shape[:2], np.uint8)
+    cap = np.zeros((img.shape[0], img.shape[1]), np.uint8)
     _ellipse(cap, (cx, cy - 0.05 * h), (ax * puff, ay * puff * 0.92), (255, 255, 255))
     rows = np.arange(cap.shape[0])[:, None]
     sides = np.abs(np.arange(cap.shape[1])[None, :] - cx) > 0.4 * w
@@ -255,17 +288,27 @@ def draw_cap(
     layer = np.empty_like(img)
     layer[:] = colour
     for k in range(6):
-        a = math.pi * (1.1 + 0.8 * k / 5)
+        angle = math.pi * (1.1 + 0.8 * k / 5)
         cv2.line(
             layer,
-            (round(cx + math.cos(a) * ax * puff * 0.95), round(cy - 0.05 * h + math.sin(a) * ay * puff * 0.95)),
-            (round(cx + math.cos(a) * ax * 0.45), round(hem - 0.1 * h)),
+            (
+                round(cx + math.cos(angle) * ax * puff * 0.95),
+                round(cy - 0.05 * h + math.sin(angle) * ay * puff * 0.95),
+            ),
+            (round(cx + math.cos(angle) * ax * 0.45), round(hem - 0.1 * h)),
             dark,
             1,
             cv2.LINE_AA,
         )
     _paint(img, cap, layer)
-    cv2.line(img, (round(cx - ax * 1.02), round(hem)), (round(cx + ax * 1.02), round(hem)), dark, max(1, round(w / 20)), cv2.LINE_AA)
+    cv2.line(
+        img,
+        (round(cx - ax * 1.02), round(hem)),
+        (round(cx + ax * 1.02), round(hem)),
+        dark,
+        max(1, round(w / 20)),
+        cv2.LINE_AA,
+    )
     return cap
 
 
@@ -293,9 +336,23 @@ def draw_mask(img: np.ndarray, face: Box, landmarks: np.ndarray, colour: Colour)
     dark = shade(colour, 0.84)
     for k in (0.35, 0.55, 0.75):
         y = round(top + k * span)
-        cv2.line(img, (round(left + 0.05 * w), y), (round(right - 0.05 * w), y), dark, max(1, round(w / 80)), cv2.LINE_AA)
+        cv2.line(
+            img,
+            (round(left + 0.05 * w), y),
+            (round(right - 0.05 * w), y),
+            dark,
+            max(1, round(w / 80)),
+            cv2.LINE_AA,
+        )
     for side, x in ((-1, left), (1, right)):
-        cv2.line(img, (round(x), round(top + 0.2 * span)), (round(x + side * 0.06 * w), round(eye_y)), dark, 1, cv2.LINE_AA)
+        cv2.line(
+            img,
+            (round(x), round(top + 0.2 * span)),
+            (round(x + side * 0.06 * w), round(eye_y)),
+            dark,
+            1,
+            cv2.LINE_AA,
+        )
 
 
 def _wall(size: int, colour: Colour, rng: np.random.Generator) -> np.ndarray:
@@ -314,14 +371,24 @@ def _wall(size: int, colour: Colour, rng: np.random.Generator) -> np.ndarray:
         for _ in range(3):
             p = rng.integers(0, size, 2)
             q = p + rng.integers(size // 6, size // 2, 2)
-            cv2.rectangle(img, (int(p[0]), int(p[1])), (int(q[0]), int(q[1])), shade(colour, rng.uniform(0.5, 1.2)), -1)
+            cv2.rectangle(
+                img,
+                (int(p[0]), int(p[1])),
+                (int(q[0]), int(q[1])),
+                shade(colour, rng.uniform(0.5, 1.2)),
+                -1,
+            )
     return img
 
 
 def _pick(rng: np.random.Generator, items: tuple[Colour, ...]) -> Colour:
     c = items[int(rng.integers(len(items)))]
     j = rng.integers(-12, 13, 3)
-    return (int(np.clip(c[0] + j[0], 0, 255)), int(np.clip(c[1] + j[1], 0, 255)), int(np.clip(c[2] + j[2], 0, 255)))
+    return (
+        int(np.clip(c[0] + j[0], 0, 255)),
+        int(np.clip(c[1] + j[1], 0, 255)),
+        int(np.clip(c[2] + j[2], 0, 255)),
+    )
 
 
 def sample_head(
@@ -354,25 +421,46 @@ def sample_head(
     style = styles[int(rng.integers(len(styles)))]
     if covered and style == "long" and rng.random() < 0.7:
         style = "short"  # long hair is tucked in under a cap
-    coat = _pick(rng, ((245, 245, 245), (200, 140, 60), (120, 170, 100), (60, 60, 60), (120, 120, 200)))
+    coat = _pick(
+        rng, ((245, 245, 245), (200, 140, 60), (120, 170, 100), (60, 60, 60), (120, 120, 200))
+    )
     if style == "long" and not covered:
         draw_hair(img, face, style, hair_colour, rng)
     # shoulders and neck
     fill_poly(
         img,
-        np.array([[cx - 0.9 * fw, big], [cx - 0.55 * fw, face[3] + 0.25 * fhh], [cx + 0.55 * fw, face[3] + 0.25 * fhh], [cx + 0.9 * fw, big]]),
+        np.array(
+            [
+                [cx - 0.9 * fw, big],
+                [cx - 0.55 * fw, face[3] + 0.25 * fhh],
+                [cx + 0.55 * fw, face[3] + 0.25 * fhh],
+                [cx + 0.9 * fw, big],
+            ]
+        ),
         coat,
     )
     fill_poly(
         img,
-        np.array([[cx - 0.22 * fw, face[3] - 0.1 * fhh], [cx + 0.22 * fw, face[3] - 0.1 * fhh], [cx + 0.25 * fw, face[3] + 0.3 * fhh], [cx - 0.25 * fw, face[3] + 0.3 * fhh]]),
+        np.array(
+            [
+                [cx - 0.22 * fw, face[3] - 0.1 * fhh],
+                [cx + 0.22 * fw, face[3] - 0.1 * fhh],
+                [cx + 0.25 * fw, face[3] + 0.3 * fhh],
+                [cx - 0.25 * fw, face[3] + 0.3 * fhh],
+            ]
+        ),
         shade(skin, 0.85),
     )
     # head: skull, ears, face
     (sx, sy), (ax, ay) = _skull(face)
     _ellipse(img, (sx, sy), (ax, ay), skin)
     for side in (-1, 1):
-        _ellipse(img, (cx + side * 0.52 * fw, face[1] + 0.45 * fhh), (0.09 * fw, 0.16 * fhh), shade(skin, 0.9))
+        _ellipse(
+            img,
+            (cx + side * 0.52 * fw, face[1] + 0.45 * fhh),
+            (0.09 * fw, 0.16 * fhh),
+            shade(skin, 0.9),
+        )
     _ellipse(img, (cx, face[1] + 0.48 * fhh), (0.5 * fw, 0.56 * fhh), skin)
     lm = face_from_box(face)
     yaw = rng.uniform(-0.08, 0.08) * fw
@@ -388,8 +476,20 @@ def sample_head(
             max(1, round(fw / 30)),
             cv2.LINE_AA,
         )
-    cv2.line(img, (round(lm[2][0]), round(lm[0][1] + 0.1 * fhh)), (round(lm[2][0]), round(lm[2][1])), shade(skin, 0.75), max(1, round(fw / 40)), cv2.LINE_AA)
-    _ellipse(img, (float((lm[3][0] + lm[4][0]) / 2), float(lm[3][1])), (0.14 * fw, 0.04 * fhh), (70, 70, 150))
+    cv2.line(
+        img,
+        (round(lm[2][0]), round(lm[0][1] + 0.1 * fhh)),
+        (round(lm[2][0]), round(lm[2][1])),
+        shade(skin, 0.75),
+        max(1, round(fw / 40)),
+        cv2.LINE_AA,
+    )
+    _ellipse(
+        img,
+        (float((lm[3][0] + lm[4][0]) / 2), float(lm[3][1])),
+        (0.14 * fw, 0.04 * fhh),
+        (70, 70, 150),
+    )
     if covered:
         if style != "bald" and rng.random() < s.hairnet_share:
             draw_hair(img, face, style, hair_colour, rng)
@@ -460,19 +560,45 @@ def cut_out(photo: np.ndarray, face: Box, landmarks: np.ndarray, height: int) ->
     fw, fh = f[2] - f[0], f[3] - f[1]
     cx = (f[0] + f[2]) / 2
     mask = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
-    body = np.array([[cx - 2.2 * fw, h], [cx - 1.2 * fw, f[3] + 0.4 * fh], [cx + 1.2 * fw, f[3] + 0.4 * fh], [cx + 2.2 * fw, h]], np.int32)
+    body = np.array(
+        [
+            [cx - 2.2 * fw, h],
+            [cx - 1.2 * fw, f[3] + 0.4 * fh],
+            [cx + 1.2 * fw, f[3] + 0.4 * fh],
+            [cx + 2.2 * fw, h],
+        ],
+        np.int32,
+    )
     cv2.fillPoly(mask, [body], cv2.GC_PR_FGD)
-    cv2.ellipse(mask, (round(cx), round(f[1] + 0.3 * fh)), (round(0.8 * fw), round(1.0 * fh)), 0, 0, 360, cv2.GC_PR_FGD, -1)
-    cv2.ellipse(mask, (round(cx), round(f[1] + 0.5 * fh)), (round(0.4 * fw), round(0.5 * fh)), 0, 0, 360, cv2.GC_FGD, -1)
+    cv2.ellipse(
+        mask,
+        (round(cx), round(f[1] + 0.3 * fh)),
+        (round(0.8 * fw), round(1.0 * fh)),
+        0,
+        0,
+        360,
+        cv2.GC_PR_FGD,
+        -1,
+    )
+    cv2.ellipse(
+        mask,
+        (round(cx), round(f[1] + 0.5 * fh)),
+        (round(0.4 * fw), round(0.5 * fh)),
+        0,
+        0,
+        360,
+        cv2.GC_FGD,
+        -1,
+    )
     cv2.setRNGSeed(1)
     bgd = np.zeros((1, 65), np.float64)
     fgd = np.zeros((1, 65), np.float64)
-    cv2.grabCut(img, mask, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)
-    alpha = np.where((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD), 255, 0).astype(np.uint8)
-    alpha = cv2.morphologyEx(alpha, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
+    cv2.grabCut(img, mask, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]
+    alpha: np.ndarray = np.where((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD), 255, 0)
+    alpha = cv2.morphologyEx(alpha.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
     alpha = cv2.GaussianBlur(alpha, (0, 0), 1.0)
     pad = round(0.9 * fh)  # headroom for a cap drawn later
-    img = cv2.copyMakeBorder(img, pad, 0, 0, 0, cv2.BORDER_REPLICATE)
+    img = np.asarray(cv2.copyMakeBorder(img, pad, 0, 0, 0, cv2.BORDER_REPLICATE))
     alpha = cv2.copyMakeBorder(alpha, pad, 0, 0, 0, cv2.BORDER_CONSTANT, value=0)
     lm = lm + np.array([0.0, pad], np.float32)
     return Cutout(img, alpha, (f[0], f[1] + pad, f[2], f[3] + pad), lm)
@@ -502,7 +628,9 @@ CLIP: tuple[Step, ...] = (
 )
 
 
-def factory_frames(person: Cutout, steps: Sequence[Step], fps: float, seed: int = 5) -> Iterator[np.ndarray]:
+def factory_frames(
+    person: Cutout, steps: Sequence[Step], fps: float, seed: int = 5
+) -> Iterator[np.ndarray]:
     floor = factory_floor()
     rng = np.random.default_rng(seed)
     masked = person.image.copy()
@@ -529,7 +657,9 @@ def factory_frames(person: Cutout, steps: Sequence[Step], fps: float, seed: int 
                     alpha = capped_alpha if step.cap else person.alpha
                     a = alpha[:, x0 - x : x1 - x].astype(np.float32)[:, :, None] / 255.0
                     region = frame[y:, x0:x1].astype(np.float32)
-                    frame[y:, x0:x1] = (region * (1 - a) + src[:, x0 - x : x1 - x] * a).astype(np.uint8)
+                    frame[y:, x0:x1] = (region * (1 - a) + src[:, x0 - x : x1 - x] * a).astype(
+                        np.uint8
+                    )
             noise = rng.normal(0, 1.5, frame.shape).astype(np.float32)
             yield np.clip(frame.astype(np.float32) + noise, 0, 255).astype(np.uint8)
 
@@ -556,7 +686,13 @@ def real_head(
     lm = landmarks - np.array([ox, oy], np.float32)
     if covered:
         u = rng.random()
-        kind: Cover = "hairnet" if u < s.hairnet_share else "hood" if u < s.hairnet_share + s.hood_share else "bouffant"
+        kind: Cover = (
+            "hairnet"
+            if u < s.hairnet_share
+            else "hood"
+            if u < s.hairnet_share + s.hood_share
+            else "bouffant"
+        )
         draw_cap(region, f, kind, _pick(rng, s.covers), rng)
     if masked:
         draw_mask(region, f, lm, _pick(rng, MASKS))
@@ -567,7 +703,9 @@ def real_head(
     angle = rng.uniform(-s.rotation_deg, s.rotation_deg) * 0.5
     cx, cy = (hb[0] + hb[2]) / 2, (hb[1] + hb[3]) / 2
     m = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
-    region = cv2.warpAffine(region, m, (region.shape[1], region.shape[0]), borderMode=cv2.BORDER_REPLICATE)
+    region = cv2.warpAffine(
+        region, m, (region.shape[1], region.shape[0]), borderMode=cv2.BORDER_REPLICATE
+    )
     img = crop(region, hb, size)
     if rng.random() < 0.5:
         img = img[:, ::-1].copy()

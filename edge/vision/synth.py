@@ -47,7 +47,11 @@ class CameraLook:
             )
         return cls(
             gain=float(rng.uniform(*gain)),
-            tint=(int(rng.integers(-20, 21)), int(rng.integers(-10, 11)), int(rng.integers(-20, 21))),
+            tint=(
+                int(rng.integers(-20, 21)),
+                int(rng.integers(-10, 11)),
+                int(rng.integers(-20, 21)),
+            ),
             gradient=(float(rng.uniform(-0.4, 0.4)), float(rng.uniform(-0.4, 0.4))),
             shadow=shadow,
             night=bool(rng.random() < night_share),

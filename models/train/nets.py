@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -64,7 +65,7 @@ def to_onnx(
         inits.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), name))
         return name
 
-    def node(op: str, inputs: list[str], out: str, **attrs: object) -> str:
+    def node(op: str, inputs: list[str], out: str, **attrs: Any) -> str:
         nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
         return out
 
@@ -74,7 +75,8 @@ def to_onnx(
     mods = list(model.features)
     for i in range(0, len(mods), 3):
         conv, bn = mods[i], mods[i + 1]
-        assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+        assert isinstance(conv, nn.Conv2d)
+        assert isinstance(bn, nn.BatchNorm2d)
         w = conv.weight.detach().numpy().astype(np.float32)
         gamma = bn.weight.detach().numpy().astype(np.float32)
         beta = bn.bias.detach().numpy().astype(np.float32)
@@ -127,7 +129,9 @@ def check_export(model: SmallCnn, onnx_model: onnx.ModelProto, batch: np.ndarray
     return diff
 
 
-def export(model: SmallCnn, size: int, io: tuple[str, str], name: str, out: Path) -> onnx.ModelProto:
+def export(
+    model: SmallCnn, size: int, io: tuple[str, str], name: str, out: Path
+) -> onnx.ModelProto:
     onnx_model = to_onnx(model, size, io[0], io[1], name)
     save(onnx_model, out)
     return onnx_model

@@ -124,6 +124,8 @@ def real_faces(store: ModelStore, files: tuple[str, ...], min_px: float = 60) ->
     found: list[RealFace] = []
     for name in files:
         img = cv2.imread(str(store.asset(name)), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"cannot read {name}")
         for face in detector.detect(cv2.cvtColor(img, cv2.COLOR_BGR2RGB)):
             if face.size >= min_px:
                 box = tuple(float(v) for v in face.box[:4])
@@ -158,7 +160,7 @@ def _real_cover_metrics(model_file: Path | bytes, store: ModelStore) -> dict[str
         for kind in ("bouffant", "hairnet", "hood"):
             img = face.image.copy()
             colour = scene.COVER_TRAIN[int(rng.integers(len(scene.COVER_TRAIN)))]
-            scene.draw_cap(img, face.box, kind, colour, rng)  # type: ignore[arg-type]
+            scene.draw_cap(img, face.box, kind, colour, rng)
             images.append(crops.crop(img, crops.head_box(face.box), 64))
             truth.append(1.0)
     probs = _predict(model_file, np.stack(images))
@@ -272,7 +274,10 @@ def _predict(path: Path | bytes, images: np.ndarray) -> np.ndarray:
         providers=["CPUExecutionProvider"],
     )
     name = session.get_inputs()[0].name
-    out = [session.run(None, {name: images[i : i + 256].astype(np.float32)})[0] for i in range(0, len(images), 256)]
+    out = [
+        session.run(None, {name: images[i : i + 256].astype(np.float32)})[0]
+        for i in range(0, len(images), 256)
+    ]
     return np.concatenate(out)
 
 

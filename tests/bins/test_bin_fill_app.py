@@ -34,7 +34,9 @@ def config(**over: Any) -> BinFillConfig:
 
 
 def day_frame(fill: float) -> Any:
-    plan = scene.DayPlan(seconds=0.1, fps=10, start_fill=fill, peak_fill=fill, night=(0, 0), passers=())
+    plan = scene.DayPlan(
+        seconds=0.1, fps=10, start_fill=fill, peak_fill=fill, night=(0, 0), passers=()
+    )
     return next(scene.day_frames(plan))[0]
 
 
@@ -63,19 +65,23 @@ async def test_camera_and_sensor_bins(tmp_path: Path, model_store: ModelStore) -
     finally:
         h.close()
         await asyncio.wait_for(task, 30)
-    bins = [(e.device, e.payload.event.value) for e in h.of(env.BinEnvelope)]  # type: ignore[attr-defined]
-    assert bins == [("bin-2", "needs_collection"), ("bin-2", "emptied"), ("bin-1", "needs_collection")]
-    cam = [e.payload for e in h.of(env.BinEnvelope) if e.device == "bin-1"][0]
+    bins = [(e.device, e.payload.event.value) for e in h.of(env.BinEnvelope)]
+    assert bins == [
+        ("bin-2", "needs_collection"),
+        ("bin-2", "emptied"),
+        ("bin-1", "needs_collection"),
+    ]
+    cam = next(e.payload for e in h.of(env.BinEnvelope) if e.device == "bin-1")
     assert isinstance(cam, env.BinPayload)
     assert cam.fill_camera is not None and cam.fill_camera >= 0.8 and cam.fill_sensor is None
     assert cam.models == {"bin-fill": model_store.entry("bin-fill").identity}
     lists = [e.payload for e in h.of(env.CollectionEnvelope)]
-    assert [[i.bin for i in p.bins] for p in lists] == [["bin-2"], [], ["bin-1"]]  # type: ignore[attr-defined]
+    assert [[i.bin for i in p.bins] for p in lists] == [["bin-2"], [], ["bin-1"]]
     assert [i.bin for i in app.collection()] == ["bin-1"]
     levels = {e.device: e.payload for e in h.of(env.TelemetryEnvelope)}
     assert set(levels) == {"bin-1", "bin-2"}
-    assert [r.value for r in levels["bin-2"].readings] == [10.0, 10.0]  # type: ignore[attr-defined]
-    points = {r.point for r in levels["bin-1"].readings}  # type: ignore[attr-defined]
+    assert [r.value for r in levels["bin-2"].readings] == [10.0, 10.0]
+    points = {r.point for r in levels["bin-1"].readings}
     assert {"fill", "fill_camera", "overflow"} <= points
 
 
@@ -83,7 +89,9 @@ async def test_a_roi_outside_the_frame_is_reported_not_fatal(
     tmp_path: Path, model_store: ModelStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     h = AppHarness.make(tmp_path, "bins")
-    app = BinFillApp(config(bins=[{"id": "b", "camera": "cam-1", "roi": [700, 500, 900, 700]}]), h.ctx)
+    app = BinFillApp(
+        config(bins=[{"id": "b", "camera": "cam-1", "roi": [700, 500, 900, 700]}]), h.ctx
+    )
     task = asyncio.create_task(app.run())
     try:
         await h.frame(day_frame(0.5), 1.0, 1)
@@ -103,7 +111,11 @@ async def test_a_roi_outside_the_frame_is_reported_not_fatal(
         ([{"id": "b", "camera": "c"}], {}, "needs its 'roi'"),
         ([{"id": "b", "camera": "c", "roi": [0, 0, 10, 10]}], {}, "at least 16x16"),
         ([{"id": "b", "camera": "c", "roi": [0, 0, 99, 99]}] * 2, {}, "used twice"),
-        ([{"id": "b", "camera": "c", "roi": [0, 0, 99, 99]}], {"emptied_below": 0.9}, "emptied_below < rearm_at"),
+        (
+            [{"id": "b", "camera": "c", "roi": [0, 0, 99, 99]}],
+            {"emptied_below": 0.9},
+            "emptied_below < rearm_at",
+        ),
         ([{"id": "b", "sensor": {"device": "d", "unit": "litres"}}], {}, "fraction"),
     ],
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from edge.bins import scene
@@ -18,7 +20,7 @@ def test_same_seed_same_pixels_other_seed_other_pixels() -> None:
 
 def test_fill_changes_the_inside_of_the_bin_only() -> None:
     look = scene.sample_look(np.random.default_rng(1), scene.TRAIN, (96, 96))
-    look = scene.replace(look, occlusions=())
+    look = dataclasses.replace(look, occlusions=())
     empty = scene.render(look, 0.0, False, (96, 96), np.random.default_rng(0), compress=False)
     full = scene.render(look, 1.0, False, (96, 96), np.random.default_rng(0), compress=False)
     diff = np.abs(empty.astype(int) - full.astype(int)).sum(axis=2) > 30

@@ -6,7 +6,7 @@ from edge.bins.state import BinState, Thresholds
 
 
 def events(state: BinState, obs: list[tuple[float, float, float]]) -> list[tuple[str, float]]:
-    out = []
+    out: list[tuple[str, float]] = []
     for t, fill, over in obs:
         out += [(c.event, c.time) for c in state.observe_camera(t, fill, over)]
     return out
@@ -56,7 +56,12 @@ def test_overflow_alarm_after_its_duration_and_cleared_once() -> None:
     s = BinState(Thresholds(window_s=1, overflow_for_s=3))
     obs = [(float(t), 1.0, 0.9) for t in range(6)] + [(6.0 + t, 0.1, 0.05) for t in range(4)]
     got = events(s, obs)
-    assert [e for e, _ in got] == ["needs_collection", "overflow_raised", "emptied", "overflow_cleared"]
+    assert [e for e, _ in got] == [
+        "needs_collection",
+        "overflow_raised",
+        "emptied",
+        "overflow_cleared",
+    ]
     assert dict(got)["overflow_raised"] == 3.0
 
 

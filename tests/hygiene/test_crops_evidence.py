@@ -31,6 +31,7 @@ def test_evidence_blurs_the_faces_it_is_given() -> None:
     c = evidence_crop(img, (100, 100, 300, 380), [(150, 120, 230, 200)], max_side=1000)
     assert len(c.blurred) == 1 and c.jpeg[:2] == b"\xff\xd8"
     out = cv2.imdecode(np.frombuffer(c.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert out is not None
     assert out.shape[:2] == (c.height, c.width)
     x1, y1, x2, y2 = c.blurred[0]
     face = cv2.Laplacian(cv2.cvtColor(out[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()

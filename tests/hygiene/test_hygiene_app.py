@@ -27,7 +27,9 @@ def config(tmp_path: Path, **over: Any) -> HygieneConfig:
     cfg: dict[str, Any] = {
         "type": "hygiene",
         "name": "hygiene",
-        "zones": [{"name": "clean-1", "camera": "cam-1", "polygon": [list(p) for p in scene.CLEAN_ZONE]}],
+        "zones": [
+            {"name": "clean-1", "camera": "cam-1", "polygon": [list(p) for p in scene.CLEAN_ZONE]}
+        ],
         "violation_after_s": 2,
         "evidence": {"folder": str(tmp_path / "evidence")},
     }
@@ -41,7 +43,9 @@ def clip(store_dir: str, steps: tuple[scene.Step, ...]) -> list[np.ndarray]:
     return list(scene.factory_frames(scene.worker_cutout(store), steps, FPS))
 
 
-async def play(tmp_path: Path, store: ModelStore, frames: list[np.ndarray], **over: Any) -> tuple[HygieneApp, AppHarness]:
+async def play(
+    tmp_path: Path, store: ModelStore, frames: list[np.ndarray], **over: Any
+) -> tuple[HygieneApp, AppHarness]:
     h = AppHarness.make(tmp_path, "hygiene")
     app = HygieneApp(config(tmp_path, **over), h.ctx)
     task = asyncio.create_task(app.run())
@@ -73,7 +77,14 @@ async def test_mask_off_in_the_zone_is_one_violation_with_blurred_evidence(
     assert isinstance(p, env.HygienePayload)
     assert p.violations == [env.HygieneViolation.NO_MASK] and p.zone == "clean-1"
     assert 2.0 <= p.duration_s <= 3.0
-    assert set(p.models) == {"centernet-person", "mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet", "face-mask", "hair-cover"}
+    assert set(p.models) == {
+        "centernet-person",
+        "mtcnn-pnet",
+        "mtcnn-rnet",
+        "mtcnn-onet",
+        "face-mask",
+        "hair-cover",
+    }
     ev = p.evidence
     assert ev.faces_blurred >= 1 and ev.jpeg_base64 is not None
     assert (tmp_path / "evidence" / f"{ev.id}.jpg").read_bytes() == base64.b64decode(ev.jpeg_base64)
@@ -85,20 +96,29 @@ async def test_outside_the_zone_or_not_required_is_no_violation(
     frames = clip(str(model_store.directory), IN_ZONE)
     # the zone moved away from where the worker stands: nobody is judged
     far = [[0, 0], [100, 0], [100, 100], [0, 100]]
-    app, h = await play(tmp_path, model_store, frames[:12], zones=[{"name": "z", "camera": "cam-1", "polygon": far}])
+    _app, h = await play(
+        tmp_path, model_store, frames[:12], zones=[{"name": "z", "camera": "cam-1", "polygon": far}]
+    )
     assert not h.of(env.HygieneEnvelope)
     # masks not required in this zone
-    zone = {"name": "z", "camera": "cam-1", "polygon": [list(p) for p in scene.CLEAN_ZONE], "require_mask": False}
-    app, h = await play(tmp_path, model_store, frames, zones=[zone], evidence={"inline": False})
+    zone = {
+        "name": "z",
+        "camera": "cam-1",
+        "polygon": [list(p) for p in scene.CLEAN_ZONE],
+        "require_mask": False,
+    }
+    _app, h = await play(tmp_path, model_store, frames, zones=[zone], evidence={"inline": False})
     assert not h.of(env.HygieneEnvelope)
 
 
 async def test_evidence_kept_local_only(tmp_path: Path, model_store: ModelStore) -> None:
     frames = clip(str(model_store.directory), IN_ZONE)
-    app, h = await play(tmp_path, model_store, frames, evidence={"folder": str(tmp_path / "ev"), "inline": False})
+    _app, h = await play(
+        tmp_path, model_store, frames, evidence={"folder": str(tmp_path / "ev"), "inline": False}
+    )
     (e,) = h.of(env.HygieneEnvelope)
-    assert e.payload.evidence.jpeg_base64 is None  # type: ignore[attr-defined]
-    assert (tmp_path / "ev" / f"{e.payload.evidence.id}.jpg").is_file()  # type: ignore[attr-defined]
+    assert e.payload.evidence.jpeg_base64 is None
+    assert (tmp_path / "ev" / f"{e.payload.evidence.id}.jpg").is_file()
 
 
 @pytest.mark.parametrize(

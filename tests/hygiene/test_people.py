@@ -34,5 +34,6 @@ def test_people_found_in_real_photos(model_store: ModelStore) -> None:
     det = PersonDetector(model_store)
     for name, at_least in (("obama.jpg", 1), ("sample1.jpg", 3)):
         img = cv2.imread(str(model_store.asset(name)))
+        assert img is not None
         assert len(det.detect(img)) >= at_least, name
     assert det.detect(np.full((480, 640, 3), 128, np.uint8)) == []

@@ -5,7 +5,9 @@ from __future__ import annotations
 from edge.hygiene.state import PersonState, Rules
 
 
-def run(state: PersonState, obs: list[tuple[float, float, float]]) -> list[tuple[float, tuple[str, ...]]]:
+def run(
+    state: PersonState, obs: list[tuple[float, float, float]]
+) -> list[tuple[float, tuple[str, ...]]]:
     out = []
     for t, m, c in obs:
         v = state.observe(t, m, c)

@@ -163,7 +163,9 @@ def test_centernet_decoder_stride_is_the_graphs(cache: Path) -> None:
     manifest = load_manifest()
     builder = Builder(manifest, cache, lambda _: None)
     try:
-        json_path, bin_path = (builder.member(s) for s in manifest.model("centernet-person").sources)
+        json_path, bin_path = (
+            builder.member(s) for s in manifest.model("centernet-person").sources
+        )
         assert box_scales(json_path, bin_path) == [STRIDE] * 4
     finally:
         builder.close()

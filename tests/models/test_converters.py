@@ -30,21 +30,42 @@ def test_weight_encodings_table() -> None:
     groups = [
         {
             "weights": [
-                {"name": "q8", "shape": [2], "dtype": "float32", "quantization": {"dtype": "uint8", "min": -1.0, "scale": 0.5}},
-                {"name": "f16", "shape": [1], "dtype": "float32", "quantization": {"dtype": "float16"}},
+                {
+                    "name": "q8",
+                    "shape": [2],
+                    "dtype": "float32",
+                    "quantization": {"dtype": "uint8", "min": -1.0, "scale": 0.5},
+                },
+                {
+                    "name": "f16",
+                    "shape": [1],
+                    "dtype": "float32",
+                    "quantization": {"dtype": "float16"},
+                },
                 {"name": "f32", "shape": [], "dtype": "float32"},
                 {"name": "i32", "shape": [2], "dtype": "int32"},
             ]
         }
     ]
-    data = bytes([0, 4]) + np.float16(1.5).tobytes() + np.float32(-2.25).tobytes() + np.array([7, -1], "<i4").tobytes()
+    data = (
+        bytes([0, 4])
+        + np.float16(1.5).tobytes()
+        + np.float32(-2.25).tobytes()
+        + np.array([7, -1], "<i4").tobytes()
+    )
     w = decode_weights(groups, data, "t")
     assert w["q8"].tolist() == [-1.0, 1.0]
     assert w["f16"].tolist() == [1.5] and float(w["f32"]) == -2.25
     assert w["i32"].tolist() == [7, -1] and w["i32"].dtype == np.int32
     with pytest.raises(ValueError, match="1 bytes left"):
         decode_weights(groups, data + b"\0", "t")
-    bad = [{"weights": [{"name": "x", "shape": [1], "dtype": "float32", "quantization": {"dtype": "int4"}}]}]
+    bad = [
+        {
+            "weights": [
+                {"name": "x", "shape": [1], "dtype": "float32", "quantization": {"dtype": "int4"}}
+            ]
+        }
+    ]
     with pytest.raises(ValueError, match="unsupported quantisation"):
         decode_weights(bad, b"\0", "t")
 
@@ -76,25 +97,44 @@ def test_tfjs_graph_matches_torch() -> None:
         {"name": "x", "op": "Placeholder"},
         {"name": "w1", "op": "Const"},
         {"name": "b1", "op": "Const"},
-        {"name": "conv", "op": "_FusedConv2D", "input": ["x", "w1", "b1"], "attr": _conv_attrs(2, "SAME", ["BiasAdd", "Relu6"])},
+        {
+            "name": "conv",
+            "op": "_FusedConv2D",
+            "input": ["x", "w1", "b1"],
+            "attr": _conv_attrs(2, "SAME", ["BiasAdd", "Relu6"]),
+        },
         {"name": "dw", "op": "Const"},
-        {"name": "dconv", "op": "DepthwiseConv2dNative", "input": ["conv", "dw"], "attr": _conv_attrs(1, "SAME")},
+        {
+            "name": "dconv",
+            "op": "DepthwiseConv2dNative",
+            "input": ["conv", "dw"],
+            "attr": _conv_attrs(1, "SAME"),
+        },
         {"name": "k", "op": "Const"},
         {"name": "scaled", "op": "Mul", "input": ["k", "dconv"]},
         {"name": "axes", "op": "Const"},
-        {"name": "mean", "op": "Mean", "input": ["scaled", "axes"], "attr": {"keep_dims": {"b": True}}},
+        {
+            "name": "mean",
+            "op": "Mean",
+            "input": ["scaled", "axes"],
+            "attr": {"keep_dims": {"b": True}},
+        },
         {"name": "sig", "op": "Sigmoid", "input": ["mean"]},
         {"name": "out", "op": "Identity", "input": ["sig"]},
     ]
     model = {"format": "graph-model", "modelTopology": {"node": nodes}, "weightsManifest": []}
     weights = {"w1": w1, "b1": b1, "dw": dw, "k": k, "axes": np.array([1, 2], np.int32)}
-    onnx_model = tfjs_graph._Converter(model, weights).convert("x", [None, 9, 9, 3], {"out": "y"}, None, "t")
+    onnx_model = tfjs_graph._Converter(model, weights).convert(
+        "x", [None, 9, 9, 3], {"out": "y"}, None, "t"
+    )
     x = rng.uniform(0, 1, (2, 9, 9, 3)).astype(np.float32)
     got = run_onnx(onnx_model.SerializeToString(), x)
     t = torch.from_numpy(x).permute(0, 3, 1, 2)
     t = F.pad(t, (0, 1, 0, 1))  # TF SAME, stride 2, 9 -> 5: padding 1 at the end only... plus
     t = F.pad(t, (1, 0, 1, 0))  # ...1 at the start (total 2: 1 before, 1 after)
-    y = F.conv2d(t, torch.from_numpy(w1).permute(3, 2, 0, 1), torch.from_numpy(b1), stride=2).clamp(0, 6)
+    y = F.conv2d(t, torch.from_numpy(w1).permute(3, 2, 0, 1), torch.from_numpy(b1), stride=2).clamp(
+        0, 6
+    )
     y = F.conv2d(y, torch.from_numpy(dw).permute(2, 3, 0, 1), padding=1, groups=4)
     y = torch.sigmoid((y * torch.from_numpy(k)[None, :, None, None]).mean(dim=(2, 3), keepdim=True))
     assert np.abs(got - y.permute(0, 2, 3, 1).numpy()).max() < 1e-5
@@ -108,8 +148,17 @@ def test_tfjs_graph_refuses_an_unknown_op() -> None:
 
 
 # -- Keras HDF5 ---------------------------------------------------------------------------------
-def write_keras(path: Path, w: dict[str, dict[str, np.ndarray]], layers: list[dict[str, object]]) -> None:
-    config = {"class_name": "Model", "config": {"layers": layers, "input_layers": [["in", 0, 0]], "output_layers": [[layers[-1]["name"], 0, 0]]}}
+def write_keras(
+    path: Path, w: dict[str, dict[str, np.ndarray]], layers: list[dict[str, object]]
+) -> None:
+    config = {
+        "class_name": "Model",
+        "config": {
+            "layers": layers,
+            "input_layers": [["in", 0, 0]],
+            "output_layers": [[layers[-1]["name"], 0, 0]],
+        },
+    }
     with h5py.File(path, "w") as f:
         f.attrs["model_config"] = json.dumps(config).encode()
         mw = f.create_group("model_weights")
@@ -122,31 +171,55 @@ def write_keras(path: Path, w: dict[str, dict[str, np.ndarray]], layers: list[di
 
 
 def layer(name: str, kind: str, src: str | None, **cfg: object) -> dict[str, object]:
-    return {"name": name, "class_name": kind, "config": {"name": name, **cfg}, "inbound_nodes": [[[src, 0, 0, {}]]] if src else []}
+    return {
+        "name": name,
+        "class_name": kind,
+        "config": {"name": name, **cfg},
+        "inbound_nodes": [[[src, 0, 0, {}]]] if src else [],
+    }
 
 
 def test_keras_h5_matches_torch(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     kernel = rng.normal(0, 0.2, (3, 3, 3, 4)).astype(np.float32)
-    bn = {k: rng.uniform(0.5, 1.5, 4).astype(np.float32) for k in ("gamma", "beta", "moving_mean", "moving_variance")}
+    bn = {
+        k: rng.uniform(0.5, 1.5, 4).astype(np.float32)
+        for k in ("gamma", "beta", "moving_mean", "moving_variance")
+    }
     dense = rng.normal(0, 0.2, (4 * 4 * 4, 2)).astype(np.float32)
     layers = [
         layer("in", "InputLayer", None, batch_input_shape=[None, 8, 8, 3]),
         layer("pad", "ZeroPadding2D", "in", padding=[[0, 1], [0, 1]]),
-        layer("conv", "Conv2D", "pad", strides=[2, 2], padding="valid", dilation_rate=[1, 1], activation="linear", use_bias=False),
+        layer(
+            "conv",
+            "Conv2D",
+            "pad",
+            strides=[2, 2],
+            padding="valid",
+            dilation_rate=[1, 1],
+            activation="linear",
+            use_bias=False,
+        ),
         layer("bn", "BatchNormalization", "conv", axis=[3], epsilon=0.001),
         layer("relu", "ReLU", "bn", max_value=6.0),
         layer("flat", "Flatten", "relu"),
         layer("drop", "Dropout", "flat", rate=0.5),
         layer("dense", "Dense", "drop", activation="softmax", use_bias=False),
     ]
-    write_keras(tmp_path / "m.h5", {"conv": {"kernel": kernel}, "bn": bn, "dense": {"kernel": dense}}, layers)
+    write_keras(
+        tmp_path / "m.h5",
+        {"conv": {"kernel": kernel}, "bn": bn, "dense": {"kernel": dense}},
+        layers,
+    )
     keras_h5.convert(tmp_path / "m.h5", tmp_path / "m.onnx", "t")
     x = rng.uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
     got = run_onnx((tmp_path / "m.onnx").read_bytes(), x)
     t = torch.from_numpy(x / 127.5 - 1).permute(0, 3, 1, 2)
     t = F.conv2d(F.pad(t, (0, 1, 0, 1)), torch.from_numpy(kernel).permute(3, 2, 0, 1), stride=2)
-    g, b, m, v = (torch.from_numpy(bn[k])[None, :, None, None] for k in ("gamma", "beta", "moving_mean", "moving_variance"))
+    g, b, m, v = (
+        torch.from_numpy(bn[k])[None, :, None, None]
+        for k in ("gamma", "beta", "moving_mean", "moving_variance")
+    )
     t = ((t - m) / torch.sqrt(v + 0.001) * g + b).clamp(0, 6)
     flat = t.permute(0, 2, 3, 1).reshape(2, -1)  # Keras flattens channels-last
     want = torch.softmax(flat @ torch.from_numpy(dense), dim=1).numpy()
@@ -154,7 +227,10 @@ def test_keras_h5_matches_torch(tmp_path: Path) -> None:
 
 
 def test_keras_h5_refuses_an_unknown_layer(tmp_path: Path) -> None:
-    layers = [layer("in", "InputLayer", None, batch_input_shape=[None, 4, 4, 3]), layer("lstm", "LSTM", "in")]
+    layers = [
+        layer("in", "InputLayer", None, batch_input_shape=[None, 4, 4, 3]),
+        layer("lstm", "LSTM", "in"),
+    ]
     write_keras(tmp_path / "m.h5", {}, layers)
     with pytest.raises(keras_h5.UnsupportedLayer, match="LSTM"):
         keras_h5.convert(tmp_path / "m.h5", tmp_path / "m.onnx", "t")

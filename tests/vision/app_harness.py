@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -17,6 +19,8 @@ from edge.plugin import AppContext, Emitter
 from edge.readings import ReadingBatch
 from edge.vision.frames import Frame
 from protocols import envelope as env
+
+E = TypeVar("E", bound=env.EnvelopeModel)
 
 
 @dataclass
@@ -48,7 +52,7 @@ class AppHarness:
         )
         return cls(ctx, clock, events)
 
-    def of(self, cls: type[env.EnvelopeModel]) -> list[env.EnvelopeModel]:
+    def of(self, cls: type[E]) -> list[E]:
         return [e for e in self.events if isinstance(e, cls)]
 
     async def frame(self, image: np.ndarray, t: float, seq: int, camera: str = "cam-1") -> None:
@@ -59,11 +63,11 @@ class AppHarness:
 
         await self.ctx.inbox.put(ReadingBatch("bus", device, t, (Reading(point, value),)))
 
-    async def settle(self, until: object, timeout_s: float = 60.0) -> None:  # noqa: ASYNC109
+    async def settle(self, until: Callable[[], bool], timeout_s: float = 60.0) -> None:
         """Wait (real time) until ``until()`` is true: the app works in its worker thread."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while not until():  # type: ignore[operator]
+        while not until():
             if loop.time() > deadline:
                 raise AssertionError("the app did not get there in time")
             await asyncio.sleep(0.01)
