@@ -11,6 +11,7 @@ from rich.console import Console
 BENCHMARKS = {
     "e2e": "bench.e2e",
     "faces": "bench.faces",
+    "waste_food": "bench.waste_food",
 }
 
 

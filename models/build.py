@@ -7,10 +7,14 @@ For every model and test image in ``models/manifest.yaml``:
    unless a file with the pinned sha256 is already there;
 2. check the archive's sha256, then the sha256 of each member it reads — and stop on the first
    mismatch, naming the file and both digests;
-3. convert (``copy``, ``faceapi-resnet``, ``tflite``) into ``models/build/onnx/`` and check
-   the result's sha256 against the manifest too, so a build that differs is refused rather than
-   run;
-4. write ``models/build/manifest.json`` (what :class:`edge.vision.manifest.ModelStore` reads).
+3. convert (``copy``, ``faceapi-resnet``, ``tflite``, ``tfjs-centernet``, ``keras-h5``) — or
+   train (``train``: :mod:`models.train.recipes`) — into ``models/build/onnx/`` and check the
+   result's sha256 against the manifest too, so a build that differs is refused rather than
+   run (a retrained file may be accepted with ``--accept-retrained`` when its held-out metrics
+   are within the manifest's tolerance);
+4. measure trained models and the hygiene app's registry models once per built file
+   (``models/build/metrics/<model>.json``, quoted by the model cards);
+5. write ``models/build/manifest.json`` (what :class:`edge.vision.manifest.ModelStore` reads).
 
 Work already done is skipped after its checksum is verified, so a second run only reads files.
 Exit codes: 0 built and verified; 1 a checksum differs (the manifest or a package changed);
