@@ -18,7 +18,7 @@ from tempfile import TemporaryDirectory
 import numpy as np
 from rich.console import Console
 
-from bench.common import Sampler, stamp
+from bench.common import measure, stamp
 from edge.apps.bin_fill import roi_crops
 from edge.bins.scene import ROI, DayPlan, day_frames
 from edge.hygiene import scene
@@ -136,15 +136,7 @@ apps:
         gw = start("gateway", cityedge_argv("run", "--config", str(site)), work)
         procs.append(gw)
         wait_port(http, proc=gw, timeout_s=60)
-        time.sleep(WARMUP_S)
-        sampler = Sampler(gw.pid)
-        sampler.start()
-        end = time.monotonic() + MEASURE_S
-        while time.monotonic() < end:
-            time.sleep(1)
-            sampler.sample()
-        usage = sampler.stop()
-        return {"cpu": usage.cpu_percent, "rss": usage.rss_mb, "peak": usage.peak_rss_mb}
+        return measure(gw.pid, WARMUP_S, MEASURE_S)
     finally:
         for p in reversed(procs):
             p.stop()

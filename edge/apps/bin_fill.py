@@ -19,7 +19,6 @@ percentage — the ultrasonic bin node among them) arrive through the inbox like
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -98,17 +97,14 @@ class BinFillApp:
         return session
 
     async def run(self) -> None:
-        try:
-            if self.by_camera:
+        if self.by_camera:
+            try:
                 self.session = await self.worker.call(self._load)
-                log.info("bin fill %s: model %s", self.name, self.session.identity)
-            async with asyncio.TaskGroup() as tg:
-                helpers = [tg.create_task(self._drain_inbox()), tg.create_task(self._periodic())]
-                await self._process_frames()
-                for h in helpers:
-                    h.cancel()
-        finally:
-            await self.worker.close()
+            except BaseException:
+                await self.worker.close()
+                raise
+            log.info("bin fill %s: model %s", self.name, self.session.identity)
+        await self.worker.serve(self._process_frames, self._drain_inbox, self._periodic)
 
     # -- inputs ------------------------------------------------------------------------------
     async def _drain_inbox(self) -> None:

@@ -18,7 +18,6 @@ inline unless ``evidence.inline`` is off.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 
@@ -86,15 +85,12 @@ class HygieneApp:
     async def run(self) -> None:
         try:
             self.pipeline = await self.worker.call(self._load)
-            self.models = self.pipeline.model_versions
-            log.info("hygiene %s: models %s", self.name, ", ".join(self.models.values()))
-            async with asyncio.TaskGroup() as tg:
-                helpers = [tg.create_task(self._drain_inbox()), tg.create_task(self._purge())]
-                await self._process_frames()
-                for h in helpers:
-                    h.cancel()
-        finally:
+        except BaseException:
             await self.worker.close()
+            raise
+        self.models = self.pipeline.model_versions
+        log.info("hygiene %s: models %s", self.name, ", ".join(self.models.values()))
+        await self.worker.serve(self._process_frames, self._drain_inbox, self._purge)
 
     async def _drain_inbox(self) -> None:
         """Readings reach every app; this one has no use for them."""

@@ -82,6 +82,16 @@ class HeadSettings:
     jpeg_quality: tuple[int, int] = (40, 95)
     blur_max: float = 1.2
 
+    def camera(self, rng: np.random.Generator) -> CameraLook:
+        return CameraLook.sample(
+            rng,
+            gain=self.gain,
+            night_share=self.night_share,
+            shadow_share=self.shadow_share,
+            jpeg_quality=self.jpeg_quality,
+            blur_max=self.blur_max,
+        )
+
 
 TRAIN = HeadSettings()
 HELDOUT = HeadSettings(
@@ -506,14 +516,7 @@ def sample_head(
     m = cv2.getRotationMatrix2D((big / 2, fy1 + fh / 2), angle, 1.0)
     img = cv2.warpAffine(img, m, (big, big), borderMode=cv2.BORDER_REPLICATE)
     img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-    look = CameraLook.sample(
-        rng,
-        gain=s.gain,
-        night_share=s.night_share,
-        shadow_share=s.shadow_share,
-        jpeg_quality=s.jpeg_quality,
-        blur_max=s.blur_max,
-    )
+    look = s.camera(rng)
     return camera_effects(img, look, rng), covered, masked
 
 
@@ -709,14 +712,7 @@ def real_head(
     img = crop(region, hb, size)
     if rng.random() < 0.5:
         img = img[:, ::-1].copy()
-    look = CameraLook.sample(
-        rng,
-        gain=s.gain,
-        night_share=s.night_share,
-        shadow_share=s.shadow_share,
-        jpeg_quality=s.jpeg_quality,
-        blur_max=s.blur_max,
-    )
+    look = s.camera(rng)
     return camera_effects(img, look, rng), covered, masked
 
 

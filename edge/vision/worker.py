@@ -7,10 +7,10 @@ event loop never waits on inference); :meth:`VisionWorker.call` runs a blocking 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from edge.vision.manifest import ModelStore
 
@@ -35,3 +35,19 @@ class VisionWorker:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.executor.shutdown, wait=True)
+
+    async def serve(
+        self,
+        frames: Callable[[], Awaitable[None]],
+        *helpers: Callable[[], Coroutine[Any, Any, None]],
+    ) -> None:
+        """Run ``frames()`` until the frames channel closes, ``helpers`` beside it (cancelled
+        then), and shut the worker thread down at the end whatever happens."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(h()) for h in helpers]
+                await frames()
+                for t in tasks:
+                    t.cancel()
+        finally:
+            await self.close()
