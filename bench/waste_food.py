@@ -170,22 +170,22 @@ Model latency per inference, one ONNX Runtime thread (the apps' setting), {REPEA
 |---|---|---|
 {rows}
 
-Frames per second one app's worker sustains on 640x480 frames (its one thread; the camera source
-decodes in another):
+Frames per second one app's worker sustains on 640x480 frames (its one thread; the camera
+source decodes in another):
 
 | app | frames/s |
 |---|---|
 {fps_rows}
 
 The gateway process running both apps on still 640x480 scenes (bin camera at 10 fps, factory
-floor at 5 fps with a worker standing in the clean zone), {MEASURE_S:.0f} s after {WARMUP_S:.0f} s
-of warm-up; CPU in % of one core:
+floor at 5 fps with a worker standing in the clean zone), {MEASURE_S:.0f} s after
+{WARMUP_S:.0f} s of warm-up; CPU in % of one core:
 
 | motion gating | CPU | RSS | peak RSS |
 |---|---|---|---|
 | on (default, a key frame every 5 s) | {gated["cpu"]:.1f}% | {gated["rss"]:.0f} MB | {gated["peak"]:.0f} MB |
 | off (every frame analysed) | {ungated["cpu"]:.1f}% | {ungated["rss"]:.0f} MB | {ungated["peak"]:.0f} MB |
 
-With gating off the hygiene app cannot keep up with 5 fps on one worker thread; its frames
-channel drops what arrives while it works (counted in `cityedge_channel_dropped_total`).
+A frame the hygiene worker is still busy with when the next arrives is dropped by its frames
+channel and counted (`cityedge_channel_dropped_total`); at the rates above it keeps up.
 """
