@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
+import cv2
 import numpy as np
 
 from edge.bins import scene
+from edge.vision.manifest import ModelStore
 
 
 def test_same_seed_same_pixels_other_seed_other_pixels() -> None:
@@ -42,3 +45,27 @@ def test_day_plan_fills_then_empties() -> None:
     assert fills[peak + 20] < 0.1  # emptied at 0.7
     frames = list(scene.day_frames(scene.DayPlan(seconds=0.3, fps=10)))
     assert len(frames) == 3 and frames[0][0].shape == (scene.HEIGHT, scene.WIDTH, 3)
+
+
+def test_simulate_bin_video_and_factory_clip_commands(
+    tmp_path: Path, model_store: ModelStore
+) -> None:
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(
+        app, ["simulate", "bin-video", str(tmp_path / "b.avi"), "--seconds", "2", "--fps", "2"]
+    )
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())  # rich wraps long lines
+    assert "4 frames" in said and "roi: [200, 120, 440, 360]" in said
+    cap = cv2.VideoCapture(str(tmp_path / "b.avi"))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok and frame.shape == (480, 640, 3)
+    res = runner.invoke(app, ["simulate", "factory-clip", str(tmp_path / "f.avi"), "--fps", "1"])
+    assert res.exit_code == 0, res.output
+    assert "18 frames" in " ".join(res.output.split())
+    assert (tmp_path / "f.avi").stat().st_size > 10_000
