@@ -41,7 +41,7 @@ def test_committed_schema_equals_the_models() -> None:
 
 def test_schema_lists_every_kind() -> None:
     kinds = set(env.json_schema()["discriminator"]["mapping"])
-    assert kinds == {"telemetry", "alarm", "availability", "access"}
+    assert kinds == {"telemetry", "alarm", "availability", "access", "bin", "collection", "hygiene"}
 
 
 def test_decode_encode_round_trip() -> None:
