@@ -229,8 +229,18 @@ def _spec(entry: ModelEntry) -> tuple[Recipe, int]:
 
 
 def fit(recipe: Recipe, images: np.ndarray, targets: np.ndarray, seed: int, log: Log) -> SmallCnn:
-    torch.manual_seed(seed)
+    """Train with deterministic algorithms on (the caller's) one thread; torch's global
+    determinism setting is restored afterwards."""
+    was = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
+    try:
+        return _fit(recipe, images, targets, seed, log)
+    finally:
+        torch.use_deterministic_algorithms(was)
+
+
+def _fit(recipe: Recipe, images: np.ndarray, targets: np.ndarray, seed: int, log: Log) -> SmallCnn:
+    torch.manual_seed(seed)
     model = SmallCnn(recipe.blocks, recipe.outputs)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)
@@ -305,7 +315,17 @@ def train(entry: ModelEntry, out: Path, log: Log, store: ModelStore) -> dict[str
     ``store`` holds the models and test images built so far (some recipes draw on real
     photos, found with the face detector)."""
     recipe, seed = _spec(entry)
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: the same sums in the same order on every machine
+    try:
+        return _train(entry, recipe, seed, out, log, store)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    entry: ModelEntry, recipe: Recipe, seed: int, out: Path, log: Log, store: ModelStore
+) -> dict[str, Any]:
     t0 = time.monotonic()
     images, targets = dataset(recipe, recipe.train_n, seed, False, recipe.prepare(store))
     t_data = time.monotonic() - t0

@@ -84,7 +84,7 @@ def changed(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     *parents, last = path.split(".")
     node = out
     for p in parents:
-        node = node[int(p)] if p.isdigit() else node[p]
+        node = node[p]
     node[last] = value
     return out
 
