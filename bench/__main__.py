@@ -15,6 +15,7 @@ BENCHMARKS = {
     "fieldbus": "bench.fieldbus",
     "traffic": "bench.traffic",
     "bridge": "bench.bridge",
+    "waste_food": "bench.waste_food",
 }
 
 

