@@ -119,6 +119,7 @@ def run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        slow = asyncio.create_task(_report_slow_shutdown(stop, site.config.shutdown_flush_s + 15))
         rollback = [
             s.commands.rollback_after_s for s in site.config.sinks if hasattr(s, "commands")
         ]
@@ -143,11 +144,28 @@ def run(
                 current = load_site(config)
         finally:
             remote.stop()
+            slow.cancel()
 
     try:
         asyncio.run(main())
     except EdgeError as err:
         raise _fail(err, EXIT_RUNTIME) from None
+
+
+async def _report_slow_shutdown(stop: asyncio.Event, after_s: float) -> None:
+    """When the gateway is still running ``after_s`` after the signal, log what each task
+    waits on (a stage that does not stop is a bug; this says which)."""
+    await stop.wait()
+    await asyncio.sleep(after_s)
+    current = asyncio.current_task()
+    for task in asyncio.all_tasks():
+        if task is current:
+            continue
+        where = " <- ".join(
+            f"{f.f_code.co_name} ({Path(f.f_code.co_filename).name}:{f.f_lineno})"
+            for f in reversed(task.get_stack())
+        )
+        log.warning("still running %.0f s after the stop signal: %s: %s", after_s, task, where)
 
 
 async def _set_when(event: asyncio.Event, target: asyncio.Event) -> None:

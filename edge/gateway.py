@@ -28,7 +28,7 @@ from edge.plugin import AppContext, Emitter, Plugin, PluginContext, SinkContext,
 from edge.readings import ReadingBatch
 from edge.registry import PluginInfo, info_for, load
 from edge.remote_config import RemoteConfig
-from edge.supervisor import ChildSpec, Supervisor
+from edge.supervisor import ChildSpec, Supervisor, cancel_and_wait
 from protocols.envelope import EnvelopeModel
 
 if TYPE_CHECKING:
@@ -207,5 +207,5 @@ class Gateway:
             except TimeoutError:
                 log.warning("sinks did not flush within %.1f s", self.config.shutdown_flush_s)
             if http_task is not None:
-                http_task.cancel()
+                await cancel_and_wait([http_task])
         log.info("gateway stopped")

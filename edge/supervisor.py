@@ -14,15 +14,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from edge.backoff import Backoff
 from edge.clock import Clock
 from edge.errors import EdgeError, PermanentError
 
 log = logging.getLogger(__name__)
+
+
+async def cancel_and_wait(tasks: Sequence[asyncio.Task[Any]], again_every_s: float = 0.5) -> None:
+    """Cancel ``tasks`` and wait until each has ended, cancelling again those still running.
+
+    One cancel is not always enough on Python 3.11: ``asyncio.wait_for`` (pymodbus waits for
+    each reply with it) returns the result instead of raising when the cancel lands in the same
+    loop turn as the reply (CPython gh-86296, fixed in 3.12), and a poll loop then runs on.
+    """
+    pending = [t for t in tasks if not t.done()]
+    while pending:
+        for t in pending:
+            t.cancel()
+        await asyncio.wait(pending, timeout=again_every_s)
+        pending = [t for t in pending if not t.done()]
 
 
 class RestartPolicy(StrEnum):
@@ -109,8 +125,7 @@ class Supervisor:
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(self.supervise(s), name=s.name) for s in specs]
             await stop.wait()
-            for t in tasks:
-                t.cancel()
+            await cancel_and_wait(tasks)
 
     async def run_to_end(self, specs: Iterable[ChildSpec]) -> None:
         """Run ``specs`` in one task group until each returns by itself (drain stages)."""

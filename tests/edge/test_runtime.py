@@ -193,6 +193,38 @@ async def test_run_until_stops_children_when_asked() -> None:
     assert {s.state for s in sup.status.values()} == {ChildState.STOPPED}
 
 
+async def test_run_until_stops_a_child_whose_wait_for_lost_the_cancel() -> None:
+    """On Python 3.11, asyncio.wait_for returns the reply when the cancel lands in the same loop
+    turn (CPython gh-86296): the child polls on. run_until cancels it again until it ends."""
+    sup = Supervisor(VirtualClock())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    polls = 0
+
+    async def poller() -> None:  # a Modbus poll loop: one wait_for per reply
+        nonlocal polls
+        while True:
+            reply: asyncio.Future[bytes] = loop.create_future()
+            if polls == 3:  # the reply and the stop arrive in the same loop turn
+
+                def together(r: asyncio.Future[bytes] = reply) -> None:
+                    r.set_result(b"ok")
+                    stop.set()
+
+                loop.call_soon(together)
+            else:
+                loop.call_soon(reply.set_result, b"ok")
+            polls += 1
+            await asyncio.wait_for(reply, 10)
+            await asyncio.sleep(0.01)
+
+    runner = asyncio.ensure_future(sup.run_until([ChildSpec("modbus", "source", poller)], stop))
+    async with asyncio.timeout(10):  # a deadline for a hang, not a speed check
+        await runner
+    assert sup.status["modbus"].state is ChildState.STOPPED
+    assert polls > 3
+
+
 # -- availability -----------------------------------------------------------------------------
 
 
