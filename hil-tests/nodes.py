@@ -86,8 +86,15 @@ def make_site(tmp: Path, site: str = "riverside") -> Site:
 
 
 def start_site_broker(site: Site, workdir: Path) -> Broker:
-    """The site's local broker: TLS, client certificates as identities, the generated ACL."""
-    return Broker.start(workdir, extra_conf=site.broker_conf(listener=False), port=site.broker_port)
+    """The site's local broker: TLS, client certificates as identities, the generated ACL, and
+    persistence on (as Debian's mosquitto.conf has it), so the gateway's session survives a
+    restart."""
+    return Broker.start(
+        workdir,
+        extra_conf=site.broker_conf(listener=False),
+        port=site.broker_port,
+        persistence=True,
+    )
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """A provisioned bin-fill node on the MicroPython unix port, booted from its LittleFS image,
 reports over TLS with its own certificate to the site's mosquitto; the real gateway process reads
 it with the ``mqtt`` source and its readings reach the city brain's broker. The site broker
-restarts: the node reconnects, resubscribes and delivers what it queued meanwhile."""
+restarts: the node reconnects, resubscribes and delivers what it queued meanwhile. The gateway
+restarts: what the node sent meanwhile waited at the broker in the gateway's session."""
 
 from __future__ import annotations
 
@@ -138,6 +139,26 @@ def test_node_reports_through_the_gateway_and_survives_a_broker_restart(
         brain.wait_for(lambda: len(brain.of("alarm", "bin-1")) >= 1, 20, "the full-bin alarm")
         assert node.proc is not None and node.proc.alive(), node.log()
         assert "link lost" in node.log()
+
+        # 3b: the gateway restarts; what the node sent meanwhile waited for it at the broker
+        # (the gateway's persistent session), it was not dropped for want of a subscriber
+        assert gateway.stop() == 0, gateway.log_path.read_text()
+        node.world(**fill_world(70))
+        away_start = time.time()
+        time.sleep(4)
+        away_end = time.time()
+        gateway = start_gateway(procs, tmp_path, config, http)
+
+        def sent_while_away() -> list[tuple[float, float]]:
+            return [
+                (t, f)
+                for t, f in fills(brain)
+                if away_start - 1 <= t <= away_end and abs(f - 70) <= 0.5
+            ]
+
+        brain.wait_for(
+            lambda: len(sent_while_away()) >= 3, 30, "readings sent while the gateway was down"
+        )
 
         # 4: the node subscribed again: a signed command reaches it and it answers
         gw = gateway_client(site, "gw-1", "bin-1")

@@ -13,13 +13,16 @@ so node data flows through the same apps and sinks as Modbus devices. Per node:
 - status frames drive availability: the will (``offline``) makes the node unavailable once, any
   later frame recovers it; OTA results and rollbacks are logged with their reason.
 
-The link reconnects with capped, jittered backoff; the subscription is made again each time.
+The link reconnects with capped, jittered backoff; the subscription is made again each time. The
+session is persistent (``session_expiry_s``): frames that nodes publish while the gateway is
+away are queued by the broker, not dropped.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
+from dataclasses import replace
 
 from cloud_bridge.link import LinkError, LinkRefused, Message, MqttLink
 from edge.backoff import Backoff
@@ -50,7 +53,14 @@ class MqttSource:
         self.ctx = ctx
         self.name = config.name
         self.site = config.node_site or ctx.site
-        self.settings = link_settings(config, f"{ctx.site}-{ctx.gateway}-nodes")
+        # a persistent session: node frames published while the gateway is away (a gateway
+        # restart, or nodes reconnecting to a restarted broker before the gateway does) wait
+        # at the broker instead of being dropped for want of a subscriber
+        self.settings = replace(
+            link_settings(config, f"{ctx.site}-{ctx.gateway}-nodes"),
+            clean_session=config.session_expiry_s == 0,
+            session_expiry_s=config.session_expiry_s,
+        )
         self.nodes = {n.name: _Node(n.name, config.dedupe_window) for n in config.nodes}
         self.unknown: set[str] = set()
         self.duplicates = 0

@@ -40,6 +40,16 @@ class MqttSourceConfig(PluginConfig):
         default="auto", description="MQTT version; auto tries 5 and falls back to 3.1.1"
     )
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive in seconds")
+    session_expiry_s: int = Field(
+        default=86_400,
+        ge=0,
+        le=30 * 86_400,
+        description=(
+            "How long the broker keeps the gateway's subscription and queues node frames for it "
+            "while the gateway is away (a persistent session; give the broker 'persistence true' "
+            "to keep it across a broker restart); 0 = a clean session, frames sent meanwhile lost"
+        ),
+    )
     connect_timeout_s: float = Field(default=10.0, gt=0, le=120, description="Deadline to connect")
     reconnect_initial_s: float = Field(default=0.5, gt=0, le=60, description="First reconnect wait")
     reconnect_max_s: float = Field(
