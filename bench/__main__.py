@@ -26,10 +26,11 @@ def main(argv: list[str]) -> int:
     if unknown:
         console.print(f"unknown benchmark {unknown}; known: {', '.join(BENCHMARKS)}")
         return 2
-    from bench.common import write_section
+    from bench.common import note_load, write_section
 
     for name in names:
         console.rule(f"benchmark {name}")
+        note_load()
         module = importlib.import_module(BENCHMARKS[name])
         body: str = module.run(console)
         write_section(name, body)

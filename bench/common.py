@@ -38,8 +38,22 @@ def machine() -> str:
     )
 
 
+_load_before: float | None = None
+
+
+def note_load() -> None:
+    """Remember the 1-minute load average before a benchmark starts (other work on the machine
+    shows there; the benchmark's own load does not yet)."""
+    global _load_before
+    _load_before = os.getloadavg()[0]
+
+
 def stamp() -> str:
-    return f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}."
+    load = ""
+    if _load_before is not None:
+        busy = "other work was running" if _load_before >= 0.5 else "the machine was quiet"
+        load = f" 1-minute load average when it started: {_load_before:.2f} ({busy})."
+    return f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}.{load}"
 
 
 def write_section(name: str, body: str) -> None:

@@ -239,7 +239,7 @@ def run(console: Console) -> str:
     stage = " / ".join(f"{k[6:]} {v:.1f}" for k, v in on.items() if k.startswith("stage_"))
     return f"""## Face access (`bench/faces.py`)
 
-{stamp()} The machine was shared with other work while measuring.
+{stamp()}
 
 **Decision latency, 640x480 frame → relay command** ({DECISIONS} decisions on doorway frames made
 from real photos; one inference thread per model; the relay write itself is a Modbus round trip

@@ -162,7 +162,7 @@ def run(console: Console) -> str:
     fps_rows = "\n".join(f"| {name} | {v:.1f} |" for name, v in fps.items())
     return f"""## Bin fill and hygiene (issue 9)
 
-{stamp()} The machine was shared with other builds and tests while this ran.
+{stamp()}
 
 Model latency per inference, one ONNX Runtime thread (the apps' setting), {REPEATS}+ runs:
 
