@@ -12,6 +12,8 @@ from pathlib import Path
 
 import psutil
 
+from edge.localsite import Proc, cityedge_argv, start, wait_port
+
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 HEADER = """# Benchmarks
@@ -115,3 +117,20 @@ class Sampler:
             self.proc.memory_info().rss / 2**20,
             self.peak / 2**20,
         )
+
+
+def measure_gateway(
+    procs: list[Proc],
+    work: Path,
+    config: Path,
+    http_port: int,
+    warmup_s: float,
+    measure_s: float,
+    start_timeout_s: float = 60,
+) -> dict[str, float]:
+    """Start ``cityedge run`` on ``config`` (added to ``procs``, which the caller stops), wait
+    for its HTTP port, then measure its CPU and memory."""
+    gw = start("gateway", cityedge_argv("run", "--config", str(config)), work)
+    procs.append(gw)
+    wait_port(http_port, proc=gw, timeout_s=start_timeout_s)
+    return measure(gw.pid, warmup_s, measure_s)

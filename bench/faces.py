@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from rich.console import Console
 
-from bench.common import measure, stamp
+from bench.common import measure_gateway, stamp
 from edge.actuators import Actuators
 from edge.apps.face_access import FaceAccessApp
 from edge.apps.face_access_config import FaceAccessConfig
@@ -210,10 +210,7 @@ apps:
 """,
             encoding="utf-8",
         )
-        gw = start("gateway", cityedge_argv("run", "--config", str(site)), work)
-        procs.append(gw)
-        wait_port(http, proc=gw, timeout_s=30)
-        return measure(gw.pid, WARMUP_S, MEASURE_S)
+        return measure_gateway(procs, work, site, http, WARMUP_S, MEASURE_S, 30)
     finally:
         for p in reversed(procs):
             p.stop()

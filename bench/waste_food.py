@@ -18,13 +18,13 @@ from tempfile import TemporaryDirectory
 import numpy as np
 from rich.console import Console
 
-from bench.common import measure, stamp
+from bench.common import measure_gateway, stamp
 from edge.apps.bin_fill import roi_crops
 from edge.bins.scene import ROI, DayPlan, day_frames
 from edge.hygiene import scene
 from edge.hygiene.crops import crop, face_square, head_box
 from edge.hygiene.pipeline import HygienePipeline
-from edge.localsite import Proc, cityedge_argv, free_port, start, wait_port
+from edge.localsite import Proc, free_port
 from edge.vision.imageops import point_in_polygon
 from edge.vision.manifest import ModelStore
 from edge.vision.session import ModelSession
@@ -133,10 +133,7 @@ apps:
 """,
             encoding="utf-8",
         )
-        gw = start("gateway", cityedge_argv("run", "--config", str(site)), work)
-        procs.append(gw)
-        wait_port(http, proc=gw, timeout_s=60)
-        return measure(gw.pid, WARMUP_S, MEASURE_S)
+        return measure_gateway(procs, work, site, http, WARMUP_S, MEASURE_S, 60)
     finally:
         for p in reversed(procs):
             p.stop()
