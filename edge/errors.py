@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from protocols.errors import HintedError
+
 
 class ExitCode(IntEnum):
     """Exit codes of every ``cityedge`` command (documented in the README)."""
@@ -20,23 +22,10 @@ class ExitCode(IntEnum):
     VERIFY = 4  # the work was done but its check failed (a provisioned node never reported)
 
 
-class EdgeError(Exception):
+class EdgeError(HintedError):
     """An error the gateway raises on purpose."""
 
     code = "CE000"
-
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
-
-    def for_humans(self) -> str:
-        """``CE123: message`` plus the hint on its own line."""
-        text = f"{self.code}: {self.message}"
-        return f"{text}\n  hint: {self.hint}" if self.hint else text
 
 
 class ConfigError(EdgeError):

@@ -13,4 +13,7 @@ Exception tree::
     ├── DecodeError               bytes/registers that cannot be a value of that type
     ├── EncodeError               a value that cannot be put in that type (range, NaN for ints)
     └── TopicError                a topic or an id that is not in the tree
+
+    HintedError                   code + message + hint for people: the base of the gateway's
+                                  EdgeError and the technician tool's ProvisionError trees
 """

@@ -3,6 +3,27 @@
 from __future__ import annotations
 
 
+class HintedError(Exception):
+    """An error for people: a stable ``code`` (in logs and CLI output) and a ``hint`` they can
+    act on. The gateway's (``edge.errors.EdgeError``) and the technician tool's
+    (``provisioning.errors.ProvisionError``) trees both grow from it."""
+
+    code = "CE000"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
+
+    def for_humans(self) -> str:
+        """``CE123: message`` plus the hint on its own line."""
+        text = f"{self.code}: {self.message}"
+        return f"{text}\n  hint: {self.hint}" if self.hint else text
+
+
 class ProtocolError(ValueError):
     """Data that breaks a rule of one of our contracts."""
 

@@ -12,21 +12,11 @@
 
 from __future__ import annotations
 
+from protocols.errors import HintedError
 
-class ProvisionError(Exception):
+
+class ProvisionError(HintedError):
     code = "CE400"
-
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
-
-    def for_humans(self) -> str:
-        text = f"{self.code}: {self.message}"
-        return f"{text}\n  hint: {self.hint}" if self.hint else text
 
 
 class ProvisionInputError(ProvisionError):
