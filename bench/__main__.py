@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 from rich.console import Console
@@ -20,6 +21,8 @@ BENCHMARKS = {
 
 
 def main(argv: list[str]) -> int:
+    # SIGTERM unwinds like Ctrl-C, so each benchmark's finally stops the processes it started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     console = Console()
     names = argv or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]

@@ -40,21 +40,22 @@ def machine() -> str:
     )
 
 
-_load_before: float | None = None
+_busy_before: float | None = None
+BUSY_SAMPLE_S = 3.0
 
 
 def note_load() -> None:
-    """Remember the 1-minute load average before a benchmark starts (other work on the machine
-    shows there; the benchmark's own load does not yet)."""
-    global _load_before
-    _load_before = os.getloadavg()[0]
+    """Sample how busy the CPUs are just before a benchmark starts (the 1-minute load average
+    would still carry the previous benchmark's own load)."""
+    global _busy_before
+    _busy_before = psutil.cpu_percent(interval=BUSY_SAMPLE_S)
 
 
 def stamp() -> str:
     load = ""
-    if _load_before is not None:
-        busy = "other work was running" if _load_before >= 0.5 else "the machine was quiet"
-        load = f" 1-minute load average when it started: {_load_before:.2f} ({busy})."
+    if _busy_before is not None:
+        busy = "other work was running" if _busy_before >= 10 else "the machine was idle"
+        load = f" CPUs {_busy_before:.0f}% busy in the {BUSY_SAMPLE_S:.0f} s before it started ({busy})."
     return f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}.{load}"
 
 
