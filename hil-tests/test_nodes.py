@@ -66,6 +66,12 @@ def fills(sub: Subscriber, since: float = 0.0) -> list[tuple[float, float]]:
     return out
 
 
+def fills_of(sub: Subscriber, pct: float, start: float, end: float) -> list[tuple[float, float]]:
+    """The readings of ``pct`` measured between ``start`` and ``end`` (wall clock). Frame times
+    are whole seconds; only readings taken after the world changed show the new level."""
+    return [(t, f) for t, f in fills(sub) if start - 1 <= t <= end and abs(f - pct) <= 0.5]
+
+
 def test_node_reports_through_the_gateway_and_survives_a_broker_restart(
     tmp_path: Path,
     mosquitto: Broker,
@@ -123,16 +129,8 @@ def test_node_reports_through_the_gateway_and_survives_a_broker_restart(
         procs.append(local.proc)
 
         # 3: what was queued arrives, stamped with the time it was measured
-        def queued() -> list[tuple[float, float]]:
-            return [
-                (t, f)
-                for t, f in fills(brain)
-                # frame times are whole seconds; only readings taken after the change show 90 %
-                if outage_start - 1 <= t <= outage_end and abs(f - 90) <= 0.5
-            ]
-
         brain.wait_for(
-            lambda: len(queued()) >= 3,
+            lambda: len(fills_of(brain, 90, outage_start, outage_end)) >= 3,
             40,
             "readings queued during the outage",
         )
@@ -148,16 +146,10 @@ def test_node_reports_through_the_gateway_and_survives_a_broker_restart(
         time.sleep(4)
         away_end = time.time()
         gateway = start_gateway(procs, tmp_path, config, http)
-
-        def sent_while_away() -> list[tuple[float, float]]:
-            return [
-                (t, f)
-                for t, f in fills(brain)
-                if away_start - 1 <= t <= away_end and abs(f - 70) <= 0.5
-            ]
-
         brain.wait_for(
-            lambda: len(sent_while_away()) >= 3, 30, "readings sent while the gateway was down"
+            lambda: len(fills_of(brain, 70, away_start, away_end)) >= 3,
+            30,
+            "readings sent while the gateway was down",
         )
 
         # 4: the node subscribed again: a signed command reaches it and it answers
