@@ -129,11 +129,10 @@ class BinFillConfig(PluginConfig):
                 continue
             points = catalog.devices.get(b.sensor.device)
             if points is None:
-                hint = did_you_mean(b.sensor.device, catalog.devices)
                 problems.append(
                     (
                         ("bins", i, "sensor", "device"),
-                        f"no source provides device {b.sensor.device!r}{hint}",
+                        catalog.no_device(b.sensor.device),
                     )
                 )
             elif (
@@ -141,11 +140,10 @@ class BinFillConfig(PluginConfig):
                 and points
                 and b.sensor.point not in points
             ):
-                hint = did_you_mean(b.sensor.point, points) or f"; it has {', '.join(points)}"
                 problems.append(
                     (
                         ("bins", i, "sensor", "point"),
-                        f"device {b.sensor.device!r} has no point {b.sensor.point!r}{hint}",
+                        catalog.no_point(b.sensor.device, b.sensor.point),
                     )
                 )
         return problems

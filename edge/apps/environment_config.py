@@ -80,20 +80,16 @@ class EnvironmentConfig(PluginConfig):
             seen.add(st.device)
             points = catalog.devices.get(st.device)
             if points is None:
-                hint = did_you_mean(st.device, catalog.devices)
-                problems.append(
-                    (("stations", i, "device"), f"no source provides device {st.device!r}{hint}")
-                )
+                problems.append((("stations", i, "device"), catalog.no_device(st.device)))
                 continue
             if st.device in catalog.incomplete:
                 continue
             for point in st.points:
                 if point not in points:
-                    hint = did_you_mean(point, points) or f"; it has {', '.join(points)}"
                     problems.append(
                         (
                             ("stations", i, "points"),
-                            f"device {st.device!r} has no point {point!r}{hint}",
+                            catalog.no_point(st.device, point),
                         )
                     )
         return problems

@@ -97,18 +97,14 @@ class FaceAccessConfig(PluginConfig):
                 )
         points = catalog.devices.get(self.gate.device)
         if points is None:
-            hint = did_you_mean(self.gate.device, catalog.devices)
-            problems.append(
-                (("gate", "device"), f"no source provides device {self.gate.device!r}{hint}")
-            )
+            problems.append((("gate", "device"), catalog.no_device(self.gate.device)))
         elif self.gate.device not in catalog.incomplete:
             info = points.get(self.gate.point)
             if info is None:
-                hint = did_you_mean(self.gate.point, points) or f"; it has {', '.join(points)}"
                 problems.append(
                     (
                         ("gate", "point"),
-                        f"device {self.gate.device!r} has no point {self.gate.point!r}{hint}",
+                        catalog.no_point(self.gate.device, self.gate.point),
                     )
                 )
             elif not info.writable:

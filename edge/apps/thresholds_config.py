@@ -7,7 +7,6 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from edge.config.base import Catalog, Loc, PluginConfig, StrictModel
-from edge.config.problems import did_you_mean
 from protocols.envelope import Ident, Severity
 
 
@@ -70,16 +69,12 @@ class ThresholdsConfig(PluginConfig):
             names.add(rule.rule_name)
             points = catalog.devices.get(rule.device)
             if points is None:
-                hint = did_you_mean(rule.device, catalog.devices)
-                problems.append(
-                    (("rules", i, "device"), f"no source provides device {rule.device!r}{hint}")
-                )
+                problems.append((("rules", i, "device"), catalog.no_device(rule.device)))
             elif rule.point not in points and rule.device not in catalog.incomplete:
-                hint = did_you_mean(rule.point, points) or f"; it has {', '.join(points)}"
                 problems.append(
                     (
                         ("rules", i, "point"),
-                        f"device {rule.device!r} has no point {rule.point!r}{hint}",
+                        catalog.no_point(rule.device, rule.point),
                     )
                 )
         return problems

@@ -80,8 +80,7 @@ class TrafficSignalConfig(PluginConfig):
     def check(self, catalog: Catalog) -> list[tuple[Loc, str]]:
         points = catalog.devices.get(self.device)
         if points is None:
-            hint = did_you_mean(self.device, catalog.devices)
-            return [(("device",), f"no source provides device {self.device!r}{hint}")]
+            return [(("device",), catalog.no_device(self.device))]
         if self.device in catalog.incomplete:
             return []
         missing = [p for p in REQUIRED_POINTS if p not in points]

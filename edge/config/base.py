@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge.config.problems import did_you_mean
 from edge.supervisor import RestartPolicy
 from protocols.envelope import Ident
 
@@ -67,6 +68,16 @@ class Catalog:
     # devices whose point list is unknown because of another problem (e.g. a missing profile):
     # checks skip their points so one mistake is reported once
     incomplete: set[str] = field(default_factory=set)
+
+    def no_device(self, device: str) -> str:
+        """The problem to report when no source provides ``device``."""
+        return f"no source provides device {device!r}{did_you_mean(device, self.devices)}"
+
+    def no_point(self, device: str, point: str) -> str:
+        """The problem to report when ``device`` (which a source provides) lacks ``point``."""
+        points = self.devices[device]
+        hint = did_you_mean(point, points) or f"; it has {', '.join(points)}"
+        return f"device {device!r} has no point {point!r}{hint}"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 
 from edge.config.base import Catalog, Loc, PluginConfig, StrictModel
-from edge.config.problems import did_you_mean
 from protocols.envelope import Ident
 
 
@@ -95,18 +94,14 @@ class Hj212SinkConfig(PluginConfig):
         for i, st in enumerate(self.stations):
             points = catalog.devices.get(st.device)
             if points is None:
-                hint = did_you_mean(st.device, catalog.devices)
-                problems.append(
-                    (("stations", i, "device"), f"no source provides device {st.device!r}{hint}")
-                )
+                problems.append((("stations", i, "device"), catalog.no_device(st.device)))
             elif st.device not in catalog.incomplete:
                 for point in st.codes:
                     if point not in points:
-                        hint = did_you_mean(point, points) or f"; it has {', '.join(points)}"
                         problems.append(
                             (
                                 ("stations", i, "codes"),
-                                f"device {st.device!r} has no point {point!r}{hint}",
+                                catalog.no_point(st.device, point),
                             )
                         )
         mns = [s.mn for s in self.stations]
