@@ -10,14 +10,7 @@ import sys
 import uuid
 from pathlib import Path
 
-import psutil
-
-
-def _tagged(p: psutil.Process, tag: str) -> bool:
-    try:
-        return p.environ().get("CITYEDGE_TEST_TAG") == tag
-    except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-        return False
+from hil import tagged_processes
 
 
 def test_demo_shows_readings_and_an_alarm_within_a_minute(tmp_path: Path) -> None:
@@ -48,5 +41,5 @@ def test_demo_shows_readings_and_an_alarm_within_a_minute(tmp_path: Path) -> Non
     assert ingest, out[-2000:]
     assert "telemetry" in ingest[-1] and "alarm" in ingest[-1]
     assert "gw-demo-01 online (session 1)" in ingest[-1] or "gw-demo-01 offline" in ingest[-1]
-    leftovers = [p for p in psutil.process_iter() if _tagged(p, tag)]
+    leftovers = tagged_processes(tag)
     assert not leftovers, leftovers

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
+from hil import tagged_processes
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 EVENT = re.compile(r"^\d\d:\d\d:\d\d ALARM (RAISED|CLEARED)\s+\w+ (\S+) (\w+)=")
@@ -51,10 +51,11 @@ class Pane:
         return self.run("capture-pane", "-p", "-e", "-t", "demo").splitlines()
 
     def exit_status(self) -> str | None:
-        """The demo's exit status once it has exited, else None."""
+        """The demo's exit status once it has exited and tmux has reaped it, else None (the
+        pane reads dead a moment before its status is known)."""
         out = self.run("display-message", "-p", "-t", "demo", "#{pane_dead}:#{pane_dead_status}")
         dead, _, status = out.strip().partition(":")
-        return status if dead == "1" else None
+        return status if dead == "1" and status else None
 
 
 @pytest.fixture
@@ -82,13 +83,6 @@ def pane(tmp_path: Path) -> Iterator[Pane]:
         )
         with contextlib.suppress(ProcessLookupError):
             os.kill(p.server_pid, signal.SIGKILL)
-
-
-def _tagged(proc: psutil.Process, tag: str) -> bool:
-    try:
-        return proc.environ().get("CITYEDGE_TEST_TAG") == tag
-    except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-        return False
 
 
 def test_demo_on_an_80x24_terminal_shows_an_alarm_raised_and_cleared(pane: Pane) -> None:
@@ -154,6 +148,5 @@ def test_demo_on_an_80x24_terminal_shows_an_alarm_raised_and_cleared(pane: Pane)
     assert removed, text
     folder = Path(removed[0].rsplit(" ", 1)[1])
     assert folder.name.startswith("cityedge-demo-") and not folder.exists(), folder
-    tag = pane.env["CITYEDGE_TEST_TAG"]
-    leftovers = [p for p in psutil.process_iter() if p.pid != pane.server_pid and _tagged(p, tag)]
+    leftovers = tagged_processes(pane.env["CITYEDGE_TEST_TAG"], but=frozenset({pane.server_pid}))
     assert not leftovers, leftovers
