@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from hil import tagged_processes
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 EVENT = re.compile(r"^\d\d:\d\d:\d\d ALARM (RAISED|CLEARED)\s+\w+ (\S+) (\w+)=")
+EXITED = re.compile(r"^\[demo exited with (\d+)\]")
 STATUS = re.compile(r"^gw-demo-01 online \(session 1\) · \d+ messages \([\d.]+/s\), (\d+) invalid")
 
 
@@ -51,11 +53,9 @@ class Pane:
         return self.run("capture-pane", "-p", "-e", "-t", "demo").splitlines()
 
     def exit_status(self) -> str | None:
-        """The demo's exit status once it has exited and tmux has reaped it, else None (the
-        pane reads dead a moment before its status is known)."""
-        out = self.run("display-message", "-p", "-t", "demo", "#{pane_dead}:#{pane_dead_status}")
-        dead, _, status = out.strip().partition(":")
-        return status if dead == "1" and status else None
+        """The demo's exit status, once the shell that ran it printed it."""
+        lines = [ANSI.sub("", line) for line in self.screen()]
+        return next((m[1] for line in lines if (m := EXITED.match(line))), None)
 
 
 @pytest.fixture
@@ -72,7 +72,9 @@ def pane(tmp_path: Path) -> Iterator[Pane]:
     p.run(
         "-f", str(conf),
         "new-session", "-d", "-s", "demo", "-x", "80", "-y", "24", "-c", str(tmp_path),
-        str(cityedge), "demo",
+        # as from a shell, which says how it ended (tmux's own pane_dead_status is at times
+        # left empty)
+        "bash", "-c", f"{shlex.quote(str(cityedge))} demo; echo \"[demo exited with $?]\"",
     )  # fmt: skip
     p.server_pid = int(p.run("display-message", "-p", "#{pid}").strip())
     try:
