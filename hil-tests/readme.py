@@ -287,6 +287,7 @@ class Runner:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_as_from_a_terminal,
         )
         try:
             raw_out, _ = popen.communicate(timeout=self.command_timeout_s)
@@ -329,6 +330,7 @@ class Runner:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_as_from_a_terminal,
             )
         r = _Running(c, popen, log)
         deadline = time.monotonic() + self.ready_timeout_s
@@ -378,6 +380,13 @@ class Runner:
             if TRACEBACK in r.output():
                 failures.append(Failure(r.command, "printed a traceback", r.output()))
         return failures
+
+
+def _as_from_a_terminal() -> None:
+    """In the child: Ctrl-C and Ctrl-\\ do what they do in a terminal, even when the test runs
+    where they are ignored (a background job ignores SIGINT, and its children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def _ports(c: Command) -> set[int]:

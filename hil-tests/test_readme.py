@@ -9,6 +9,7 @@ command needs that this machine has not got is marked in the README itself (see 
 from __future__ import annotations
 
 import os
+import signal
 import textwrap
 import time
 from pathlib import Path
@@ -110,7 +111,12 @@ false
 def test_long_running_commands_are_checked_then_stopped(tmp_path: Path) -> None:
     runner = runner_for(tmp_path, LONG, ready_timeout_s=3.0)
     began = time.monotonic()
-    failures = runner.run(parse(LONG))
+    # as when the suite runs as a background job, which ignores SIGINT (and its children would)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        failures = runner.run(parse(LONG))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     lines = sorted((f.command.line, f.what) for f in failures)
     assert [line for line, _ in lines] == [10, 11, 20], lines
     assert "never printed 'hello'" in lines[0][1]
