@@ -104,7 +104,9 @@ def run(
     site = load_site_file(config)
     http = site.config.http
     if http.enabled:  # probe first: a busy port would only make the endpoint restart forever
-        check_port(http.host, http.port, "the gateway's http endpoint", option=f"http.port in {config}")
+        check_port(
+            http.host, http.port, "the gateway's http endpoint", option=f"http.port in {config}"
+        )
     setup_logging(log_level or site.config.log_level)
     for w in site.warnings:
         log.warning("%s", w)
@@ -209,10 +211,12 @@ def demo(
     from edge.demo import run_demo
 
     setup_logging("warning")
+    plain = plain if plain is not None else (as_json or not sys.stdout.isatty())
     kwargs: dict[str, Any] = {}
     if as_json:
-        kwargs = {"console": err_console, "on_ready": lambda doc: emit_json_line(doc)}
-    plain = plain if plain is not None else (as_json or not sys.stdout.isatty())
+        kwargs = {"console": err_console, "on_ready": emit_json_line}
+    elif plain:  # lines, never hard-wrapped (the live table keeps the demo's own console)
+        kwargs = {"console": out}
     try:
         code = run_demo(duration_s, plain, **kwargs)
     except (OSError, RuntimeError, TimeoutError) as err:

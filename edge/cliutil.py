@@ -127,6 +127,10 @@ def load_site_file(path: Path) -> LoadedSite:
     except ConfigError as err:
         err.hint = f"fix each line, then check again with 'cityedge check-config {path}'"
         raise
+    except UnicodeDecodeError as err:  # a binary file, or another encoding than UTF-8
+        raise ConfigError(
+            [f"{path}: not a UTF-8 text file (byte {err.start} is {err.object[err.start]:#04x})"]
+        ) from None
 
 
 def writable_target(path: Path, what: str) -> Path:
@@ -150,6 +154,8 @@ def check_port(
     """Bind the port once and let it go: :func:`port_error` when that fails. Binds as the
     servers do (``SO_REUSEADDR`` for TCP, so a port in TIME_WAIT counts as free); port 0
     (any free port) is never busy."""
+    if not 0 <= port <= 65535:
+        fail(codes.BAD_VALUE, f"{option} {port}: a port is 1-65535 (0: any free port)")
     if port == 0:
         return
     try:

@@ -31,7 +31,7 @@ class HintedError(Exception):
         return int(codes.lookup(self.code).exit)
 
     def for_humans(self) -> str:
-        """``CE123: message`` plus the hint (the code's default when none) on its own line."""
+        """``CEnnn: message`` plus the hint (the code's default when none) on its own line."""
         return codes.for_humans(self.code, self.message, self.hint)
 
     def as_json(self) -> dict[str, object]:

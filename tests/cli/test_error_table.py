@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,7 @@ def table(tmp: Path, tcp: int, udp: int) -> list[Row]:
         Row("check-config folder", ["cityedge", "check-config", str(f["folder"])], "CE002", ("not a file",)),
         Row("check-config typo", ["cityedge", "check-config", str(f["typo"])], "CE100", (f"{f['typo']}:", 'did you mean "above"')),
         Row("check-config short secret", ["cityedge", "check-config", str(f["gate"])], "CE100", ("must be at least 16 characters", "**********"), (SHORT_SECRET, "items")),
+        Row("check-config binary file", ["cityedge", "check-config", sys.executable], "CE100", ("not a UTF-8 text file",)),
         Row("check-config unknown option", ["cityedge", "check-config", "--bogus", str(f["site"])], "CE001", ("--bogus",)),
         # run
         Row("run without --config", ["cityedge", "run"], "CE001", ("--config",)),
@@ -125,6 +127,8 @@ def table(tmp: Path, tcp: int, udp: int) -> list[Row]:
         Row("simulate bad fault", ["cityedge", "simulate", "water-sonde", "--fault", "bogus"], "CE005", ("KIND[:ARG]@START",)),
         Row("simulate bad parity", ["cityedge", "simulate", "water-sonde", "--parity", "X"], "CE005", ("N, E or O",)),
         Row("simulate bad dead units", ["cityedge", "simulate", "water-sonde", "--dead", "a,b"], "CE005", ("3,7,11",)),
+        Row("simulate port out of range", ["cityedge", "simulate", "water-sonde", "--port", "70000"], "CE005", ("1-65535",)),
+        Row("simulate control port negative", ["cityedge", "simulate", "hj212-platform", "--port", str(free), "--control-port", "-1"], "CE005", ("--control-port -1",)),
         Row("simulate port not a number", ["cityedge", "simulate", "water-sonde", "--port", "fifty"], "CE001", ("--port",)),
         Row("simulate fleet busy", ["cityedge", "simulate", "fleet", "--port", str(tcp)], "CE003", (f"port {tcp}",)),
         Row("simulate coap-air busy", ["cityedge", "simulate", "coap-air", "--port", str(udp)], "CE003", (f"UDP port {udp}",)),
@@ -132,6 +136,7 @@ def table(tmp: Path, tcp: int, udp: int) -> list[Row]:
         Row("simulate junction busy", ["cityedge", "simulate", "junction", "--port", str(tcp)], "CE003", (f"port {tcp}",)),
         Row("simulate junction scenario", ["cityedge", "simulate", "junction", "--scenario", "nope"], "CE005", ("morning-peak",)),
         Row("simulate bin-video no folder", ["cityedge", "simulate", "bin-video", str(tmp / "no" / "x.avi")], "CE002", (str(tmp / "no"),)),
+        Row("simulate factory-clip no folder", ["cityedge", "simulate", "factory-clip", str(tmp / "no" / "f.avi")], "CE002", (str(tmp / "no"),)),
         # profiles, schema, config-reference, errors
         Row("profiles unknown option", ["cityedge", "profiles", "--bogus"], "CE001", ("--bogus",)),
         Row("schema unknown option", ["cityedge", "schema", "--bogus"], "CE001", ("--bogus",)),
