@@ -301,9 +301,7 @@ def command(
             f"no reply from {site}/{gateway} within {timeout_s:g} s", code="CE621"
         ) from None
     except LinkError as err:
-        raise HintedError(
-            f"cannot reach the broker {broker}: {err}".rstrip(": "), code="CE610"
-        ) from None
+        raise HintedError(str(err) or f"cannot reach the broker {broker}", code="CE610") from None
     typer.echo(reply.model_dump_json(indent=2))
     if not reply.ok:
         raise HintedError(

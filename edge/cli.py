@@ -32,7 +32,7 @@ from edge.cliutil import (
     fail,
     load_site_file,
 )
-from edge.logs import setup_logging
+from edge.logs import LEVELS, setup_logging
 from protocols import codes
 
 app = typer.Typer(
@@ -101,6 +101,8 @@ def run(
     from edge.config.site import load_site
     from edge.gateway import Gateway
 
+    if log_level is not None and log_level.lower() not in LEVELS:
+        fail(codes.BAD_VALUE, f"--log-level {log_level!r}: use one of {', '.join(LEVELS)}")
     site = load_site_file(config)
     http = site.config.http
     if http.enabled:  # probe first: a busy port would only make the endpoint restart forever

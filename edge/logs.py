@@ -14,6 +14,7 @@ import re
 import sys
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+LEVELS = ("debug", "info", "warning", "error")
 _BREAKS = re.compile(r"\s*[\r\n]+\s*")
 
 

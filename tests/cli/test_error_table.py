@@ -117,6 +117,7 @@ def table(tmp: Path, tcp: int, udp: int) -> list[Row]:
         # run
         Row("run without --config", ["cityedge", "run"], "CE001", ("--config",)),
         Row("run missing file", ["cityedge", "run", "-c", str(f["missing"])], "CE002", (str(f["missing"]),)),
+        Row("run bad log level", ["cityedge", "run", "-c", str(f["site"]), "--log-level", "loud"], "CE005", ("--log-level",)),
         Row("run http port busy", ["cityedge", "run", "-c", str(f["site"])], "CE003", (f"port {tcp}", "http")),
         # simulate
         Row("simulate missing serial", ["cityedge", "simulate", "water-sonde", "--serial", str(tmp / "ttyUSB9")], "CE004", (str(tmp / "ttyUSB9"),)),
