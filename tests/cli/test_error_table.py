@@ -22,40 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from protocols import codes
 from provisioning.site import Site
 from tests.cli.run import MODELS_BUILD, ROOT, busy_ports, closed_port, run_all
+from tests.edge.test_config import GOOD
+from tests.faces.test_cli import site as face_site
 
-SITE = """\
-site: riverside
-gateway: gw-1
-http: {{port: {http_port}}}
-sources:
-  - type: modbus
-    name: bus
-    host: 127.0.0.1
-    port: 5020
-    devices:
-      - {{name: sonde-1, profile: water-sonde}}
-apps:
-  - type: thresholds
-    name: limits
-    rules:
-      - {{device: sonde-1, point: ph, above: 9.0}}
-sinks:
-  - {{type: mqtt, name: brain, host: 127.0.0.1}}
-"""
-
-GATE = """\
-site: riverside
-gateway: gw-1
-sources:
-  - {type: modbus, name: bus, host: 127.0.0.1, port: 5020, devices: [{name: gate-1, profile: gate-controller}]}
-  - {type: camera, name: cam, camera: cam-1, url: gate.avi}
-apps:
-  - type: face_access
-    name: gate
-    cameras: [cam-1]
-    gate: {device: gate-1}
-    secret: !secret gateway_secret
-"""
 SHORT_SECRET = "short-secret-9"  # 14 characters: too short, and never to be echoed
 
 
@@ -82,13 +51,11 @@ def _files(tmp: Path, http_port: int) -> dict[str, Path]:
     }
     files["folder"].mkdir()
     files["text"].write_text("not a database, not a key\n", encoding="utf-8")
-    files["site"].write_text(SITE.format(http_port=http_port), encoding="utf-8")
-    files["typo"].write_text(
-        SITE.format(http_port=8080).replace("above: 9.0", "abvoe: 9.0"), encoding="utf-8"
-    )
+    site = GOOD.replace("${BROKER_PASSWORD}", "pw")
+    files["site"].write_text(f"http: {{port: {http_port}}}\n{site}", encoding="utf-8")
+    files["typo"].write_text(site.replace("above: 9.0", "abvoe: 9.0"), encoding="utf-8")
     files["gate"].parent.mkdir()
-    files["gate"].write_text(GATE, encoding="utf-8")
-    (files["gate"].parent / "gate.avi").write_bytes(b"")
+    assert face_site(files["gate"].parent) == files["gate"]
     (files["gate"].parent / "secrets.yaml").write_text(
         f"gateway_secret: {SHORT_SECRET}\n", encoding="utf-8"
     )
