@@ -112,3 +112,22 @@ def test_the_errors_command_explains_a_code() -> None:
     done = CliRunner().invoke(app, ["errors", "ce003"])
     assert done.exit_code == 0 and done.stdout.startswith("CE003 (exit 3): a network port")
     assert Path(ROOT / "docs" / "errors.md").is_file()
+
+
+def test_a_log_record_stays_one_line() -> None:
+    import logging
+
+    from edge.logs import FORMAT, OneLineFormatter
+
+    err = HintedError("no reply from unit 3", hint="check A/B", code="CE311")
+    record = logging.LogRecord(
+        "edge.x", logging.WARNING, __file__, 1, "poll failed: %s", (err.for_humans(),), None
+    )
+    line = OneLineFormatter(FORMAT).format(record)
+    assert "\n" not in line and line.endswith(
+        "poll failed: CE311: no reply from unit 3; hint: check A/B"
+    )
+    forged = logging.LogRecord(
+        "edge.x", logging.INFO, __file__, 1, "name %s", ("x\n2026 ERROR fake",), None
+    )
+    assert "\n" not in OneLineFormatter(FORMAT).format(forged)
