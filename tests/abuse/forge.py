@@ -9,6 +9,7 @@ forgery here is checked to be real before a test expects it to be refused.
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from cryptography.exceptions import InvalidSignature
@@ -40,10 +41,12 @@ FORGED_SIG = IDENTITY + bytes(32)  # R = identity, S = 0
 
 def forge(body: bytes, *, key: bytes, kid: str, expires_at: int, purpose: str = "command") -> bytes:
     """An envelope around ``body`` that OpenSSL's verifier accepts for the public key ``key``
-    without any private key (deterministic: the first nonce that works)."""
+    without any private key (deterministic: the first nonce that works; nonces differ by body,
+    so forgeries of different commands are not replays of each other)."""
     public = Ed25519PublicKey.from_public_bytes(key)
+    salt = hashlib.sha256(body).digest()[:8]
     for i in range(1024):
-        nonce = signed.b64url(i.to_bytes(16, "big"))
+        nonce = signed.b64url(salt + i.to_bytes(8, "big"))
         try:
             public.verify(FORGED_SIG, signed.signing_input(purpose, kid, expires_at, nonce, body))
         except InvalidSignature:
