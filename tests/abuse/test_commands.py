@@ -27,25 +27,12 @@ from edge.remote_config import RemoteConfig
 from protocols import commands, signed, topics
 from protocols.commands import CommandReply
 from tests.abuse.forge import FORGED_SIG, SMALL_ORDER, forge
+from tests.edge.test_config import GOOD as GOOD_SITE
 
 SITE, GW = "riverside", "gw-1"
 OPS = Ed25519PrivateKey.generate()
 STRANGER = Ed25519PrivateKey.generate()
-SITE_FILE = """\
-site: riverside
-gateway: gw-1
-sources:
-  - type: modbus
-    name: bus
-    host: 127.0.0.1
-    port: 5020
-    devices:
-      - {name: sonde-1, profile: water-sonde}
-sinks:
-  - type: mqtt
-    name: up
-    host: 127.0.0.1
-"""
+SITE_FILE = GOOD_SITE.replace("${BROKER_PASSWORD}", "pw")  # riverside/gw-1, valid
 _ids = iter(range(1_000_000))
 
 

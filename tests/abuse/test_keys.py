@@ -17,6 +17,7 @@ from edge.errors import ConfigError
 from edge.sinks.mqtt_config import CommandsConfig
 from protocols import ed25519, signed
 from tests.abuse.forge import FORGED_SIG, SMALL_ORDER, forge
+from tests.edge.test_config import GOOD
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_800_000_000
@@ -113,15 +114,10 @@ def test_signatures_no_honest_signer_makes_are_refused_before_verifying() -> Non
 
 
 def _site(tmp_path: Path, key: str) -> Path:
+    """A good site file whose mqtt sink trusts ``key`` for commands (on its last line)."""
     path = tmp_path / "site.yaml"
-    path.write_text(
-        "site: riverside\ngateway: gw-1\n"
-        "sources:\n  - {type: modbus, name: bus, host: 127.0.0.1, port: 5020,\n"
-        "     devices: [{name: sonde-1, profile: water-sonde}]}\n"
-        "sinks:\n  - type: mqtt\n    name: up\n    host: 127.0.0.1\n"
-        f'    commands: {{keys: {{ops-2026: "{key}"}}}}\n',
-        encoding="utf-8",
-    )
+    text = GOOD.replace("${BROKER_PASSWORD}", "pw")
+    path.write_text(text + f'    commands: {{keys: {{ops-2026: "{key}"}}}}\n', encoding="utf-8")
     return path
 
 
@@ -131,7 +127,8 @@ def test_check_config_refuses_the_old_fallback_key_naming_the_line_and_the_rule(
     with pytest.raises(ConfigError) as info:
         load_site(_site(tmp_path, OLD_FALLBACK))
     (problem,) = info.value.problems
-    assert problem.startswith(f"{tmp_path / 'site.yaml'}:10: sinks[0].commands.keys")
+    line = GOOD.count("\n") + 1
+    assert problem.startswith(f"{tmp_path / 'site.yaml'}:{line}: sinks[0].commands.keys")
     assert "all zero" in problem and "prime-order subgroup" in problem
     real = signed.b64url(signed.public_key_raw(Ed25519PrivateKey.generate()))
     assert load_site(_site(tmp_path, real)).config.sinks
