@@ -6,8 +6,9 @@ which no ``except ValueError`` catches. :func:`loads` refuses, with
 
 - longer than ``max_bytes`` (checked first, on the raw length);
 - not strict UTF-8 (``json.loads`` would also guess UTF-16 and UTF-32 from the bytes);
-- nested deeper than ``max_depth`` (a pre-scan counts brackets outside strings, stopping at
-  the first level too deep, so a bomb costs as much as its first ``max_depth`` brackets);
+- nested deeper than ``max_depth``, or holding more than ``max_containers`` arrays and objects
+  (a pre-scan of the brackets outside strings; its cost is bounded by those limits, about that
+  of parsing);
 - holding ``NaN``, ``Infinity`` or a number that overflows a float (``1e400``);
 - holding a string that cannot be encoded (a lone surrogate such as ``"\\ud800"``: it would
   fail later, in a log line, a database or a reply);
@@ -24,26 +25,35 @@ from typing import Any, Final
 from protocols.errors import DecodeError
 
 MAX_DEPTH: Final = 32
-# a whole string (unrolled: one match per string, at C speed) or one bracket
-_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+MAX_CONTAINERS: Final = 10_000
+# a whole string (once escaped backslashes and quotes are gone), or anything but a bracket
+_NOT_BRACKET = re.compile(r'"[^"]*"|[^\[\]{}"]+')
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def nesting_depth_exceeds(text: str, max_depth: int) -> bool:
-    """True when ``text`` nests arrays/objects deeper than ``max_depth`` (brackets inside
-    strings do not count). Exact for valid JSON; it may over-count only in text that is not."""
+def nesting_problem(text: str, max_depth: int, max_containers: int = MAX_CONTAINERS) -> str | None:
+    """Why ``text`` cannot be parsed within the limits, or None: nested deeper than
+    ``max_depth``, or more than ``max_containers`` arrays and objects (brackets inside strings do
+    not count). Exact for valid JSON; text that is not JSON may be refused here rather than by
+    the parser. Costs a few regular-expression passes (C speed) and a loop over at most
+    ``2 * max_containers`` brackets."""
+    if text.count("[") + text.count("{") <= max_depth:
+        return None
+    # escapes are read left to right, as the parser does: an escaped backslash first, then an
+    # escaped quote; what is left has no quote inside a string
+    plain = text.replace("\\\\", "").replace('\\"', "")
+    brackets = _NOT_BRACKET.sub("", plain).replace('"', "")  # a quote left: never closed
+    if len(brackets) > 2 * max_containers:
+        return f"more than {max_containers} arrays and objects"
     depth = 0
-    for m in _TOKEN.finditer(text):
-        piece = m.group()
-        if piece[0] == '"':
-            continue
-        if piece in "[{":
+    for c in brackets:
+        if c in "[{":
             depth += 1
             if depth > max_depth:
-                return True
+                return f"nested deeper than {max_depth} levels"
         else:
             depth -= 1
-    return False
+    return None
 
 
 def _constant(name: str) -> Any:
@@ -57,7 +67,13 @@ def _finite(text: str) -> float:
     return value
 
 
-def loads(data: bytes | bytearray | str, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> Any:
+def loads(
+    data: bytes | bytearray | str,
+    *,
+    max_bytes: int,
+    max_depth: int = MAX_DEPTH,
+    max_containers: int = MAX_CONTAINERS,
+) -> Any:
     """The value ``data`` holds; :class:`~protocols.errors.DecodeError` for anything outside
     the limits (see the module docstring)."""
     if len(data) > max_bytes:
@@ -73,8 +89,9 @@ def loads(data: bytes | bytearray | str, *, max_bytes: int, max_depth: int = MAX
             text = bytes(data).decode("utf-8")
         except UnicodeDecodeError as err:
             raise DecodeError(f"not UTF-8 (byte {err.start})") from err
-    if nesting_depth_exceeds(text, max_depth):
-        raise DecodeError(f"nested deeper than {max_depth} levels")
+    problem = nesting_problem(text, max_depth, max_containers)
+    if problem is not None:
+        raise DecodeError(problem)
     try:
         value = json.loads(text, parse_constant=_constant, parse_float=_finite)
     except DecodeError:
