@@ -528,17 +528,35 @@ class Bridge:
     # -- commands -----------------------------------------------------------------------------
 
     async def _listen(self, link: MqttLink) -> None:
-        async for msg in link.messages():
-            if msg.topic.startswith(topics.HOST_ROOT + "/"):
-                self._host_message(msg.payload, msg.retain)
-                continue
-            if msg.topic != self._req_topic:
-                continue
-            reply = await self.commands.handle(msg.payload)
-            try:
-                await link.send(self._res_topic, cmd.encode_reply(reply), qos=1)
-            except LinkLost:
-                return
+        """Heartbeats and command requests, for as long as the link lasts. Nothing a peer sends
+        ends it: the desk answers everything (see :meth:`CommandDesk.handle`), and a reply the
+        broker refuses is logged, not raised."""
+        try:
+            async for msg in link.messages():
+                if msg.topic.startswith(topics.HOST_ROOT + "/"):
+                    self._host_message(msg.payload, msg.retain)
+                    continue
+                if msg.topic != self._req_topic:
+                    continue
+                reply = await self.commands.handle(msg.payload)
+                try:
+                    ack = await link.send(self._res_topic, cmd.encode_reply(reply), qos=1)
+                except LinkLost:
+                    return
+                ack.add_done_callback(functools.partial(self._on_reply_ack, reply.request))
+        finally:
+            self.commands.refusal_log.flush()
+
+    def _on_reply_ack(self, request: str | None, fut: asyncio.Future[None]) -> None:
+        err = None if fut.cancelled() else fut.exception()
+        if isinstance(err, LinkRefused):
+            self.commands.refusal_log.note(
+                "reply-refused",
+                "the broker refused the reply to command %s on %s: %s (check its ACL)",
+                request,
+                self._res_topic,
+                err,
+            )
 
     async def _check_nonce(self, nonce: str, exp: int) -> None:
         await self._db(self._nonces.check_and_add, nonce, exp, self.clock.time())

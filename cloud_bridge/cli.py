@@ -155,13 +155,18 @@ def broker_config(
     site: Annotated[str, typer.Option(help="Site id")],
     gateway: Annotated[list[str], typer.Option(help="A gateway id (repeat for each)")],
     out: Annotated[Path, typer.Option(help="Folder for mosquitto.conf, ACL and certificates")],
-    port: Annotated[int, typer.Option(help="TLS port the broker listens on")] = 8883,
+    port: Annotated[int, typer.Option(help="TLS port for the gateways")] = 8883,
+    brain_port: Annotated[
+        int | None,
+        typer.Option(help="TLS port for the city brain's clients (default: --port + 1)"),
+    ] = None,
     server_name: Annotated[
         list[str] | None, typer.Option(help="Broker host name or address (repeat)")
     ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Write a mosquitto configuration with per-gateway client certificates and an ACL."""
+    """Write a mosquitto configuration with per-gateway client certificates and an ACL; a
+    gateway's client id is its certificate's name, so none can take over another's."""
     from cloud_bridge.brokerconf import write_site_broker
     from protocols.errors import TopicError
     from protocols.topics import gateway_prefix
@@ -176,6 +181,7 @@ def broker_config(
         site=site,
         gateways=gateway,
         port=port,
+        brain_port=brain_port,
         server_names=server_name or ("localhost", "127.0.0.1"),
     )
     if as_json:
@@ -187,7 +193,10 @@ def broker_config(
         return
     typer.echo(f"wrote {files.conf}; run: mosquitto -c {files.conf}")
     for gw, f in files.gateways.items():
-        typer.echo(f"  gateway {gw}: {f.cert} {f.key} (user {f.name})")
+        typer.echo(f"  gateway {gw} (port {files.port}): {f.cert} {f.key} (user {f.name})")
+    if files.city_brain is not None:
+        f = files.city_brain
+        typer.echo(f"  city brain (port {files.brain_port}, ingest and command): {f.cert} {f.key}")
 
 
 def command_key(

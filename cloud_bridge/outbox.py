@@ -387,14 +387,18 @@ class Outbox:
         """Record one command and what became of it; keeps the last :data:`AUDIT_KEEP`."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
-        cur = db.execute(
-            "INSERT INTO audit(at, request, kid, command, ok, reason, message) "
-            "VALUES(?, ?, ?, ?, ?, ?, ?)",
-            (self._now(), request, kid, command, int(ok), reason, message),
-        )
-        if cur.lastrowid is not None and cur.lastrowid > AUDIT_KEEP:
-            db.execute("DELETE FROM audit WHERE n <= ?", (cur.lastrowid - AUDIT_KEEP,))
-        db.execute("COMMIT")
+        try:  # a value SQLite cannot take (a lone surrogate) must not leave the transaction open
+            cur = db.execute(
+                "INSERT INTO audit(at, request, kid, command, ok, reason, message) "
+                "VALUES(?, ?, ?, ?, ?, ?, ?)",
+                (self._now(), request, kid, command, int(ok), reason, message),
+            )
+            if cur.lastrowid is not None and cur.lastrowid > AUDIT_KEEP:
+                db.execute("DELETE FROM audit WHERE n <= ?", (cur.lastrowid - AUDIT_KEEP,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def audit_log(self, limit: int = 100) -> list[dict[str, object]]:
         rows = self._db.execute(

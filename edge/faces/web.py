@@ -10,8 +10,11 @@ Routes, under ``/faces/<app name>/`` on the gateway's HTTP endpoint:
 - ``POST api/people``       enrol: multipart ``id``, ``name``, ``image``, ``keep_image_days``;
 - ``DELETE api/people/ID``  erase a person.
 
-The API needs ``Authorization: Bearer <admin_token>``; with no ``admin_token`` configured it
-answers 403 (enrol with the CLI instead). The screen shows names, so the endpoint should listen
+The API needs ``Authorization: Bearer <admin_token>`` (RFC 6750; the scheme is required, its
+case is not); with no ``admin_token`` configured it answers 403 (enrol with the CLI instead). A
+header that is missing, of another scheme, not a well-formed token (non-ASCII, spaces) or the
+wrong token is 401; nothing is compared unless both values are well formed
+(:data:`edge.config.tokens.TOKEN_PATTERN`). The screen shows names, so the endpoint should listen
 on the terminal's local network only (``http.host``).
 """
 
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
 
+from edge.config.tokens import TOKEN_PATTERN, token_problem
 from edge.errors import EdgeError
 
 if TYPE_CHECKING:
@@ -70,13 +74,21 @@ def face_routes(app: FaceAccessApp) -> list[web.RouteDef]:
     config = app.config
 
     def authorised(request: web.Request) -> None:
-        if config.admin_token is None:
+        expected = None if config.admin_token is None else config.admin_token.get_secret_value()
+        if expected is None or token_problem(expected) is not None:
             raise web.HTTPForbidden(
                 text="HTTP enrolment is off: set admin_token or use 'cityedge faces'"
             )
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), config.admin_token.get_secret_value().encode()):
-            raise web.HTTPUnauthorized(text="wrong or missing token")
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if (
+            scheme.lower() != "bearer"
+            or not TOKEN_PATTERN.fullmatch(given)
+            or not hmac.compare_digest(given.encode("ascii"), expected.encode("ascii"))
+        ):
+            raise web.HTTPUnauthorized(
+                text="wrong or missing token: send 'Authorization: Bearer <admin_token>'",
+                headers={"WWW-Authenticate": 'Bearer realm="cityedge faces"'},
+            )
 
     def problem(err: EdgeError, status: int = 400) -> web.Response:
         return web.json_response(

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from edge.config.base import PluginConfig, StrictModel
+from protocols import ed25519
 from protocols.signed import unb64url
 
 
@@ -83,8 +84,9 @@ class CommandsConfig(StrictModel):
 
     keys: dict[str, str] = Field(
         default_factory=dict,
-        description="Key id -> raw Ed25519 public key (32 bytes, base64url); no keys: every "
-        "command is refused",
+        description="Key id -> raw Ed25519 public key (32 bytes, base64url, as "
+        "'cityedge command-key' prints it); all-zero, small-order and other weak keys are "
+        "refused; no keys: every command is refused",
     )
     max_ttl_s: int = Field(
         default=3600, ge=1, le=86_400, description="Refuse commands valid for longer than this"
@@ -109,6 +111,9 @@ class CommandsConfig(StrictModel):
                 raise ValueError(
                     f"key {kid!r}: expected 32 bytes in base64url (the raw Ed25519 public key)"
                 )
+            problem = ed25519.key_problem(raw)
+            if problem is not None:
+                raise ValueError(f"key {kid!r} is refused: {problem}; {ed25519.RULE}")
         return v
 
 
