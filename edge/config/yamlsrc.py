@@ -34,7 +34,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 from yaml.events import AliasEvent
@@ -59,43 +59,22 @@ MAX_DEPTH = 64
 #: Values that aliases and merge keys may add to the file's own (a few hundred is generous).
 MAX_ALIAS_VALUES = 10_000
 
-#: PyYAML's words for common mistakes, and what to tell a person instead.
-_PLAIN: list[tuple[re.Pattern[str], str]] = [
-    (
-        re.compile(r"found character '\\t' that cannot start any token"),
-        "a tab character: YAML indents with spaces only",
-    ),
-    (
-        re.compile(r"mapping values are not allowed here"),
-        "a ':' where it cannot be: quote a value that holds ': ', or check the indentation",
-    ),
-    (
-        re.compile(r"could not find expected ':'"),
-        "a line without 'key: value' (a missing ':', or a wrongly indented line)",
-    ),
-    (
-        re.compile(r"expected <block end>, but found '<block mapping start>'"),
-        "this line is indented differently from the lines above it at the same level",
-    ),
-    (
-        re.compile(r"expected <block end>, but found '(\?|-|<block sequence start>)'"),
-        "a list item and a key cannot be mixed at the same indentation",
-    ),
-    (
-        re.compile(r"expected ',' or '([\]}])', but got '<stream end>'"),
-        "a [ or {{ is not closed: the file ended before its '{0}'",
-    ),
-    (
-        re.compile(r"expected ',' or '([\]}])', but got"),
-        "expected ',' or '{0}' in a [ ] list or {{ }} mapping",
-    ),
-    (re.compile(r"found unexpected end of stream"), "a quoted string is not closed"),
-    (
-        re.compile(r"found undefined alias '(.*)'"),
-        "*{0} refers to an anchor &{0} that is not defined before it",
-    ),
-    (re.compile(r"found duplicate anchor '(.*)'"), "anchor &{0} is defined twice"),
-]
+#: PyYAML's words for common mistakes (a pattern), and what to tell a person instead.
+_PLAIN: Final = [
+    (re.compile(pattern), words)
+    for pattern, words in (
+        (r"found character '\\t' that cannot start any token", "a tab character: YAML indents with spaces only"),
+        (r"mapping values are not allowed here", "a ':' where none may be: quote the value, or fix the indentation"),
+        (r"could not find expected ':'", "a line without 'key: value' (a missing ':', or a wrongly indented line)"),
+        (r"but found '<block mapping start>'", "this line is indented differently from the lines above it"),
+        (r"end>, but found '(\?|-|<block sequence start>)'", "a list item and a key at the same indentation"),
+        (r"or '([\]}])', but got '<stream end>'", "a [ or {{ is not closed: the file ended before its '{0}'"),
+        (r"expected ',' or '([\]}])', but got", "expected ',' or '{0}' in a [ ] list or {{ }} mapping"),
+        (r"found unexpected end of stream", "a quoted string is not closed"),
+        (r"found undefined alias '(.*)'", "*{0} refers to an anchor &{0} that is not defined before it"),
+        (r"found duplicate anchor '(.*)'", "anchor &{0} is defined twice"),
+    )
+]  # fmt: skip
 
 
 def _unknown_tag(tag: str) -> str:
