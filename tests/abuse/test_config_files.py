@@ -60,7 +60,7 @@ HOSTILE = [
     ("undefined alias", (HEAD + "description: *nope\n").encode(), 3, "\\*nope refers to an anchor &nope that is not defined"),
     ("duplicate anchor", (HEAD + "a: &x 1\nb: &x 2\n").encode(), 4, "anchor &x is defined twice"),
     ("unclosed list", (HEAD + "description: [a, b\n").encode(), 4, "is not closed"),
-    ("missing colon", (HEAD + "http:\n  port 1\n  host: x\n").encode(), 5, "a line without 'key: value'|':' where it cannot be"),
+    ("missing colon", (HEAD + "http:\n  port 1\n  host: x\n").encode(), 5, "a line without 'key: value'|':' where none may be"),
     ("binary garbage", bytes(range(256)) * 4, 2, "not UTF-8 text: byte 0x80"),
     ("empty", b"", 1, "the file is empty"),
 ]  # fmt: skip
