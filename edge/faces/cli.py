@@ -75,8 +75,11 @@ def enroll(
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """Enrol (or replace) a person from a photo; only the encrypted template is kept."""
+    from edge.faces.photos import MAX_PHOTO_BYTES  # OpenCV: loaded when a photo is read
+
     try:
-        data = image.read_bytes()
+        with image.open("rb") as f:  # no further than the limit: a larger file is refused
+            data = f.read(MAX_PHOTO_BYTES + 1)
     except OSError as err:
         raise _fail(f"cannot read {image}: {err.strerror}", ExitCode.INPUT) from None
     service = _service(config, app_name)
