@@ -14,8 +14,10 @@ Adding a kind: write its payload model here, add an ``XEnvelope`` class with
 Edge cases:
 - ``time`` must carry a UTC offset; naive datetimes are refused, so a gateway with a wrongly
   configured timezone cannot publish ambiguous times.
-- Telemetry values are finite numbers or booleans. NaN and infinity are not JSON and are refused;
-  a source that reads one reports a bad reading instead.
+- Numbers are finite everywhere (telemetry values and every float field): NaN and infinity
+  (also ``1e400``, which parses as infinity) are not JSON and are refused when decoding and when
+  building a model; a source that reads one reports a bad reading instead. So every envelope
+  that decodes encodes to bytes that decode to the same envelope.
 """
 
 from __future__ import annotations
@@ -63,9 +65,11 @@ class Severity(StrEnum):
 
 
 class ContractModel(BaseModel):
-    """Base of every model of a contract: immutable, and unknown fields are refused."""
+    """Base of every model of a contract: immutable, unknown fields are refused, and so are
+    NaN and infinity in every float field (JSON has neither: pydantic would write them as
+    ``null``, which the same model then refuses — a message that cannot be read back)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class PointValue(ContractModel):

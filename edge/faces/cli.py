@@ -85,7 +85,14 @@ def enroll(
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """Enrol (or replace) a person from a photo; only the encrypted template is kept."""
-    data = readable_file(image, "photo").read_bytes()
+    from edge.faces.photos import MAX_PHOTO_BYTES  # OpenCV: loaded when a photo is read
+
+    readable_file(image, "photo")
+    try:
+        with image.open("rb") as f:  # no further than the limit: a larger file is refused
+            data = f.read(MAX_PHOTO_BYTES + 1)
+    except OSError as err:
+        fail(codes.BAD_PATH, f"cannot read photo {image}: {err.strerror}")
     service = _service(config, app_name)
     try:
         done = service.enroll(person, name, data, time.time(), keep_image_days)

@@ -16,6 +16,11 @@ header that is missing, of another scheme, not a well-formed token (non-ASCII, s
 wrong token is 401; nothing is compared unless both values are well formed
 (:data:`edge.config.tokens.TOKEN_PATTERN`). The screen shows names, so the endpoint should listen
 on the terminal's local network only (``http.host``).
+
+An enrolment body is read part by part within limits: the image at most
+:data:`~edge.faces.photos.MAX_PHOTO_BYTES` (413 beyond it, read no further), other fields at
+most 1 KB of UTF-8, at most 16 parts; a malformed body is a 400. The photo itself is checked by
+its header before it is decoded (:mod:`edge.faces.photos`).
 """
 
 from __future__ import annotations
@@ -27,14 +32,19 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from edge.config.tokens import TOKEN_PATTERN, token_problem
 from edge.errors import EdgeError
+from edge.faces.photos import MAX_PHOTO_BYTES
+from protocols.limits import shown
 
 if TYPE_CHECKING:
     from edge.apps.face_access import FaceAccessApp
 
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
+MAX_IMAGE_BYTES = MAX_PHOTO_BYTES
+MAX_FIELD_BYTES = 1024
+MAX_PARTS = 16
 KEEPALIVE_S = 15.0
 _CLOSED: dict[str, Any] = {"state": "closed"}
 
@@ -63,6 +73,51 @@ class ScreenFeed:
 
     def close(self) -> None:
         self.publish(_CLOSED)
+
+
+class _BadBody(Exception):
+    """An enrolment body refused while it was read (status and message for the reply)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _read_part(part: BodyPartReader, limit: int) -> bytes:
+    """A part's bytes, read no further than ``limit`` (413 beyond it)."""
+    data = bytearray()
+    while chunk := await part.read_chunk(64 * 1024):
+        data += chunk
+        if len(data) > limit:
+            raise _BadBody(413, f"part {shown(part.name)} is larger than {limit} bytes")
+    return bytes(data)
+
+
+async def _enrol_form(request: web.Request) -> tuple[dict[str, str], bytes | None]:
+    """The text fields and the image of an enrolment body, within the limits."""
+    fields: dict[str, str] = {}
+    image: bytes | None = None
+    try:
+        reader = await request.multipart()
+        parts = 0
+        async for part in reader:
+            parts += 1
+            if parts > MAX_PARTS:
+                raise _BadBody(400, f"more than {MAX_PARTS} parts")
+            if not isinstance(part, BodyPartReader) or part.name is None:
+                continue
+            if part.name == "image":
+                image = await _read_part(part, MAX_IMAGE_BYTES)
+                continue
+            raw = await _read_part(part, MAX_FIELD_BYTES)
+            try:
+                fields[part.name] = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise _BadBody(400, f"field {shown(part.name)} is not UTF-8 text") from None
+    except (ValueError, AssertionError, LookupError, HttpProcessingError) as err:
+        # aiohttp's words for bodies that are not multipart as RFC 7578 says
+        raise _BadBody(400, f"malformed multipart body: {str(err)[:80]}") from err
+    return fields, image
 
 
 def _page(name: str) -> str:
@@ -135,35 +190,24 @@ def face_routes(app: FaceAccessApp) -> list[web.RouteDef]:
 
     async def enroll(request: web.Request) -> web.Response:
         authorised(request)
-        fields: dict[str, str] = {}
-        image: bytes | None = None
         if not request.content_type.startswith("multipart/"):
             return web.json_response(
                 {"error": "missing image: send multipart/form-data with id, name and image"},
                 status=400,
             )
-        reader = await request.multipart()
-        async for part in reader:
-            if not isinstance(part, BodyPartReader) or part.name is None:
-                continue
-            if part.name == "image":
-                data = await part.read(decode=False)
-                if len(data) > MAX_IMAGE_BYTES:
-                    raise web.HTTPRequestEntityTooLarge(
-                        max_size=MAX_IMAGE_BYTES, actual_size=len(data)
-                    )
-                image = bytes(data)
-            else:
-                fields[part.name] = (await part.text()).strip()
+        try:
+            fields, image = await _enrol_form(request)
+        except _BadBody as err:
+            return web.json_response({"error": str(err)}, status=err.status)
         missing = [f for f in ("id", "name") if not fields.get(f)] + ([] if image else ["image"])
         if missing:
             return web.json_response({"error": f"missing {', '.join(missing)}"}, status=400)
-        try:
-            keep = int(fields.get("keep_image_days") or 0)
-        except ValueError:
+        days = fields.get("keep_image_days") or "0"
+        if not (days.isascii() and days.isdigit()) or len(days) > 5:
             return web.json_response(
                 {"error": "keep_image_days must be a whole number"}, status=400
             )
+        keep = int(days)
         assert image is not None
         try:
             done = await app.call(
