@@ -206,7 +206,7 @@ class Bridge:
         self._commit_backoff = Backoff(0.2, 2.0)
         self._commit_running: tuple[list[Record], Future[CommitResult]] | None = None
         self._drops_logged_at = -DROP_LOG_EVERY_S
-        self._drops_unlogged: dict[OutboxClass, int] = {}
+        self._drops_unlogged: dict[tuple[str, OutboxClass], int] = {}  # by why, class
         self._pending: list[Record] = []
         self._acked: list[tuple[OutboxClass, int]] = []
         self._have_work = asyncio.Event()
@@ -463,21 +463,21 @@ class Bridge:
         if self.holding is not None:
             log.warning("the outbox takes envelopes again")
             self.holding = None
+        why = (
+            "its disk is full"
+            if self.outbox.disk_full is not None
+            else f"over its budget of {self.settings.outbox.budget_bytes} bytes"
+        )
         for c, n in result.dropped.items():
             if n:
                 self.counters.dropped[c.value] = self.counters.dropped.get(c.value, 0) + n
-                self._drops_unlogged[c] = self._drops_unlogged.get(c, 0) + n
+                self._drops_unlogged[why, c] = self._drops_unlogged.get((why, c), 0) + n
         now = time.monotonic()
         if self._drops_unlogged and now - self._drops_logged_at >= DROP_LOG_EVERY_S:
-            why = (
-                "its disk is full"
-                if self.outbox.disk_full is not None
-                else f"over its budget of {self.settings.outbox.budget_bytes} bytes"
-            )
-            for c, n in self._drops_unlogged.items():
+            for (reason, c), n in self._drops_unlogged.items():
                 log.warning(
                     "outbox %s: dropped %d %s envelopes (oldest first); %d dropped in all",
-                    why,
+                    reason,
                     n,
                     c.value,
                     self.outbox.dropped[c],

@@ -139,11 +139,25 @@ class Supervisor:
                 log.error("%s %s stopped: %s", spec.role, spec.name, err.for_humans())
                 return
             except Exception as err:  # the supervisor is the one place allowed to catch all
-                status.last_error = describe(err)
+                what = describe(err)
+                # the same error again soon after a restart: its traceback is in the log
+                again = (
+                    what == status.last_error
+                    and self.clock.monotonic() - started < spec.healthy_after_s
+                )
+                status.last_error = what
                 status.crashes += 1
                 status.crashed_at = self.clock.monotonic()
                 if isinstance(err, EdgeError):
                     log.warning("%s %s failed: %s", spec.role, spec.name, err.for_humans())
+                elif again:
+                    log.error(
+                        "%s %s crashed again: %s (%d crashes)",
+                        spec.role,
+                        spec.name,
+                        what,
+                        status.crashes,
+                    )
                 else:
                     log.exception("%s %s crashed", spec.role, spec.name)
                 if spec.restart is RestartPolicy.NEVER:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +30,14 @@ class CrashingDesk:
 
     async def handle(self, data: bytes) -> CommandReply:
         raise RecursionError("maximum recursion depth exceeded while decoding a command")
+
+
+async def until(check: Callable[[], bool], what: str, timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        await asyncio.sleep(0.05)
 
 
 async def publish(port: int, topic: str, payload: bytes) -> None:
@@ -92,8 +102,7 @@ async def test_on_a_full_disk_with_nothing_to_drop_envelopes_wait_and_go_out_aft
     run = asyncio.create_task(bridge.run())
     for i in range(200):
         await bridge.put(record_of(availability(i)))
-    while bridge.outbox.depth < 200:
-        await asyncio.sleep(0.05)
+    await until(lambda: bridge.outbox.depth == 200, "stored")
     await bridge._db(fill_disk, bridge.outbox)
 
     async def more() -> None:
@@ -101,8 +110,7 @@ async def test_on_a_full_disk_with_nothing_to_drop_envelopes_wait_and_go_out_aft
             await bridge.put(record_of(availability(i)))
 
     putter = asyncio.create_task(more())
-    while bridge.holding is None:
-        await asyncio.sleep(0.05)
+    await until(lambda: bridge.holding is not None, "holding back")
     [reason] = bridge.health()
     assert "outbox disk full" in reason and "holding" in reason
     assert bridge.outbox.depth == 200 and bridge.outbox.dropped == dict.fromkeys(
