@@ -57,8 +57,10 @@ async def test_a_crash_in_the_listener_ends_the_bridge_with_it_and_keeps_what_wa
     for i in range(5):
         await bridge.put(record_of(availability(i)))
     await publish(mosquitto.port, topics.command_request_topic("s", "g"), b"{}")
+    await asyncio.wait({run}, timeout=10)
+    assert run.done(), "run() went on"  # before: the listener died unseen, run() went on
     with pytest.raises(ExceptionGroup) as crash:
-        await asyncio.wait_for(run, 10)  # before: the listener died unseen and run() went on
+        await run
     [err] = crash.value.exceptions
     assert isinstance(err, RecursionError)
     assert any("listener" in note for note in err.__notes__)

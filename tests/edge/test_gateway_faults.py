@@ -127,7 +127,7 @@ async def test_shutdown_ends_within_its_deadline_when_a_sink_takes_nothing(
     for n in range(5):  # the dispatcher blocks on the sink's full channel
         gw.readings.offer(ReadingBatch("src", "d", time.time(), (Reading("n", n),)))
     await until(
-        lambda: getattr(gw.supervisor.status.get("brain"), "crashes", 0) >= 2, "the sink failing"
+        lambda: getattr(gw.supervisor.status.get("brain"), "restarts", 0) >= 2, "the sink failing"
     )
     stop.set()
     # before: SIGTERM hung on the dispatcher, blocked for good on the sink's channel
