@@ -56,7 +56,8 @@ class LoadSite:
     http_port: int
     config: Path
     outbox: Path
-    outbox_extra: str = ""  # more keys of the sink's outbox mapping, e.g. ", wal_limit_bytes: 65536"
+    # more keys of the sink's outbox mapping, e.g. ", wal_limit_bytes: 65536"
+    outbox_extra: str = ""
 
     @classmethod
     def make(

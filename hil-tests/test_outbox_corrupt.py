@@ -165,13 +165,15 @@ def test_a_gateway_whose_outbox_cannot_be_opened_stops_within_its_bound(
     )
     gateway = site.start_gateway(procs, tmp_path)
 
-    def degraded() -> bool:
+    def healthz() -> dict[str, Any]:
         status, body = http_text(f"http://127.0.0.1:{site.http_port}/healthz")
-        reasons = json.loads(body)["reasons"]
-        return status == 200 and any("cannot open the outbox" in r for r in reasons)
+        assert status == 200, body
+        out: dict[str, Any] = json.loads(body)
+        return out
 
-    wait_until(degraded, "/healthz degraded, naming the outbox")
+    wait_until(lambda: healthz()["plugins"]["brain"]["restarts"] >= 2, "the sink failing")
     time.sleep(2)  # the sink's channel is full: the dispatcher waits on it
+    health = healthz()
     gateway.popen.send_signal(signal.SIGTERM)
     started = time.monotonic()
     code = gateway.popen.wait(flush_s + STAGE_CLEANUP_S + 20)  # before: hung for good
@@ -179,3 +181,6 @@ def test_a_gateway_whose_outbox_cannot_be_opened_stops_within_its_bound(
     print(f"stopped in {took:.1f} s (exit {code})")
     assert took < flush_s + STAGE_CLEANUP_S + 5, gateway.tail()
     assert "gateway stopped" in gateway.log_path.read_text()
+    # while it ran, /healthz told why (before: "ok")
+    assert health["status"] == "degraded", health
+    assert any("cannot open the outbox" in r for r in health["reasons"]), health
