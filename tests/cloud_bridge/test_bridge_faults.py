@@ -22,6 +22,7 @@ from protocols import topics
 from protocols.commands import CommandReply
 from protocols.session import HostState, LinkState
 from tests.cloud_bridge.test_bridge import availability, drain, settings
+from tests.cloud_bridge.test_outbox_faults import fill_disk
 
 
 class CrashingDesk:
@@ -66,12 +67,6 @@ async def test_a_crash_in_the_listener_ends_the_bridge_with_it_and_keeps_what_wa
     assert any("listener" in note for note in err.__notes__)
     assert bridge.outbox.depth + len(bridge.leftover()) == 5  # stored, or handed on: none lost
     await bridge.aclose()
-
-
-def fill_disk(ob: Outbox) -> None:
-    """The database file cannot grow any more: SQLite answers SQLITE_FULL, as on a full disk."""
-    (pages,) = ob._db.execute("PRAGMA page_count").fetchone()
-    ob._db.execute(f"PRAGMA max_page_count={pages}")
 
 
 def free_disk(ob: Outbox) -> None:
