@@ -235,6 +235,7 @@ class Outbox:
         self._reserve = Path(f"{path}.reserve")
         self._reserve_ok = False
         self._probed = 0.0
+        self._disk_drops = 0  # by the transaction under way, for a full disk
         self._cls = {c: _ClassState(policy=settings.classes[c]) for c in OutboxClass}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -245,11 +246,31 @@ class Outbox:
             raise OutboxError(f"cannot open the outbox {path}: {err}") from err
         if problem:
             log.warning("outbox %s: %s; the numbers come from the outbox file", path, problem)
+        full_at_start = self._reserve.exists() and self._free() < self.reserve_bytes
+        if full_at_start:  # SQLite needs room even to open the file (its -shm)
+            self._reserve.unlink()
         try:
             self._open(known)
         except BaseException:
             self._counters.close()
             raise
+        if not full_at_start:
+            self._reserve_ok = self._make_reserve()
+            if not self._reserve_ok:
+                log.warning(
+                    "outbox %s: no room for its disk reserve (%d bytes); a full disk may stop "
+                    "it until room comes back",
+                    path,
+                    self.reserve_bytes,
+                )
+        else:  # keep what the reserve gave for SQLite to make room with
+            self.disk_full = DiskFull(self._now(), self.bytes - self.bytes // 50, self._free())
+            log.error(
+                "outbox %s: its disk is full at start; the reserve was used to open it; "
+                "dropping the oldest telemetry to make room, holding new envelopes in memory "
+                "when none is left",
+                path,
+            )
         if self.depth:
             log.info(
                 "outbox %s: %d envelopes (%d bytes) waiting from before the restart",
@@ -282,14 +303,6 @@ class Outbox:
                     raise OutboxError(f"cannot open the outbox {self.path}: {err}") from err
                 damage = str(err)  # found past the check (or the check ran out of time)
         self._floors(known, existed, damage is not None, salvaged)
-        self._reserve_ok = self._make_reserve()
-        if not self._reserve_ok:
-            log.warning(
-                "outbox %s: no room for its disk reserve (%d bytes); a full disk may stop it "
-                "until room comes back",
-                self.path,
-                self.reserve_bytes,
-            )
 
     def _check(self) -> str | None:
         """What is wrong with the file (None: nothing found), within ``check_timeout_s``."""
@@ -308,7 +321,9 @@ class Outbox:
             if _is_damage(err):
                 return str(err)
             raise OutboxError(f"cannot open the outbox {self.path}: {err}") from err
-        found = [str(r[0]) for r in rows]
+        found = [
+            line for r in rows for line in str(r[0]).splitlines() if not line.startswith("***")
+        ]
         return None if found == ["ok"] else "; ".join(found)
 
     def _salvage(self) -> tuple[int, int] | None:
@@ -325,7 +340,7 @@ class Outbox:
         deadline = time.monotonic() + self.settings.check_timeout_s
         db = sqlite3.connect(self.path, isolation_level=None)
         try:
-            db.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
+            db.set_progress_handler(lambda: int(time.monotonic() > deadline), 100)
             return db.execute(sql).fetchall()
         except sqlite3.OperationalError as err:
             if _code(err) == sqlite3.SQLITE_INTERRUPT:
@@ -366,7 +381,8 @@ class Outbox:
         old_session, old_pos = salvaged or (0, 0)
         self._session = max(k.session, self._meta("session"), old_session)
         last = self._meta("last_pos")
-        if not existed or replaced:
+        kept = self._db.execute("SELECT 1 FROM meta WHERE key='last_pos'").fetchone()
+        if not existed or replaced or kept is None:  # a new file (or one that never counted)
             last = max(last, k.pos_ceiling, old_pos)
             if existed and known is None and salvaged is None:
                 # the file was there, its numbers are lost and so is the counters file: the wall
@@ -393,18 +409,26 @@ class Outbox:
         self.last_pos = last
         self._ceiling = max(k.pos_ceiling, last + POS_BLOCK)
         self._write_counters()
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        self._set_meta("last_pos", last)
-        self._set_meta("session", self._session)
         if self.set_aside is not None:
             self.set_aside = dataclasses.replace(self.set_aside, last_pos=last)
-            a = self.set_aside
-            db.execute(
-                "INSERT INTO set_aside(at, file, reason, last_pos) VALUES(?, ?, ?, ?)",
-                (a.time, a.file, a.reason, a.last_pos),
-            )
-        db.execute("COMMIT")
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            self._set_meta("last_pos", last)
+            self._set_meta("session", self._session)
+            if (a := self.set_aside) is not None:
+                db.execute(
+                    "INSERT INTO set_aside(at, file, reason, last_pos) VALUES(?, ?, ?, ?)",
+                    (a.time, a.file, a.reason, a.last_pos),
+                )
+            db.execute("COMMIT")
+        except sqlite3.Error as err:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if not _is_full(err):
+                raise OutboxError(f"cannot open the outbox {self.path}: {err}") from err
+            # started on a full disk: the counters file holds the numbers meanwhile
+            log.warning("outbox %s: no room to note its counters in the file", self.path)
         if self.set_aside is not None:
             log.error(
                 "outbox %s was damaged (%s): set aside as %s and kept for recovery (what it held "
@@ -616,6 +640,7 @@ class Outbox:
         positions: list[int] = []
         before = self.dropped
         pos = self.last_pos
+        self._disk_drops = 0
         try:
             db.execute("BEGIN IMMEDIATE")
             gone: dict[OutboxClass, list[int]] = {}
@@ -651,6 +676,8 @@ class Outbox:
             self._load()
             raise
         self.last_pos = pos
+        if self.disk_full is not None:
+            self.disk_full.dropped += self._disk_drops
         after = self.dropped
         return CommitResult(positions, {c: after[c] - before[c] for c in OutboxClass})
 
@@ -781,7 +808,7 @@ class Outbox:
         before = st.dropped
         self._evict_stored(OutboxClass.TELEMETRY, excess, "ASC")
         if st.dropped != before:
-            full.dropped += st.dropped - before
+            self._disk_drops = st.dropped - before  # counted in DiskFull once committed
             self._set_meta(f"dropped.{OutboxClass.TELEMETRY.value}", st.dropped)
 
     def _evict_stored(self, cls: OutboxClass, excess: int, order: str) -> int:

@@ -164,6 +164,22 @@ def test_the_check_at_start_has_a_deadline(
     assert ob.set_aside is None and ob.depth == 600
 
 
+class Unchecked(Outbox):
+    """An outbox whose check at start ran out of time (it then opens the file unchecked)."""
+
+    def _check(self) -> str | None:
+        return None
+
+
+def test_damage_the_check_did_not_see_is_found_on_opening_and_set_aside(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    session, last = used_outbox(path)
+    pages_overwritten(path)
+    ob = Unchecked(path, OutboxSettings(reserve_bytes=4096), lambda: NOW, FakeDisk())
+    assert ob.set_aside is not None and "malformed" in ob.set_aside.reason
+    assert ob.next_session() > session and ob.last_pos >= last
+
+
 def test_positions_are_reserved_in_blocks_ahead_of_use(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
     ob = open_outbox(path)
@@ -234,3 +250,23 @@ def test_on_a_full_disk_acknowledged_rows_are_deleted_even_when_nothing_fits(
     with pytest.raises(OutboxFull) as err:
         ob.commit([rec(E, 4000) for _ in range(100)], acked=[(E, p) for p in range(1, 11)])
     assert err.value.acked_done and stored(ob, E) == list(range(11, 101))
+
+
+def test_opened_on_a_full_disk_it_uses_its_reserve_and_keeps_to_what_it_holds(
+    tmp_path: Path,
+) -> None:
+    disk = FakeDisk()
+    path = tmp_path / "o.db"
+    ob = open_outbox(path, disk)
+    ob.commit([rec() for _ in range(100)])
+    ob.close()
+    reserve = Path(f"{path}.reserve")
+    assert reserve.stat().st_size == 4096
+    disk.free = 0  # another program filled the disk while the gateway was down
+    ob = open_outbox(path, disk)
+    assert ob.disk_full is not None and not reserve.exists()  # spent on opening
+    result = ob.commit([rec() for _ in range(10)])
+    assert result.dropped[T] >= 10 and ob.depth <= 100  # room made from the oldest: no growth
+    disk.free = 10 * 2**30
+    ob.commit([rec()])
+    assert ob.disk_full is None and reserve.exists()
