@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_TIMEOUT_S = 2.0
+
 
 class HttpEndpoint:
     def __init__(self, config: HttpConfig, gateway: Gateway) -> None:
@@ -72,7 +74,9 @@ class HttpEndpoint:
         return resp
 
     async def run(self) -> None:
-        runner = web.AppRunner(self.app(), access_log=None)
+        # a stop waits at most this for requests in progress (a gate screen's websocket would
+        # otherwise hold it for aiohttp's default 60 s)
+        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await runner.setup()
         site = web.TCPSite(runner, self.config.host, self.config.port)
         try:
