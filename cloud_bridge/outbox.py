@@ -582,8 +582,7 @@ class Outbox:
         except sqlite3.Error as err:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-            kind = OutboxDamaged if _is_damage(err) else OutboxError
-            raise kind(f"cannot {what} the outbox {self.path}: {err}") from err
+            raise self._error(what, err) from err
 
     # -- the spool ----------------------------------------------------------------------------
 
@@ -607,7 +606,7 @@ class Outbox:
                 return self._transaction(records, acked)
             except sqlite3.Error as err:
                 if not _is_full(err):
-                    raise self._write_error(err) from err
+                    raise self._error("write", err) from err
                 # rows are counted, pages are what fills: keep some slack below what was held
                 self._disk_filled(err, (need + self.bytes // 50) << attempt)
             if acked:  # deletes alone may still fit, and they free room
@@ -615,7 +614,7 @@ class Outbox:
                     self._transaction([], acked)
                 except sqlite3.Error as err:
                     if not _is_full(err):
-                        raise self._write_error(err) from err
+                        raise self._error("write", err) from err
                 else:
                     acked, acked_done = [], True
             if not self._evictable():
@@ -627,9 +626,9 @@ class Outbox:
             acked_done,
         )
 
-    def _write_error(self, err: sqlite3.Error) -> OutboxError:
+    def _error(self, what: str, err: sqlite3.Error) -> OutboxError:
         kind = OutboxDamaged if _is_damage(err) else OutboxError
-        return kind(f"cannot write the outbox {self.path}: {err}")
+        return kind(f"cannot {what} the outbox {self.path}: {err}")
 
     def _transaction(
         self, records: Sequence[Record], acked: Sequence[tuple[OutboxClass, int]]
@@ -866,7 +865,7 @@ class Outbox:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             if not _is_full(err):
-                raise self._write_error(err) from err
+                raise self._error("write", err) from err
         return self._session
 
     def audit(
