@@ -331,7 +331,9 @@ class LinkInfo(ContractModel):
     connection, like Sparkplug B's bdSeq); ``seq`` counts the envelopes published in that session
     from 1, so a gap shows a message lost between the gateway and the subscriber; ``pos`` is the
     envelope's position in the gateway's durable outbox, one more per envelope accepted, so a
-    missing position is an envelope the outbox dropped under its disk budget (or lost). An
+    missing position is an envelope the outbox dropped under its disk budget or for a full disk,
+    one of an outbox file set aside as damaged (named in the birth), or lost. Neither number is
+    ever used twice by a gateway, though positions jump after an outbox was set aside. An
     envelope sent again after a reconnect keeps its ``id`` and ``pos`` but gets a new ``session``
     and ``seq``.
     """

@@ -75,7 +75,8 @@ class OutboxConfig(StrictModel):
         default=8 * 2**20,
         ge=64 * 1024,
         le=2**32,
-        description="The write-ahead log is checkpointed and truncated to about this size",
+        description="The write-ahead log is checkpointed and truncated to about this size; "
+        "as much is kept free beside the outbox for a full disk ('<outbox>.reserve')",
     )
 
 
