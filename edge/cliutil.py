@@ -127,10 +127,6 @@ def load_site_file(path: Path) -> LoadedSite:
     except ConfigError as err:
         err.hint = f"fix each line, then check again with 'cityedge check-config {path}'"
         raise
-    except UnicodeDecodeError as err:  # a binary file, or another encoding than UTF-8
-        raise ConfigError(
-            [f"{path}: not a UTF-8 text file (byte {err.start} is {err.object[err.start]:#04x})"]
-        ) from None
 
 
 def writable_target(path: Path, what: str) -> Path:

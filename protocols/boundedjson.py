@@ -23,37 +23,10 @@ import re
 from typing import Any, Final
 
 from protocols.errors import DecodeError
+from protocols.limits import MAX_CONTAINERS, check_size, nesting_problem
 
 MAX_DEPTH: Final = 32
-MAX_CONTAINERS: Final = 10_000
-# a whole string (once escaped backslashes and quotes are gone), or anything but a bracket
-_NOT_BRACKET = re.compile(r'"[^"]*"|[^\[\]{}"]+')
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-def nesting_problem(text: str, max_depth: int, max_containers: int = MAX_CONTAINERS) -> str | None:
-    """Why ``text`` cannot be parsed within the limits, or None: nested deeper than
-    ``max_depth``, or more than ``max_containers`` arrays and objects (brackets inside strings do
-    not count). Exact for valid JSON; text that is not JSON may be refused here rather than by
-    the parser. Costs a few regular-expression passes (C speed) and a loop over at most
-    ``2 * max_containers`` brackets."""
-    if text.count("[") + text.count("{") <= max_depth:
-        return None
-    # escapes are read left to right, as the parser does: an escaped backslash first, then an
-    # escaped quote; what is left has no quote inside a string
-    plain = text.replace("\\\\", "").replace('\\"', "")
-    brackets = _NOT_BRACKET.sub("", plain).replace('"', "")  # a quote left: never closed
-    if len(brackets) > 2 * max_containers:
-        return f"more than {max_containers} arrays and objects"
-    depth = 0
-    for c in brackets:
-        if c in "[{":
-            depth += 1
-            if depth > max_depth:
-                return f"nested deeper than {max_depth} levels"
-        else:
-            depth -= 1
-    return None
 
 
 def _constant(name: str) -> Any:
@@ -76,8 +49,7 @@ def loads(
 ) -> Any:
     """The value ``data`` holds; :class:`~protocols.errors.DecodeError` for anything outside
     the limits (see the module docstring)."""
-    if len(data) > max_bytes:
-        raise DecodeError(f"{len(data)} bytes; at most {max_bytes} are accepted")
+    check_size(data, max_bytes, "the JSON text")
     if isinstance(data, str):
         text = data
         try:

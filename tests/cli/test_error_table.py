@@ -79,7 +79,7 @@ def table(tmp: Path, tcp: int, udp: int) -> list[Row]:
         Row("check-config folder", ["cityedge", "check-config", str(f["folder"])], "CE002", ("not a file",)),
         Row("check-config typo", ["cityedge", "check-config", str(f["typo"])], "CE100", (f"{f['typo']}:", 'did you mean "above"')),
         Row("check-config short secret", ["cityedge", "check-config", str(f["gate"])], "CE100", ("must be at least 16 characters", "**********"), (SHORT_SECRET, "items")),
-        Row("check-config binary file", ["cityedge", "check-config", sys.executable], "CE100", ("not a UTF-8 text file",)),
+        Row("check-config binary file", ["cityedge", "check-config", sys.executable], "CE100", ("not UTF-8 text",)),
         Row("check-config unknown option", ["cityedge", "check-config", "--bogus", str(f["site"])], "CE001", ("--bogus",)),
         # run
         Row("run without --config", ["cityedge", "run"], "CE001", ("--config",)),

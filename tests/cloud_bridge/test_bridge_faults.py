@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cloud_bridge.bridge import Bridge
+from cloud_bridge.commands import RefusalLog
 from cloud_bridge.link import LinkSettings, MqttLink
 from cloud_bridge.outbox import Outbox, OutboxSettings
 from edge.localsite import Broker
@@ -28,6 +29,8 @@ from tests.cloud_bridge.test_outbox_faults import fill_disk
 class CrashingDesk:
     """Stands in for the bridge's CommandDesk (same ``handle``): fails on every message, as the
     real one did on ``[`` nested 100000 deep before it checked depth."""
+
+    refusal_log = RefusalLog(time.monotonic)
 
     async def handle(self, data: bytes) -> CommandReply:
         raise RecursionError("maximum recursion depth exceeded while decoding a command")
