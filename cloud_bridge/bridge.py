@@ -22,27 +22,41 @@ the downlink commands, run as one unit.
   before telemetry. After a reconnect the deliverer starts again from the oldest row still
   stored, while new envelopes keep being committed behind it.
 - **Reconnect** with capped, jittered exponential backoff.
+- **A full disk** (see :mod:`cloud_bridge.outbox`): the outbox drops its oldest telemetry to make
+  room; when none is left a commit stores nothing (:class:`~cloud_bridge.outbox.OutboxFull`) and
+  the committer keeps its records, ahead of newer ones, and tries again with backoff. Pending
+  records are bounded by ``max_pending``: :meth:`Bridge.put` waits beyond it, so the sink stops
+  taking envelopes and its channel applies its own policy. :meth:`Bridge.health` says so.
+- **No task dies unseen.** The committer, the deliverer, and within each session the sender and
+  the listener (downlink commands, ingest heartbeats) are owned: an unexpected exception in any
+  of them ends :meth:`Bridge.run` with that exception (a note names the task), after the
+  clean-up below. The sink fails with it, and the gateway's supervisor logs it with its
+  traceback, counts it, reports it in ``/healthz`` and starts the sink again by its restart
+  policy; what was accepted and not yet stored is handed over (:meth:`Bridge.leftover`).
 - **Shutdown.** :meth:`Bridge.close_intake` then waiting on :meth:`Bridge.run` flushes; a cancel
-  commits what is pending and publishes the death (``shutdown``) when it can. What is not yet
-  acknowledged stays in the outbox for the next start.
+  commits what is pending and publishes the death (``shutdown``) when it can, all within
+  :data:`SHUTDOWN_S`. What is not yet acknowledged stays in the outbox for the next start.
 
-All SQLite work runs in one worker thread, in order, so the event loop never waits on a disk.
+All SQLite work runs in one worker thread (:class:`DbThread`), in order, so the event loop never
+waits on a disk; the thread is a daemon, so a call stuck on a hung disk cannot keep the process
+from exiting once shutdown gave up on it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import logging
+import queue
+import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -53,6 +67,8 @@ from cloud_bridge.outbox import (
     CommitResult,
     Outbox,
     OutboxClass,
+    OutboxError,
+    OutboxFull,
     OutboxSettings,
     Record,
     Row,
@@ -66,6 +82,53 @@ from protocols.session import GatewayState, LinkState, OutboxStats, decode_host,
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+SHUTDOWN_S: Final = 5.0  # the longest the bridge's own clean-up takes once it is stopped
+DROP_LOG_EVERY_S: Final = 10.0  # drops are logged at once, then summed at most this often
+
+
+class DbThread:
+    """One daemon thread that runs the calls given to :meth:`submit` in order (SQLite work off
+    the event loop). A daemon, unlike a ``ThreadPoolExecutor``'s threads (joined at exit), so a
+    call stuck on a hung disk cannot keep the process alive after shutdown gave up on it."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = (
+            queue.SimpleQueue()
+        )
+        self._stopping = False
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        fut: Future[T] = Future()
+        if self._stopping:
+            fut.set_exception(RuntimeError("the outbox thread is stopped"))
+        else:
+            self._calls.put((fut, fn, args))
+        return fut
+
+    def stop(self) -> None:
+        """End the thread once the calls submitted so far have run."""
+        if not self._stopping:
+            self._stopping = True
+            self._calls.put((Future(), _stop_thread, ()))
+
+    def _serve(self) -> None:
+        while True:
+            fut, fn, args = self._calls.get()
+            if fn is _stop_thread:
+                return
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as err:  # noqa: BLE001 - handed to the caller, as an executor does
+                fut.set_exception(err)
+
+
+def _stop_thread() -> None:  # the marker DbThread.stop() queues
+    return None
 
 
 class Clock(Protocol):
@@ -122,7 +185,7 @@ class Bridge:
         self,
         settings: BridgeSettings,
         outbox: Outbox,
-        executor: ThreadPoolExecutor,
+        db: DbThread,
         clock: Clock,
         handlers: Mapping[str, Handler],
         stats: OutboxStats,
@@ -136,12 +199,20 @@ class Bridge:
         self.connected = asyncio.Event()
         self.stats_cache = stats
         self.on_commit: Callable[[CommitResult], None] | None = None
-        self._executor = executor
+        self._unstored: list[Record] = []  # the clean-up's commit failed (see leftover())
+        # why commits store nothing now (a full disk with no telemetry left to drop), or None
+        self.holding: str | None = None
+        self._dbt = db
+        self._commit_backoff = Backoff(0.2, 2.0)
+        self._commit_running: tuple[list[Record], Future[CommitResult]] | None = None
+        self._drops_logged_at = -DROP_LOG_EVERY_S
+        self._drops_unlogged: dict[tuple[str, OutboxClass], int] = {}  # by why, class
         self._pending: list[Record] = []
         self._acked: list[tuple[OutboxClass, int]] = []
         self._have_work = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        self._in_commit = 0
         self._committed = asyncio.Event()
         self._intake_closed = False
         self._committer_done = asyncio.Event()
@@ -175,37 +246,47 @@ class Bridge:
         clock: Clock | None = None,
         handlers: Mapping[str, Handler] | None = None,
     ) -> Bridge:
-        """Open (or create) the outbox; raises :class:`~cloud_bridge.outbox.OutboxError`."""
-        executor = ThreadPoolExecutor(1, thread_name_prefix="outbox")
+        """Open (or create) the outbox — checking it, and setting a damaged file aside (see
+        :mod:`cloud_bridge.outbox`); raises :class:`~cloud_bridge.outbox.OutboxError`."""
+        db = DbThread("outbox")
         clk = clock or _WallClock()
-        loop = asyncio.get_running_loop()
         try:
-            outbox = await loop.run_in_executor(
-                executor, Outbox, settings.outbox_path, settings.outbox, clk.time
+            outbox = await asyncio.wrap_future(
+                db.submit(Outbox, settings.outbox_path, settings.outbox, clk.time)
             )
         except BaseException:
-            executor.shutdown(wait=False)
+            db.stop()
             raise
-        stats = await loop.run_in_executor(executor, outbox.stats)
-        nonces = await loop.run_in_executor(executor, outbox.nonces)
-        return cls(settings, outbox, executor, clk, handlers or {}, stats, nonces)
+        try:
+            stats = await asyncio.wrap_future(db.submit(outbox.stats))
+            nonces = await asyncio.wrap_future(db.submit(outbox.nonces))
+        except BaseException:
+            db.submit(outbox.close)
+            db.stop()
+            raise
+        return cls(settings, outbox, db, clk, handlers or {}, stats, nonces)
 
     async def aclose(self) -> None:
-        await self._db(self.outbox.close)
-        self._executor.shutdown(wait=True)
+        """Close the outbox, waiting at most :data:`SHUTDOWN_S` for the database thread."""
+        closed = self._dbt.submit(self.outbox.close)
+        self._dbt.stop()
+        done, _ = await asyncio.wait({asyncio.wrap_future(closed)}, timeout=SHUTDOWN_S)
+        if not done:
+            log.warning(
+                "the outbox %s did not close within %.0f s; its thread is left to finish",
+                self.settings.outbox_path,
+                SHUTDOWN_S,
+            )
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    def _db_now(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run on the database thread and wait without the loop (shutdown paths only)."""
-        return self._executor.submit(fn, *args).result()
+        return await asyncio.wrap_future(self._dbt.submit(fn, *args))
 
     # -- intake -------------------------------------------------------------------------------
 
     async def put(self, record: Record) -> None:
-        """Accept one envelope; waits while ``max_pending`` wait for their commit."""
-        while len(self._pending) >= self.settings.max_pending:
+        """Accept one envelope; waits while ``max_pending`` wait for their commit (those of a
+        commit under way included, so a full disk holds at most that many in memory)."""
+        while len(self._pending) + self._in_commit >= self.settings.max_pending:
             self._room.clear()
             await self._room.wait()
         if self._intake_closed:
@@ -219,6 +300,11 @@ class Bridge:
         self._have_work.set()
         self._committed.set()  # wakes the deliverer to notice
 
+    def leftover(self) -> list[Record]:
+        """Accepted and not stored once :meth:`run` has ended (its last commit failed, or the
+        intake added more after it), oldest first: the caller hands them to the next bridge."""
+        return self._unstored + self._pending
+
     @property
     def backlog(self) -> int:
         """Envelopes not yet acknowledged: waiting for their commit or in the outbox."""
@@ -227,24 +313,68 @@ class Bridge:
     # -- running ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Commit and deliver until the intake is closed and everything is acknowledged."""
+        """Commit and deliver until the intake is closed and everything is acknowledged.
+
+        An unexpected exception in any of the bridge's tasks ends it (after the clean-up), with
+        a note naming the task."""
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._committer())
-                tg.create_task(self._deliverer())
+                tg.create_task(_named("committer", self._committer()), name="bridge committer")
+                tg.create_task(_named("deliverer", self._deliverer()), name="bridge deliverer")
         finally:
             await self._shutdown()
 
+    def health(self) -> list[str]:
+        """Why the bridge works only in part now (empty: it does not), for ``/healthz``."""
+        full = self.outbox.disk_full
+        if full is None:
+            return []
+        where = f"{self.settings.outbox_path}, {full.free_bytes} bytes free"
+        if self.holding is not None:
+            return [
+                f"outbox disk full ({where}): no telemetry left to drop; holding "
+                f"{len(self._pending)} envelopes in memory and taking no more"
+            ]
+        return [
+            f"outbox disk full ({where}): dropping the oldest telemetry to make room "
+            f"({full.dropped} dropped since it filled)"
+        ]
+
+    def notices(self) -> list[str]:
+        """What happened that people should know of, though all works now (for ``/healthz``)."""
+        return [
+            f"outbox {self.settings.outbox_path} was damaged ({a.reason}) and set aside as "
+            f"{a.file} at {a.time.isoformat()}: what it held was not sent"
+            for a in self.stats_cache.set_aside or []
+        ]
+
     async def _shutdown(self) -> None:
+        """Store what waits, say goodbye, close: each step bounded, all within SHUTDOWN_S."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_S
+        running, self._commit_running = self._commit_running, None
+        if running is not None:  # the committer was stopped while its commit ran
+            records, fut = running
+            if not await self._settled(fut, deadline):
+                self._pending[:0] = records
         if self._pending or self._acked:
             records, acked = self._pending, self._acked
             self._pending, self._acked = [], []
-            self._db_now(self.outbox.commit, records, acked)
+            if not await self._settled(
+                self._dbt.submit(self.outbox.commit, records, acked), deadline
+            ):
+                self._unstored = records
+                log.warning(
+                    "bridge %s/%s: %d envelopes accepted but not stored at the stop; handed on",
+                    self.settings.site,
+                    self.settings.gateway,
+                    len(records),
+                )
         link = self.link
         self.link = None
         if link is not None:
-            await self._goodbye(link)
-            await link.close()
+            await self._goodbye(link, max(0.0, min(2.0, deadline - loop.time())))
+            await link.close(timeout_s=max(0.1, min(2.0, deadline - loop.time())))
         if self.outbox.depth:
             log.info(
                 "bridge %s/%s: %d envelopes stay in the outbox %s for the next start",
@@ -254,12 +384,24 @@ class Bridge:
                 self.settings.outbox_path,
             )
 
-    async def _goodbye(self, link: MqttLink) -> None:
+    async def _settled(self, fut: Future[CommitResult], deadline: float) -> bool:
+        """Wait for a commit until ``deadline``; True when it stored its records."""
+        timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+        done, _ = await asyncio.wait({asyncio.wrap_future(fut)}, timeout=timeout)
+        if not done:
+            log.warning("a commit to the outbox did not finish within %.0f s", SHUTDOWN_S)
+            return False
+        if fut.cancelled() or fut.exception() is not None:
+            return False
+        self._committed_ok(fut.result())
+        return True
+
+    async def _goodbye(self, link: MqttLink, timeout_s: float = 2.0) -> None:
         """Publish the death ourselves: a clean disconnect does not fire the will."""
         if not link.connected:
             return
         try:
-            async with asyncio.timeout(2):
+            async with asyncio.timeout(timeout_s):
                 await link.publish(
                     self._state_topic, self._state(LinkState.OFFLINE, "shutdown"), 1, True
                 )
@@ -273,27 +415,78 @@ class Bridge:
             if wait_s > 0 and (self._pending or self._acked):
                 await self.clock.sleep(wait_s)  # gather a group; later arrivals join it
             self._have_work.clear()
-            records, acked = self._pending, self._acked
-            self._pending, self._acked = [], []
-            self._room.set()
-            if records or acked:
-                result = await self._db(self.outbox.commit, records, acked)
-                for c, n in result.dropped.items():
-                    if n:
-                        self.counters.dropped[c.value] = self.counters.dropped.get(c.value, 0) + n
-                        log.warning(
-                            "outbox over its budget of %d bytes: dropped %d %s envelopes "
-                            "(oldest first); %d dropped in all",
-                            self.settings.outbox.budget_bytes,
-                            n,
-                            c.value,
-                            self.outbox.dropped[c],
-                        )
-                if self.on_commit is not None:
-                    self.on_commit(result)
-                self._committed.set()
+            if (self._pending or self._acked) and not await self._commit():
+                await self.clock.sleep(self._commit_backoff.next_delay())
+                self._have_work.set()
+                continue
             if self._intake_closed and not self._pending and self._drained():
                 return
+
+    async def _commit(self) -> bool:
+        """Commit what waits. False when the disk is full and nothing could be stored: the
+        records stay pending, ahead of those that came since, and are tried again."""
+        records, acked = self._pending, self._acked
+        self._pending, self._acked = [], []
+        fut = self._dbt.submit(self.outbox.commit, records, acked)
+        self._commit_running = (records, fut)
+        self._in_commit = len(records)
+        try:
+            result = await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:
+            raise  # the commit may still run: _shutdown settles it
+        except OutboxFull as err:
+            self._commit_running = None
+            self._pending[:0] = records
+            if not err.acked_done:
+                self._acked[:0] = acked
+            if self.holding is None:
+                log.error(
+                    "%s: holding %d envelopes in memory and taking no more until it has room",
+                    err,
+                    len(self._pending),
+                )
+            self.holding = str(err)
+            return False
+        except OutboxError:
+            self._commit_running = None
+            self._pending[:0] = records  # handed to the next bridge (leftover) by _shutdown
+            raise
+        finally:
+            self._in_commit = 0
+        self._commit_running = None
+        self._committed_ok(result)
+        return True
+
+    def _committed_ok(self, result: CommitResult) -> None:
+        self._commit_backoff.reset()
+        self._room.set()
+        if self.holding is not None:
+            log.warning("the outbox takes envelopes again")
+            self.holding = None
+        why = (
+            "its disk is full"
+            if self.outbox.disk_full is not None
+            else f"over its budget of {self.settings.outbox.budget_bytes} bytes"
+        )
+        for c, n in result.dropped.items():
+            if n:
+                self.counters.dropped[c.value] = self.counters.dropped.get(c.value, 0) + n
+                self._drops_unlogged[why, c] = self._drops_unlogged.get((why, c), 0) + n
+        now = time.monotonic()
+        if self._drops_unlogged and now - self._drops_logged_at >= DROP_LOG_EVERY_S:
+            for (reason, c), n in self._drops_unlogged.items():
+                log.warning(
+                    "outbox %s: dropped %d %s envelopes (oldest first); %d dropped in all",
+                    reason,
+                    n,
+                    c.value,
+                    self.outbox.dropped[c],
+                )
+            self._drops_unlogged.clear()
+            self._drops_logged_at = now
+        if self.on_commit is not None:
+            self.on_commit(result)
+        self._committed.set()
 
     def _drained(self) -> bool:
         return self.outbox.depth == 0 and not self._acked and self._inflight == 0
@@ -331,7 +524,10 @@ class Bridge:
     async def _flush_acks(self) -> None:
         if self._acked:
             acked, self._acked = self._acked, []
-            await self._db(self.outbox.commit, [], acked)
+            try:
+                await self._db(self.outbox.commit, [], acked)
+            except OutboxFull:
+                self._acked[:0] = acked  # the committer tries again
 
     def _state(self, state: LinkState, reason: str = "", with_stats: bool = False) -> bytes:
         s = self.settings
@@ -402,13 +598,28 @@ class Bridge:
             return link
 
     async def _session(self, link: MqttLink) -> None:
-        listener = asyncio.create_task(self._listen(link))  # owned here: cancelled and awaited
+        """Send until drained or the link is lost, with the listener beside the sender: either
+        one failing ends the session with its exception (nothing of it passes unseen)."""
+        listener = asyncio.create_task(self._listen(link), name="bridge listener")
+        sender = asyncio.create_task(self._send_loop(link), name="bridge sender")
         try:
-            await self._send_loop(link)
+            while not sender.done():
+                await asyncio.wait({listener, sender}, return_when=asyncio.FIRST_COMPLETED)
+                if listener.done() and not sender.done():
+                    crash = None if listener.cancelled() else listener.exception()
+                    if crash is None and link.connected:
+                        crash = RuntimeError("the listener ended while the link was up")
+                    if crash is not None:
+                        crash.add_note(
+                            "in the bridge's listener (downlink commands, ingest heartbeats)"
+                        )
+                        raise crash
+                    await sender  # the link is lost: the sender notices it
+            sender.result()
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            for task in (listener, sender):
+                task.cancel()
+            await asyncio.wait({listener, sender}, timeout=SHUTDOWN_S)
 
     async def _send_loop(self, link: MqttLink) -> None:
         session = self.counters.session
@@ -528,17 +739,35 @@ class Bridge:
     # -- commands -----------------------------------------------------------------------------
 
     async def _listen(self, link: MqttLink) -> None:
-        async for msg in link.messages():
-            if msg.topic.startswith(topics.HOST_ROOT + "/"):
-                self._host_message(msg.payload, msg.retain)
-                continue
-            if msg.topic != self._req_topic:
-                continue
-            reply = await self.commands.handle(msg.payload)
-            try:
-                await link.send(self._res_topic, cmd.encode_reply(reply), qos=1)
-            except LinkLost:
-                return
+        """Heartbeats and command requests, for as long as the link lasts. Nothing a peer sends
+        ends it: the desk answers everything (see :meth:`CommandDesk.handle`), and a reply the
+        broker refuses is logged, not raised."""
+        try:
+            async for msg in link.messages():
+                if msg.topic.startswith(topics.HOST_ROOT + "/"):
+                    self._host_message(msg.payload, msg.retain)
+                    continue
+                if msg.topic != self._req_topic:
+                    continue
+                reply = await self.commands.handle(msg.payload)
+                try:
+                    ack = await link.send(self._res_topic, cmd.encode_reply(reply), qos=1)
+                except LinkLost:
+                    return
+                ack.add_done_callback(functools.partial(self._on_reply_ack, reply.request))
+        finally:
+            self.commands.refusal_log.flush()
+
+    def _on_reply_ack(self, request: str | None, fut: asyncio.Future[None]) -> None:
+        err = None if fut.cancelled() else fut.exception()
+        if isinstance(err, LinkRefused):
+            self.commands.refusal_log.note(
+                "reply-refused",
+                "the broker refused the reply to command %s on %s: %s (check its ACL)",
+                request,
+                self._res_topic,
+                err,
+            )
 
     async def _check_nonce(self, nonce: str, exp: int) -> None:
         await self._db(self._nonces.check_and_add, nonce, exp, self.clock.time())
@@ -559,3 +788,13 @@ class Bridge:
     async def refresh_stats(self) -> OutboxStats:
         self.stats_cache = await self._db(self.outbox.stats)
         return self.stats_cache
+
+
+async def _named(task: str, work: Awaitable[None]) -> None:
+    """Run one of the bridge's tasks; an unexpected exception gets a note naming the task."""
+    try:
+        await work
+    except Exception as err:
+        if not isinstance(err, LinkError):
+            err.add_note(f"in the bridge's {task}")
+        raise

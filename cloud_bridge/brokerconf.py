@@ -2,11 +2,23 @@
 
 :func:`write_site_broker` makes, in one folder: the site CA, the broker's server certificate,
 a client certificate per gateway (common name ``{site}.{gateway}``, the MQTT user name through
-``use_identity_as_username``), one for the city brain, the ACL file and ``mosquitto.conf``.
+``use_identity_as_username``), the city brain's own client CA and its certificate, the ACL file
+and ``mosquitto.conf``.
 
-Under that ACL a gateway may publish only below ``cityedge/v1/{site}/{gateway}/`` and read only
+Two listeners, because a client id is one namespace across the broker and whoever connects
+with a client id already in use closes that client's connection (and fires its will):
+
+- ``port`` is for gateways: only certificates of the site CA, and ``use_username_as_clientid``
+  replaces whatever client id a gateway sends with its certificate's common name. A gateway can
+  hold only its own session; gw-02's certificate can never knock gw-01 offline.
+- ``brain_port`` is for the city brain's clients (ingest workers, ``cityedge command``): they
+  share one identity and choose their client ids, so this listener admits only certificates of
+  the city brain's own CA (``brain-ca.crt``), which never signs a gateway's. The server
+  certificate is the same; clients on either port verify it with ``ca.crt``.
+
+Under the ACL a gateway may publish only below ``cityedge/v1/{site}/{gateway}/`` and read only
 its own ``cmd/req`` (:func:`protocols.pki.gateway_acl`); the city brain reads the whole tree and
-may publish command requests. Nobody connects without a certificate of the site CA.
+may publish command requests. Nobody connects without a certificate.
 
 Private keys are written with mode 0600 and never printed.
 """
@@ -17,6 +29,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cryptography import x509
 
 from protocols import pki, topics
 
@@ -34,9 +48,11 @@ class ClientFiles:
 class SiteBroker:
     folder: Path
     conf: Path
-    ca: Path
+    ca: Path  # the site CA: signs the server and the gateways; every client verifies with it
     acl: Path
-    port: int
+    port: int  # gateways
+    brain_port: int  # the city brain's clients
+    brain_ca: Path  # signs the city brain's client certificates only
     gateways: dict[str, ClientFiles] = field(default_factory=dict)
     city_brain: ClientFiles | None = None
 
@@ -62,47 +78,72 @@ def write_site_broker(
     site: str,
     gateways: Sequence[str],
     port: int = 8883,
+    brain_port: int | None = None,
     bind: str = "0.0.0.0",  # noqa: S104 - a broker listens for gateways on the network
     server_names: Sequence[str] = ("localhost", "127.0.0.1"),
     extra_conf: str = "",
 ) -> SiteBroker:
-    """Write CA, certificates, ACL and ``mosquitto.conf`` into ``folder`` (made if missing)."""
+    """Write CAs, certificates, ACL and ``mosquitto.conf`` into ``folder`` (made if missing);
+    ``brain_port`` defaults to ``port + 1``."""
     folder.mkdir(parents=True, exist_ok=True)
-    ca_key, ca_cert = pki.make_ca(f"cityedge {site} CA")
-    ca = folder / "ca.crt"
-    ca.write_bytes(pki.cert_pem(ca_cert))
-    _write_key(folder / "ca.key", pki.key_pem(ca_key))
+
+    def authority(common_name: str, stem: str) -> tuple[pki.Key, x509.Certificate, Path]:
+        key, cert = pki.make_ca(common_name)
+        path = folder / f"{stem}.crt"
+        path.write_bytes(pki.cert_pem(cert))
+        _write_key(folder / f"{stem}.key", pki.key_pem(key))
+        return key, cert, path
+
+    ca_key, ca_cert, ca = authority(f"cityedge {site} CA", "ca")
+    brain_key, brain_cert, brain_ca = authority(f"cityedge {site} city-brain CA", "brain-ca")
     skey, scert = pki.issue(ca_key, ca_cert, "broker", client=False, server_names=server_names)
     (folder / "server.crt").write_bytes(pki.cert_pem(scert))
     _write_key(folder / "server.key", pki.key_pem(skey))
 
-    def client(name: str, stem: str) -> ClientFiles:
-        key, cert = pki.issue(ca_key, ca_cert, name)
+    def client(
+        name: str, stem: str, issuer: tuple[pki.Key, x509.Certificate] = (ca_key, ca_cert)
+    ) -> ClientFiles:
+        key, cert = pki.issue(*issuer, name)
         files = ClientFiles(name, folder / f"{stem}.crt", folder / f"{stem}.key")
         files.cert.write_bytes(pki.cert_pem(cert))
         _write_key(files.key, pki.key_pem(key))
         return files
 
-    result = SiteBroker(folder, folder / "mosquitto.conf", ca, folder / "acl", port)
+    brain_port = port + 1 if brain_port is None else brain_port
+    result = SiteBroker(
+        folder, folder / "mosquitto.conf", ca, folder / "acl", port, brain_port, brain_ca
+    )
     blocks = [city_brain_acl()]
     for gw in gateways:
         result.gateways[gw] = client(pki.gateway_identity(site, gw), f"gateway-{gw}")
         # a gateway also hears the ingest's heartbeats (it may wait for them: wait_for_ingest)
         blocks.append(pki.gateway_acl(site, gw) + f"topic read {topics.HOST_ROOT}/#\n")
-    result.city_brain = client(CITY_BRAIN, CITY_BRAIN)
+    result.city_brain = client(CITY_BRAIN, CITY_BRAIN, (brain_key, brain_cert))
     result.acl.write_text("\n".join(blocks))
     user = "user root\n" if os.geteuid() == 0 else ""
+
+    def listener(listen_port: int, client_ca: Path) -> str:
+        return (
+            f"listener {listen_port} {bind}\n"
+            f"cafile {client_ca}\n"
+            f"certfile {folder / 'server.crt'}\n"
+            f"keyfile {folder / 'server.key'}\n"
+            "require_certificate true\n"
+            "use_identity_as_username true\n"
+            "tls_version tlsv1.2\n"
+        )
+
     result.conf.write_text(
         f"# generated by cityedge broker-config for site {site}\n"
         f"{user}"
         "per_listener_settings false\n"
-        f"listener {port} {bind}\n"
-        f"cafile {ca}\n"
-        f"certfile {folder / 'server.crt'}\n"
-        f"keyfile {folder / 'server.key'}\n"
-        "require_certificate true\n"
-        "use_identity_as_username true\n"
-        "tls_version tlsv1.2\n"
+        "# gateways: the client id is the certificate's common name, so no gateway can take over\n"
+        "# another's session (and fire its will) by sending its client id\n"
+        f"{listener(port, ca)}"
+        "use_username_as_clientid true\n"
+        "# the city brain's clients (ingest workers, commands) choose their client ids: only\n"
+        "# certificates of the city brain's own CA are admitted here\n"
+        f"{listener(brain_port, brain_ca)}"
         "allow_anonymous false\n"
         f"acl_file {result.acl}\n"
         # The ingest's queue must hold what gateways drain after an outage (QoS 1 beyond it is

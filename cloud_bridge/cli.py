@@ -1,8 +1,10 @@
 """The cloud side's commands: ``cityedge ingest``, ``cityedge broker-config``,
 ``cityedge command-key`` and ``cityedge command``.
 
-Exit codes as for every ``cityedge`` command: 0 ok, 1 the input is wrong, 3 could not run
-(broker or database unreachable, a refused command).
+Exit codes and error codes as for every ``cityedge`` command (:mod:`protocols.codes`): 0 ok;
+1 the input is wrong (CE002 a file, CE005 an argument, CE630 a key that is not Ed25519); 3 could
+not run (CE600 the database, CE610 the broker, CE620 a refused command, CE621 no reply). Errors
+are raised as :class:`~protocols.errors.HintedError`; the root command prints them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -20,32 +23,50 @@ from typing import Annotated, Any
 import typer
 
 from cloud_bridge.link import LinkError, LinkSettings, TlsSettings
-
-EXIT_INPUT, EXIT_RUNTIME = 1, 3
+from protocols import codes
+from protocols.errors import HintedError
 
 BrokerOpt = Annotated[str, typer.Option(help="Broker host:port")]
 CaOpt = Annotated[Path | None, typer.Option(help="CA certificate of the broker (enables TLS)")]
 CertOpt = Annotated[Path | None, typer.Option(help="Client certificate (PEM)")]
 KeyOpt = Annotated[Path | None, typer.Option(help="Client certificate's private key (PEM)")]
+AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output (JSON on stdout)")]
 
 
 def _link(
     broker: str, client_id: str, ca: Path | None, cert: Path | None, key: Path | None, **kw: Any
 ) -> LinkSettings:
     host, _, port = broker.rpartition(":")
-    if not host or not port.isdigit():
-        typer.echo(f"--broker {broker!r}: expected host:port, e.g. 127.0.0.1:1883", err=True)
-        raise typer.Exit(EXIT_INPUT)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise HintedError(
+            f"--broker {broker!r}: expected host:port",
+            hint="e.g. 127.0.0.1:1883",
+            code=codes.BAD_VALUE,
+        )
+    for option, path in (("--ca", ca), ("--cert", cert), ("--key", key)):
+        if path is not None and not path.is_file():
+            raise HintedError(f"{option} {path}: no such file", code=codes.BAD_PATH)
     tls = TlsSettings(ca_file=ca, cert_file=cert, key_file=key) if ca or cert else None
     return LinkSettings(host=host, port=int(port), client_id=client_id, tls=tls, **kw)
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 def _logging(level: str) -> None:
+    if level.lower() not in LOG_LEVELS:
+        raise HintedError(
+            f"--log-level {level!r}: use one of {', '.join(LOG_LEVELS)}", code=codes.BAD_VALUE
+        )
     logging.basicConfig(
         level=level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+
+
+def _emit(doc: dict[str, Any]) -> None:
+    typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
 
 
 def ingest(
@@ -72,8 +93,16 @@ def ingest(
 ) -> None:
     """The city brain's ingest: validate, dedupe and store every envelope; track gateways."""
     from cloud_bridge.ingest import Ingest, IngestSettings, default_worker
-    from cloud_bridge.store import StoreError, dump, open_store
+    from cloud_bridge.store import StoreError, dump, open_store, sqlite_path
 
+    if status:  # a read-only query: an existing database, nothing created
+        pg = db.startswith(("postgresql://", "postgres://"))
+        if not pg and not sqlite_path(db).is_file():
+            raise HintedError(
+                f"--status: no ingest database {sqlite_path(db)}",
+                hint="check --db: the ingest creates the file when it runs, --status never does",
+                code=codes.BAD_PATH,
+            )
     _logging(log_level)
     name = worker or default_worker()
     settings = IngestSettings(
@@ -94,7 +123,7 @@ def ingest(
     )
 
     async def main() -> None:
-        store = await open_store(db)
+        store = await open_store(db, read_only=status)
         try:
             if status:
                 sys.stdout.write(dump(await store.summary()) + "\n")
@@ -119,20 +148,25 @@ def ingest(
     try:
         asyncio.run(main())
     except StoreError as err:
-        typer.echo(f"ingest: {err}", err=True)
-        raise typer.Exit(EXIT_RUNTIME) from None
+        raise HintedError(str(err), code="CE600") from None
 
 
 def broker_config(
     site: Annotated[str, typer.Option(help="Site id")],
     gateway: Annotated[list[str], typer.Option(help="A gateway id (repeat for each)")],
     out: Annotated[Path, typer.Option(help="Folder for mosquitto.conf, ACL and certificates")],
-    port: Annotated[int, typer.Option(help="TLS port the broker listens on")] = 8883,
+    port: Annotated[int, typer.Option(help="TLS port for the gateways")] = 8883,
+    brain_port: Annotated[
+        int | None,
+        typer.Option(help="TLS port for the city brain's clients (default: --port + 1)"),
+    ] = None,
     server_name: Annotated[
         list[str] | None, typer.Option(help="Broker host name or address (repeat)")
     ] = None,
+    as_json: AsJson = False,
 ) -> None:
-    """Write a mosquitto configuration with per-gateway client certificates and an ACL."""
+    """Write a mosquitto configuration with per-gateway client certificates and an ACL; a
+    gateway's client id is its certificate's name, so none can take over another's."""
     from cloud_bridge.brokerconf import write_site_broker
     from protocols.errors import TopicError
     from protocols.topics import gateway_prefix
@@ -141,31 +175,46 @@ def broker_config(
         for gw in gateway:
             gateway_prefix(site, gw)
     except TopicError as err:
-        typer.echo(f"broker-config: {err}", err=True)
-        raise typer.Exit(EXIT_INPUT) from None
+        raise HintedError(str(err), code=codes.BAD_VALUE) from None
     files = write_site_broker(
         out,
         site=site,
         gateways=gateway,
         port=port,
+        brain_port=brain_port,
         server_names=server_name or ("localhost", "127.0.0.1"),
     )
+    if as_json:
+        gateways = {
+            gw: {"cert": str(f.cert), "key": str(f.key), "user": f.name}
+            for gw, f in files.gateways.items()
+        }
+        _emit({"ok": True, "conf": str(files.conf), "gateways": gateways})
+        return
     typer.echo(f"wrote {files.conf}; run: mosquitto -c {files.conf}")
     for gw, f in files.gateways.items():
-        typer.echo(f"  gateway {gw}: {f.cert} {f.key} (user {f.name})")
+        typer.echo(f"  gateway {gw} (port {files.port}): {f.cert} {f.key} (user {f.name})")
+    if files.city_brain is not None:
+        f = files.city_brain
+        typer.echo(f"  city brain (port {files.brain_port}, ingest and command): {f.cert} {f.key}")
 
 
 def command_key(
     out: Annotated[Path, typer.Option(help="Where to write the Ed25519 private key (PEM, 0600)")],
+    as_json: AsJson = False,
 ) -> None:
     """Make a command-signing key; prints the public key for the gateways' commands.keys."""
-    import os
-
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from protocols.signed import b64url, public_key_raw
 
+    if out.exists():
+        raise HintedError(
+            f"{out} already exists: a key is never overwritten",
+            hint="choose another --out, or move the old key away first",
+            code=codes.BAD_PATH,
+        )
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -173,7 +222,11 @@ def command_key(
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
-    typer.echo(b64url(public_key_raw(key)))
+    public = b64url(public_key_raw(key))
+    if as_json:
+        _emit({"ok": True, "key": str(out), "public_key": public})
+    else:
+        typer.echo(public)
 
 
 def command(
@@ -199,14 +252,31 @@ def command(
 
     try:
         arguments = json.loads(args)
-        if not isinstance(arguments, dict):
-            raise TypeError("--args must be a JSON object")
+    except ValueError as err:
+        raise HintedError(
+            f"--args is not JSON: {err.msg} (column {err.colno})"
+            if isinstance(err, json.JSONDecodeError)
+            else "--args is not JSON",
+            hint='e.g. --args \'{"key": "value"}\'',
+            code=codes.BAD_VALUE,
+        ) from None
+    if not isinstance(arguments, dict):
+        raise HintedError(
+            "--args must be a JSON object", hint="e.g. --args '{}'", code=codes.BAD_VALUE
+        )
+    try:
         private = serialization.load_pem_private_key(signing_key.read_bytes(), password=None)
-        if not isinstance(private, Ed25519PrivateKey):
-            raise TypeError(f"{signing_key} is not an Ed25519 key")
-    except (OSError, ValueError, TypeError) as err:
-        typer.echo(f"command: {err}", err=True)
-        raise typer.Exit(EXIT_INPUT) from None
+    except OSError as err:
+        raise HintedError(
+            f"cannot read --signing-key {signing_key}: {(err.strerror or str(err)).lower()}",
+            code=codes.BAD_PATH,
+        ) from None
+    except (ValueError, TypeError):
+        raise HintedError(
+            f"{signing_key} is not a PEM private key without a password", code="CE630"
+        ) from None
+    if not isinstance(private, Ed25519PrivateKey):
+        raise HintedError(f"{signing_key} is not an Ed25519 key", code="CE630")
     request = commands.CommandRequest(
         id=f"cli-{secrets.token_hex(6)}", site=site, gateway=gateway, command=name, args=arguments
     )
@@ -235,12 +305,17 @@ def command(
 
     try:
         reply = asyncio.run(main())
-    except (LinkError, TimeoutError) as err:
-        typer.echo(f"command: no reply from {site}/{gateway}: {err or 'timed out'}", err=True)
-        raise typer.Exit(EXIT_RUNTIME) from None
+    except TimeoutError:
+        raise HintedError(
+            f"no reply from {site}/{gateway} within {timeout_s:g} s", code="CE621"
+        ) from None
+    except LinkError as err:
+        raise HintedError(str(err) or f"cannot reach the broker {broker}", code="CE610") from None
     typer.echo(reply.model_dump_json(indent=2))
     if not reply.ok:
-        raise typer.Exit(EXIT_RUNTIME)
+        raise HintedError(
+            f"{site}/{gateway} refused {name}: {reply.message or reply.reason}", code="CE620"
+        )
 
 
 def register(app: typer.Typer, _simulate_app: typer.Typer) -> None:

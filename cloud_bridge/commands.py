@@ -14,24 +14,43 @@ Checks, in order (the first that fails is the reply's ``reason``):
 4. its nonce was never accepted before (kept on disk, so also across restarts): ``replayed``;
 5. the command exists: ``unknown-command``; its handler accepts the arguments: ``bad-args``;
    it ran: ``failed`` otherwise.
+
+Limits come before any parsing (:mod:`protocols.boundedjson`: size, nesting, NaN, lone
+surrogates), so a hostile message costs at most a bounded parse and is refused as
+``malformed``; what is echoed from an unchecked message (the request id) is echoed only when it
+is a well-formed id. Should a check still raise something unforeseen, the request is answered
+``failed`` and the desk keeps answering: nothing a peer sends stops the listener.
+
+Refusals are logged rate-limited (:class:`RefusalLog`): the first of each reason in a window at
+WARNING, then one line per window with the counts by reason; every refusal still has its audit
+record and is counted in :attr:`CommandDesk.refused_by_reason`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from protocols import signed
-from protocols.commands import CommandFailure, CommandReply, CommandRequest, decode_request
+from protocols import boundedjson, signed
+from protocols.commands import (
+    REQUEST_ID_PATTERN,
+    CommandFailure,
+    CommandReply,
+    CommandRequest,
+    decode_request,
+)
 from protocols.errors import DecodeError
 
 log = logging.getLogger(__name__)
+
+MAX_MESSAGE_CHARS: Final = 500  # of a reply's message (and its audit record and log line)
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
 Handler = Callable[[CommandRequest], Awaitable[dict[str, Any]]]
 
@@ -42,6 +61,45 @@ class CommandError(Exception):
     def __init__(self, reason: CommandFailure, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+@dataclass
+class RefusalLog:
+    """Refused commands in the log without flooding it: in each window of ``interval_s`` the
+    first refusal of each reason is logged whole at WARNING; the others are counted, and the
+    counts by reason are logged once the window is over (with the next refusal, or
+    :meth:`flush`)."""
+
+    now: Callable[[], float]
+    interval_s: float = 60.0
+    suppressed: dict[str, int] = field(default_factory=dict)
+    _seen: set[str] = field(default_factory=set)
+    _window_start: float | None = None
+
+    def note(self, reason: str, line: str, *args: object, exc_info: bool = False) -> None:
+        now = self.now()
+        if self._window_start is None or now - self._window_start >= self.interval_s:
+            self.flush()
+            self._window_start = now
+        if reason in self._seen:
+            self.suppressed[reason] = self.suppressed.get(reason, 0) + 1
+            return
+        self._seen.add(reason)
+        log.warning(line, *args, exc_info=exc_info)
+
+    def flush(self) -> None:
+        """Log the counts not yet logged, and start a new window."""
+        if self.suppressed:
+            counts = ", ".join(f"{r} {n}" for r, n in sorted(self.suppressed.items()))
+            log.warning(
+                "%d more refusals in the last %.0f s, not logged one by one: %s",
+                sum(self.suppressed.values()),
+                self.now() - (self._window_start or self.now()),
+                counts,
+            )
+        self.suppressed = {}
+        self._seen = set()
+        self._window_start = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +124,7 @@ class CommandDesk:
         check_nonce: Callable[[str, int], Awaitable[None]],
         record: Callable[[Audit], Awaitable[None]],
         max_ttl_s: int = 3600,
+        log_interval_s: float = 60.0,
     ) -> None:
         self.site = site
         self.gateway = gateway
@@ -77,6 +136,8 @@ class CommandDesk:
         self._check_nonce = check_nonce
         self.refused = 0
         self.accepted = 0
+        self.refused_by_reason: dict[str, int] = {}
+        self.refusal_log = RefusalLog(now, log_interval_s)
 
     def _reply(
         self,
@@ -92,13 +153,31 @@ class CommandDesk:
             gateway=self.gateway,
             ok=ok,
             reason=reason,
-            message=message,
+            message=_printable(message),
             result=result,
             time=datetime.fromtimestamp(self.now(), tz=UTC),
         )
 
     async def handle(self, data: bytes) -> CommandReply:
-        """Check and carry out one request; always returns the reply to send."""
+        """Check and carry out one request; always returns the reply to send, whatever
+        ``data`` holds."""
+        try:
+            return await self._handle(data)
+        # a bug, not the peer's doing: logged with its traceback (rate-limited), answered, and
+        # the desk keeps serving
+        except Exception:  # noqa: BLE001
+            self.refusal_log.note(
+                "internal-error",
+                "command of %d bytes: unexpected error while checking it; answered 'failed'",
+                len(data),
+                exc_info=True,
+            )
+            reply = self._reply(
+                None, False, CommandFailure.FAILED, "the gateway could not check this request"
+            )
+            return await self._done(reply, None, None)
+
+    async def _handle(self, data: bytes) -> CommandReply:
         kid: str | None = None
         request: CommandRequest | None = None
         try:
@@ -156,13 +235,19 @@ class CommandDesk:
             log.info("command %s (%s, key %s) done", command, reply.request, kid)
         else:
             self.refused += 1
-            log.warning(
-                "command %s (%s, key %s) refused: %s: %s",
+            reason = reply.reason or "?"
+            self.refused_by_reason[reason] = self.refused_by_reason.get(reason, 0) + 1
+            self.refusal_log.note(
+                reason,
+                "command %s (%s, key %s) refused: %s: %s (the first %s refusal in %.0f s; "
+                "the next are counted)",
                 command,
                 reply.request,
                 kid,
-                reply.reason,
+                reason,
                 reply.message,
+                reason,
+                self.refusal_log.interval_s,
             )
         audit = Audit(reply.request, kid, command, reply.ok, reply.reason, reply.message)
         try:
@@ -173,16 +258,27 @@ class CommandDesk:
 
 
 def _peek_id(data: bytes) -> str | None:
-    """The request id of an envelope that failed its checks, when one can be read (for the
-    reply's correlation only; nothing else of an unchecked body is trusted)."""
+    """The request id of an envelope that failed its checks, when one can be read within the
+    limits and is a well-formed id (for the reply's correlation only; nothing else of an
+    unchecked body is trusted)."""
     try:
-        doc = json.loads(data)
+        doc = boundedjson.loads(data, max_bytes=signed.MAX_ENVELOPE_BYTES)
         if not isinstance(doc, dict):
             return None
-        body = json.loads(signed.unb64url(doc["body"])) if "body" in doc else doc
-        if not isinstance(body, dict):
-            return None
-        rid = body.get("id")
-        return rid if isinstance(rid, str) and 0 < len(rid) <= 64 else None
-    except (ValueError, KeyError, TypeError):
+        body = doc
+        if isinstance(doc.get("body"), str):
+            body = boundedjson.loads(signed.unb64url(doc["body"]), max_bytes=len(data))
+        rid = body.get("id") if isinstance(body, dict) else None
+    except (ValueError, TypeError):  # DecodeError, and binascii.Error from base64
         return None
+    return rid if isinstance(rid, str) and _REQUEST_ID.fullmatch(rid) else None
+
+
+def _printable(text: str) -> str:
+    """``text`` as it may go into a reply, an audit record and a log line: bounded, encodable
+    (a lone surrogate escaped) and on one line."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = text.replace("\r", " ").replace("\n", " ")
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[: MAX_MESSAGE_CHARS - 1] + "…"
+    return text

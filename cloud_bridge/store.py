@@ -228,7 +228,9 @@ class PgStore:
         self._lock = asyncio.Lock()  # one connection: one transaction at a time
 
     @classmethod
-    async def connect(cls, url: str, timeout_s: float = 10.0) -> PgStore:
+    async def connect(
+        cls, url: str, timeout_s: float = 10.0, *, read_only: bool = False
+    ) -> PgStore:
         try:
             import psycopg
         except ModuleNotFoundError as err:
@@ -237,6 +239,9 @@ class PgStore:
             ) from err
         try:
             conn = await psycopg.AsyncConnection.connect(url, connect_timeout=int(timeout_s))
+            if read_only:  # a status query: no tables made, nothing written
+                await conn.set_read_only(True)
+                return cls(conn)
             async with conn.transaction():
                 # two workers starting together must not race on CREATE TABLE IF NOT EXISTS
                 await conn.execute("SELECT pg_advisory_xact_lock(424242)")
@@ -367,8 +372,13 @@ class PgStore:
         return found, still_open
 
     async def summary(self) -> Summary:
+        import psycopg
+
         async with self._lock:
-            return await self._summary()
+            try:
+                return await self._summary()
+            except psycopg.Error as err:  # not an ingest database (no such table)
+                raise StoreError(f"PostgreSQL: {err}".strip()) from err
 
     async def _summary(self) -> Summary:
         q = self.conn.execute
@@ -459,10 +469,25 @@ class SqliteStore:
         self._db: sqlite3.Connection | None = None
 
     @classmethod
-    async def connect(cls, path: Path) -> SqliteStore:
+    async def connect(cls, path: Path, *, read_only: bool = False) -> SqliteStore:
+        """``read_only``: an existing database, opened without creating any file (no tables
+        made, no ``-wal``/``-shm`` beside a database no writer has open)."""
         store = cls(path)
-        await store._run(store._open)
+        await store._run(store._open_read_only if read_only else store._open)
         return store
+
+    def _open_read_only(self) -> None:
+        if not self.path.is_file():
+            raise StoreError(f"no SQLite database {self.path}")
+        # no -wal beside it: no writer has it open, so read it as immutable (which makes no
+        # -wal/-shm files); a writer's -wal there: read through it, read-only
+        wal = self.path.with_name(self.path.name + "-wal")
+        uri = f"{self.path.resolve().as_uri()}?{'mode=ro' if wal.exists() else 'immutable=1'}"
+        try:
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
+            self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as err:
+            raise StoreError(f"SQLite {self.path}: {err}") from err
 
     def _open(self) -> None:
         try:
@@ -604,7 +629,10 @@ class SqliteStore:
         return found, still_open
 
     async def summary(self) -> Summary:
-        result: Summary = await self._run(self._summary)
+        try:
+            result: Summary = await self._run(self._summary)
+        except sqlite3.Error as err:  # not an ingest database (no such table), or damaged
+            raise StoreError(f"SQLite {self.path}: {err}") from err
         return result
 
     def _summary(self) -> Summary:
@@ -631,12 +659,16 @@ class SqliteStore:
         self._executor.shutdown(wait=True)
 
 
-async def open_store(url: str) -> Store:
-    """``postgresql://...`` for PostgreSQL; a file path (or ``sqlite:///path``) for SQLite."""
+async def open_store(url: str, *, read_only: bool = False) -> Store:
+    """``postgresql://...`` for PostgreSQL; a file path (or ``sqlite:///path``) for SQLite.
+    ``read_only`` (``--status``): an existing database only, nothing created or written."""
     if url.startswith(("postgresql://", "postgres://")):
-        return await PgStore.connect(url)
-    path = url.removeprefix("sqlite://") if url.startswith("sqlite://") else url
-    return await SqliteStore.connect(Path(path))
+        return await PgStore.connect(url, read_only=read_only)
+    return await SqliteStore.connect(sqlite_path(url), read_only=read_only)
+
+
+def sqlite_path(url: str) -> Path:
+    return Path(url.removeprefix("sqlite://") if url.startswith("sqlite://") else url)
 
 
 def dump(summary: Summary) -> str:

@@ -1,25 +1,25 @@
 """The gateway's exception tree (drawn in :mod:`edge`).
 
-Every error carries a stable ``code`` (shown to technicians and in logs) and a ``hint`` they can
-act on. Transient errors are retried by the supervisor with backoff; permanent ones stop the
-plug-in until the configuration changes.
+Every error carries a stable ``code`` (shown to technicians and in logs; one meaning per code,
+registered in :mod:`protocols.codes` with its exit code) and a ``hint`` they can act on.
+Transient errors are retried by the supervisor with backoff; permanent ones stop the plug-in
+until the configuration changes.
 """
 
 from __future__ import annotations
 
-from enum import IntEnum
-
+from protocols.codes import ExitCode
 from protocols.errors import HintedError
 
-
-class ExitCode(IntEnum):
-    """Exit codes of every ``cityedge`` command (documented in the README)."""
-
-    OK = 0
-    INPUT = 1  # the input is wrong: config problems, an out-of-date schema, bad arguments' values
-    USAGE = 2  # unknown option or missing argument (typer's own)
-    RUNTIME = 3  # could not run: a missing optional package, a port in use, a peer unreachable
-    VERIFY = 4  # the work was done but its check failed (a provisioned node never reported)
+__all__ = [
+    "ConfigError",
+    "DeviceError",
+    "EdgeError",
+    "ExitCode",
+    "MissingExtraError",
+    "PermanentError",
+    "TransientError",
+]
 
 
 class EdgeError(HintedError):
@@ -37,8 +37,8 @@ class ConfigError(EdgeError):
         super().__init__("\n".join(problems))
         self.problems = problems
 
-    def for_humans(self) -> str:
-        return "\n".join(self.problems)
+    def as_json(self) -> dict[str, object]:
+        return {**super().as_json(), "problems": self.problems}
 
 
 class MissingExtraError(EdgeError):

@@ -8,8 +8,11 @@
 
 Shutdown (SIGINT/SIGTERM) runs the stages backwards so nothing accepted is dropped: sources stop
 polling; the readings channel closes and the dispatcher and apps drain it; the sinks' outboxes
-close and the sinks flush what they hold, for at most ``shutdown_flush_s``; then the HTTP
-endpoint stops. What a sink could not deliver by then is logged with its count.
+close and the sinks flush what they hold; then the HTTP endpoint stops. Draining and flushing
+together take at most ``shutdown_flush_s``: a stage still running then is cancelled and gets
+:data:`STAGE_CLEANUP_S` to clean up (the mqtt sink stores what it holds and says goodbye)
+before it is cancelled again. What a sink could not deliver by then stays in its outbox and is
+logged with its count.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ if TYPE_CHECKING:
     from edge.vision.frames import Frame
 
 log = logging.getLogger(__name__)
+
+# A stage cancelled at the flush deadline gets this long before it is cancelled again; the mqtt
+# sink's clean-up is bounded by cloud_bridge.bridge.SHUTDOWN_S (5 s).
+STAGE_CLEANUP_S = 6.0
 
 
 class Gateway:
@@ -127,6 +134,18 @@ class Gateway:
             self.routes.extend(plugin.routes)
         return info, config, plugin
 
+    def health(self) -> tuple[list[str], list[str]]:
+        """Why the gateway works only in part now (crashed plug-ins, a full outbox disk), and
+        what people should know though all works (an outbox set aside): for ``/healthz``."""
+        reasons = self.supervisor.degraded()
+        notices: list[str] = []
+        for _, config, plugin in (*self.sources, *self.apps, *self.sinks):
+            for what, out in (("health", reasons), ("notices", notices)):
+                report = getattr(plugin, what, None)
+                if callable(report):
+                    out.extend(f"{config.name}: {r}" for r in report())
+        return reasons, notices
+
     def device_health(self) -> dict[str, str]:
         """Each polled device's health ('unknown', 'up', 'down'), from sources that track it."""
         out: dict[str, str] = {}
@@ -195,17 +214,23 @@ class Gateway:
                 )
             )
             await sup.run_until((self._spec(*s) for s in self.sources), stop)
+            deadline = asyncio.get_running_loop().time() + self.config.shutdown_flush_s
             log.info("stopping: sources stopped; draining %d readings", self.readings.depth)
             self.readings.close()
             self.frames.close()
-            await apps
+            await self._stage_ends(apps, "the dispatcher and apps did not drain", deadline)
             for box in self.sink_outboxes.values():
                 box.close()
-            try:
-                async with asyncio.timeout(self.config.shutdown_flush_s):
-                    await sinks
-            except TimeoutError:
-                log.warning("sinks did not flush within %.1f s", self.config.shutdown_flush_s)
+            await self._stage_ends(sinks, "sinks did not flush", deadline)
             if http_task is not None:
                 await cancel_and_wait([http_task])
         log.info("gateway stopped")
+
+    async def _stage_ends(self, stage: asyncio.Task[None], late: str, deadline: float) -> None:
+        """Let a stage finish by ``deadline``; then cancel it (and again, should its clean-up
+        outlast STAGE_CLEANUP_S)."""
+        timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+        done, _ = await asyncio.wait({stage}, timeout=timeout)
+        if not done:
+            log.warning("%s within %.1f s: stopping them", late, self.config.shutdown_flush_s)
+            await cancel_and_wait([stage], again_every_s=STAGE_CLEANUP_S)

@@ -1,7 +1,11 @@
 """The gateway's local HTTP endpoint: ``/healthz`` and ``/metrics``.
 
-- ``GET /healthz``  JSON with the state of every plug-in and device; 200 while no plug-in has
-  failed for good, 503 otherwise. A device being unavailable does not make the gateway
+- ``GET /healthz``  JSON with the state of every plug-in and device. ``status`` is ``ok``;
+  ``degraded`` while the gateway works only in part, with one line per cause in ``reasons`` (a
+  plug-in crashed and is starting again, an outbox's disk is full); or ``failed`` once a plug-in
+  has failed for good. 200 unless failed, 503 then: restarting the gateway would not cure a
+  degraded one. ``notices`` says what people should know though all works now (an outbox found
+  damaged at start and set aside). A device being unavailable does not make the gateway
   unhealthy (that is news for the city brain, not a reason to restart the gateway).
 - ``GET /metrics``  Prometheus text format (see :mod:`edge.metrics`).
 
@@ -23,6 +27,8 @@ if TYPE_CHECKING:
     from edge.gateway import Gateway
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT_S = 2.0
 
 
 class HttpEndpoint:
@@ -50,8 +56,11 @@ class HttpEndpoint:
             for name, st in gw.supervisor.status.items()
         }
         healthy = gw.supervisor.healthy()
+        reasons, notices = gw.health()
         body = {
-            "status": "ok" if healthy else "failed",
+            "status": "failed" if not healthy else "degraded" if reasons else "ok",
+            "reasons": reasons,
+            "notices": notices,
             "site": gw.config.site,
             "gateway": gw.config.gateway,
             "plugins": plugins,
@@ -65,7 +74,9 @@ class HttpEndpoint:
         return resp
 
     async def run(self) -> None:
-        runner = web.AppRunner(self.app(), access_log=None)
+        # a stop waits at most this for requests in progress (a gate screen's websocket would
+        # otherwise hold it for aiohttp's default 60 s)
+        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await runner.setup()
         site = web.TCPSite(runner, self.config.host, self.config.port)
         try:

@@ -18,7 +18,9 @@ Names (counters end in ``_total`` on the wire):
   ``cityedge_link_up{sink}``, ``cityedge_link_session{sink}``
 - ``cityedge_channel_depth{channel}``, ``cityedge_channel_capacity{channel}``,
   ``cityedge_channel_dropped_total{channel}`` — read from the channels at scrape time
-- ``cityedge_plugin_restarts_total{plugin,role}``, ``cityedge_plugin_up{plugin,role}``
+- ``cityedge_outbox_disk_full{sink}`` 1 while the outbox's disk is full (see ``/healthz``)
+- ``cityedge_plugin_restarts_total{plugin,role}``, ``cityedge_plugin_crashes_total{plugin,role}``
+  (ended with an exception), ``cityedge_plugin_up{plugin,role}``
 """
 
 from __future__ import annotations
@@ -55,13 +57,17 @@ class _RuntimeCollector(Collector):
             restarts = CounterMetricFamily(
                 "cityedge_plugin_restarts", "Restarts by the supervisor", labels=["plugin", "role"]
             )
+            crashes = CounterMetricFamily(
+                "cityedge_plugin_crashes", "Ended with an exception", labels=["plugin", "role"]
+            )
             up = GaugeMetricFamily(
                 "cityedge_plugin_up", "1 running, 0 not", labels=["plugin", "role"]
             )
             for name, st in self.supervisor.status.items():
                 restarts.add_metric([name, st.role], st.restarts)
+                crashes.add_metric([name, st.role], st.crashes)
                 up.add_metric([name, st.role], 1 if st.state is ChildState.RUNNING else 0)
-            yield from (restarts, up)
+            yield from (restarts, crashes, up)
 
 
 class GatewayMetrics:
@@ -129,6 +135,9 @@ class GatewayMetrics:
             registry=r,
         )
         self.link_up = Gauge("cityedge_link_up", "1 connected to the broker", ["sink"], registry=r)
+        self.outbox_disk_full = Gauge(
+            "cityedge_outbox_disk_full", "1 while the outbox's disk is full", ["sink"], registry=r
+        )
         self.link_session = Gauge(
             "cityedge_link_session", "Session number of the link", ["sink"], registry=r
         )

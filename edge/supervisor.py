@@ -1,10 +1,13 @@
 """Runs the gateway's plug-ins under ``asyncio.TaskGroup`` with a restart policy each.
 
-A child is an ``async`` callable. When it raises, the supervisor logs it once, records it for
-``/healthz`` and ``/metrics``, waits a capped, jittered backoff on the injected clock and starts
-it again — unless its policy says otherwise or the error is a :class:`~edge.errors.PermanentError`
-(retrying a wrong register map will not help). A child that ran longer than ``healthy_after_s``
-before failing starts again from the shortest backoff.
+A child is an ``async`` callable. When it raises, the supervisor logs it once (with its
+traceback when it is not one of ours), counts it, records it for ``/healthz`` and ``/metrics``,
+waits a capped, jittered backoff on the injected clock and starts it again — unless its policy
+says otherwise or the error is a :class:`~edge.errors.PermanentError` (retrying a wrong register
+map will not help). A child that ran longer than ``healthy_after_s`` before failing starts again
+from the shortest backoff. A crashed child makes the gateway *degraded*
+(:meth:`Supervisor.degraded`) while it waits to start again and until it has run
+``healthy_after_s`` since.
 
 This module holds the only broad ``except`` in the gateway: a plug-in's bug must not take its
 neighbours down. Cancellation is never swallowed.
@@ -73,6 +76,19 @@ class ChildStatus:
     restarts: int = 0
     last_error: str | None = None
     since: float = 0.0
+    crashes: int = 0  # ended with an exception (restarted or not)
+    crashed_at: float | None = None
+    healthy_after_s: float = 60.0
+
+
+def describe(err: BaseException) -> str:
+    """One line for people: the first error inside exception groups (a task group's failure),
+    with its notes (which task it was in)."""
+    while isinstance(err, BaseExceptionGroup) and err.exceptions:
+        err = err.exceptions[0]
+    text = f"{type(err).__name__}: {err}"
+    notes = "; ".join(getattr(err, "__notes__", None) or [])
+    return f"{text} ({notes})" if notes else text
 
 
 @dataclass
@@ -84,9 +100,31 @@ class Supervisor:
         """True unless some child failed for good."""
         return all(s.state is not ChildState.FAILED for s in self.status.values())
 
+    def degraded(self) -> list[str]:
+        """Children that crashed and wait to start again, or started again less than their
+        ``healthy_after_s`` ago: one reason each (empty: none)."""
+        now = self.clock.monotonic()
+        out = []
+        for name, st in self.status.items():
+            if st.crashed_at is None:
+                continue
+            if st.state is ChildState.BACKOFF:
+                out.append(
+                    f"{st.role} {name} crashed ({st.last_error}); starting again "
+                    f"({st.crashes} crashes)"
+                )
+            elif st.state is ChildState.RUNNING and now - st.since < st.healthy_after_s:
+                out.append(
+                    f"{st.role} {name} started again {now - st.crashed_at:.0f} s after a crash "
+                    f"({st.last_error}; {st.crashes} crashes)"
+                )
+        return out
+
     async def supervise(self, spec: ChildSpec) -> None:
         """Run ``spec`` until it stops for good or the task is cancelled."""
-        status = self.status.setdefault(spec.name, ChildStatus(role=spec.role))
+        status = self.status.setdefault(
+            spec.name, ChildStatus(role=spec.role, healthy_after_s=spec.healthy_after_s)
+        )
         backoff = Backoff(spec.backoff_initial_s, max(spec.backoff_max_s, spec.backoff_initial_s))
         while True:
             status.state, status.since = ChildState.RUNNING, self.clock.monotonic()
@@ -101,9 +139,25 @@ class Supervisor:
                 log.error("%s %s stopped: %s", spec.role, spec.name, err.for_humans())
                 return
             except Exception as err:  # the supervisor is the one place allowed to catch all
-                status.last_error = f"{type(err).__name__}: {err}"
+                what = describe(err)
+                # the same error again soon after a restart: its traceback is in the log
+                again = (
+                    what == status.last_error
+                    and self.clock.monotonic() - started < spec.healthy_after_s
+                )
+                status.last_error = what
+                status.crashes += 1
+                status.crashed_at = self.clock.monotonic()
                 if isinstance(err, EdgeError):
                     log.warning("%s %s failed: %s", spec.role, spec.name, err.for_humans())
+                elif again:
+                    log.error(
+                        "%s %s crashed again: %s (%d crashes)",
+                        spec.role,
+                        spec.name,
+                        what,
+                        status.crashes,
+                    )
                 else:
                     log.exception("%s %s crashed", spec.role, spec.name)
                 if spec.restart is RestartPolicy.NEVER:

@@ -56,6 +56,8 @@ class LoadSite:
     http_port: int
     config: Path
     outbox: Path
+    # more keys of the sink's outbox mapping, e.g. ", wal_limit_bytes: 65536"
+    outbox_extra: str = ""
 
     @classmethod
     def make(
@@ -67,6 +69,8 @@ class LoadSite:
         simulators: int = 2,
         units: int = 10,
         sink_extra: str = "",
+        outbox: Path | None = None,
+        outbox_extra: str = "",
     ) -> LoadSite:
         ports = [free_port() for _ in range(simulators)]
         for i, port in enumerate(ports):
@@ -82,7 +86,13 @@ class LoadSite:
             wait_port(port, proc=p)
         interval = simulators * units / polls_per_s
         site = cls(
-            ports, units, interval, free_port(), workdir / "site.yaml", workdir / "outbox.db"
+            ports,
+            units,
+            interval,
+            free_port(),
+            workdir / "site.yaml",
+            outbox or workdir / "outbox.db",
+            outbox_extra,
         )
         site.config.write_text(site.yaml(broker_port, sink_extra))
         return site
@@ -105,7 +115,7 @@ class LoadSite:
             "sources:\n" + "\n".join(sources) + "\n"
             f"sinks:\n  - {{type: mqtt, name: brain, host: 127.0.0.1, port: {broker_port}, "
             f"reconnect_initial_s: 0.2, reconnect_max_s: 2, keepalive_s: 5, wait_for_ingest: ingest, "
-            f"outbox: {{path: {self.outbox}}}{sink_extra}}}\n"
+            f"outbox: {{path: {self.outbox}{self.outbox_extra}}}{sink_extra}}}\n"
         )
 
     def start_gateway(self, procs: list[Proc], workdir: Path, name: str = "gateway") -> Proc:

@@ -61,7 +61,7 @@ def provision_bin(site: Site, hwid: str, name: str, *extra: str) -> dict[str, An
         "bin-fill",
         "--target",
         "unix",
-        "--interval",
+        "--interval-s",
         "1",
         *extra,
     )

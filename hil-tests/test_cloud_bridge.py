@@ -4,6 +4,7 @@ budget, two ingest workers on one shared subscription, the broker's ACL and sign
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from datetime import UTC, datetime
@@ -187,21 +188,27 @@ async def test_two_ingest_workers_split_the_load_and_store_nothing_twice(
 def secure_broker(tmp_path: Path) -> Any:
     exe = mosquitto_path()
     assert exe is not None
-    port = free_port()
     files = write_site_broker(
-        tmp_path / "broker", site=SITE, gateways=["gw-a", "gw-b"], port=port, bind="127.0.0.1"
+        tmp_path / "broker",
+        site=SITE,
+        gateways=["gw-a", "gw-b"],
+        port=free_port(),
+        brain_port=free_port(),
+        bind="127.0.0.1",
     )
     proc = start("mosquitto-tls", [exe, "-c", str(files.conf)], tmp_path)
-    wait_port(port, proc=proc)
+    wait_port(files.port, proc=proc)
+    wait_port(files.brain_port, proc=proc)
     yield files
     proc.stop()
 
 
-def tls_link(files: Any, who: str, client_id: str) -> LinkSettings:
+def tls_link(files: Any, who: str, client_id: str, port: int | None = None) -> LinkSettings:
+    """A gateway's link on the gateways' port, the city brain's on its own (unless ``port``)."""
     c = files.city_brain if who == "city-brain" else files.gateways[who]
     return LinkSettings(
         "127.0.0.1",
-        files.port,
+        port or (files.brain_port if who == "city-brain" else files.port),
         client_id=client_id,
         tls=TlsSettings(ca_file=files.ca, cert_file=c.cert, key_file=c.key),
         connect_timeout_s=10,
@@ -326,3 +333,55 @@ async def test_signed_commands_unsigned_expired_replayed_or_wrongly_signed_are_r
     await bridge.aclose()
     await brain.close()
     assert json.loads(reply.model_dump_json())["gateway"] == "gw-a"
+
+
+async def test_a_gateways_certificate_cannot_knock_another_gateway_offline(
+    tmp_path: Path, procs: list[Proc], pg_url: str, secure_broker: Any
+) -> None:
+    """gw-b's certificate sending gw-a's client id (its configured one, or its identity) used to
+    close gw-a's connection and fire its will. The generated config ties a gateway's client id to
+    its certificate; the city brain's clients, on their own port and CA, keep choosing theirs:
+    two ingest workers share the one city-brain certificate and the gateway still delivers."""
+    files = secure_broker
+    brain = files.city_brain
+    tls = ["--ca", str(files.ca), "--cert", str(brain.cert), "--key", str(brain.key)]
+    for worker in ("w1", "w2"):
+        start_ingest(procs, tmp_path, files.brain_port, pg_url, worker, *tls)
+    watcher = await MqttLink.open(tls_link(files, "city-brain", "watcher"))
+    await watcher.subscribe(topics.state_topic(SITE, "gw-a"), qos=1)
+    bridge = await Bridge.open(
+        bridge_settings(
+            files.port, tmp_path / "outbox.db", link=tls_link(files, "gw-a", "hil-gw-a")
+        )
+    )
+    run = asyncio.create_task(bridge.run())
+    await wait_until(bridge.connected.is_set, 20, "gw-a's link")
+    birth = decode_state((await watcher.receive(10)).payload)
+    assert (birth.state.value, birth.session) == ("online", bridge.counters.session)
+
+    for stolen_id in ("hil-gw-a", "hil.gw-a"):
+        thief = await MqttLink.open(tls_link(files, "gw-b", stolen_id))
+        await asyncio.sleep(2.0)  # a takeover closes gw-a's socket at once
+        assert thief.connected and bridge.connected.is_set()
+        await thief.close()
+    assert (bridge.counters.connects, bridge.counters.connect_failures) == (1, 0)
+    with pytest.raises(TimeoutError):  # no death (the will) of gw-a, no new birth
+        await watcher.receive(3)
+
+    # a gateway's certificate is not admitted on the city brain's port, nor the brain's on the
+    # gateways' port
+    for who, port in (("gw-b", files.brain_port), ("city-brain", files.port)):
+        with pytest.raises(Exception, match=r"(?i)certificate|ssl|tls|handshake|refused|connect"):
+            await MqttLink.open(
+                dataclasses.replace(tls_link(files, who, "x", port=port), connect_timeout_s=5)
+            )
+
+    # the ingest workers (heartbeats gw-a waits for: wait_for_ingest) and the gateway still work
+    for i in range(50):
+        await bridge.put(record_of(telemetry("sonde", i)))
+    await asyncio.to_thread(wait_stored, pg_url, 50, 60)
+    assert bridge.connected.is_set() and bridge.counters.connects == 1
+    bridge.close_intake()
+    await asyncio.wait_for(run, 20)
+    await bridge.aclose()
+    await watcher.close()

@@ -7,6 +7,10 @@ import os
 import subprocess
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protocols import signed
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -22,7 +26,15 @@ def test_install_script_gives_a_working_gateway(tmp_path: Path) -> None:
     )
     check = subprocess.run(
         [str(prefix / "bin/cityedge"), "check-config", str(ROOT / "examples/river-station.yaml")],
-        env={**env, "CITY_BRAIN_USER": "gw", "CITY_BRAIN_PASSWORD": "pw"},
+        env={
+            **env,
+            "CITY_BRAIN_USER": "gw",
+            "CITY_BRAIN_PASSWORD": "pw",
+            # the example has no fallback key (a weak one would let anyone forge commands)
+            "CITY_BRAIN_COMMAND_KEY": signed.b64url(
+                signed.public_key_raw(Ed25519PrivateKey.generate())
+            ),
+        },
         capture_output=True,
         text=True,
         timeout=60,

@@ -129,7 +129,7 @@ def test_ota_refusals_a_good_update_and_a_rollback(tmp_path: Path, procs: list[P
             "ota",
             "-d",
             str(site.root),
-            "--version",
+            "--firmware-version",
             "1.1.0",
             "--target",
             "unix",

@@ -146,16 +146,18 @@ def test_provision_copy_inventory_certificate_acl_image_and_self_test(
     node.workdir.mkdir()
     node.world(**fill_world(20))
     node.boot()
-    seen = cli("provision", "self-test", "-d", str(site.root), "--name", "bin-3", "--timeout", "30")
+    seen = cli(
+        "provision", "self-test", "-d", str(site.root), "--name", "bin-3", "--timeout-s", "30"
+    )
     assert seen["ok"] and seen["_rc"] == 0, (seen, node.log())
     assert seen["type"] in ("StatusFrame", "ReadingsFrame")
 
     # a node that never comes: exit 4 with a hint
     silent = cli(
-        "provision", "self-test", "-d", str(site.root), "--name", "bin-99", "--timeout", "2"
+        "provision", "self-test", "-d", str(site.root), "--name", "bin-99", "--timeout-s", "2"
     )
     assert (
-        silent["_rc"] == 4 and silent["code"] == "CE420" and "sent nothing" in str(silent["error"])
+        silent["_rc"] == 4 and silent["code"] == "CE520" and "sent nothing" in str(silent["error"])
     )
     assert "reloaded" in str(silent["hint"])
 
@@ -179,6 +181,6 @@ def test_provision_copy_inventory_certificate_acl_image_and_self_test(
     assert db.execute("SELECT count(*), max(revision) FROM devices").fetchone() == (1, 2)
     taken = cli(*build, "--hwid", "0a0b0c0d0e04")
     assert (
-        taken["_rc"] == 1 and taken["code"] == "CE400" and "already belongs" in str(taken["error"])
+        taken["_rc"] == 1 and taken["code"] == "CE500" and "already belongs" in str(taken["error"])
     )
     db.close()

@@ -23,7 +23,6 @@ Exit codes: 0 built and verified; 1 a checksum differs (the manifest or a packag
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import yaml
 
+from edge.cliutil import ArgumentParser
 from edge.vision.manifest import (
     MANIFEST_JSON,
     AssetEntry,
@@ -48,6 +48,7 @@ from edge.vision.manifest import (
     parse_manifest,
     sha256_file,
 )
+from protocols import codes
 
 HERE = Path(__file__).resolve().parent
 MANIFEST_YAML = HERE / "manifest.yaml"
@@ -55,14 +56,17 @@ FETCH_TIMEOUT_S = 600
 
 
 class BuildError(Exception):
+    code = "CE700"  # codes and exit codes: protocols/codes.py
     exit_code = 1
 
 
 class ChecksumMismatch(BuildError):
+    code = "CE701"
     exit_code = 1
 
 
 class FetchError(BuildError):
+    code = "CE702"
     exit_code = 3
 
 
@@ -333,9 +337,7 @@ class Builder:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m models.build", description=__doc__.split("\n\n")[0]
-    )
+    parser = ArgumentParser(prog="python -m models.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=HERE / "build", help="build folder")
     parser.add_argument("--manifest", type=Path, default=MANIFEST_YAML, help="manifest to build")
     parser.add_argument(
@@ -350,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         help="train the trained models again (about 3 CPU minutes) and check the pinned sha256",
     )
     args = parser.parse_args(argv)
+    if not args.manifest.is_file():
+        print(codes.for_humans("CE002", f"no manifest {args.manifest}"), file=sys.stderr)
+        return 1
     try:
         builder = Builder(
             load_manifest(args.manifest),
@@ -362,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             builder.close()
     except BuildError as err:
-        print(f"make models: {err}", file=sys.stderr)
+        print(codes.for_humans(err.code, f"make models: {err}"), file=sys.stderr)
         return err.exit_code
     return 0
 

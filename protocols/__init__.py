@@ -6,6 +6,8 @@ Nothing in this package opens a socket, a serial port or an event loop. Modules:
 - ``envelope``  the event envelope every message to the city brain travels in
 - ``topics``    the MQTT topic tree
 - ``modbus``    Modbus points as data, value decoding/encoding and the read planner
+- ``signed``    signed envelopes (commands, config, OTA); ``ed25519`` the key and signature
+                checks OpenSSL does not make; ``boundedjson`` JSON parsed within limits
 
 Exception tree::
 

@@ -9,6 +9,10 @@ broker's ACL), which is what makes a reply trustworthy.
 The request names its target gateway inside the signature, so a command signed for one gateway
 is refused by every other (``wrong-target``) and cannot be replayed across gateways.
 
+:func:`decode_request` checks its limits before parsing (at most :data:`MAX_REQUEST_BYTES`,
+nested at most :data:`protocols.boundedjson.MAX_DEPTH` deep, finite numbers, encodable strings)
+and raises only :class:`~protocols.errors.DecodeError`.
+
 Reasons for a refusal (``reason``), stable for scripts and audit records: every
 :class:`~protocols.signed.Refusal` (``unsigned``, ``malformed``, ``wrong-purpose``, ``unknown-key``,
 ``bad-signature``, ``expired``, ``too-long``, ``replayed``) and :class:`CommandFailure`
@@ -27,13 +31,17 @@ from pydantic import (
     TypeAdapter,
 )
 
+from protocols import boundedjson
 from protocols.envelope import ContractModel, Ident, decode_with
+from protocols.errors import DecodeError
 
 COMMANDS: Final = ("ping", "config.get", "config.apply", "outbox.stats")
+MAX_REQUEST_BYTES: Final = 768 * 1024  # the signed body; a config.apply carries a site file
+REQUEST_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 
 RequestId = Annotated[
     str,
-    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"),
+    StringConstraints(pattern=REQUEST_ID_PATTERN),
     Field(description="1-64 letters, digits, '_', '.', ':', '-'; echoed in the reply"),
 ]
 
@@ -85,6 +93,10 @@ def encode_request(request: CommandRequest) -> bytes:
 
 
 def decode_request(data: bytes | str) -> CommandRequest:
+    try:
+        boundedjson.loads(data, max_bytes=MAX_REQUEST_BYTES)
+    except DecodeError as err:
+        raise DecodeError(f"invalid command request: {err}") from err
     return decode_with(REQUEST_ADAPTER, data, "command request")
 
 

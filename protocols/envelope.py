@@ -14,8 +14,10 @@ Adding a kind: write its payload model here, add an ``XEnvelope`` class with
 Edge cases:
 - ``time`` must carry a UTC offset; naive datetimes are refused, so a gateway with a wrongly
   configured timezone cannot publish ambiguous times.
-- Telemetry values are finite numbers or booleans. NaN and infinity are not JSON and are refused;
-  a source that reads one reports a bad reading instead.
+- Numbers are finite everywhere (telemetry values and every float field): NaN and infinity
+  (also ``1e400``, which parses as infinity) are not JSON and are refused when decoding and when
+  building a model; a source that reads one reports a bad reading instead. So every envelope
+  that decodes encodes to bytes that decode to the same envelope.
 """
 
 from __future__ import annotations
@@ -63,9 +65,11 @@ class Severity(StrEnum):
 
 
 class ContractModel(BaseModel):
-    """Base of every model of a contract: immutable, and unknown fields are refused."""
+    """Base of every model of a contract: immutable, unknown fields are refused, and so are
+    NaN and infinity in every float field (JSON has neither: pydantic would write them as
+    ``null``, which the same model then refuses — a message that cannot be read back)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class PointValue(ContractModel):
@@ -327,7 +331,9 @@ class LinkInfo(ContractModel):
     connection, like Sparkplug B's bdSeq); ``seq`` counts the envelopes published in that session
     from 1, so a gap shows a message lost between the gateway and the subscriber; ``pos`` is the
     envelope's position in the gateway's durable outbox, one more per envelope accepted, so a
-    missing position is an envelope the outbox dropped under its disk budget (or lost). An
+    missing position is an envelope the outbox dropped under its disk budget or for a full disk,
+    one of an outbox file set aside as damaged (named in the birth), or lost. Neither number is
+    ever used twice by a gateway, though positions jump after an outbox was set aside. An
     envelope sent again after a reconnect keeps its ``id`` and ``pos`` but gets a new ``session``
     and ``seq``.
     """

@@ -234,8 +234,8 @@ def decode_value(spec: PointSpec, data: Sequence[int] | Sequence[bool]) -> Value
     """The engineering value of ``spec`` from its registers (or its one bit).
 
     Integers with scale 1 and offset 0 stay integers; anything scaled becomes a float.
-    Raises :class:`DecodeError` for a wrong count and for non-finite floats, which devices use
-    to say "no measurement".
+    Raises :class:`DecodeError` for a wrong count, for non-finite floats, which devices use
+    to say "no measurement", and for a value that scaling takes beyond the float range.
     """
     if spec.register_type.is_bit:
         if len(data) != 1:
@@ -250,7 +250,10 @@ def decode_value(spec: PointSpec, data: Sequence[int] | Sequence[bool]) -> Value
         raise DecodeError(f"{spec.name}: device sent {raw} (no measurement)")
     if spec.scale == 1 and spec.offset == 0:
         return raw
-    return raw * spec.scale + spec.offset
+    value = raw * spec.scale + spec.offset
+    if not math.isfinite(value):  # float64 1e308 x 10: a reading, not a crash further on
+        raise DecodeError(f"{spec.name}: {raw!r} x {spec.scale} + {spec.offset} is not finite")
+    return value
 
 
 def encode_value(spec: PointSpec, value: Value) -> list[int]:

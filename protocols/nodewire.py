@@ -140,7 +140,7 @@ CHANNELS: Final = ("up", "status", "cmd", "res", "ota", "ota/data")
 
 def node_prefix(site: str, node: str) -> str:
     for what, value in (("site", site), ("node", node)):
-        if not _LEVEL.match(value):
+        if not _LEVEL.fullmatch(value):  # match() let "node\n" through (its $)
             raise TopicError(
                 f"{what} {value!r} cannot be a topic level: use 1-64 letters, digits, '_', '.', '-'"
             )

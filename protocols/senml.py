@@ -10,11 +10,18 @@ CBOR uses integer labels for the fields (6, table 6): bver -1, bn -2, bt -3, bu 
 bs -6, n 0, u 1, v 2, vs 3, vb 4, s 5, t 6, ut 7, vd 8.
 
 Content-Formats (12.3): 110 ``application/senml+json``, 112 ``application/senml+cbor``.
+
+Outside input: a payload larger than :data:`MAX_PACK_BYTES` or nested deeper than a pack can be
+is refused before it is parsed; numbers must be finite, also after ``bv + v``, ``bt + t`` and
+``bs + s``; names, units and string values must be strings that UTF-8 can carry; ``vd`` is
+base64url in JSON (4.3, without padding) and a byte string in CBOR. Every refusal is a
+:class:`SenmlError`, whatever the bytes.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 import re
@@ -25,6 +32,7 @@ from typing import Any, Final
 import cbor2
 
 from protocols.errors import DecodeError, EncodeError
+from protocols.limits import check_json_depth, check_size, shown
 
 CF_SENML_JSON: Final = 110
 CF_SENML_CBOR: Final = 112
@@ -52,7 +60,12 @@ CBOR_LABELS: Final[dict[int, str]] = {
 }
 _LABEL_OF: Final = {v: k for k, v in CBOR_LABELS.items()}
 RELATIVE_TIME_LIMIT: Final = 2**28  # 4.5.3: smaller resolved times are relative to now
-_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-:./_]*$")  # 4.5.1
+_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-:./_]*")  # 4.5.1
+#: Largest payload decoded (a pack of some thousands of records; block-wise CoAP delivers more).
+MAX_PACK_BYTES: Final = 1024 * 1024
+#: A pack is an array of maps of scalars: anything nested deeper is refused before parsing.
+MAX_DEPTH: Final = 4
+_BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 
 Value = float | bool | str | bytes
 
@@ -75,13 +88,45 @@ class SenmlError(DecodeError):
 
 
 def _num(x: object, what: str, i: int) -> float:
-    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
-        raise SenmlError(f"record {i}: {what} must be a finite number (got {x!r})")
-    return float(x)
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        raise SenmlError(f"record {i}: {what} must be a finite number (got {shown(x)})")
+    try:
+        value = float(x)
+    except OverflowError:  # an integer beyond float range (JSON and CBOR bignums allow it)
+        value = math.inf
+    if not math.isfinite(value):
+        raise SenmlError(f"record {i}: {what} must be a finite number (got {shown(x)})")
+    return value
+
+
+def _sum(a: float, b: float, what: str, i: int) -> float:
+    """``a + b`` of two finite numbers, refused when it overflows (1e308 + 1e308)."""
+    total = a + b
+    if not math.isfinite(total):
+        raise SenmlError(f"record {i}: {what} overflows ({a!r} + {b!r})")
+    return total
+
+
+def _text(x: object, what: str, i: int) -> str:
+    """A string field: a ``str`` that UTF-8 can carry (no lone surrogates from JSON escapes)."""
+    if not isinstance(x, str):
+        raise SenmlError(f"record {i}: {what} must be a string (got {shown(x)})")
+    try:
+        x.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SenmlError(f"record {i}: {what} is not valid Unicode (a lone surrogate)") from None
+    return x
+
+
+def _data(x: object, i: int) -> bytes:
+    if not isinstance(x, bytes):
+        raise SenmlError(f"record {i}: vd must be a byte string (got {shown(x)})")
+    return x
 
 
 def resolve(pack: Sequence[Mapping[str, Any]], now: float | None = None) -> list[Record]:
-    """Resolved records (RFC 8428 4.6) of a decoded pack (records with string keys)."""
+    """Resolved records (RFC 8428 4.6) of a decoded pack (records with string keys; ``vd``
+    already bytes)."""
     if not isinstance(pack, Sequence) or isinstance(pack, str | bytes):
         raise SenmlError("a SenML pack is an array of records")
     bn, bt, bu, bv, bs = "", 0.0, None, 0.0, None
@@ -92,17 +137,17 @@ def resolve(pack: Sequence[Mapping[str, Any]], now: float | None = None) -> list
         unknown = [k for k in rec if k not in _LABEL_OF]
         if unknown:  # names ending in '_' must be understood (4.4): refusing them is required
             kind = "must-understand" if str(unknown[0]).endswith("_") else "unknown"
-            raise SenmlError(f"record {i}: {kind} field {unknown[0]!r} is not supported")
-        if "bver" in rec and (not isinstance(rec["bver"], int) or rec["bver"] > 10):
-            raise SenmlError(f"record {i}: unsupported SenML version {rec['bver']!r}")
+            raise SenmlError(f"record {i}: {kind} field {shown(unknown[0])} is not supported")
+        if "bver" in rec and (
+            isinstance(rec["bver"], bool) or not isinstance(rec["bver"], int) or rec["bver"] > 10
+        ):
+            raise SenmlError(f"record {i}: unsupported SenML version {shown(rec['bver'])}")
         if "bn" in rec:
-            if not isinstance(rec["bn"], str):
-                raise SenmlError(f"record {i}: bn must be a string")
-            bn = rec["bn"]
+            bn = _text(rec["bn"], "bn", i)
         if "bt" in rec:
             bt = _num(rec["bt"], "bt", i)
         if "bu" in rec:
-            bu = str(rec["bu"])
+            bu = _text(rec["bu"], "bu", i)
         if "bv" in rec:
             bv = _num(rec["bv"], "bv", i)
         if "bs" in rec:
@@ -114,47 +159,77 @@ def resolve(pack: Sequence[Mapping[str, Any]], now: float | None = None) -> list
             if any(k in rec for k in ("n", "u", "t")):
                 raise SenmlError(f"record {i}: has no value (v, vb, vs, vd) or sum (s)")
             continue  # a record of base fields only
-        name = bn + str(rec.get("n", ""))
-        if not name or not _NAME.match(name):
-            raise SenmlError(f"record {i}: name {name!r} is empty or has characters 4.5.1 forbids")
+        name = bn + (_text(rec["n"], "n", i) if "n" in rec else "")
+        if not _NAME.fullmatch(name):
+            raise SenmlError(
+                f"record {i}: name {shown(name)} is empty or has characters 4.5.1 forbids"
+            )
         value: Value | None = None
         if "v" in rec:
-            value = bv + _num(rec["v"], "v", i)
+            value = _sum(bv, _num(rec["v"], "v", i), "bv + v", i)
         elif "vb" in rec:
             if not isinstance(rec["vb"], bool):
                 raise SenmlError(f"record {i}: vb must be true or false")
             value = rec["vb"]
         elif "vs" in rec:
-            value = str(rec["vs"])
+            value = _text(rec["vs"], "vs", i)
         elif "vd" in rec:
-            value = rec["vd"] if isinstance(rec["vd"], bytes) else str(rec["vd"]).encode()
+            value = _data(rec["vd"], i)
         s = None
         if "s" in rec:
-            s = (bs or 0.0) + _num(rec["s"], "s", i)
-        t = bt + (_num(rec["t"], "t", i) if "t" in rec else 0.0)
+            s = _sum(bs or 0.0, _num(rec["s"], "s", i), "bs + s", i)
+        t = _sum(bt, _num(rec["t"], "t", i), "bt + t", i) if "t" in rec else bt
         time: float | None = t
         if t < RELATIVE_TIME_LIMIT:  # 0 is "now", negative the past
-            time = None if now is None else now + t
-        unit = str(rec["u"]) if "u" in rec else bu
+            time = None if now is None else _sum(now, t, "now + t", i)
+        unit = _text(rec["u"], "u", i) if "u" in rec else bu
         out.append(Record(name, value, unit, time, s))
     return out
+
+
+def _unbase64url(x: object, i: int) -> bytes:
+    """``vd`` in JSON: base64url (RFC 4648 5), padding optional on the way in (4.3)."""
+    if not isinstance(x, str) or not _BASE64URL.fullmatch(x) or len(x.rstrip("=")) % 4 == 1:
+        raise SenmlError(f"record {i}: vd must be base64url text (got {shown(x)})")
+    text = x.rstrip("=")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def decode_json(data: bytes | str, now: float | None = None) -> list[Record]:
     """Resolved records of a SenML JSON payload."""
     try:
+        check_size(data, MAX_PACK_BYTES, "the SenML payload")
+        check_json_depth(data, MAX_DEPTH, "the SenML payload")
+    except DecodeError as err:
+        raise SenmlError(str(err)) from None
+    try:
         pack = json.loads(data)
     except (ValueError, UnicodeDecodeError) as err:
-        raise SenmlError(f"not JSON: {err}") from err
+        # ValueError also covers integers of more than 4300 digits (CPython's limit)
+        raise SenmlError(f"not JSON: {str(err)[:120]}") from err
+    if isinstance(pack, list):
+        pack = [
+            {**rec, "vd": _unbase64url(rec["vd"], i)}
+            if isinstance(rec, dict) and "vd" in rec
+            else rec
+            for i, rec in enumerate(pack)
+        ]
     return resolve(pack, now)
 
 
 def decode_cbor(data: bytes, now: float | None = None) -> list[Record]:
     """Resolved records of a SenML CBOR payload (integer labels, 6)."""
     try:
-        pack = cbor2.loads(data)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as err:
-        raise SenmlError(f"not CBOR: {err}") from err
+        check_size(data, MAX_PACK_BYTES, "the SenML payload")
+    except DecodeError as err:
+        raise SenmlError(str(err)) from None
+    fp = io.BytesIO(data)
+    try:  # read_size 1: the stream's position then says where the pack ended
+        pack = cbor2.CBORDecoder(fp, read_size=1, max_depth=MAX_DEPTH).decode()
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError) as err:
+        raise SenmlError(f"not CBOR: {str(err)[:120]}") from err
+    if fp.tell() != len(data):
+        raise SenmlError(f"not CBOR: {len(data) - fp.tell()} bytes after the pack")
     if not isinstance(pack, list):
         raise SenmlError("a SenML pack is an array of records")
     named = []
@@ -163,12 +238,12 @@ def decode_cbor(data: bytes, now: float | None = None) -> list[Record]:
             raise SenmlError(f"record {i} is not a map")
         fields = {}
         for k, v in rec.items():
-            if isinstance(k, int) and k in CBOR_LABELS:
+            if isinstance(k, int) and not isinstance(k, bool) and k in CBOR_LABELS:
                 fields[CBOR_LABELS[k]] = v
             elif isinstance(k, str) and k.endswith("_"):
                 fields[k] = v  # must-understand extension names are refused by resolve
             else:
-                raise SenmlError(f"record {i}: unknown label {k!r}")
+                raise SenmlError(f"record {i}: unknown label {shown(k)}")
         named.append(fields)
     return resolve(named, now)
 

@@ -36,6 +36,19 @@ class OutboxClassStats(ContractModel):
     )
 
 
+class SetAsideOutbox(ContractModel):
+    """An outbox file found damaged at start and set aside: renamed, kept for recovery."""
+
+    file: str = Field(description="Where the damaged file was moved, on the gateway")
+    reason: str = Field(description="What was wrong with it")
+    time: AwareDatetime = Field(description="When it was set aside")
+    last_pos: int = Field(
+        ge=0,
+        description="Positions up to this belong to the old file (or were skipped); the new "
+        "outbox continues above it",
+    )
+
+
 class OutboxStats(ContractModel):
     """What the gateway's durable outbox holds (in births and in the ``outbox.stats`` reply)."""
 
@@ -45,6 +58,10 @@ class OutboxStats(ContractModel):
     dropped: int = Field(ge=0, description="Envelopes dropped under the disk budget, ever")
     last_pos: int = Field(ge=0, description="Position given to the newest envelope accepted")
     classes: dict[str, OutboxClassStats] = Field(description="Per class: telemetry, event")
+    set_aside: list[SetAsideOutbox] | None = Field(
+        default=None,
+        description="Damaged outbox files this one replaced, newest last (absent: none)",
+    )
 
 
 class GatewayState(ContractModel):
@@ -69,7 +86,9 @@ STATE_ADAPTER: Final[TypeAdapter[GatewayState]] = TypeAdapter(GatewayState)
 
 
 def encode_state(state: GatewayState) -> bytes:
-    return state.model_dump_json().encode()
+    """JSON without the optional fields that are not set (a reader of an older version of this
+    contract then still accepts it)."""
+    return state.model_dump_json(exclude_none=True).encode()
 
 
 def decode_state(data: bytes | str) -> GatewayState:

@@ -19,6 +19,13 @@ pass as an OTA manifest.
 Refusals carry a stable reason (:class:`Refusal`) for the reply and the audit record:
 ``unsigned``, ``malformed``, ``wrong-purpose``, ``unknown-key``, ``bad-signature``, ``expired``,
 ``too-long``, ``replayed``.
+
+Limits checked before anything is parsed: an envelope of more than :data:`MAX_ENVELOPE_BYTES`,
+nested, holding NaN or a lone surrogate is ``malformed`` (:mod:`protocols.boundedjson`). Keys are
+checked, not only parsed: :func:`public_key_from_raw` refuses all-zero, small-order,
+non-canonical and published keys (:mod:`protocols.ed25519`), and :func:`verify` refuses to trust
+such a key whoever loaded it (``unknown-key``) and a signature whose ``R`` is of small order or
+whose ``S`` is not reduced (``bad-signature``) before the verifier sees them.
 """
 
 from __future__ import annotations
@@ -37,13 +44,15 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from protocols.errors import ProtocolError
+from protocols import boundedjson, ed25519
+from protocols.errors import DecodeError, ProtocolError
 
 VERSION: Final = 1
 DOMAIN: Final = b"cityedge-signed-v1\n"
 PURPOSES: Final = frozenset({"command", "config", "ota"})
 _KID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _B64 = re.compile(r"^[A-Za-z0-9_-]*$")
+MAX_ENVELOPE_BYTES: Final = 1 << 20  # a config.apply carries a whole site file
 
 
 class Refusal(StrEnum):
@@ -165,17 +174,19 @@ def verify(
     now: float,
     nonces: NonceStore | None = None,
     max_ttl_s: int | None = 86_400,
+    max_bytes: int = MAX_ENVELOPE_BYTES,
 ) -> Verified:
     """Check everything, in an order that never leaks which key ids exist to unsigned input.
 
     ``max_ttl_s`` refuses envelopes valid for longer than that from ``now`` (a leaked long-lived
     command is a standing risk); ``None`` allows any expiry (OTA manifests may live longer).
-    The nonce is recorded only when everything else passed.
+    The nonce is recorded only when everything else passed. Raises only
+    :class:`SignatureRefused`, whatever ``data`` holds.
     """
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise SignatureRefused(Refusal.MALFORMED, "not JSON") from err
+        doc = boundedjson.loads(data, max_bytes=max_bytes)
+    except DecodeError as err:
+        raise SignatureRefused(Refusal.MALFORMED, f"not a JSON envelope: {err}") from err
     if not isinstance(doc, dict):
         raise SignatureRefused(Refusal.MALFORMED, "not a JSON object")
     if "sig" not in doc:
@@ -201,6 +212,12 @@ def verify(
     key = keys.get(kid)
     if key is None:
         raise SignatureRefused(Refusal.UNKNOWN_KEY, f"key id {kid!r} is not trusted here")
+    weak = ed25519.key_problem(public_key_raw(key))
+    if weak is not None:
+        raise SignatureRefused(Refusal.UNKNOWN_KEY, f"key {kid!r} is not trusted: {weak}")
+    odd = ed25519.signature_problem(sig)
+    if odd is not None:
+        raise SignatureRefused(Refusal.BAD_SIGNATURE, f"no honest signer makes it: {odd}")
     try:
         key.verify(sig, signing_input(got_purpose, kid, exp, nonce, body))
     except InvalidSignature as err:
@@ -217,6 +234,9 @@ def verify(
 
 
 def public_key_from_raw(raw: bytes) -> Ed25519PublicKey:
+    """The key, once checked; :class:`protocols.ed25519.WeakKey` (a ``ValueError``) says why a
+    key must not be trusted (all zero, small order, non-canonical, published)."""
+    ed25519.check_public_key(raw)
     return Ed25519PublicKey.from_public_bytes(raw)
 
 

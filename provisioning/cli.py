@@ -1,11 +1,13 @@
 """``cityedge provision ...``: the technician's commands.
 
-Exit codes (as every cityedge command, see :class:`edge.errors.ExitCode`): 0 done; 1 the input
-is wrong (CE400: a bad hardware id, a name taken by another board, a file that is not firmware);
-2 usage (an unknown option); 3 could not run (CE410: mpremote/esptool/the broker/balena failed);
-4 everything was written but the self-test failed (CE420: the node never reported).
-``--json`` prints one JSON object on stdout (``ok``, and ``code``/``error``/``hint`` on failure);
-progress bars go to stderr.
+Exit codes (as every cityedge command, see :mod:`protocols.codes`): 0 done; 1 the input is
+wrong (CE500: a bad hardware id, a name taken by another board, a file that is not firmware);
+2 usage (an unknown option); 3 could not run (CE510: mpremote/esptool/the broker/balena failed;
+CE003: the VM's port is in use); 4 everything was written but the self-test failed (CE520: the
+node never reported). ``--json`` prints one JSON object on stdout (``ok``, and
+``code``/``error``/``hint`` on failure); progress bars go to stderr.
+
+Errors are raised (:mod:`provisioning.errors`); the root command prints them (``edge.cliutil``).
 """
 
 from __future__ import annotations
@@ -22,17 +24,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from edge.errors import ExitCode
 from protocols import nodewire
-from provisioning.errors import (
-    ProvisionError,
-    ProvisionInputError,
-    ProvisionRunError,
-    SelfTestFailed,
-)
+from protocols.errors import HintedError, port_error
+from provisioning.errors import ProvisionInputError, ProvisionRunError
 
-out = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+# never hard-wrapped: paths and commands printed to be copied stay whole when piped
+out = Console(soft_wrap=True, markup=False)
+err_console = Console(stderr=True, soft_wrap=True, markup=False)
 provision_app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -47,27 +45,16 @@ SiteDir = Annotated[
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="One JSON object on stdout")]
 
-EXIT_FOR = {
-    ProvisionInputError: ExitCode.INPUT,
-    ProvisionRunError: ExitCode.RUNTIME,
-    SelfTestFailed: ExitCode.VERIFY,
-}
 
-
-def _fail(err: ProvisionError, as_json: bool) -> typer.Exit:
-    code = next((c for t, c in EXIT_FOR.items() if isinstance(err, t)), ExitCode.RUNTIME)
-    if as_json:
-        out.print_json(
-            json.dumps({"ok": False, "code": err.code, "error": err.message, "hint": err.hint})
-        )
-    else:
-        err_console.print(err.for_humans(), highlight=False, markup=False)
-    return typer.Exit(int(code))
+def _emit(doc: dict[str, Any]) -> None:
+    typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
 
 
 @contextmanager
 def _steps(as_json: bool, total_steps: int) -> Iterator[Callable[[str, float], None]]:
-    """A progress bar on stderr (steps, and the share of the current step done)."""
+    """A progress bar on stderr (steps, and the share of the current step done). When stderr
+    is not a terminal, one line per step once it is done (``done: check``): a step that fails
+    leaves only its error."""
     with Progress(
         TextColumn("{task.description:<12}"),
         BarColumn(),
@@ -80,17 +67,27 @@ def _steps(as_json: bool, total_steps: int) -> Iterator[Callable[[str, float], N
         task: TaskID = bar.add_task("start", total=total_steps)
         seen: list[str] = []
 
+        def done(step: str) -> None:
+            if bar.disable and not as_json:
+                err_console.print(f"done: {step}")
+
         def progress(step: str, fraction: float) -> None:
             if step not in seen:
+                if seen:
+                    done(seen[-1])
                 seen.append(step)
             bar.update(task, description=step, completed=len(seen) - 1 + min(fraction, 1.0))
-            if not bar.disable:
-                return
-            if fraction == 0.0 and not as_json:
-                err_console.print(f"- {step}", highlight=False)
 
         yield progress
+        if seen:
+            done(seen[-1])
         bar.update(task, completed=total_steps, description="done")
+
+
+def _frame_text(frame: dict[str, Any]) -> str:
+    """``StatusFrame seq 3, state running, version 1.0.0`` (not a Python dict)."""
+    rest = "".join(f", {k} {frame[k]}" for k in ("state", "version") if k in frame)
+    return f"{frame['type']} seq {frame['seq']}{rest}"
 
 
 def _parse_sets(values: list[str]) -> dict[str, Any]:
@@ -121,10 +118,8 @@ def init_site(
 
     try:
         s = Site.init(site_dir, site, broker_host, broker_port)
-    except ProvisionError as err:
-        raise _fail(err, as_json) from None
     except ValueError as err:
-        raise _fail(ProvisionInputError(str(err)), as_json) from None
+        raise ProvisionInputError(str(err)) from None
     doc = {
         "ok": True,
         "site": s.site,
@@ -133,12 +128,11 @@ def init_site(
         "broker_conf": str(site_dir / "broker" / "nodes.conf"),
     }
     if as_json:
-        out.print_json(json.dumps(doc))
+        _emit(doc)
     else:
         out.print(
             f"site {s.site} created in {site_dir}\n"
-            f"  broker: add {site_dir / 'broker' / 'nodes.conf'} to mosquitto and reload it after each provisioning",
-            highlight=False,
+            f"  broker: add {site_dir / 'broker' / 'nodes.conf'} to mosquitto and reload it after each provisioning"
         )
 
 
@@ -158,7 +152,7 @@ def node(
     wifi_psk: Annotated[
         str | None, typer.Option(help="Wi-Fi password", envvar="CITYEDGE_WIFI_PSK")
     ] = None,
-    interval: Annotated[float, typer.Option(help="Seconds between reports")] = 60,
+    interval_s: Annotated[float, typer.Option("--interval-s", help="Seconds between reports")] = 60,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="App setting KEY=VALUE (JSON values)")
     ] = None,
@@ -174,8 +168,12 @@ def node(
             help="Copy with mpremote onto this running board (e.g. /dev/ttyUSB0, socket://host:port)"
         ),
     ] = None,
-    self_test: Annotated[
-        float | None, typer.Option(help="Wait this many seconds for the node's first message")
+    wait_s: Annotated[
+        float | None,
+        typer.Option(
+            "--wait-s",
+            help="Self-test: wait this many seconds for the node's first message (exit 4 if none)",
+        ),
     ] = None,
     as_json: AsJson = False,
 ) -> None:
@@ -184,28 +182,25 @@ def node(
     from provisioning.site import Site
 
     started = time.monotonic()
-    try:
-        site = Site.open(site_dir)
-        req = NodeRequest(
-            hwid=hwid,
-            name=name,
-            kind=kind,
-            target=target,
-            gateway=gateway,
-            wifi_ssid=wifi_ssid,
-            wifi_psk=wifi_psk,
-            report_interval_s=interval,
-            app=_parse_sets(set_ or []),
-            firmware_file=firmware,
-            port=port,
-            copy_to=copy,
-            self_test_s=self_test,
-        )
-        steps = 7 + (1 if port or copy else 0) + (1 if self_test is not None else 0)
-        with _steps(as_json, steps) as progress:
-            r = provision_node(site, req, progress)
-    except ProvisionError as err:
-        raise _fail(err, as_json) from None
+    site = Site.open(site_dir)
+    req = NodeRequest(
+        hwid=hwid,
+        name=name,
+        kind=kind,
+        target=target,
+        gateway=gateway,
+        wifi_ssid=wifi_ssid,
+        wifi_psk=wifi_psk,
+        report_interval_s=interval_s,
+        app=_parse_sets(set_ or []),
+        firmware_file=firmware,
+        port=port,
+        copy_to=copy,
+        self_test_s=wait_s,
+    )
+    steps = 7 + (1 if port or copy else 0) + (1 if wait_s is not None else 0)
+    with _steps(as_json, steps) as progress:
+        r = provision_node(site, req, progress)
     first = None
     if r.first_frame is not None:
         f = r.first_frame
@@ -226,21 +221,17 @@ def node(
         "seconds": round(time.monotonic() - started, 2),
     }
     if as_json:
-        out.print_json(json.dumps(doc))
+        _emit(doc)
         return
     verb = "provisioned" if r.created else f"re-provisioned (revision {r.device.revision})"
-    out.print(
-        f"{r.device.name} {verb}: hw {r.device.hwid}, identity {r.device.identity}", highlight=False
-    )
-    out.print(
-        f"  image {r.image}" + (f", flash image {r.merged}" if r.merged else ""), highlight=False
-    )
+    out.print(f"{r.device.name} {verb}: hw {r.device.hwid}, identity {r.device.identity}")
+    out.print(f"  image {r.image}" + (f", flash image {r.merged}" if r.merged else ""))
     out.print(
         f"  label {r.label}; reload the site broker so it reads {site_dir / 'broker' / 'acl'}",
         highlight=False,
     )
     if first is not None:
-        out.print(f"  self-test: first message {first}", highlight=False)
+        out.print(f"  self-test: first message {_frame_text(first)}")
 
 
 @provision_app.command("gateway")
@@ -261,20 +252,17 @@ def gateway(
     from provisioning.provision import provision_gateway
     from provisioning.site import Site
 
-    try:
-        site = Site.open(site_dir)
-        with _steps(as_json, 4) as progress:
-            r = provision_gateway(
-                site,
-                hwid,
-                name,
-                fleet=fleet,
-                balena_token=balena_token,
-                balena_api=balena_api,
-                progress=progress,
-            )
-    except ProvisionError as err:
-        raise _fail(err, as_json) from None
+    site = Site.open(site_dir)
+    with _steps(as_json, 4) as progress:
+        r = provision_gateway(
+            site,
+            hwid,
+            name,
+            fleet=fleet,
+            balena_token=balena_token,
+            balena_api=balena_api,
+            progress=progress,
+        )
     doc = {
         "ok": True,
         "created": r.created,
@@ -284,14 +272,12 @@ def gateway(
         "source_yaml": r.source_yaml,
     }
     if as_json:
-        out.print_json(json.dumps(doc))
+        _emit(doc)
         return
-    out.print(
-        f"gateway {name}: identity {r.device.identity}, files in {r.out_dir}", highlight=False
-    )
+    out.print(f"gateway {name}: identity {r.device.identity}, files in {r.out_dir}")
     if r.fleet:
-        out.print(f"  joined balena fleet {r.fleet.fleet} as {r.fleet.uuid}", highlight=False)
-    out.print("  add to its site file under sources:\n" + r.source_yaml, highlight=False)
+        out.print(f"  joined balena fleet {r.fleet.fleet} as {r.fleet.uuid}")
+    out.print("  add to its site file under sources:\n" + r.source_yaml)
 
 
 @provision_app.command("list")
@@ -299,29 +285,28 @@ def list_devices(site_dir: SiteDir, as_json: AsJson = False) -> None:
     """The inventory: every provisioned node and gateway."""
     from provisioning.site import Site
 
-    try:
-        inv = Site.open(site_dir).inventory()
-    except ProvisionError as err:
-        raise _fail(err, as_json) from None
+    inv = Site.open(site_dir).inventory()
     try:
         devices = inv.all()
     finally:
         inv.close()
     if as_json:
-        out.print_json(json.dumps({"ok": True, "devices": [d.__dict__ for d in devices]}))
+        _emit({"ok": True, "devices": [d.__dict__ for d in devices]})
         return
     for d in devices:
         out.print(
             f"{d.name:<16} {d.role:<8} {d.kind:<11} {d.target:<6} hw {d.hwid}  "
-            f"fw {d.firmware}  rev {d.revision}  {d.last_provisioned}",
-            highlight=False,
+            f"fw {d.firmware}  rev {d.revision}  {d.last_provisioned}"
         )
 
 
 @provision_app.command("ota")
 def ota(
     site_dir: SiteDir,
-    version: Annotated[str, typer.Option(help="New firmware version MAJOR.MINOR.PATCH")],
+    version: Annotated[
+        str,
+        typer.Option("--firmware-version", help="New firmware version MAJOR.MINOR.PATCH"),
+    ],
     target: Annotated[str, typer.Option(help="esp32, rp2 or unix")] = "esp32",
     valid_days: Annotated[int, typer.Option(help="Days the manifest stays valid")] = 30,
     node: Annotated[list[str] | None, typer.Option(help="Send to this node now (repeat)")] = None,
@@ -331,43 +316,40 @@ def ota(
     from provisioning import ota as ota_mod
     from provisioning.site import Site
 
+    site = Site.open(site_dir)
     try:
-        site = Site.open(site_dir)
+        nodewire.parse_version(version)
+    except ValueError as err:
+        raise ProvisionInputError(str(err)) from None
+    upd = ota_mod.build_update(
+        version,
+        target_name=target,
+        key=site.ota_key(),
+        kid=site.ota_kid,
+        expires_at=int(time.time()) + valid_days * 86400,
+    )
+    folder = site.root / "updates"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{target}-{version}.bundle").write_bytes(upd.image)
+    (folder / f"{target}-{version}.manifest").write_bytes(upd.manifest)
+    sent: dict[str, int] = {}
+    for n in node or []:
         try:
-            nodewire.parse_version(version)
-        except ValueError as err:
-            raise ProvisionInputError(str(err)) from None
-        upd = ota_mod.build_update(
-            version,
-            target_name=target,
-            key=site.ota_key(),
-            kid=site.ota_kid,
-            expires_at=int(time.time()) + valid_days * 86400,
-        )
-        folder = site.root / "updates"
-        folder.mkdir(exist_ok=True)
-        (folder / f"{target}-{version}.bundle").write_bytes(upd.image)
-        (folder / f"{target}-{version}.manifest").write_bytes(upd.manifest)
-        sent: dict[str, int] = {}
-        for n in node or []:
-            try:
-                sent[n] = ota_mod.publish_update(
-                    upd,
-                    host=site.broker_host,
-                    port=site.broker_port,
-                    site=site.site,
-                    node=n,
-                    ca=str(site.root / "ca.pem"),
-                    cert=str(site.root / "technician.pem"),
-                    key=str(site.root / "technician.key"),
-                )
-            except (OSError, RuntimeError, ValueError) as err:
-                raise ProvisionRunError(
-                    f"cannot send the update to {n}: {err}",
-                    hint="check the site broker is reachable",
-                ) from err
-    except ProvisionError as err:
-        raise _fail(err, as_json) from None
+            sent[n] = ota_mod.publish_update(
+                upd,
+                host=site.broker_host,
+                port=site.broker_port,
+                site=site.site,
+                node=n,
+                ca=str(site.root / "ca.pem"),
+                cert=str(site.root / "technician.pem"),
+                key=str(site.root / "technician.key"),
+            )
+        except (OSError, RuntimeError, ValueError) as err:
+            raise ProvisionRunError(
+                f"cannot send the update to {n}: {err}",
+                hint="check the site broker is reachable",
+            ) from err
     doc = {
         "ok": True,
         "version": version,
@@ -376,12 +358,11 @@ def ota(
         "sent_chunks": sent,
     }
     if as_json:
-        out.print_json(json.dumps(doc))
+        _emit(doc)
     else:
         out.print(
             f"update {version} ({len(upd.image)} bytes) signed with {site.ota_kid}; "
-            f"sent to {sorted(sent) or 'no node'}",
-            highlight=False,
+            f"sent to {sorted(sent) or 'no node'}"
         )
 
 
@@ -389,34 +370,33 @@ def ota(
 def self_test_cmd(
     site_dir: SiteDir,
     name: Annotated[str, typer.Option(help="Node id")],
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for its first message")] = 60,
+    timeout_s: Annotated[
+        float, typer.Option("--timeout-s", help="Seconds to wait for its first message")
+    ] = 60,
     as_json: AsJson = False,
 ) -> None:
     """Wait for a node's first authenticated message on the site broker (after it boots)."""
     from provisioning import selftest
     from provisioning.site import Site
 
-    try:
-        site = Site.open(site_dir)
-        frame = selftest.wait_for_first_message(
-            site.broker_host,
-            site.broker_port,
-            site.site,
-            name,
-            ca=site.root / "ca.pem",
-            cert=site.root / "technician.pem",
-            key=site.root / "technician.key",
-            timeout_s=timeout,
-        )
-    except ProvisionError as err:
-        raise _fail(err, as_json) from None
+    site = Site.open(site_dir)
+    frame = selftest.wait_for_first_message(
+        site.broker_host,
+        site.broker_port,
+        site.site,
+        name,
+        ca=site.root / "ca.pem",
+        cert=site.root / "technician.pem",
+        key=site.root / "technician.key",
+        timeout_s=timeout_s,
+    )
     doc: dict[str, Any] = {"ok": True, "node": name, "type": type(frame).__name__, "seq": frame.seq}
     if isinstance(frame, nodewire.StatusFrame):
         doc.update(state=frame.state.name.lower(), version=".".join(map(str, frame.version)))
     if as_json:
-        out.print_json(json.dumps(doc))
+        _emit(doc)
     else:
-        out.print(f"{name} reported: {doc}", highlight=False)
+        out.print(f"{name} reported: {_frame_text(doc)}")
 
 
 @provision_app.command("vm")
@@ -425,20 +405,47 @@ def vm(
     port: Annotated[
         int, typer.Option(help="Loopback TCP port for mpremote socket://127.0.0.1:PORT")
     ],
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Once it listens, one JSON line on stdout: ok, image, port, connect (the URL)",
+        ),
+    ] = False,
 ) -> None:
     """A MicroPython VM (the unix port) on a LittleFS image, its REPL on a loopback port."""
     from provisioning.vm import VmBridge
 
-    err_console.print(
-        f"MicroPython VM on {image}: mpremote connect socket://127.0.0.1:{port}", highlight=False
-    )
+    if not image.parent.is_dir():
+        raise ProvisionInputError(f"cannot make {image}: no folder {image.parent}")
+    url = f"socket://127.0.0.1:{port}"
+
+    async def main() -> None:
+        ready = asyncio.Event()
+        serving = asyncio.create_task(VmBridge(image, port).serve(ready))
+        listening = asyncio.create_task(ready.wait())
+        await asyncio.wait({serving, listening}, return_when=asyncio.FIRST_COMPLETED)
+        listening.cancel()
+        if ready.is_set():
+            if as_json:
+                doc = {"ok": True, "image": str(image), "port": port, "connect": url}
+                typer.echo(json.dumps(doc))
+            else:
+                err_console.print(f"MicroPython VM on {image}: mpremote connect {url}")
+        await serving
+
     try:
-        asyncio.run(VmBridge(image, port).serve())
+        asyncio.run(main())
     except KeyboardInterrupt:
         pass
-    except (OSError, FileNotFoundError) as err:
-        err_console.print(f"CE410: cannot start the VM: {err}", highlight=False)
-        raise typer.Exit(int(ExitCode.RUNTIME)) from None
+    except OSError as err:
+        if err.errno is None:  # the MicroPython unix port is not installed
+            raise HintedError(str(err), code="CE101") from None
+        if err.filename is None:
+            raise port_error("127.0.0.1", port, "the VM's REPL", err) from None
+        raise ProvisionRunError(
+            f"cannot start the VM on {err.filename}: {(err.strerror or str(err)).lower()}"
+        ) from None
 
 
 def register(app: typer.Typer, simulate_app: typer.Typer) -> None:

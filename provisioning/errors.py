@@ -3,11 +3,12 @@
 ::
 
     ProvisionError
-    ├── ProvisionInputError  CE400  the technician's input is wrong           (exit 1)
-    ├── ProvisionRunError    CE410  a tool, a board or a broker failed         (exit 3)
-    └── SelfTestFailed       CE420  all was written but the node never reported (exit 4)
+    ├── ProvisionInputError  CE500  the technician's input is wrong            (exit 1)
+    ├── ProvisionRunError    CE510  a tool, a board or a broker failed          (exit 3)
+    └── SelfTestFailed       CE520  all was written but the node never reported (exit 4)
 
-(``provisioning`` imports only ``protocols``; the CLI maps these to ``edge.errors.ExitCode``.)
+(The codes and their exit codes are registered in :mod:`protocols.codes`, shared by every
+command; ``provisioning`` imports only ``protocols``.)
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ from protocols.errors import HintedError
 
 
 class ProvisionError(HintedError):
-    code = "CE400"
+    code = "CE500"
 
 
 class ProvisionInputError(ProvisionError):
-    code = "CE400"
+    code = "CE500"
 
 
 class ProvisionRunError(ProvisionError):
-    code = "CE410"
+    code = "CE510"
 
 
 class SelfTestFailed(ProvisionError):
-    code = "CE420"
+    code = "CE520"

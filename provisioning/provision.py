@@ -79,7 +79,7 @@ def _check(site: Site, req: NodeRequest) -> tuple[str, image.Target]:
     if req.firmware_file is not None:
         image.check_esp_firmware(req.firmware_file)
     if not 1 <= req.report_interval_s <= 86400:
-        raise ProvisionInputError("--interval must be 1-86400 seconds")
+        raise ProvisionInputError("--interval-s must be 1-86400 seconds")
     inv = site.inventory()
     try:
         inv.check_name(hwid, req.name)

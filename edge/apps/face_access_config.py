@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
 from edge.config.base import Catalog, Loc, PluginConfig, StrictModel
 from edge.config.problems import did_you_mean
+from edge.config.tokens import TOKEN_MIN_LENGTH, BearerToken, Passphrase
 from protocols.envelope import Ident
 
 
@@ -35,9 +36,10 @@ class FaceAccessConfig(PluginConfig):
     type: Literal["face_access"] = Field(description="Plug-in type")
     cameras: list[Ident] = Field(min_length=1, description="Camera devices to watch")
     gate: GateConfig = Field(description="The relay that opens the gate")
-    secret: SecretStr = Field(
+    secret: Passphrase = Field(
         min_length=16,
-        description="Gateway secret the store and audit keys derive from (use !secret)",
+        description="Gateway secret the store and audit keys derive from (use !secret); at "
+        "least 16 characters, random, not a placeholder",
     )
     store_dir: Path = Field(
         default=Path("faces"),
@@ -68,9 +70,11 @@ class FaceAccessConfig(PluginConfig):
         default=10.0, ge=0, description="Report an unknown face at most this often"
     )
     threads: int = Field(default=1, ge=1, le=8, description="Inference threads per model")
-    admin_token: SecretStr | None = Field(
+    admin_token: BearerToken | None = Field(
         default=None,
-        description="Bearer token for the enrolment page and API (none: HTTP enrolment is off)",
+        description=f"Bearer token for the enrolment page and API: at least {TOKEN_MIN_LENGTH} "
+        "characters of A-Z a-z 0-9 - . _ ~ + /, random (e.g. 'openssl rand -hex 16'); empty, "
+        "short and placeholder tokens are refused (none: HTTP enrolment is off)",
     )
     max_image_retention_days: int = Field(
         default=30,

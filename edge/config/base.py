@@ -26,7 +26,8 @@ Loc = tuple[str | int, ...]
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # .inf and .nan are YAML floats: no setting means them (a timeout of .inf never ends)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class RestartConfig(StrictModel):

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Union
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretBytes, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
 from edge.config.yamlsrc import Loc, Problem, YamlDocument, load_yaml
@@ -119,10 +119,44 @@ def _describe_input(value: Any) -> str:
     return repr(value)
 
 
+MASK = "**********"
+_SECRET_WORDS = ("password", "secret", "token", "psk", "passphrase", "api_key", "pw")
+
+
+def is_secret(root: type[BaseModel], loc: Sequence[str | int]) -> bool:
+    """A secret's place: a ``SecretStr``/``SecretBytes`` field, or a key named like one (its
+    value is never shown in a message, only :data:`MASK`)."""
+    name = loc[-1] if loc else None
+    if not isinstance(name, str):
+        return False
+    model = model_at(root, loc)
+    if model is not None and name in model.model_fields:
+        kinds = _unwrap(model.model_fields[name].annotation)
+        if any(k in (SecretStr, SecretBytes) for k in kinds):
+            return True
+    return any(w == name.lower() or w in name.lower().split("_") for w in _SECRET_WORDS)
+
+
+def _length(kind: str, ctx: dict[str, Any], value: Any) -> str | None:
+    """``must be at least 16 characters`` rather than pydantic's ``... 16 items ...``."""
+    text = isinstance(value, str | SecretStr | bytes | SecretBytes)
+    unit = "characters" if text else "items"
+    if kind in ("too_short", "string_too_short") and "min_length" in ctx:
+        return f"must be at least {ctx['min_length']} {unit}"
+    if kind in ("too_long", "string_too_long") and "max_length" in ctx:
+        return f"must be at most {ctx['max_length']} {unit}"
+    return None
+
+
 def _message(err: ErrorDetails, root: type[BaseModel]) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     value = err.get("input")
+    secret = is_secret(root, err["loc"])
+    got = MASK if secret else _describe_input(value)
+    length = _length(kind, ctx, value)
+    if length is not None:
+        return f"{length} (got {got})" if not isinstance(value, dict | list) else length
     if kind == "extra_forbidden":
         model = model_at(root, err["loc"])
         fields = list(model.model_fields) if model else []
@@ -139,8 +173,8 @@ def _message(err: ErrorDetails, root: type[BaseModel]) -> str:
         return f"required key is missing{desc}; add it"
     if kind in ("literal_error", "enum"):
         expected = _QUOTED.findall(str(ctx.get("expected", "")))
-        got = _describe_input(value)
-        return f"expected one of {', '.join(expected)} (got {got}){did_you_mean(value, expected)}"
+        near = "" if secret else did_you_mean(value, expected)
+        return f"expected one of {', '.join(expected)} (got {got}){near}"
     if kind == "union_tag_invalid":
         expected = _QUOTED.findall(str(ctx.get("expected_tags", "")))
         tag = ctx.get("tag")
@@ -156,7 +190,9 @@ def _message(err: ErrorDetails, root: type[BaseModel]) -> str:
     msg = msg[len("Value error, ") :] if msg.startswith("Value error, ") else msg
     if isinstance(value, dict | list) or kind.startswith("model_"):
         return msg
-    return f"{msg[0].lower()}{msg[1:]} (got {_describe_input(value)})"
+    if secret and isinstance(value, str) and value:  # the library's words may quote it
+        msg = msg.replace(value, MASK)
+    return f"{msg[0].lower()}{msg[1:]} (got {got})"
 
 
 def problems_from_validation(

@@ -15,15 +15,21 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from edge.config.site import SiteConfig
+from edge.config.yamlsrc import MAX_ALIAS_VALUES, MAX_DEPTH, MAX_FILE_BYTES
 from edge.registry import PLUGINS
 
-INTRO = """# Site configuration reference
+INTRO = f"""# Site configuration reference
 
 Generated from the models by `cityedge config-reference`; do not edit by hand.
 
-A site file is YAML. Unknown keys are errors. String values may use `${ENV}` (an environment
-variable), `${ENV:-default}`, or `!secret name` (from `secrets.yaml` next to the file). Check a file
+A site file is YAML. Unknown keys are errors. String values may use `${{ENV}}` (an environment
+variable), `${{ENV:-default}}`, or `!secret name` (from `secrets.yaml` next to the file). Check a file
 with `cityedge check-config site.yaml`; errors name the file, the line and the key.
+
+A file is read within limits, the same for `check-config`, `run` and `config.apply` (which brings
+one over the network): at most {MAX_FILE_BYTES // 1024} KiB of UTF-8, mappings and lists nested at most
+{MAX_DEPTH} levels, and anchors and aliases (`&name`, `*name`) or merge keys (`<<`) may add at most
+{MAX_ALIAS_VALUES:,} values to what the file itself holds. Numbers are finite: `.inf` and `.nan` are errors.
 """
 
 

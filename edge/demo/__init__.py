@@ -6,7 +6,7 @@ whose pH drifts high every 150 s, a simulated air station whose PM2.5 climbs eve
 the city brain's ingest (``cityedge ingest`` into an SQLite file) and the gateway with the bundled
 ``site.yaml``, whose sink keeps every envelope in its durable outbox until the broker has it. Then
 it shows what the city brain receives, and what the ingest stored.
-Ctrl-C (or ``--duration``) stops everything it started, by process id. The demo's work folder
+Ctrl-C (or ``--duration-s``) stops everything it started, by process id. The demo's work folder
 (logs, the outbox, the ingest's database) is a temp folder it names at the start; at the end it
 is removed when everything ran and stopped cleanly, and kept (and named again) when something
 failed, since its logs then say what.
@@ -19,6 +19,7 @@ import contextlib
 import shutil
 import signal
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -33,9 +34,16 @@ WATER_FAULTS = ("spike:turbidity=240@15+25/90", "spike:ph=9.4@70+20/150")
 AIR_FAULTS = ("spike:pm2_5=118@40+30/120",)
 
 
-def run_demo(duration_s: float | None, plain: bool, workdir: Path | None = None) -> int:
-    console = Console()
-    console.soft_wrap = not console.is_terminal  # piped lines stay whole (CI logs, grep)
+def run_demo(
+    duration_s: float | None,
+    plain: bool,
+    workdir: Path | None = None,
+    *,
+    console: Console | None = None,
+    on_ready: Callable[[dict[str, object]], None] | None = None,
+) -> int:
+    """``on_ready`` gets the addresses once everything runs (``cityedge demo --json``)."""
+    console = console or Console()
     work = workdir or Path(tempfile.mkdtemp(prefix="cityedge-demo-"))
     ports = {name: free_port() for name in ("mqtt", "water", "air", "http", "water_ctl", "air_ctl")}
     procs: list[Proc] = []
@@ -95,6 +103,17 @@ def run_demo(duration_s: float | None, plain: bool, workdir: Path | None = None)
             f"gateway: http://127.0.0.1:{ports['http']}/metrics and /healthz; logs in {work}",
             highlight=False,
         )
+        if on_ready is not None:
+            on_ready(
+                {
+                    "event": "ready",
+                    "mqtt": f"mqtt://127.0.0.1:{ports['mqtt']}",
+                    "gateway": f"http://127.0.0.1:{ports['http']}",
+                    "modbus": {n: f"127.0.0.1:{ports[n]}" for n in ("water", "air")},
+                    "ingest_db": str(ingest_db),
+                    "workdir": str(work),
+                }
+            )
         settings = LinkSettings(
             host="127.0.0.1", port=ports["mqtt"], client_id="city-brain-demo-view"
         )

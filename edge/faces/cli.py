@@ -2,58 +2,68 @@
 
 Every command reads the site file to find the ``face_access`` app (``--app`` when there are
 several), its store folder and its secret, so the keys are the same as the gateway's. The running
-gateway picks up changes within a second. Exit codes: 0 done; 1 bad input (no face in the
-photo, unknown person, a tampered audit log); 3 could not run (models not built, store locked).
+gateway picks up changes within a second. Exit codes: 0 done; 1 bad input (CE421 no face in the
+photo, CE422 unknown person, CE423 a tampered audit log, CE424 people need a new photo); 3 could
+not run (CE400 models not built). Every command takes ``--json`` (times as ISO 8601 UTC).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
-from edge.errors import ConfigError, EdgeError, ExitCode
+from edge.cliutil import (
+    Failed,
+    console,
+    emit_json,
+    fail,
+    iso_time,
+    load_site_file,
+    readable_file,
+)
+from protocols import codes
 
 if TYPE_CHECKING:
     from edge.faces.service import FaceService
 
-out = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+out = console()
 
 _CONFIG = typer.Option("--config", "-c", help="Site YAML file with a face_access app")
 _APP = typer.Option("--app", help="Name of the face_access app (when the site has several)")
-_JSON = typer.Option("--json", help="Machine-readable output")
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    err_console.print(message, highlight=False, markup=False)
-    return typer.Exit(code)
+_JSON = typer.Option("--json", help="Machine-readable output (JSON on stdout)")
 
 
 def _service(config: Path, app_name: str | None) -> FaceService:
     from edge.apps.face_access_config import FaceAccessConfig
-    from edge.config.site import load_site
     from edge.faces.service import FaceService
 
-    try:
-        site = load_site(config)
-    except ConfigError as err:
-        raise _fail(err.for_humans(), ExitCode.INPUT) from None
+    site = load_site_file(config)
     apps = [a for a in site.config.apps if isinstance(a, FaceAccessConfig)]
     if app_name is not None:
         apps = [a for a in apps if a.name == app_name]
     if len(apps) != 1:
-        what = "no face_access app" if not apps else "several face_access apps: pick one with --app"
-        raise _fail(f"{config}: {what}", ExitCode.INPUT)
-    try:
-        return FaceService(apps[0], site.config.site, site.config.gateway, site.check.base_dir)
-    except EdgeError as err:
-        raise _fail(err.for_humans(), ExitCode.RUNTIME) from None
+        names = [a.name for a in site.config.apps if isinstance(a, FaceAccessConfig)]
+        if not apps and app_name is not None and names:
+            fail(
+                codes.BAD_VALUE,
+                f"{config}: no face_access app {app_name!r}; it has {', '.join(names)}",
+            )
+        if not apps:
+            fail(
+                codes.BAD_VALUE,
+                f"{config}: no face_access app",
+                "--config must name the gate's site file",
+            )
+        fail(
+            codes.BAD_VALUE,
+            f"{config}: several face_access apps ({', '.join(names)})",
+            "pick one with --app",
+        )
+    return FaceService(apps[0], site.config.site, site.config.gateway, site.check.base_dir)
 
 
 def _when(t: float | None) -> str:
@@ -75,26 +85,27 @@ def enroll(
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """Enrol (or replace) a person from a photo; only the encrypted template is kept."""
+    from edge.faces.photos import MAX_PHOTO_BYTES  # OpenCV: loaded when a photo is read
+
+    readable_file(image, "photo")
     try:
-        data = image.read_bytes()
+        with image.open("rb") as f:  # no further than the limit: a larger file is refused
+            data = f.read(MAX_PHOTO_BYTES + 1)
     except OSError as err:
-        raise _fail(f"cannot read {image}: {err.strerror}", ExitCode.INPUT) from None
+        fail(codes.BAD_PATH, f"cannot read photo {image}: {err.strerror}")
     service = _service(config, app_name)
     try:
         done = service.enroll(person, name, data, time.time(), keep_image_days)
-    except EdgeError as err:
-        raise _fail(err.for_humans(), ExitCode.INPUT) from None
     finally:
         service.close()
     if as_json:
-        out.print_json(
-            json.dumps(
-                {
-                    "id": done.person,
-                    "replaced": done.replaced,
-                    "image_kept_until": done.image_kept_until,
-                }
-            )
+        emit_json(
+            {
+                "ok": True,
+                "id": done.person,
+                "replaced": done.replaced,
+                "image_kept_until": iso_time(done.image_kept_until),
+            }
         )
     else:
         kept = (
@@ -103,7 +114,7 @@ def enroll(
             else "photo discarded"
         )
         verb = "replaced" if done.replaced else "enrolled"
-        out.print(f"{verb} {done.person} (face {done.face_px:.0f} px; {kept})", highlight=False)
+        out.print(f"{verb} {done.person} (face {done.face_px:.0f} px; {kept})")
 
 
 def list_people(
@@ -116,29 +127,33 @@ def list_people(
     try:
         model = service.embedding_model
         people = service.people()
-    except EdgeError as err:
-        raise _fail(err.for_humans(), ExitCode.INPUT) from None
     finally:
         service.close()
     if as_json:
-        rows = [p.summary(model) for p in people]
-        out.print_json(json.dumps({"model": model, "people": rows}, ensure_ascii=False))
+        rows = [
+            p.summary(model)
+            | {
+                "enrolled_at": iso_time(p.enrolled_at),
+                "image_expires_at": iso_time(p.image_expires_at),
+            }
+            for p in people
+        ]
+        emit_json({"ok": True, "model": model, "people": rows})
         return
     for p in people:
         state = "STALE: re-enrol" if p.stale(model) else "ok"
         out.print(
-            f"{p.id}\t{p.name}\t{state}\tenrolled {_when(p.enrolled_at)}\tphoto until {_when(p.image_expires_at)}",
-            highlight=False,
-            markup=False,
+            f"{p.id}\t{p.name}\t{state}\tenrolled {_when(p.enrolled_at)}\tphoto until {_when(p.image_expires_at)}"
         )
     stale = sum(p.stale(model) for p in people)
-    out.print(f"{len(people)} people, {stale} stale (current model {model})", highlight=False)
+    out.print(f"{len(people)} people, {stale} stale (current model {model})")
 
 
 def delete(
     person: Annotated[str, typer.Argument(help="Person id to erase")],
     config: Annotated[Path, _CONFIG],
     app_name: Annotated[str | None, _APP] = None,
+    as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """Erase a person: template, name and any kept photo (audited)."""
     service = _service(config, app_name)
@@ -147,36 +162,37 @@ def delete(
     finally:
         service.close()
     if not gone:
-        raise _fail(f"no person {person!r} in the store (the attempt is audited)", ExitCode.INPUT)
-    out.print(f"erased {person}", highlight=False)
+        fail("CE422", f"no person {person!r} in the store (the attempt is audited)")
+    if as_json:
+        emit_json({"ok": True, "erased": person})
+    else:
+        out.print(f"erased {person}")
 
 
 def reenroll(
     config: Annotated[Path, _CONFIG],
     app_name: Annotated[str | None, _APP] = None,
+    as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """After a model change: rebuild stale templates from kept photos; list who needs a new photo."""
     service = _service(config, app_name)
     try:
         done, missing = service.reenroll(time.time())
-    except EdgeError as err:
-        raise _fail(err.for_humans(), ExitCode.INPUT) from None
     finally:
         service.close()
-    out.print(
-        f"re-enrolled {len(done)} from kept photos: {', '.join(done) or '-'}", highlight=False
-    )
+    doc = {"reenrolled": done, "need_photo": missing}
+    if not as_json:
+        out.print(f"re-enrolled {len(done)} from kept photos: {', '.join(done) or '-'}")
     if missing:
-        out.print(
-            f"{len(missing)} need a new photo ('cityedge faces enroll'): {', '.join(missing)}",
-            highlight=False,
-        )
-        raise typer.Exit(ExitCode.INPUT)
+        raise Failed("CE424", f"{len(missing)} need a new photo: {', '.join(missing)}", doc)
+    if as_json:
+        emit_json({"ok": True, **doc})
 
 
 def audit_verify(
     config: Annotated[Path, _CONFIG],
     app_name: Annotated[str | None, _APP] = None,
+    as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """Check the audit log's hash chain: exit 0 if intact, 1 naming the first bad line."""
     service = _service(config, app_name)
@@ -185,14 +201,18 @@ def audit_verify(
         path = service.audit.path
     finally:
         service.close()
-    if verdict.ok:
-        out.print(f"{path}: intact, {verdict.entries} entries", highlight=False)
-        return
-    where = f"line {verdict.line}" if verdict.line else "end of log"
-    raise _fail(
-        f"{path}: TAMPERED at {where}: {verdict.problem} ({verdict.entries} entries verified before it)",
-        ExitCode.INPUT,
-    )
+    if not verdict.ok:
+        where = f"line {verdict.line}" if verdict.line else "end of log"
+        raise Failed(
+            "CE423",
+            f"{path}: TAMPERED at {where}: {verdict.problem} "
+            f"({verdict.entries} entries verified before it)",
+            {"log": str(path), "line": verdict.line, "entries": verdict.entries},
+        )
+    if as_json:
+        emit_json({"ok": True, "log": str(path), "entries": verdict.entries})
+    else:
+        out.print(f"{path}: intact, {verdict.entries} entries")
 
 
 def register(app: typer.Typer, simulate_app: typer.Typer) -> None:

@@ -17,6 +17,7 @@ from edge.apps.face_access_config import FaceAccessConfig
 from edge.errors import PermanentError
 from edge.faces.audit import AuditLog, Verdict
 from edge.faces.keys import derive_keys
+from edge.faces.photos import BadPhoto, decode_photo
 from edge.faces.pipeline import FacePipeline, QualitySettings
 from edge.faces.store import Person, TemplateStore
 from edge.vision.manifest import ModelStore
@@ -83,12 +84,13 @@ class FaceService:
 
     # -- enrolment ---------------------------------------------------------------------------
     def template_of(self, image: bytes) -> tuple[np.ndarray, float, float]:
-        """The embedding of the one face in an encoded image, after the quality checks."""
-        pixels = cv2.imdecode(np.frombuffer(image, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if pixels is None:
-            raise EnrollmentError(
-                "the file is not an image OpenCV can read", hint="use a JPEG or PNG photo"
-            )
+        """The embedding of the one face in an encoded image, after the quality checks (a
+        photo is refused by its size and pixel count before it is decoded: see
+        :mod:`edge.faces.photos`)."""
+        try:
+            pixels = decode_photo(image)
+        except BadPhoto as err:
+            raise EnrollmentError(err.message, hint=err.hint) from None
         rgb = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
         analysis = self.pipeline.analyse(rgb, liveness=False, require_quality=True)
         if analysis.faces == 0:

@@ -10,9 +10,17 @@ Routes, under ``/faces/<app name>/`` on the gateway's HTTP endpoint:
 - ``POST api/people``       enrol: multipart ``id``, ``name``, ``image``, ``keep_image_days``;
 - ``DELETE api/people/ID``  erase a person.
 
-The API needs ``Authorization: Bearer <admin_token>``; with no ``admin_token`` configured it
-answers 403 (enrol with the CLI instead). The screen shows names, so the endpoint should listen
+The API needs ``Authorization: Bearer <admin_token>`` (RFC 6750; the scheme is required, its
+case is not); with no ``admin_token`` configured it answers 403 (enrol with the CLI instead). A
+header that is missing, of another scheme, not a well-formed token (non-ASCII, spaces) or the
+wrong token is 401; nothing is compared unless both values are well formed
+(:data:`edge.config.tokens.TOKEN_PATTERN`). The screen shows names, so the endpoint should listen
 on the terminal's local network only (``http.host``).
+
+An enrolment body is read part by part within limits: the image at most
+:data:`~edge.faces.photos.MAX_PHOTO_BYTES` (413 beyond it, read no further), other fields at
+most 1 KB of UTF-8, at most 16 parts; a malformed body is a 400. The photo itself is checked by
+its header before it is decoded (:mod:`edge.faces.photos`).
 """
 
 from __future__ import annotations
@@ -24,13 +32,19 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from edge.config.tokens import TOKEN_PATTERN, token_problem
 from edge.errors import EdgeError
+from edge.faces.photos import MAX_PHOTO_BYTES
+from protocols.limits import shown
 
 if TYPE_CHECKING:
     from edge.apps.face_access import FaceAccessApp
 
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
+MAX_IMAGE_BYTES = MAX_PHOTO_BYTES
+MAX_FIELD_BYTES = 1024
+MAX_PARTS = 16
 KEEPALIVE_S = 15.0
 _CLOSED: dict[str, Any] = {"state": "closed"}
 
@@ -61,6 +75,51 @@ class ScreenFeed:
         self.publish(_CLOSED)
 
 
+class _BadBody(Exception):
+    """An enrolment body refused while it was read (status and message for the reply)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _read_part(part: BodyPartReader, limit: int) -> bytes:
+    """A part's bytes, read no further than ``limit`` (413 beyond it)."""
+    data = bytearray()
+    while chunk := await part.read_chunk(64 * 1024):
+        data += chunk
+        if len(data) > limit:
+            raise _BadBody(413, f"part {shown(part.name)} is larger than {limit} bytes")
+    return bytes(data)
+
+
+async def _enrol_form(request: web.Request) -> tuple[dict[str, str], bytes | None]:
+    """The text fields and the image of an enrolment body, within the limits."""
+    fields: dict[str, str] = {}
+    image: bytes | None = None
+    try:
+        reader = await request.multipart()
+        parts = 0
+        async for part in reader:
+            parts += 1
+            if parts > MAX_PARTS:
+                raise _BadBody(400, f"more than {MAX_PARTS} parts")
+            if not isinstance(part, BodyPartReader) or part.name is None:
+                continue
+            if part.name == "image":
+                image = await _read_part(part, MAX_IMAGE_BYTES)
+                continue
+            raw = await _read_part(part, MAX_FIELD_BYTES)
+            try:
+                fields[part.name] = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise _BadBody(400, f"field {shown(part.name)} is not UTF-8 text") from None
+    except (ValueError, AssertionError, LookupError, HttpProcessingError) as err:
+        # aiohttp's words for bodies that are not multipart as RFC 7578 says
+        raise _BadBody(400, f"malformed multipart body: {str(err)[:80]}") from err
+    return fields, image
+
+
 def _page(name: str) -> str:
     return resources.files("edge.faces").joinpath("web", name).read_text(encoding="utf-8")
 
@@ -70,13 +129,21 @@ def face_routes(app: FaceAccessApp) -> list[web.RouteDef]:
     config = app.config
 
     def authorised(request: web.Request) -> None:
-        if config.admin_token is None:
+        expected = None if config.admin_token is None else config.admin_token.get_secret_value()
+        if expected is None or token_problem(expected) is not None:
             raise web.HTTPForbidden(
                 text="HTTP enrolment is off: set admin_token or use 'cityedge faces'"
             )
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), config.admin_token.get_secret_value().encode()):
-            raise web.HTTPUnauthorized(text="wrong or missing token")
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if (
+            scheme.lower() != "bearer"
+            or not TOKEN_PATTERN.fullmatch(given)
+            or not hmac.compare_digest(given.encode("ascii"), expected.encode("ascii"))
+        ):
+            raise web.HTTPUnauthorized(
+                text="wrong or missing token: send 'Authorization: Bearer <admin_token>'",
+                headers={"WWW-Authenticate": 'Bearer realm="cityedge faces"'},
+            )
 
     def problem(err: EdgeError, status: int = 400) -> web.Response:
         return web.json_response(
@@ -123,35 +190,24 @@ def face_routes(app: FaceAccessApp) -> list[web.RouteDef]:
 
     async def enroll(request: web.Request) -> web.Response:
         authorised(request)
-        fields: dict[str, str] = {}
-        image: bytes | None = None
         if not request.content_type.startswith("multipart/"):
             return web.json_response(
                 {"error": "missing image: send multipart/form-data with id, name and image"},
                 status=400,
             )
-        reader = await request.multipart()
-        async for part in reader:
-            if not isinstance(part, BodyPartReader) or part.name is None:
-                continue
-            if part.name == "image":
-                data = await part.read(decode=False)
-                if len(data) > MAX_IMAGE_BYTES:
-                    raise web.HTTPRequestEntityTooLarge(
-                        max_size=MAX_IMAGE_BYTES, actual_size=len(data)
-                    )
-                image = bytes(data)
-            else:
-                fields[part.name] = (await part.text()).strip()
+        try:
+            fields, image = await _enrol_form(request)
+        except _BadBody as err:
+            return web.json_response({"error": str(err)}, status=err.status)
         missing = [f for f in ("id", "name") if not fields.get(f)] + ([] if image else ["image"])
         if missing:
             return web.json_response({"error": f"missing {', '.join(missing)}"}, status=400)
-        try:
-            keep = int(fields.get("keep_image_days") or 0)
-        except ValueError:
+        days = fields.get("keep_image_days") or "0"
+        if not (days.isascii() and days.isdigit()) or len(days) > 5:
             return web.json_response(
                 {"error": "keep_image_days must be a whole number"}, status=400
             )
+        keep = int(days)
         assert image is not None
         try:
             done = await app.call(

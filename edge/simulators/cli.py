@@ -1,5 +1,9 @@
 """``cityedge simulate <profile>``, ``cityedge simulate modbus`` and ``cityedge simulate fleet``:
-Modbus devices from profiles, over TCP or RTU (``--serial``)."""
+Modbus devices from profiles, over TCP or RTU (``--serial``); ``coap-air`` and
+``hj212-platform``.
+
+Before a server starts, its ports (and its serial device) are probed, so a busy port or a
+missing device is one ``CE003``/``CE004`` line naming it, not a library's traceback."""
 
 from __future__ import annotations
 
@@ -11,13 +15,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from edge.errors import ExitCode
+from edge.cliutil import check_port, check_serial, fail
 from edge.logs import setup_logging
+from protocols import codes
+from protocols.errors import HintedError
 
-err_console = Console(stderr=True)
-EXIT_INPUT, EXIT_RUNTIME = ExitCode.INPUT, ExitCode.RUNTIME
+PARITIES = ("N", "E", "O")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,22 @@ class Line:
     baudrate: int = 9600
     parity: str = "E"
     dead: tuple[int, ...] = ()
+
+
+def _line(serial: str | None, baudrate: int, parity: str, dead: str | None) -> Line:
+    if parity.upper() not in PARITIES:
+        fail(codes.BAD_VALUE, f"--parity {parity!r}: use N, E or O")
+    return Line(serial, baudrate, parity.upper(), _dead_units(dead))
+
+
+def _probe(host: str, port: int, control_port: int | None, serial: str | None = None) -> None:
+    """The serial device or the TCP port, and the control port: usable, or one error line."""
+    if serial is not None:
+        check_serial(serial)
+    else:
+        check_port(host, port, "Modbus TCP")
+    if control_port is not None:
+        check_port(host, control_port, "control API", option="--control-port")
 
 
 def _simulate(
@@ -46,19 +66,23 @@ def _simulate(
     from edge.simulators.faults import FaultSchedule, parse_fault
     from edge.simulators.modbus_device import DeviceSim, LineTiming, SerialLine, serve
 
-    setup_logging("info")
     library = ProfileLibrary(profiles_dir)
     try:
         prof = library.load(profile)
-        faults = FaultSchedule([parse_fault(f) for f in fault])
     except KeyError:
-        err_console.print(
-            f"no profile {profile!r}; known: {', '.join(library.names())}", highlight=False
+        fail(
+            codes.BAD_VALUE,
+            f"no profile {profile!r}; known: {', '.join(library.names())}",
+            "'cityedge profiles' lists the shipped ones; --profiles-dir adds a folder",
         )
-        raise typer.Exit(EXIT_INPUT) from None
+    except ValueError as err:  # a profile file with problems (file:line: what)
+        fail(codes.BAD_VALUE, str(err), "fix the profile file")
+    try:
+        faults = FaultSchedule([parse_fault(f) for f in fault])
     except ValueError as err:
-        err_console.print(str(err), highlight=False)
-        raise typer.Exit(EXIT_INPUT) from None
+        fail(codes.BAD_VALUE, f"--fault: {err}")
+    _probe(host, port, control_port, line.serial)
+    setup_logging("info")
     timing = LineTiming(line.baudrate, line.parity) if line.serial else None
     sims = {
         unit_id + i: DeviceSim(
@@ -71,11 +95,17 @@ def _simulate(
     def main() -> Coroutine[Any, Any, None]:
         return serve(sims, host, port, control_port, serial=serial, dead=frozenset(line.dead))
 
-    _serve_until_stopped(main, line.serial or f"{host}:{port}")
+    if line.serial:
+        serve_until_stopped(main, f"serial device {line.serial}", codes.SERIAL)
+    else:
+        serve_until_stopped(main, f"{host}:{port}")
 
 
-def _serve_until_stopped(main: Callable[[], Coroutine[Any, Any, None]], where: str) -> None:
-    """Run a simulator until SIGINT/SIGTERM; a port in use exits 3 with one line."""
+def serve_until_stopped(
+    main: Callable[[], Coroutine[Any, Any, None]], where: str, code: str = codes.PORT_IN_USE
+) -> None:
+    """Run a simulator until SIGINT/SIGTERM. The ports were probed first; when a server still
+    cannot start (another program took the port in between), one line names ``where``."""
 
     async def run() -> None:
         _stop_on_signals()
@@ -85,9 +115,10 @@ def _serve_until_stopped(main: Callable[[], Coroutine[Any, Any, None]], where: s
         asyncio.run(run())
     except asyncio.CancelledError:
         pass
-    except OSError as err:
-        err_console.print(f"cannot serve on {where}: {err.strerror}", highlight=False)
-        raise typer.Exit(EXIT_RUNTIME) from None
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and "listen" not in str(err):
+            raise  # not a server that could not start: a bug, reported as one
+        raise HintedError(f"cannot serve on {where}", code=code) from None
 
 
 def _stop_on_signals() -> None:
@@ -103,8 +134,7 @@ def _dead_units(text: str | None) -> tuple[int, ...]:
     try:
         return tuple(int(u) for u in text.split(","))
     except ValueError:
-        err_console.print(f"--dead takes unit ids like 3,7,11 (got {text!r})", highlight=False)
-        raise typer.Exit(EXIT_INPUT) from None
+        fail(codes.BAD_VALUE, f"--dead takes unit ids like 3,7,11 (got {text!r})")
 
 
 _HOST = typer.Option(help="Address to listen on")
@@ -141,7 +171,7 @@ def simulate_modbus(
     dead: Annotated[str | None, _DEAD] = None,
 ) -> None:
     """Serve any device profile over Modbus TCP (or RTU with --serial)."""
-    line = Line(serial, baudrate, parity, _dead_units(dead))
+    line = _line(serial, baudrate, parity, dead)
     _simulate(
         profile,
         host,
@@ -168,12 +198,14 @@ def simulate_fleet(
     from edge.profiles import ProfileLibrary
     from edge.simulators.modbus_device import DeviceSim, fleet_layout, serve
 
+    dead_units = frozenset(_dead_units(dead))
+    for p in port:
+        _probe(host, p, None)
     setup_logging("warning")
     library = ProfileLibrary()
     buses: list[dict[int, DeviceSim]] = [{} for _ in port]
     for i, (bus, unit, profile, _name) in enumerate(fleet_layout(devices, len(port))):
         buses[bus][unit] = DeviceSim(library.load(profile), seed=seed + i)
-    dead_units = frozenset(_dead_units(dead))
 
     async def main() -> None:
         async with asyncio.TaskGroup() as tg:
@@ -181,7 +213,7 @@ def simulate_fleet(
                 if sims:
                     tg.create_task(serve(sims, host, p, dead=dead_units))
 
-    _serve_until_stopped(main, f"{host} ports {', '.join(map(str, port))}")
+    serve_until_stopped(main, f"{host} ports {', '.join(map(str, port))}")
 
 
 def simulate_coap_air(
@@ -195,9 +227,10 @@ def simulate_coap_air(
     (text), /air/history (block-wise)."""
     from edge.simulators.coap_air import AirSensor, serve
 
+    check_port(host, port, "CoAP", udp=True)
     setup_logging("info")
 
-    _serve_until_stopped(
+    serve_until_stopped(
         lambda: serve(host, port, AirSensor(name, seed), period_s), f"{host}:{port}"
     )
 
@@ -212,10 +245,13 @@ def simulate_hj212_platform(
     """An environment bureau's HJ 212 platform: receives, checks and answers frames."""
     from edge.simulators.hj212_platform import Platform, serve
 
+    check_port(host, port, "HJ 212 platform")
+    if control_port is not None:
+        check_port(host, control_port, "control API", option="--control-port")
     setup_logging("info")
 
     platform = Platform(pw=pw, mns=frozenset(mn or []))
-    _serve_until_stopped(lambda: serve(platform, host, port, control_port), f"{host}:{port}")
+    serve_until_stopped(lambda: serve(platform, host, port, control_port), f"{host}:{port}")
 
 
 def register(app: typer.Typer, simulate_app: typer.Typer) -> None:
@@ -242,7 +278,7 @@ def register(app: typer.Typer, simulate_app: typer.Typer) -> None:
             parity: Annotated[str, _PARITY] = "E",
             dead: Annotated[str | None, _DEAD] = None,
         ) -> None:
-            line = Line(serial, baudrate, parity, _dead_units(dead))
+            line = _line(serial, baudrate, parity, dead)
             _simulate(name, host, port, unit_id, seed, control_port, fault or [], [], units, line)
 
         return command

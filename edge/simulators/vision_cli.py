@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from edge.errors import EdgeError, ExitCode
+from edge.cliutil import console as make_console
+from edge.cliutil import writable_target
 
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
 
 
 def bin_video(
@@ -30,6 +29,7 @@ def bin_video(
     """
     from edge.bins.scene import ROI, DayPlan, write_day_video
 
+    writable_target(out, "video file")
     plan = DayPlan(seconds=seconds, fps=fps, seed=seed, overflow_from=0.55 if overflow else None)
     n = write_day_video(out, plan)
     console.print(f"wrote {out}: {n} frames at {fps:g} fps; roi: [{', '.join(map(str, ROI))}]")
@@ -44,11 +44,8 @@ def factory_clip(
     from edge.hygiene.scene import CLEAN_ZONE, CLIP, write_factory_clip
     from edge.vision.manifest import ModelStore
 
-    try:
-        n = write_factory_clip(out, ModelStore(), CLIP, fps)
-    except EdgeError as err:
-        err_console.print(err.for_humans(), highlight=False)
-        raise typer.Exit(ExitCode.INPUT) from None
+    writable_target(out, "video file")
+    n = write_factory_clip(out, ModelStore(), CLIP, fps)
     zone = ", ".join(f"[{x}, {y}]" for x, y in CLEAN_ZONE)
     console.print(f"wrote {out}: {n} frames at {fps:g} fps; clean zone polygon: [{zone}]")
 

@@ -19,6 +19,12 @@ Platform commands are answered as appendix C shows: 9011 (QnRtn), the data asked
 interval, 2011/2012 start/stop real-time data (2012 is a notification: 9013). A wrong PW or MN
 gets QnRtn 3 or 4, an unknown command QnRtn 2.
 
+What the platform sends is outside input: a frame that breaks the codec is skipped (counted in
+``bad_frames``, logged the first time and every 100th); a command whose PW, MN or QN cannot be
+repeated in an answer is logged and not answered; settings outside the ranges the site file
+allows (OverTime 0.1-600 s, ReCount 0-20, RtdInterval 0-86400 s) get ExeRtn 3 and change
+nothing. No frame stops the receiver.
+
 Held messages live in memory (bounded; real-time data is dropped first).
 """
 
@@ -36,6 +42,7 @@ from edge.plugin import SinkContext
 from edge.sinks.hj212_config import Hj212SinkConfig, Hj212StationConfig
 from protocols import envelope as env
 from protocols import hj212
+from protocols.errors import EncodeError
 from protocols.hj212 import Cn, Cp, FrameReader, Packet
 
 log = logging.getLogger(__name__)
@@ -57,9 +64,24 @@ class LinkLost(Exception):
     """The TCP connection to the platform broke."""
 
 
+class _BadSetting(ValueError):
+    """A platform command asked for a setting outside what the site file allows."""
+
+
+def _setting(text: str | None, lo: float, hi: float, what: str) -> float:
+    """A number the platform sets (OverTime, ReCount, RtdInterval), within ``lo..hi``."""
+    try:
+        value = float(text or "")
+    except ValueError:
+        raise _BadSetting(f"{what}={text!r} is not a number") from None
+    if not lo <= value <= hi:  # also refuses NaN and infinity
+        raise _BadSetting(f"{what}={text!r} is outside {lo:g}..{hi:g}")
+    return value
+
+
 @dataclass
 class _Message:
-    packet: Packet
+    parts: list[Packet]  # one, or the split packets (PNUM/PNO) of a long message
     realtime: bool
 
 
@@ -87,7 +109,10 @@ class Hj212Sink:
         self._answers: dict[str, asyncio.Future[Packet]] = {}
         self._writer: asyncio.StreamWriter | None = None
         self._backoff = Backoff(0.5, config.reconnect_max_s)
-        self.commands: list[Packet] = []  # platform commands seen (tests and the log read them)
+        # the newest platform commands seen (tests read them); bounded, the platform may flood
+        self.commands: deque[Packet] = deque(maxlen=100)
+        self.bad_frames = 0
+        self._frames = FrameReader()
 
     # -- building messages -------------------------------------------------------------------
 
@@ -130,7 +155,7 @@ class Hj212Sink:
             if not values:
                 return None
             self._last_rtd[item.device] = t
-            return _Message(self._data(station, Cn.REALTIME_DATA, t, values), realtime=True)
+            return self._message(self._data(station, Cn.REALTIME_DATA, t, values), realtime=True)
         if isinstance(item, env.AggregateEnvelope):
             p = item.payload
             if p.period == "minute" and not self.config.send_minutes:
@@ -147,11 +172,16 @@ class Hj212Sink:
             }
             if not values:
                 return None
-            return _Message(
+            return self._message(
                 self._data(station, _PERIOD_CN[p.period], p.start.timestamp(), values),
                 realtime=False,
             )
         return None
+
+    def _message(self, packet: Packet, realtime: bool) -> _Message:
+        """Split now, so a message that cannot be sent is refused when it comes in (raises
+        :class:`EncodeError`), not when it is first in the queue."""
+        return _Message(hj212.split(packet, self.config.max_segment), realtime)
 
     def _data(
         self, station: Hj212StationConfig, cn: int, t: float, values: dict[str, dict[str, str]]
@@ -197,7 +227,15 @@ class Hj212Sink:
 
     async def _intake(self) -> None:
         async for item in self.ctx.outbox:
-            message = self.message_for(item)
+            try:
+                message = self.message_for(item)
+            except EncodeError as err:  # e.g. a value of 1e300: 300 digits do not fit CP
+                self.ctx.metrics.sink_dropped.labels(self.name, "unsendable").inc()
+                log.warning(
+                    "sink %s: %s envelope %s of %s cannot be sent in HJ 212: %s",
+                    self.name, item.kind, item.id, item.device, err,
+                )  # fmt: skip
+                continue
             if message is not None:
                 self.hold(message)
         self._intake_done.set()
@@ -255,7 +293,7 @@ class Hj212Sink:
                 await self._wake.wait()
                 continue
             message = self.queue[0]
-            for part in hj212.split(message.packet, self.config.max_segment):
+            for part in message.parts:
                 await self._send_answered(part)
             self.queue.popleft()
             self.ctx.metrics.sink_buffer.labels(self.name).set(len(self.queue))
@@ -298,7 +336,7 @@ class Hj212Sink:
             raise LinkLost(str(err) or type(err).__name__) from err
 
     async def _receive(self, reader: asyncio.StreamReader) -> None:
-        frames = FrameReader()
+        self._frames = FrameReader()  # a new connection starts a new stream
         while True:
             try:
                 data = await reader.read(4096)
@@ -310,12 +348,25 @@ class Hj212Sink:
                     if not f.done():
                         f.set_exception(LinkLost("platform closed the connection"))
                 raise LinkLost("platform closed the connection")
-            frames.feed(data)
-            for event in frames.events():
-                if isinstance(event, hj212.BadFrame):
-                    log.warning("sink %s: bad frame from the platform: %s", self.name, event.error)
-                    continue
-                await self._from_platform(event)
+            await self.received(data)
+
+    async def received(self, data: bytes) -> None:
+        """Bytes from the platform: answers end waits, commands are answered (public for tests
+        and fuzzing). Raises only :class:`LinkLost` (when an answer cannot be written)."""
+        self._frames.feed(data)
+        for event in self._frames.events():
+            if isinstance(event, hj212.BadFrame):
+                self._bad_frame(str(event.error))
+                continue
+            await self._from_platform(event)
+
+    def _bad_frame(self, why: str) -> None:
+        self.bad_frames += 1
+        if self.bad_frames == 1 or self.bad_frames % 100 == 0:
+            log.warning(
+                "sink %s: bad frame from the platform (%d so far): %s",
+                self.name, self.bad_frames, why[:200],
+            )  # fmt: skip
 
     async def _from_platform(self, p: Packet) -> None:
         if p.cn == Cn.DATA_ANSWER or p.cn == Cn.NOTIFY_ANSWER:
@@ -324,10 +375,11 @@ class Hj212Sink:
                 future.set_result(p)
             return
         if p.cn == Cn.REQUEST_ANSWER and p.cp.get("QnRtn") not in (None, "1"):
-            code = int(p.cp.get("QnRtn") or 100)
+            text = p.cp.get("QnRtn") or ""
+            code = int(text) if text.isdigit() and len(text) <= 3 else 100
             log.error(
-                "sink %s: the platform refused QN %s: %s (QnRtn %d); check pw and the stations' mn",
-                self.name, p.qn, hj212.QN_RTN.get(code, "unknown"), code,
+                "sink %s: the platform refused QN %s: %s (QnRtn %s); check pw and the stations' mn",
+                self.name, p.qn, hj212.QN_RTN.get(code, "unknown"), text[:8],
             )  # fmt: skip
             return
         if p.cn in (Cn.REQUEST_ANSWER, Cn.EXECUTE_RESULT):
@@ -338,6 +390,11 @@ class Hj212Sink:
 
     async def _command(self, p: Packet) -> None:
         """Answer one platform request (appendix C order: QnRtn, data, ExeRtn)."""
+        try:
+            hj212.request_answer(p, 1).encode()
+        except EncodeError as err:  # an answer repeats PW, MN and QN: these cannot be repeated
+            self._bad_frame(f"command CN={p.cn} cannot be answered: {err}")
+            return
         if p.pw != self.pw:
             await self._write(hj212.request_answer(p, 3).encode())
             return
@@ -356,11 +413,16 @@ class Hj212Sink:
         exe = 1
         reply: Cp | None = None
         try:
-            if cn == Cn.SET_TIMEOUT_RESEND:
-                self.ack_timeout_s = float(p.cp.get("OverTime") or self.ack_timeout_s)
-                self.resends = int(p.cp.get("ReCount") or self.resends)
+            if cn == Cn.SET_TIMEOUT_RESEND:  # the ranges of ack_timeout_s and resends
+                over, recount = p.cp.get("OverTime"), p.cp.get("ReCount")
+                timeout = _setting(over, 0.1, 600, "OverTime") if over else self.ack_timeout_s
+                resends = _setting(recount, 0, 20, "ReCount") if recount else self.resends
+                if not float(resends).is_integer():
+                    raise _BadSetting(f"ReCount={recount!r} is not a whole number")
+                self.ack_timeout_s, self.resends = timeout, int(resends)
             elif cn == Cn.SET_RTD_INTERVAL:
-                self.realtime_interval_s = float(p.cp.get("RtdInterval") or "")
+                interval = _setting(p.cp.get("RtdInterval"), 0, 86400, "RtdInterval")
+                self.realtime_interval_s = interval
             elif cn == Cn.GET_RTD_INTERVAL:
                 reply = Cp.of(RtdInterval=hj212.format_value(self.realtime_interval_s, 0))
             elif cn == Cn.GET_TIME:
@@ -369,7 +431,8 @@ class Hj212Sink:
                 exe = 3  # the gateway keeps its own clock (NTP); refuse rather than pretend
             elif cn == Cn.REALTIME_DATA and self.realtime_interval_s <= 0:
                 self.realtime_interval_s = self.config.realtime_interval_s or 30.0
-        except ValueError:
+        except _BadSetting as err:
+            log.warning("sink %s: platform command CN=%d refused: %s", self.name, cn, err)
             exe = 3
         log.info("sink %s: platform command CN=%d for %s: ExeRtn %d", self.name, cn, p.mn, exe)
         if reply is not None:

@@ -9,6 +9,11 @@ the outbox grows on disk up to ``outbox.budget_bytes``; a restart or power cut k
 Downlink commands arrive on the gateway's ``cmd/req`` topic; ``ping`` and ``outbox.stats`` are
 the bridge's own, ``config.get`` and ``config.apply`` come from the gateway (see
 :mod:`edge.remote_config`) through ``ctx.commands``.
+
+When the bridge fails (a task of it crashed, the outbox file went bad), the sink fails with it
+and the gateway's supervisor starts it again. What the sink had taken from its channel and the
+bridge had not stored yet is kept in memory and put first into the next bridge, so a restart
+loses nothing that was accepted. :meth:`MqttSink.health` tells ``/healthz`` about a full disk.
 """
 
 from __future__ import annotations
@@ -137,6 +142,8 @@ class MqttSink:
         self.commands = dict(commands or ctx.commands)
         self._link_up_told = False
         self.bridge: Bridge | None = None
+        # accepted, not stored by a bridge that stopped: the next one takes them first
+        self._carry: list[Record] = []
         self._published_seen: dict[str, int] = {}
         self._refused_seen = 0
         self._errors_seen = 0
@@ -145,20 +152,56 @@ class MqttSink:
         bridge = await Bridge.open(self.settings, self.ctx.clock, self.commands)
         self.bridge = bridge
         bridge.on_commit = self._on_commit
+        stopped = False
         try:
             async with asyncio.TaskGroup() as tg:
                 stats = tg.create_task(self._stats_loop(bridge))
                 tg.create_task(self._intake(bridge))
                 await bridge.run()
                 stats.cancel()
+        except asyncio.CancelledError:
+            stopped = True
+            raise
         finally:
+            self._carry[:0] = bridge.leftover()
+            if stopped:
+                self._lost_at_stop()
             self._gauge(bridge)
             await bridge.aclose()
 
     async def _intake(self, bridge: Bridge) -> None:
+        while self._carry:  # from a bridge that stopped before storing them; oldest first
+            await bridge.put(self._carry[0])
+            del self._carry[0]
         async for item in self.ctx.outbox:
-            await bridge.put(record_of(item))
+            self._carry.append(record_of(item))  # held here until the bridge has it
+            await bridge.put(self._carry[0])
+            del self._carry[0]
         bridge.close_intake()
+
+    def _lost_at_stop(self) -> None:
+        """The gateway stopped the sink past its flush deadline: what it holds is lost."""
+        if not self._carry:
+            return
+        lost: dict[str, int] = {}
+        for r in self._carry:
+            lost[r.cls.value] = lost.get(r.cls.value, 0) + 1
+        for cls, n in lost.items():
+            self.ctx.metrics.sink_dropped.labels(self.config.name, cls).inc(n)
+        log.error(
+            "sink %s stopped before storing %d accepted envelopes (%s): lost",
+            self.config.name,
+            len(self._carry),
+            ", ".join(f"{n} {c}" for c, n in lost.items()),
+        )
+        self._carry.clear()
+
+    def health(self) -> list[str]:
+        """Why the sink works only in part now (``/healthz`` says degraded); empty: all well."""
+        return self.bridge.health() if self.bridge is not None else []
+
+    def notices(self) -> list[str]:
+        return self.bridge.notices() if self.bridge is not None else []
 
     def _on_commit(self, result: CommitResult) -> None:
         for cls, n in result.dropped.items():
@@ -175,6 +218,7 @@ class MqttSink:
         m.outbox_oldest_age.labels(name).set(max(ages) if ages else 0.0)
         m.link_up.labels(name).set(1 if bridge.connected.is_set() else 0)
         m.link_session.labels(name).set(bridge.counters.session)
+        m.outbox_disk_full.labels(name).set(1 if bridge.outbox.disk_full is not None else 0)
         c = bridge.counters
         for kind, n in c.published.items():
             seen = self._published_seen.get(kind, 0)

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from edge.config.base import PluginConfig, StrictModel
+from protocols import ed25519
 from protocols.signed import unb64url
 
 
@@ -74,7 +75,8 @@ class OutboxConfig(StrictModel):
         default=8 * 2**20,
         ge=64 * 1024,
         le=2**32,
-        description="The write-ahead log is checkpointed and truncated to about this size",
+        description="The write-ahead log is checkpointed and truncated to about this size; "
+        "as much is kept free beside the outbox for a full disk ('<outbox>.reserve')",
     )
 
 
@@ -83,8 +85,9 @@ class CommandsConfig(StrictModel):
 
     keys: dict[str, str] = Field(
         default_factory=dict,
-        description="Key id -> raw Ed25519 public key (32 bytes, base64url); no keys: every "
-        "command is refused",
+        description="Key id -> raw Ed25519 public key (32 bytes, base64url, as "
+        "'cityedge command-key' prints it); all-zero, small-order and other weak keys are "
+        "refused; no keys: every command is refused",
     )
     max_ttl_s: int = Field(
         default=3600, ge=1, le=86_400, description="Refuse commands valid for longer than this"
@@ -109,6 +112,9 @@ class CommandsConfig(StrictModel):
                 raise ValueError(
                     f"key {kid!r}: expected 32 bytes in base64url (the raw Ed25519 public key)"
                 )
+            problem = ed25519.key_problem(raw)
+            if problem is not None:
+                raise ValueError(f"key {kid!r} is refused: {problem}; {ed25519.RULE}")
         return v
 
 

@@ -12,6 +12,11 @@
   registered again after ``poll_interval_s``.
 - **Availability** as for Modbus: one "unavailable" after ``unavailable_after`` failed polls,
   one "recovered".
+- **Bad payloads** (not the format, too large — over 1 MiB —, nested too deep, numbers beyond
+  the float range) fail that poll: counted in ``cityedge_poll_errors_total``, logged the first
+  time and every 100th, and the device is polled on. A value that is not finite after
+  ``scale``, or an integer beyond 64 bits that a float cannot hold, is a bad reading of that
+  point only (counted as ``decode``, logged once per point until it is good again).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +42,7 @@ from edge.sources.coap_config import CoapDeviceConfig, CoapSourceConfig
 from edge.sources.common import report_availability
 from protocols import senml
 from protocols.errors import DecodeError
+from protocols.limits import check_json_depth, check_size, shown
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,9 @@ _ACCEPT = {
 }
 _FORMAT_OF_CF = {v: k for k, v in _ACCEPT.items()}
 _NOT_IDENT = re.compile(r"[^A-Za-z0-9_.-]")
+MAX_PAYLOAD_BYTES = senml.MAX_PACK_BYTES
+_JSON_DEPTH = 4  # a flat object of name: value (a little more, so the error names the shape)
+_INT64 = 2**63
 
 
 class DeadlineTuning(TransportTuning):  # type: ignore[misc]
@@ -72,6 +82,8 @@ class _Device:
     config: CoapDeviceConfig
     availability: Availability
     missing: set[str] = field(default_factory=set)
+    bad_points: set[str] = field(default_factory=set)
+    bad_payloads: int = 0
 
 
 def point_name(record_name: str) -> str:
@@ -81,12 +93,30 @@ def point_name(record_name: str) -> str:
     return _NOT_IDENT.sub("_", last)[:64] or "value"
 
 
+def _number(v: object) -> bool | int | float | None:
+    """A JSON value as a reading: booleans, integers that fit 64 bits, finite floats (a larger
+    integer becomes a float when one holds it); None for anything else."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int):
+        if -_INT64 <= v < _INT64:
+            return v
+        try:
+            v = float(v)
+        except OverflowError:
+            return None
+    if isinstance(v, float) and math.isfinite(v):
+        return v
+    return None
+
+
 def values_of(
     payload: bytes, fmt: str, now: float
 ) -> dict[str, tuple[bool | int | float, str | None]]:
     """``{name: (value, unit)}`` for every numeric or boolean value in a payload of ``fmt``;
     names are SenML record names (resolved) or JSON keys; text gives one value named ''.
-    Raises :class:`DecodeError` naming the format."""
+    Raises :class:`DecodeError` (and nothing else, whatever the bytes) naming the format."""
+    check_size(payload, MAX_PAYLOAD_BYTES, "the payload")
     if fmt in ("senml+json", "senml+cbor"):
         records = (
             senml.decode_json(payload, now)
@@ -99,27 +129,23 @@ def values_of(
                 out[r.name] = (r.value, r.unit)
         return out
     if fmt == "json":
+        check_json_depth(payload, _JSON_DEPTH, "the JSON payload")
         try:
             doc = json.loads(payload)
         except (ValueError, UnicodeDecodeError) as err:
-            raise DecodeError(f"payload is not JSON: {err}") from err
+            raise DecodeError(f"payload is not JSON: {str(err)[:120]}") from err
         if not isinstance(doc, dict):
             raise DecodeError("a JSON payload must be an object of name: value")
-        return {
-            str(k): (v, None)
-            for k, v in doc.items()
-            if isinstance(v, bool | int | float)
-            and v == v
-            and v not in (float("inf"), float("-inf"))
-        }
+        return {k: (value, None) for k, v in doc.items() if (value := _number(v)) is not None}
     try:
         text = payload.decode("utf-8").strip()
         number = float(text.split()[0])
     except (UnicodeDecodeError, ValueError, IndexError) as err:
-        raise DecodeError(f"text payload {payload[:40]!r} is not a number") from err
-    if number != number or number in (float("inf"), float("-inf")):
-        raise DecodeError(f"text payload {text!r} is not a finite number")
-    return {"": (int(number) if number.is_integer() and "." not in text else number, None)}
+        raise DecodeError(f"text payload {shown(payload)} is not a number") from err
+    if not math.isfinite(number):
+        raise DecodeError(f"text payload {shown(text)} is not a finite number")
+    whole = number.is_integer() and "." not in text and abs(number) < _INT64
+    return {"": (int(number) if whole else number, None)}
 
 
 def _match(values: Mapping[str, tuple[bool | int | float, str | None]], key: str) -> str | None:
@@ -272,6 +298,15 @@ class CoapSource:
         try:
             values = values_of(response.payload, fmt, wall)
         except DecodeError as err:
+            dev.bad_payloads += 1
+            if dev.bad_payloads == 1 or dev.bad_payloads % 100 == 0:
+                log.warning(
+                    "device %s: bad %s payload (%d so far): %s",
+                    dev.config.name,
+                    fmt,
+                    dev.bad_payloads,
+                    err,
+                )
             hint = f"the device does not send {fmt}; check 'format'"
             await self._failed(dev, DeviceError(f"{dev.config.uri}: {err}", hint=hint))
             return
@@ -306,6 +341,21 @@ class CoapSource:
             value, unit = values[found]
             if p.scale != 1 and not isinstance(value, bool):
                 value = value * p.scale
+                if not math.isfinite(value):  # 1e308 x 10: a bad reading of this point
+                    self.ctx.metrics.poll_errors.labels(self.name, dev.config.name, "decode").inc()
+                    if p.name not in dev.bad_points:
+                        dev.bad_points.add(p.name)
+                        log.warning(
+                            "device %s point %s: %s x %s is not finite; reading skipped",
+                            dev.config.name,
+                            p.name,
+                            values[found][0],
+                            p.scale,
+                        )
+                    continue
+            if p.name in dev.bad_points:
+                dev.bad_points.discard(p.name)
+                log.info("device %s point %s: good values again", dev.config.name, p.name)
             out.append(Reading(p.name, value, p.unit or unit))
         return out
 

@@ -36,6 +36,9 @@ from protocols.errors import DecodeError, TopicError
 
 log = logging.getLogger(__name__)
 
+_READ = ("up", "status", "res")  # the node channels this source subscribes to
+MAX_UNKNOWN_LOGGED = 256  # unknown node names remembered (each logged once); more are counted
+
 
 class _Node:
     def __init__(self, name: str, window: int) -> None:
@@ -72,7 +75,7 @@ class MqttSource:
 
     def filters(self) -> list[str]:
         base = f"{nodewire.ROOT}/{self.site}/+"
-        return [f"{base}/up", f"{base}/status", f"{base}/res"]
+        return [f"{base}/{channel}" for channel in _READ]
 
     async def run(self) -> None:
         where = f"{self.config.host}:{self.config.port}"
@@ -125,11 +128,11 @@ class MqttSource:
             site, name, channel = nodewire.parse_node_topic(msg.topic)
         except TopicError:
             return
-        if site != self.site:
+        if site != self.site or channel not in _READ:
             return  # not subscribed to; a broker bridge may still deliver it
         node = self.nodes.get(name)
         if node is None:
-            if name not in self.unknown:
+            if name not in self.unknown and len(self.unknown) < MAX_UNKNOWN_LOGGED:
                 self.unknown.add(name)
                 log.warning(
                     "source %s: messages from node %r, which is not configured; ignored "

@@ -15,6 +15,7 @@ TLS material is in ``certs/``: ``ca.der``, ``node.der``, ``node.key.der``.
 
 import json
 
+from cenode import ed25519
 from cenode.util import b64url_decode
 
 
@@ -58,6 +59,11 @@ def check(doc: dict) -> dict:
             raw = b""
         if len(raw) != 32:
             raise ConfigError("config.json: trusted_keys." + kid + " is not a 32-byte base64url key")
+        if ed25519.weak_key(raw):
+            raise ConfigError(
+                "config.json: trusted_keys." + kid + " is refused: all zero, small-order or not"
+                " a canonical point (anyone could forge signatures for it); provision the node again"
+            )
         keys[kid] = raw
     doc["trusted_keys"] = keys
     return doc

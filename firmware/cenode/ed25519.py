@@ -71,13 +71,26 @@ def _decode(data: bytes) -> Point | None:
     return (x, y, 1, x * y % _P)
 
 
+def _small_order(p: Point) -> bool:
+    return _equal(_mul(8, p), _ZERO)
+
+
+def weak_key(public: bytes) -> bool:
+    """True for bytes no honest key pair has as its public key: not a canonically encoded
+    point, or a point of small order (all zero bytes among them). With such a key anyone can
+    forge: ``R = identity, S = 0`` verifies whenever ``[h]A`` is the identity."""
+    a = _decode(public) if len(public) == 32 else None
+    return a is None or _small_order(a)
+
+
 def verify(public: bytes, message: bytes, signature: bytes) -> bool:
-    """True when ``signature`` is ``public``'s Ed25519 signature of ``message``."""
+    """True when ``signature`` is ``public``'s Ed25519 signature of ``message``; False also for
+    a weak key (:func:`weak_key`) and for an ``R`` of small order, which no honest signer makes."""
     if len(public) != 32 or len(signature) != 64:
         return False
     a = _decode(public)
     r = _decode(signature[:32])
-    if a is None or r is None:
+    if a is None or r is None or _small_order(a) or _small_order(r):
         return False
     s = int.from_bytes(signature[32:], "little")
     if s >= _L:

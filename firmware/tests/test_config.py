@@ -1,6 +1,6 @@
 """config.json checks: defaults filled in, every problem named."""
 
-from t import eq, raises, tmpdir, write
+from t import eq, raises, tmpdir, vectors, write
 
 from cenode import config
 
@@ -38,3 +38,19 @@ def test_load() -> None:
         config.load(root)
     write(root + "/config.json", '{"site": "s", "node": "n", "kind": "water", "broker": {"host": "h", "port": 1}}')
     eq(config.load(root)["kind"], "water")
+
+
+def _b64url(raw: bytes) -> str:
+    import binascii
+
+    text = binascii.b2a_base64(raw).decode().strip().rstrip("=")
+    return text.replace("+", "-").replace("/", "_")
+
+
+def test_a_small_order_key_is_refused() -> None:
+    for v in vectors("signed.json")["small_order"]:
+        with raises(config.ConfigError) as r:
+            config.check(dict(GOOD, trusted_keys={"ops-1": _b64url(bytes.fromhex(v["key"]))}))
+        eq("trusted_keys.ops-1 is refused" in str(r.value), True, v["name"])
+    real = vectors("signed.json")["keys"]
+    eq(len(config.check(dict(GOOD, trusted_keys=real))["trusted_keys"]), 1)

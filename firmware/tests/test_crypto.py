@@ -69,3 +69,18 @@ def test_base64url() -> None:
     for bad in ("!!", "a b", "A+B/"):
         with raises(ValueError):
             b64url_decode(bad)
+
+
+def test_small_order_keys_are_refused_and_their_forgeries_too() -> None:
+    """R = identity, S = 0 'verifies' for a small-order key under the bare cofactorless check;
+    the node refuses such keys in config.json and in verify, and such an R in any case."""
+    for v in vectors("signed.json")["small_order"]:
+        key = bytes.fromhex(v["key"])
+        eq(ed25519.weak_key(key), True, v["name"])
+        for purpose in ("command", "ota"):
+            with raises(signed.Refused) as r:
+                signed.verify(v[purpose].encode(), purpose, {"ops-1": key}, None)
+            eq(r.value.reason, "bad-signature", v["name"] + " " + purpose)
+    for v in vectors("signed.json")["rfc8032"]:
+        eq(ed25519.weak_key(bytes.fromhex(v["public"])), False, "a real key")
+

@@ -13,6 +13,7 @@ import contextlib
 import json
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -159,7 +160,9 @@ def test_coap_client_reads_senml_json_and_cbor_from_the_simulator(air_simulator:
     assert {r.name for r in records} == {
         f"air-1:{p}" for p in ("pm2_5", "pm10", "no2", "so2", "o3", "co", "temperature", "humidity")
     }
-    cbor = senml.decode_cbor(client("-m", "get", "-A", "112", uri))
+    with tempfile.TemporaryDirectory() as folder:  # -o: the payload alone (stdout adds '\n')
+        client("-m", "get", "-A", "112", "-o", f"{folder}/air.cbor", uri)
+        cbor = senml.decode_cbor(Path(folder, "air.cbor").read_bytes())
     assert {r.name for r in cbor} == {r.name for r in records}
     assert float(client("-m", "get", f"{uri}/pm2_5")) > 0
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel
 
 from edge.config.site import SiteConfig, load_site
 from edge.errors import ConfigError
 from edge.registry import PLUGINS
+from protocols import signed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -270,8 +273,12 @@ def test_shipped_configs_are_valid(path: Path) -> None:
         "BUREAU_PW": "a1b2c3",
         "CITY_BRAIN_USER": "gw",
         "CITY_BRAIN_PASSWORD": "pw",
-        "GATE_SECRET": "s" * 32,
-        "GATE_ADMIN_TOKEN": "t",
+        "CITY_BRAIN_COMMAND_KEY": signed.b64url(
+            signed.public_key_raw(Ed25519PrivateKey.generate())
+        ),
+        "BUREAU_PW": "k3v9q1",
+        "GATE_SECRET": secrets.token_hex(16),
+        "GATE_ADMIN_TOKEN": secrets.token_hex(16),
     }
     site = load_site(path, env=env)
     assert site.config.sources

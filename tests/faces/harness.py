@@ -27,6 +27,7 @@ from protocols import envelope as env
 from tests.faces.scenes import frame
 
 OPEN_S = 2.0
+TOKEN = "tok-3f9a1c0d7e2b4a6f8c5e"  # the API's bearer token in these tests
 
 
 @dataclass
@@ -74,7 +75,7 @@ def config(tmp_path: Path, **overrides: Any) -> FaceAccessConfig:
         "secret": "a-long-gateway-secret-for-tests",
         "liveness": "record",
         "store_dir": str(tmp_path / "faces"),
-        "admin_token": "tok-123",
+        "admin_token": TOKEN,
     }
     cfg.update(overrides)
     return FaceAccessConfig.model_validate(cfg)

@@ -10,10 +10,10 @@ import pytest
 from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.faces.harness import Harness
+from tests.faces.harness import TOKEN, Harness
 from tests.faces.scenes import still
 
-AUTH = {"Authorization": "Bearer tok-123"}
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from protocols import nodewire, signed
 from protocols.nodewire import NodeState, Result
 from provisioning import ota
+from tests.abuse.forge import SMALL_ORDER, forge
 
 DIR = Path(__file__).resolve().parents[2] / "protocols" / "vectors"
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
@@ -187,6 +188,29 @@ def signed_vectors() -> dict[str, Any]:
         "now": now,
         "envelopes": [
             {"name": n, "data": d, "purpose": p, "refusal": r} for n, d, p, r in envelopes
+        ],
+        # small-order public keys (every encoding a lenient decoder takes) and, for each, a
+        # command and an OTA manifest forged with R = identity, S = 0 that a cofactorless
+        # verifier without key checks accepts: both sides refuse the keys and the forgeries
+        "small_order": [
+            {
+                "name": name,
+                "key": key,
+                "command": forge(
+                    b'{"node":"gate-1","action":"open"}',
+                    key=bytes.fromhex(key),
+                    kid="ops-1",
+                    expires_at=FAR,
+                ).decode(),
+                "ota": forge(
+                    ota.manifest_body("9.9.9", b"CEB1"),
+                    key=bytes.fromhex(key),
+                    kid="ops-1",
+                    expires_at=FAR,
+                    purpose="ota",
+                ).decode(),
+            }
+            for name, key in SMALL_ORDER.items()
         ],
     }
 

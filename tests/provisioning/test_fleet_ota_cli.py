@@ -90,7 +90,7 @@ def test_cli_init_list_gateway_and_errors(tmp_path: Path, balena: BalenaStandIn)
     code, doc = run(
         "provision", "init-site", "-d", d, "--site", "riverside", "--broker-host", "10.0.0.2"
     )
-    assert code == 1 and doc["code"] == "CE400" and "already holds a site" in doc["error"]
+    assert code == 1 and doc["code"] == "CE500" and "already holds a site" in doc["error"]
 
     def node(name: str, kind: str, *extra: str) -> tuple[int, dict[str, Any]]:
         return run(

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from edge.errors import EdgeError, ExitCode
+from edge.cliutil import check_port, fail, writable_target
 from edge.logs import setup_logging
-
-err_console = Console(stderr=True)
+from edge.simulators.cli import serve_until_stopped
+from protocols import codes
 
 
 def _parse_detector_fault(text: str) -> tuple[str, float, float | None]:
@@ -40,11 +37,13 @@ def simulate_junction(
     speed: Annotated[
         float, typer.Option(min=0.1, max=100, help="Simulation seconds per wall-clock second")
     ] = 1.0,
-    duration: Annotated[
-        float | None, typer.Option(min=1, help="Shorten the demand to this many seconds")
+    duration_s: Annotated[
+        float | None,
+        typer.Option("--duration-s", min=1, help="Shorten the demand to this many seconds"),
     ] = None,
-    drain: Annotated[
-        float | None, typer.Option(min=0, help="After the demand, run at most this long")
+    drain_s: Annotated[
+        float | None,
+        typer.Option("--drain-s", min=0, help="After the demand, run at most this many seconds"),
     ] = None,
     watchdog_s: Annotated[
         float, typer.Option(help="Cabinet falls back this long after the gateway's last write")
@@ -77,13 +76,15 @@ def simulate_junction(
     )
     from edge.traffic import load_junction
 
-    setup_logging("info")
     if list_:
         for name in scenario_names():
             typer.echo(f"{name}: {load_scenario(name).description}")
         return
     try:
         sc = load_scenario(scenario)
+    except KeyError:
+        fail(codes.BAD_VALUE, f"no scenario {scenario!r}; known: {', '.join(scenario_names())}")
+    try:
         junction = load_junction(sc.junction)
         faults = FaultSchedule([parse_fault(f) for f in [*sc.link_faults, *(fault or [])]])
         extra = []
@@ -93,31 +94,25 @@ def simulate_junction(
                 known = ", ".join(d.name for d in junction.detectors)
                 raise ValueError(f"no detector {name!r} at {junction.name}; it has {known}")
             extra.append(DetectorFailure(detector=name, at_s=start, duration_s=length))
-    except KeyError:
-        from edge.simulators.junction.scenario import scenario_names
-
-        err_console.print(
-            f"no scenario {scenario!r}; known: {', '.join(scenario_names())}", highlight=False
-        )
-        raise typer.Exit(ExitCode.INPUT) from None
     except ValueError as err:
-        err_console.print(str(err), highlight=False)
-        raise typer.Exit(ExitCode.INPUT) from None
+        fail(codes.BAD_VALUE, str(err))
+    if report is not None:
+        writable_target(report, "--report")
+    check_port(host, port, "the cabinet's Modbus TCP")
+    if control_port is not None:
+        check_port(host, control_port, "control API", option="--control-port")
+    setup_logging("info")
     update: dict[str, object] = {"detector_failures": [*sc.detector_failures, *extra]}
-    if drain is not None:
-        update["drain_s"] = drain
+    if drain_s is not None:
+        update["drain_s"] = drain_s
     sc = sc.model_copy(update=update)
 
     async def main(folder: Path) -> None:
         from edge.simulators.junction.loop import JunctionSimulation
         from edge.simulators.junction.server import serve_junction
 
-        task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel if task else (lambda: None))
         sim = JunctionSimulation(
-            sc, junction, folder, seed=seed, duration_s=duration, watchdog_s=watchdog_s
+            sc, junction, folder, seed=seed, duration_s=duration_s, watchdog_s=watchdog_s
         )
         await serve_junction(
             sim,
@@ -131,17 +126,8 @@ def simulate_junction(
             seed=seed,
         )
 
-    try:
-        with tempfile.TemporaryDirectory(prefix="cityedge-junction-") as tmp:
-            asyncio.run(main(workdir or Path(tmp)))
-    except asyncio.CancelledError:
-        pass
-    except EdgeError as err:
-        err_console.print(err.for_humans(), highlight=False)
-        raise typer.Exit(ExitCode.RUNTIME) from None
-    except OSError as err:
-        err_console.print(f"cannot serve on {host}:{port}: {err.strerror}", highlight=False)
-        raise typer.Exit(ExitCode.RUNTIME) from None
+    with tempfile.TemporaryDirectory(prefix="cityedge-junction-") as tmp:
+        serve_until_stopped(lambda: main(workdir or Path(tmp)), f"{host}:{port}")
 
 
 def register(app: typer.Typer, simulate_app: typer.Typer) -> None:
