@@ -62,6 +62,7 @@ def test_a_worker_who_removes_the_mask_in_the_clean_zone_is_one_violation(
     assert (p.camera, p.zone) == ("cam-1", "clean-1")
     assert p.mask is not None and p.mask < 0.5
     assert p.hair_cover is not None and p.hair_cover >= 0.5
+    assert p.models["hair-cover"] == store.entry("hair-cover").identity  # the file in use
     assert p.duration_s >= 3.0
     # the evidence: the JPEG in the event is the file kept on the gateway, and faces are blurred
     ev = p.evidence

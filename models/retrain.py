@@ -101,7 +101,12 @@ def base_store(manifest: Manifest, build: Path, retrained: set[str]) -> ModelSto
 
 
 def retrain(
-    entry: ModelEntry, out: Path, store: ModelStore, log: Any, models_dir: Path = HERE
+    entry: ModelEntry,
+    out: Path,
+    store: ModelStore,
+    log: Any,
+    models_dir: Path = HERE,
+    init_seed: int | None = None,
 ) -> Retrained:
     """Train ``entry`` into ``out/onnx``, measure it, compare with the committed measurement."""
     from models.train import recipes
@@ -110,7 +115,7 @@ def retrain(
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     t0 = time.monotonic()
-    report = recipes.train(entry, partial, log, store)
+    report = recipes.train(entry, partial, log, store, init_seed)
     seconds = time.monotonic() - t0
     os.replace(partial, path)
     sha = sha256_file(path)
@@ -208,7 +213,7 @@ def pin(manifest_text: str, name: str, sha256: str, version: str) -> str:
     return manifest_text[: start.start()] + entry + manifest_text[end:]
 
 
-def summary(done: list[Retrained]) -> dict[str, Any]:
+def summary(done: list[Retrained], seed_offset: int = 0) -> dict[str, Any]:
     import numpy
     import torch
 
@@ -216,6 +221,7 @@ def summary(done: list[Retrained]) -> dict[str, Any]:
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "cpu_kernels": cpu_kernels(),
+        "seed_offset": seed_offset,
         "machine": platform.machine(),
         "models": {
             r.entry.name: {
@@ -258,6 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--force", action="store_true", help="with --replace: also a file outside a tolerance"
     )
+    parser.add_argument(
+        "--seed-offset",
+        type=int,
+        default=0,
+        help="add this to the recipe's seed of weight init and batch order (not of the data): "
+        "how far trainings land apart, what the tolerances must cover (the cards used 1000, "
+        "2000, 3000); never with --replace",
+    )
     args = parser.parse_args(argv)
     manifest = load_manifest()
     trained = [m for m in manifest.models if m.train is not None]
@@ -266,6 +280,12 @@ def main(argv: list[str] | None = None) -> int:
         known = ", ".join(m.name for m in trained)
         print(
             f"make retrain: no trained model {', '.join(unknown)} (known: {known})", file=sys.stderr
+        )
+        return 1
+    if args.seed_offset and args.replace:
+        print(
+            "make retrain: --seed-offset is to measure the spread, not to --replace",
+            file=sys.stderr,
         )
         return 1
     chosen = [m for m in trained if not args.model or m.name in args.model]
@@ -279,12 +299,14 @@ def main(argv: list[str] | None = None) -> int:
         done: list[Retrained] = []
         for entry in chosen:
             print(f"retraining {entry.name} (recipe {entry.train.recipe if entry.train else ''})")
-            r = retrain(entry, out, store, print)
+            seed = entry.train.seed + args.seed_offset if entry.train else None
+            r = retrain(entry, out, store, print, init_seed=seed if args.seed_offset else None)
             done.append(r)
             print("\n".join(describe(r)), flush=True)
         assemble(manifest, args.build, out, done)
         (out / "retrain.json").write_text(
-            json.dumps(summary(done), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+            json.dumps(summary(done, args.seed_offset), indent=2, sort_keys=True) + "\n",
+            encoding="utf-8",
         )
     except (BuildError, ModelError) as err:
         print(f"make retrain: {err}", file=sys.stderr)

@@ -435,28 +435,38 @@ def evaluate(entry: ModelEntry, model_file: Path | bytes, store: ModelStore) -> 
     return out
 
 
-def train(entry: ModelEntry, out: Path, log: Log, store: ModelStore) -> dict[str, Any]:
+def train(
+    entry: ModelEntry, out: Path, log: Log, store: ModelStore, init_seed: int | None = None
+) -> dict[str, Any]:
     """Train the entry's recipe and write its ONNX file to ``out``; returns a training report.
 
+    ``init_seed`` replaces the seed of weight init and batch order only (the data stay the
+    recipe's): how far trainings land apart, which the manifest's tolerances must cover.
     ``store`` holds the models and test images built so far (some recipes draw on real
     photos, found with the face detector)."""
     recipe, seed = _spec(entry)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread: the same sums in the same order on every machine
     try:
-        return _train(entry, recipe, seed, out, log, store)
+        return _train(entry, recipe, seed, out, log, store, init_seed)
     finally:
         torch.set_num_threads(threads)
 
 
 def _train(
-    entry: ModelEntry, recipe: Recipe, seed: int, out: Path, log: Log, store: ModelStore
+    entry: ModelEntry,
+    recipe: Recipe,
+    seed: int,
+    out: Path,
+    log: Log,
+    store: ModelStore,
+    init_seed: int | None,
 ) -> dict[str, Any]:
     t0 = time.monotonic()
     images, targets = dataset(recipe, recipe.train_n, seed, False, recipe.prepare(store))
     t_data = time.monotonic() - t0
     log(f"  {entry.name}: {recipe.train_n} generated images in {t_data:.0f} s; training")
-    model = fit(recipe, images, targets, seed, log)
+    model = fit(recipe, images, targets, seed if init_seed is None else init_seed, log)
     t_fit = time.monotonic() - t0 - t_data
     onnx_model = export(model, recipe.size, recipe.io, entry.name.replace("-", "_"), out)
     diff = check_export(model, onnx_model, images[:64])
