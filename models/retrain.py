@@ -35,6 +35,7 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,7 @@ def retrain(
     entry: ModelEntry,
     out: Path,
     store: ModelStore,
-    log: Any,
+    log: Callable[[str], None],
     models_dir: Path = HERE,
     init_seed: int | None = None,
 ) -> Retrained:
@@ -321,7 +322,11 @@ def main(argv: list[str] | None = None) -> int:
             if not r.within and not args.force:
                 print(f"{r.entry.name}: not replaced (outside its tolerance; --force takes it)")
                 continue
-            version = replace(r, out)
+            try:
+                version = replace(r, out)
+            except (BuildError, ValueError, OSError) as err:
+                print(f"make retrain: {r.entry.name} not replaced: {err}", file=sys.stderr)
+                return 1
             print(f"{r.entry.name}: now committed as version {version}, sha256 {r.sha256[:12]}")
         if any(not r.same_file for r in done):
             print("review: git diff models/ ; then 'make models' copies the new files")

@@ -108,3 +108,22 @@ def test_pin_changes_only_the_named_entry() -> None:
     assert out.count("a" * 64) == 1 and 'version: "7"' in out
     with pytest.raises(BuildError, match="no '- name: nope' entry"):
         pin(text, "nope", "a" * 64, "2")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "nope"], "no trained model nope (known: bin-fill, hair-cover)"),
+        (["--seed-offset", "1000", "--replace"], "--seed-offset is to measure the spread"),
+        (["--build", "{tmp}", "--model", "bin-fill"], "make retrain: model mtcnn-pnet:"),
+    ],
+)
+def test_wrong_use_is_one_line_and_exit_1(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from models.retrain import main
+
+    code = main([a.replace("{tmp}", str(tmp_path)) for a in argv] + ["--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1 and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
