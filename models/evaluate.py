@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 
 from edge.vision.manifest import ModelStore
-from models.train.recipes import TEST_PHOTOS, TRAIN_PHOTOS, per_class, real_faces
+from models.train.faces import TEST_PHOTOS, TRAIN_PHOTOS, real_faces
+from models.train.recipes import per_class
 
 
 def face_mask(store: ModelStore) -> dict[str, float]:

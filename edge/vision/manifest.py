@@ -83,19 +83,42 @@ class InputSpec(_Strict):
 
 
 class TrainSpec(_Strict):
-    """How a model we train is made, and what its held-out set measured when it was pinned."""
+    """How a model we train is made. The trained file itself is committed (``models/trained/``):
+    ``make models`` copies and verifies it, only ``make retrain`` trains."""
 
     recipe: Literal["bin-fill", "hair-cover"] = Field(
         description="Training recipe in models/train/ (data generator, network, schedule)"
     )
     seed: int = Field(ge=0, description="Seed of data generation, weight init and batch order")
-    heldout: dict[str, float] = Field(
-        description="Held-out metrics of the pinned build; a retrained file whose sha256 differs "
-        "is accepted only with --accept-retrained and metrics within 'tolerance' of these"
+
+
+class OneSided(_Strict):
+    """A tolerance on one side only, for a metric that bounds what tests rely on (the lowest
+    fill read on a full bin, say): moving the other way cannot break them."""
+
+    below: float | None = Field(
+        default=None, ge=0, description="How far under the committed value it may fall (unset: any)"
     )
-    tolerance: float = Field(
-        default=0.02, ge=0, le=1, description="Largest metric difference accepted on retraining"
+    above: float | None = Field(
+        default=None, ge=0, description="How far over the committed value it may rise (unset: any)"
     )
+
+    @model_validator(mode="after")
+    def _one_side(self) -> OneSided:
+        if self.below is None and self.above is None:
+            raise ValueError("give 'below' or 'above' (a number for both sides)")
+        return self
+
+
+Tolerance = Annotated[float, Field(ge=0)] | OneSided
+
+
+def tolerance_range(tol: Tolerance) -> tuple[float, float]:
+    """(how far below, how far above) the committed value a metric may move; inf: any."""
+    if isinstance(tol, OneSided):
+        inf = float("inf")
+        return (inf if tol.below is None else tol.below, inf if tol.above is None else tol.above)
+    return (tol, tol)
 
 
 class ModelEntry(_Strict):
@@ -111,7 +134,13 @@ class ModelEntry(_Strict):
         default_factory=list, description="Files the conversion reads (none when trained)"
     )
     train: TrainSpec | None = Field(
-        default=None, description="For convert 'train': the recipe, its seed and held-out metrics"
+        default=None, description="For convert 'train': the recipe and its seed"
+    )
+    tolerance: dict[str, Tolerance] = Field(
+        default_factory=dict,
+        description="Measured metrics (models/metrics/<name>.json) that a retrained file, or this "
+        "file measured on another machine, must reproduce: each within this absolute difference "
+        "of the committed value, or within {below: x} / {above: x} of it on one side",
     )
     license: str = Field(description="License of the weights")
     input: InputSpec = Field(description="First input")

@@ -8,12 +8,15 @@ Seeds, from the entry's ``train.seed`` S: training images S, weight init and bat
 test images S+1 (same settings as training), held-out images S+2 (the recipe's *held-out*
 settings: colours, sizes, poses and lighting the training set never had).
 
+Measured too (:func:`evaluate`): what the tests that play a scene rely on (``day.*`` for the
+bin's day, ``clip.*`` for the factory clip) and, for hair cover, real photos of people it
+never trained on (``real.*``), so a card's tolerances bound what the tests may assume.
+
 Reproducibility: one torch thread, deterministic algorithms, data from seeded numpy generators,
-and a hand-written ONNX export (:mod:`models.train.nets`). On this machine, with the pinned
-torch, numpy and OpenCV, a rebuild gives the same bytes (checked by ``make models`` against the
-manifest's sha256). Another CPU or library version may round differently and give a different
-file: ``make models`` then stops, and ``--accept-retrained`` takes the new file only if its
-held-out metrics are within the entry's ``tolerance`` of the pinned ones.
+and a hand-written ONNX export (:mod:`models.train.nets`): the same machine and libraries give
+the same bytes. Another CPU gives other bytes (torch's kernels per instruction set round
+differently), so the trained files are committed (``models/trained/``) and a retrain
+(:mod:`models.retrain`) is judged by its metrics, within the manifest's tolerances.
 """
 
 from __future__ import annotations
@@ -23,14 +26,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 
+from edge.faces.detector import MtcnnDetector
+from edge.hygiene.people import PersonDetector
+from edge.hygiene.pipeline import HygienePipeline
 from edge.vision.manifest import ModelEntry, ModelStore
+from models.train.faces import TEST_PHOTOS, TRAIN_PHOTOS, real_faces
 from models.train.nets import SmallCnn, check_export, export
+
+if TYPE_CHECKING:
+    from edge.bins.scene import DayPlan
 
 Log = Callable[[str], None]
 
@@ -50,7 +60,8 @@ class Recipe:
     make: Callable[[np.random.Generator, bool, int, Any], tuple[np.ndarray, list[float]]]
     metrics: Callable[[np.ndarray, np.ndarray], dict[str, float]]
     prepare: Callable[[ModelStore], Any] = lambda store: None
-    real_metrics: Callable[[Path | bytes, ModelStore], dict[str, float]] | None = None
+    #: More measurements of a built file, by metric prefix (scenes the tests use, real photos)
+    more: tuple[tuple[str, Callable[[Path | bytes, ModelStore], dict[str, float]]], ...] = ()
 
 
 # -- bin fill -----------------------------------------------------------------------------------
@@ -99,74 +110,188 @@ def _bin_metrics(probs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     return out
 
 
-# -- hair cover ---------------------------------------------------------------------------------
-#: Real photos whose faces get drawn covers in training (face-api's group photos), and the
-#: photos of other people used only to measure (face_recognition's portraits).
-TRAIN_PHOTOS = tuple(f"sample{i}.jpg" for i in range(1, 7))
-TEST_PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")
-REAL_SHARE = 0.35  # of training images made from real faces
+PASSING = 0.03  # share of the video a passer is in view (edge.bins.scene.day_frames)
 
 
-@dataclass(frozen=True)
-class RealFace:
-    image: np.ndarray
-    box: tuple[float, float, float, float]
-    landmarks: np.ndarray
+def day_plan() -> DayPlan:
+    """The day at one bin that the app's test and the bin-fill hil-test play: 240 frames, the
+    bin filled to 95 %, emptied at 70 % of the video, two people walking past, a night."""
+    from edge.bins import scene
+
+    return scene.DayPlan(seconds=24.0, fps=10.0)
 
 
-def real_faces(store: ModelStore, files: tuple[str, ...], min_px: float = 60) -> list[RealFace]:
-    """Faces MTCNN finds in the registry photos (at least ``min_px`` across)."""
+def played_day(first: int | None = None) -> list[tuple[np.ndarray, float, bool]]:
+    """The frames of :func:`day_plan` as a camera plays them (written as the MJPEG video the
+    hil-test plays, and decoded): (image, true fill, nobody walking past the bin); only the
+    ``first`` ones if given (the scene takes about 0.1 s per frame)."""
+    import itertools
+    import tempfile
+
     import cv2
 
-    from edge.faces.detector import MtcnnDetector
+    from edge.bins import scene
+    from edge.vision.synth import encode_video
 
-    detector = MtcnnDetector(store, min_face_px=40)
-    found: list[RealFace] = []
-    for name in files:
-        img = cv2.imread(str(store.asset(name)), cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError(f"cannot read {name}")
-        for face in detector.detect(cv2.cvtColor(img, cv2.COLOR_BGR2RGB)):
-            if face.size >= min_px:
-                box = tuple(float(v) for v in face.box[:4])
-                found.append(RealFace(img, (box[0], box[1], box[2], box[3]), face.landmarks))
-    return found
+    plan = day_plan()
+    frames = list(itertools.islice(scene.day_frames(plan), first))
+    truth = [fill for _, fill in frames]
+    with tempfile.TemporaryDirectory(prefix="cityedge-day-") as tmp:
+        video = Path(tmp) / "day.avi"  # as scene.write_day_video writes it
+        encode_video(str(video), (f for f, _ in frames), plan.fps, (scene.WIDTH, scene.HEIGHT))
+        capture = cv2.VideoCapture(str(video))
+        images = []
+        while (got := capture.read())[0]:
+            images.append(got[1])
+        capture.release()
+    if len(images) != len(truth):
+        raise ValueError(f"the day video decoded to {len(images)} frames, not {len(truth)}")
+    n = max(1, round(plan.seconds * plan.fps))  # as day_frames counts them
+    return [
+        (img, fill, not any(p <= i / n < p + PASSING for p in plan.passers))
+        for i, (img, fill) in enumerate(zip(images, truth, strict=True))
+    ]
+
+
+def _day_metrics(model_file: Path | bytes, store: ModelStore) -> dict[str, float]:
+    """What the tests that play the bin's day rely on: the lowest fill read on the full bin
+    (true fill >= 0.9), the highest on the empty bin (<= 0.1) and the highest overflow
+    probability, each over the frames where nobody walks past; and the MAE over every frame."""
+    from edge.apps.bin_fill import roi_crops
+    from edge.bins import scene
+
+    day = played_day()
+    truth = np.array([fill for _, fill, _ in day])
+    clear = np.array([c for _, _, c in day])
+    crops = [roi_crops(img, [scene.ROI]) for img, _, _ in day]
+    if any(c is None for c in crops):
+        raise ValueError("the bin's region of interest lies outside the day's frames")
+    reads = _predict(model_file, np.concatenate(crops))  # type: ignore[arg-type]
+    return {
+        "fill_mae": float(np.abs(reads[:, 0] - truth).mean()),
+        "full_min": float(reads[clear & (truth >= 0.9), 0].min()),
+        "empty_max": float(reads[clear & (truth <= 0.1), 0].max()),
+        "overflow_max": float(reads[clear, 1].max()),
+    }
+
+
+CLIP_FPS = 5.0  # the factory clip as the hygiene hil-test plays it
+
+
+# -- hair cover ---------------------------------------------------------------------------------
+REAL_SHARE = 0.35  # of training images made from real faces
+#: Share of those seen small, and the face widths then: the registry photos' faces are 160-290
+#: px, a camera across a room (the factory clip) sees 60-80 px faces, softer and noisier.
+FAR_SHARE = 0.5
+FAR_FACE_PX = (40.0, 120.0)
 
 
 def _make_head(
     rng: np.random.Generator, heldout: bool, size: int, ctx: Any
 ) -> tuple[np.ndarray, list[float]]:
+    import cv2
+
     from edge.hygiene import scene
 
     settings = scene.HELDOUT if heldout else scene.TRAIN
     if ctx and not heldout and rng.random() < REAL_SHARE:
         face = ctx[int(rng.integers(len(ctx)))]
-        img, covered, _ = scene.real_head(rng, settings, face.image, face.box, face.landmarks, size)
+        photo, box, landmarks = face.image, face.box, face.landmarks
+        if rng.random() < FAR_SHARE:  # the photo as a camera across the room would see it
+            k = rng.uniform(*FAR_FACE_PX) / (box[2] - box[0])
+            if k < 1:
+                photo = cv2.resize(photo, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+                box = (box[0] * k, box[1] * k, box[2] * k, box[3] * k)
+                landmarks = landmarks * k
+        img, covered, _ = scene.real_head(rng, settings, photo, box, landmarks, size)
     else:
         img, covered, _ = scene.sample_head(rng, settings, size)
     return img, [float(covered)]
 
 
 def _real_cover_metrics(model_file: Path | bytes, store: ModelStore) -> dict[str, float]:
-    """Other people's real photos: bare heads, and the same heads with each drawn cover."""
+    """Real photos of people the recipe never trained on: each head bare and with each drawn
+    cover, each cropped around the face box as found and twice jittered as a detector's box
+    would be (so one person's crops are 3 bare and 3 covered)."""
     from edge.hygiene import crops, scene
 
     rng = np.random.default_rng(7)
     images: list[np.ndarray] = []
     truth: list[float] = []
-    for face in real_faces(store, TEST_PHOTOS):
-        images.append(crops.crop(face.image, crops.head_box(face.box), 64))
-        truth.append(0.0)
-        for kind in ("bouffant", "hairnet", "hood"):
+    faces = real_faces(store, TEST_PHOTOS)
+    for face in faces:
+        w = face.box[2] - face.box[0]
+        boxes = [face.box] + [
+            tuple(v + float(rng.uniform(-0.05, 0.05)) * w for v in face.box) for _ in range(2)
+        ]
+        for box in boxes:
+            images.append(crops.crop(face.image, crops.head_box(box), 64))
+            truth.append(0.0)
+        kinds: tuple[scene.Cover, ...] = ("bouffant", "hairnet", "hood")
+        for kind, box in zip(kinds, boxes, strict=True):
             img = face.image.copy()
             colour = scene.COVER_TRAIN[int(rng.integers(len(scene.COVER_TRAIN)))]
             scene.draw_cap(img, face.box, kind, colour, rng)
-            images.append(crops.crop(img, crops.head_box(face.box), 64))
+            images.append(crops.crop(img, crops.head_box(box), 64))
             truth.append(1.0)
     probs = _predict(model_file, np.stack(images))
     out = _cover_metrics(probs, np.array(truth, np.float32)[:, None])
-    out["faces"] = float(len(images) // 4)
+    out["faces"] = float(len(faces))
     return out
+
+
+class _Detectors(HygienePipeline):
+    """The hygiene pipeline's person and face detectors (with its defaults), without its
+    classifiers: the cover model measured here is the file given, not the store's."""
+
+    def __init__(self, store: ModelStore) -> None:
+        self.people = PersonDetector(store, min_score=0.3)
+        self.faces = MtcnnDetector(store, min_face_px=32)
+
+
+def _clip_cover_metrics(model_file: Path | bytes, store: ModelStore) -> dict[str, float]:
+    """What the hygiene tests rely on: the worker of the factory clip (written as the MJPEG
+    video the hil-test plays, and decoded) wears a cap throughout. ``cover_low``: the lowest
+    hair-cover probability the app compares with its threshold — the median over its smoothing
+    window (1.5 s) of the heads the hygiene pipeline finds."""
+    import statistics
+    import tempfile
+
+    import cv2
+
+    from edge.apps.hygiene_config import HygieneConfig
+    from edge.hygiene import scene
+    from edge.hygiene.crops import crop, head_box
+
+    window_s = HygieneConfig.model_fields["smoothing_s"].default
+    detectors = _Detectors(store)
+    times: list[float] = []
+    heads: list[np.ndarray] = []
+    with tempfile.TemporaryDirectory(prefix="cityedge-clip-") as tmp:
+        video = Path(tmp) / "factory.avi"
+        scene.write_factory_clip(video, store, scene.CLIP, CLIP_FPS)
+        capture = cv2.VideoCapture(str(video))
+        index = 0
+        while (got := capture.read())[0]:
+            bgr = got[1]
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            for person in detectors.people.detect(bgr):
+                face = detectors.face_of(rgb, person)
+                if face is not None:
+                    times.append(index / CLIP_FPS)
+                    heads.append(crop(bgr, head_box(face.box), 64))
+            index += 1
+        capture.release()
+    if not heads:
+        raise ValueError("no face found in the factory clip")
+    covers = _predict(model_file, np.stack(heads))[:, 0]
+    smoothed = [
+        statistics.median(
+            float(c) for t, c in zip(times, covers, strict=True) if now - window_s <= t <= now
+        )
+        for now in times
+    ]
+    return {"cover_low": min(smoothed)}
 
 
 def _cover_metrics(probs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
@@ -189,6 +314,7 @@ RECIPES: dict[str, Recipe] = {
         io=("image", "fill_overflow"),
         make=_make_bin,
         metrics=_bin_metrics,
+        more=(("day", _day_metrics),),
     ),
     "hair-cover": Recipe(
         size=64,
@@ -204,7 +330,7 @@ RECIPES: dict[str, Recipe] = {
         make=_make_head,
         metrics=_cover_metrics,
         prepare=lambda store: real_faces(store, TRAIN_PHOTOS),
-        real_metrics=_real_cover_metrics,
+        more=(("real", _real_cover_metrics), ("clip", _clip_cover_metrics)),
     ),
 }
 
@@ -303,34 +429,44 @@ def evaluate(entry: ModelEntry, model_file: Path | bytes, store: ModelStore) -> 
         images, targets = dataset(recipe, n, s, heldout)
         for k, v in recipe.metrics(_predict(model_file, images), targets).items():
             out[f"{prefix}.{k}"] = round(v, 4)
-    if recipe.real_metrics is not None:
-        for k, v in recipe.real_metrics(model_file, store).items():
-            out[f"real.{k}"] = round(v, 4)
+    for prefix, measure in recipe.more:
+        for k, v in measure(model_file, store).items():
+            out[f"{prefix}.{k}"] = round(v, 4)
     return out
 
 
-def train(entry: ModelEntry, out: Path, log: Log, store: ModelStore) -> dict[str, Any]:
+def train(
+    entry: ModelEntry, out: Path, log: Log, store: ModelStore, init_seed: int | None = None
+) -> dict[str, Any]:
     """Train the entry's recipe and write its ONNX file to ``out``; returns a training report.
 
+    ``init_seed`` replaces the seed of weight init and batch order only (the data stay the
+    recipe's): how far trainings land apart, which the manifest's tolerances must cover.
     ``store`` holds the models and test images built so far (some recipes draw on real
     photos, found with the face detector)."""
     recipe, seed = _spec(entry)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread: the same sums in the same order on every machine
     try:
-        return _train(entry, recipe, seed, out, log, store)
+        return _train(entry, recipe, seed, out, log, store, init_seed)
     finally:
         torch.set_num_threads(threads)
 
 
 def _train(
-    entry: ModelEntry, recipe: Recipe, seed: int, out: Path, log: Log, store: ModelStore
+    entry: ModelEntry,
+    recipe: Recipe,
+    seed: int,
+    out: Path,
+    log: Log,
+    store: ModelStore,
+    init_seed: int | None,
 ) -> dict[str, Any]:
     t0 = time.monotonic()
     images, targets = dataset(recipe, recipe.train_n, seed, False, recipe.prepare(store))
     t_data = time.monotonic() - t0
     log(f"  {entry.name}: {recipe.train_n} generated images in {t_data:.0f} s; training")
-    model = fit(recipe, images, targets, seed, log)
+    model = fit(recipe, images, targets, seed if init_seed is None else init_seed, log)
     t_fit = time.monotonic() - t0 - t_data
     onnx_model = export(model, recipe.size, recipe.io, entry.name.replace("-", "_"), out)
     diff = check_export(model, onnx_model, images[:64])

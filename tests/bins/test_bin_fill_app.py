@@ -4,6 +4,7 @@ its events, collection list and telemetry; config mistakes."""
 from __future__ import annotations
 
 import asyncio
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from edge.apps.bin_fill import BinFillApp
 from edge.apps.bin_fill_config import BinFillConfig
 from edge.bins import scene
 from edge.vision.manifest import ModelStore
+from models.build import card_range
+from models.train.recipes import played_day
 from protocols import envelope as env
 from tests.vision.app_harness import AppHarness
 
@@ -40,9 +43,29 @@ def day_frame(fill: float) -> Any:
     return next(scene.day_frames(plan))[0]
 
 
+#: The camera bin's threshold: below what every bin-fill model within its card's tolerance
+#: reads on the full bin of the played day, above what it reads on the empty bin.
+COLLECT_AT = 0.55
+
+
+@cache
+def played(full: bool) -> list[Any]:
+    """Three frames of the played day with the bin full (>= 90 %) or empty (<= 10 %), nobody
+    walking past: the frames whose readings the card's day.full_min / day.empty_max bound."""
+    return [
+        img for img, fill, clear in played_day() if clear and (fill >= 0.9 if full else fill <= 0.1)
+    ][:3]
+
+
+def test_the_camera_margins_hold_for_every_model_within_the_card() -> None:
+    full_low, _ = card_range("bin-fill", "day.full_min")
+    _, empty_high = card_range("bin-fill", "day.empty_max")
+    assert empty_high < COLLECT_AT < full_low, (empty_high, COLLECT_AT, full_low)
+
+
 async def test_camera_and_sensor_bins(tmp_path: Path, model_store: ModelStore) -> None:
     h = AppHarness.make(tmp_path, "bins")
-    app = BinFillApp(config(window_s=10), h.ctx)
+    app = BinFillApp(config(window_s=10, collect_at=COLLECT_AT), h.ctx)
     task = asyncio.create_task(app.run())
     now = h.clock.time()
     try:
@@ -51,15 +74,14 @@ async def test_camera_and_sensor_bins(tmp_path: Path, model_store: ModelStore) -
             await h.reading("node-7", "fill", pct, now + t)
         await h.reading("other-node", "fill", 99.0, now - 78)  # not a bin's sensor
         await h.settle(lambda: len(h.of(env.BinEnvelope)) >= 2)
-        # the camera bin: nearly empty, then full
+        # the camera bin: empty, then full (the window holds one or the other)
         seq = 0
-        for fill, t0 in ((0.1, -30.0), (0.95, 20.0)):
-            image = day_frame(fill)
-            for k in range(3):
+        for full, t0 in ((False, -30.0), (True, 20.0)):
+            for k, image in enumerate(played(full)):
                 seq += 1
                 await h.frame(image, now + t0 + k, seq)
         await h.settle(lambda: app.frames_seen == 6)
-        await h.settle(lambda: len(h.of(env.BinEnvelope)) >= 3)
+        await h.settle(lambda: len(h.of(env.BinEnvelope)) >= 3, timeout_s=10)
         await h.clock.advance(31)  # the periodic telemetry
         await h.settle(lambda: bool(h.of(env.TelemetryEnvelope)))
     finally:
@@ -71,9 +93,12 @@ async def test_camera_and_sensor_bins(tmp_path: Path, model_store: ModelStore) -
         ("bin-2", "emptied"),
         ("bin-1", "needs_collection"),
     ]
-    cam = next(e.payload for e in h.of(env.BinEnvelope) if e.device == "bin-1")
+    cam_event = next(e for e in h.of(env.BinEnvelope) if e.device == "bin-1")
+    cam = cam_event.payload
     assert isinstance(cam, env.BinPayload)
-    assert cam.fill_camera is not None and cam.fill_camera >= 0.8 and cam.fill_sensor is None
+    assert cam_event.time.timestamp() >= now + 20, "needs collection when full, not when empty"
+    assert cam.fill_camera is not None and cam.fill_camera >= COLLECT_AT
+    assert cam.fill_sensor is None
     assert cam.models == {"bin-fill": model_store.entry("bin-fill").identity}
     lists = [e.payload for e in h.of(env.CollectionEnvelope)]
     assert [[i.bin for i in p.bins] for p in lists] == [["bin-2"], [], ["bin-1"]]

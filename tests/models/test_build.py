@@ -5,7 +5,6 @@ temp folder, so nothing here touches the network."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge.vision.manifest import Manifest, PackageSource, sha256_file
-from models.build import Builder, ChecksumMismatch, load_manifest
+from models.build import TRAINED, Builder, BuildError, ChecksumMismatch, load_manifest
 
 BUILD = Path(__file__).resolve().parents[2] / "models" / "build"
 
@@ -110,49 +109,51 @@ def test_a_member_with_another_checksum_stops_the_build(cache: Path) -> None:
     builder.close()
 
 
-def tiny_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The bin-fill recipe at a size that trains in about a second."""
-    from models.train import recipes
-
-    small = dataclasses.replace(
-        recipes.RECIPES["bin-fill"], train_n=64, test_n=32, heldout_n=32, epochs=1, blocks=(4, 8)
-    )
-    monkeypatch.setitem(recipes.RECIPES, "bin-fill", small)
-
-
-def test_training_is_reproducible_and_a_different_file_needs_the_tolerance(
+def test_trained_models_are_copied_and_verified_never_trained(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tiny_recipe(monkeypatch)
-    entry = load_manifest().model("bin-fill")
-    assert entry.train is not None
-    manifest = Manifest(schema_version=1, packages={}, models=[entry], assets=[])
-    builds = []
-    for k in range(2):
-        builder = Builder(manifest, tmp_path / f"b{k}", lambda _: None)
-        with pytest.raises(ChecksumMismatch) as err:
-            builder.run()  # the tiny recipe cannot give the pinned file
+    from models.train import recipes
+
+    def no_training(*args: object) -> None:
+        raise AssertionError("make models trained a model")
+
+    monkeypatch.setattr(recipes, "train", no_training)
+    manifest = only(load_manifest(), "bin-fill", "hair-cover")
+    for state in ("copied (committed)", "cached"):  # a second run only verifies
+        lines: list[str] = []
+        builder = Builder(manifest, tmp_path, lines.append, measure=False)
+        builder.run()
         builder.close()
-        assert "OUTSIDE the tolerance" in str(err.value) and "heldout.fill_mae" in str(err.value)
-        builds.append((tmp_path / f"b{k}" / "onnx" / "bin-fill.rejected").read_bytes())
-    assert builds[0] == builds[1], "same seed, same bytes"
-    # a wide tolerance and --accept-retrained: the file is taken, its digest recorded
-    loose = entry.model_copy(update={"train": entry.train.model_copy(update={"tolerance": 1.0})})
-    manifest = manifest.model_copy(update={"models": [loose]})
-    out = tmp_path / "b2"
-    builder = Builder(manifest, out, lambda _: None, accept_retrained=True)
-    builder.run()
+        assert sum(line.startswith("model ") and f" {state} (" in line for line in lines) == 2, (
+            lines
+        )
+    for entry in manifest.models:
+        assert sha256_file(tmp_path / "onnx" / entry.file) == entry.sha256
+        assert (TRAINED / entry.file).stat().st_size < 400_000, "committed files stay small"
+    built = json.loads((tmp_path / "manifest.json").read_text())
+    assert [m["sha256"] for m in built["models"]] == [m.sha256 for m in manifest.models]
+
+
+def test_a_committed_file_that_differs_from_its_pin_stops_the_build(tmp_path: Path) -> None:
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    data = bytearray((TRAINED / "bin-fill.onnx").read_bytes())
+    data[-1] ^= 0xFF
+    (trained / "bin-fill.onnx").write_bytes(bytes(data))
+    builder = Builder(
+        only(load_manifest(), "bin-fill"), tmp_path / "b", lambda _: None, trained=trained
+    )
+    with pytest.raises(ChecksumMismatch, match=r"model bin-fill \(committed file\): sha256 of"):
+        builder.run()
     builder.close()
-    built = json.loads((out / "manifest.json").read_text())
-    assert built["models"][0]["sha256"] == sha256_file(out / "onnx" / "bin-fill.onnx")
-    assert built["models"][0]["sha256"] != entry.sha256
-    metrics = json.loads((out / "metrics" / "bin-fill.json").read_text())
-    assert set(metrics["metrics"]) >= {"test.fill_mae", "heldout.fill_mae", "heldout.accuracy"}
-    lines: list[str] = []  # the next run keeps the accepted file
-    builder = Builder(manifest, out, lines.append, accept_retrained=True)
-    builder.run()
+    assert not (tmp_path / "b" / "onnx" / "bin-fill.onnx").exists()
+    (trained / "bin-fill.onnx").unlink()
+    builder = Builder(
+        only(load_manifest(), "bin-fill"), tmp_path / "b", lambda _: None, trained=trained
+    )
+    with pytest.raises(BuildError, match=r"committed file .* is missing .*make retrain"):
+        builder.run()
     builder.close()
-    assert any("cached (retrained, accepted)" in line for line in lines), lines
 
 
 def test_centernet_decoder_stride_is_the_graphs(cache: Path) -> None:
