@@ -270,7 +270,6 @@ def test_every_field_has_a_description_and_extra_is_forbidden() -> None:
 )
 def test_shipped_configs_are_valid(path: Path) -> None:
     env = {
-        "BUREAU_PW": "a1b2c3",
         "CITY_BRAIN_USER": "gw",
         "CITY_BRAIN_PASSWORD": "pw",
         "CITY_BRAIN_COMMAND_KEY": signed.b64url(
