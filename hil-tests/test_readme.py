@@ -47,6 +47,10 @@ def test_readme_commands_run_as_written(tmp_path: Path) -> None:
     report = "\n\n".join(map(str, failures))
     assert not failures, f"{len(failures)} README commands failed:\n\n{report}"
     assert all(c.why for c in runner.skipped), [str(c) for c in runner.skipped if not c.why]
+    # every example site passes check-config with the environment the README gives it
+    checked = {c.words[2] for c, _ in runner.ran if c.words[:2] == ["cityedge", "check-config"]}
+    examples = {f"examples/{p.name}" for p in (ROOT / "examples").glob("*.yaml")}
+    assert examples <= checked, f"examples the README never checks: {sorted(examples - checked)}"
     # the README is mostly runnable: what is not run is the exception, each with its reason
     assert len(runner.ran) > 3 * len(runner.skipped), [str(c) for c in runner.skipped]
     slowest = sorted(runner.ran, key=lambda r: -r[1])[:5]
