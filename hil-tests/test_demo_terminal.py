@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 from hil import tagged_processes
 
@@ -36,6 +37,7 @@ class Pane:
     socket: str
     env: dict[str, str]
     server_pid: int = 0
+    socket_path: str = ""
 
     def run(self, *args: str) -> str:
         done = subprocess.run(
@@ -51,6 +53,30 @@ class Pane:
     def screen(self) -> list[str]:
         """The pane as it looks, with colours (SGR escapes) kept."""
         return self.run("capture-pane", "-p", "-e", "-t", "demo").splitlines()
+
+    def close(self) -> None:
+        """Close the terminal, as closing its window does (the demo gets SIGHUP); then wait for
+        everything the demo started to stop, and stop by PID what did not."""
+        subprocess.run(
+            [self.tmux, "-L", self.socket, "kill-server"],
+            capture_output=True,
+            timeout=10,
+            env=self.env,
+        )
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.server_pid, signal.SIGKILL)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)  # tmux leaves its socket file behind
+
+    def leftovers(self, timeout_s: float) -> list[int]:
+        """PIDs of what the demo started that still run after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while (left := self.tagged()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return [p.pid for p in left]
+
+    def tagged(self) -> list[psutil.Process]:
+        return tagged_processes(self.env["CITYEDGE_TEST_TAG"], but=frozenset({self.server_pid}))
 
     def exit_status(self) -> str | None:
         """The demo's exit status, once the shell that ran it printed it."""
@@ -76,15 +102,15 @@ def pane(tmp_path: Path) -> Iterator[Pane]:
         # left empty)
         "bash", "-c", f"{shlex.quote(str(cityedge))} demo; echo \"[demo exited with $?]\"",
     )  # fmt: skip
-    p.server_pid = int(p.run("display-message", "-p", "#{pid}").strip())
+    pid, p.socket_path = p.run("display-message", "-p", "#{pid} #{socket_path}").split()
+    p.server_pid = int(pid)
     try:
         yield p
     finally:
-        subprocess.run(
-            [tmux, "-L", p.socket, "kill-server"], capture_output=True, timeout=10, env=env
-        )
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p.server_pid, signal.SIGKILL)
+        p.close()
+        for leftover in p.leftovers(30):  # a failed test must not leave the demo's programs
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(leftover, signal.SIGKILL)
 
 
 def test_demo_on_an_80x24_terminal_shows_an_alarm_raised_and_cleared(pane: Pane) -> None:
@@ -150,5 +176,15 @@ def test_demo_on_an_80x24_terminal_shows_an_alarm_raised_and_cleared(pane: Pane)
     assert removed, text
     folder = Path(removed[0].rsplit(" ", 1)[1])
     assert folder.name.startswith("cityedge-demo-") and not folder.exists(), folder
-    leftovers = tagged_processes(pane.env["CITYEDGE_TEST_TAG"], but=frozenset({pane.server_pid}))
-    assert not leftovers, leftovers
+    assert not pane.leftovers(0), pane.tagged()
+
+
+def test_closing_the_terminal_stops_everything_the_demo_started(pane: Pane) -> None:
+    deadline = time.monotonic() + 60
+    while not any(STATUS.match(ANSI.sub("", line)) for line in pane.screen()):
+        assert time.monotonic() < deadline, "\n".join(pane.screen())
+        time.sleep(0.5)
+    started = pane.tagged()
+    assert len(started) >= 5, started  # the demo, its broker, two simulators, ingest, gateway
+    pane.close()  # SIGHUP, as when the terminal window is closed
+    assert not pane.leftovers(30), pane.tagged()

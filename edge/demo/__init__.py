@@ -32,6 +32,11 @@ SITE_FILE = Path(__file__).parent / "site.yaml"
 
 WATER_FAULTS = ("spike:turbidity=240@15+25/90", "spike:ph=9.4@70+20/150")
 AIR_FAULTS = ("spike:pm2_5=118@40+30/120",)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def run_demo(
@@ -48,6 +53,10 @@ def run_demo(
     ports = {name: free_port() for name in ("mqtt", "water", "air", "http", "water_ctl", "air_ctl")}
     procs: list[Proc] = []
     clean = False
+    # a closed terminal (SIGHUP) or a kill (SIGTERM) stops the demo as Ctrl-C does, so what it
+    # started (each in its own session, out of the terminal's reach) is stopped too
+    for sig in STOP_SIGNALS[1:]:
+        signal.signal(sig, _interrupt)
     try:
         broker, kind = start_broker(ports["mqtt"], work)
         procs.append(broker)
@@ -118,19 +127,22 @@ def run_demo(
             host="127.0.0.1", port=ports["mqtt"], client_id="city-brain-demo-view"
         )
         title = (
-            f"cityedge demo · http://127.0.0.1:{ports['http']}/healthz · Ctrl-C stops everything"
+            f"cityedge demo · Ctrl-C stops everything · http://127.0.0.1:{ports['http']}/healthz"
         )
         code = asyncio.run(_view(settings, duration_s, plain, console, ingest_db, title))
         clean = code == 0
         return code
-    except KeyboardInterrupt:  # Ctrl-C before the view started: a stop the user asked for
+    except KeyboardInterrupt:  # a stop asked for before the view started
         clean = True
         return 130
     finally:
+        for sig in STOP_SIGNALS:  # stopping already: a second Ctrl-C must not cut it short
+            signal.signal(sig, signal.SIG_IGN)
         died = [p.name for p in procs if not p.alive()]
         for p in reversed(procs):
             p.stop()
-        console.print("stopped everything the demo started", highlight=False)
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            console.print("stopped everything the demo started", highlight=False)
         _leave(work, console, ours=workdir is None, clean=clean and not died, died=died)
 
 
@@ -139,7 +151,8 @@ def _leave(work: Path, console: Console, *, ours: bool, clean: bool, died: list[
     if ours and clean:
         shutil.rmtree(work, ignore_errors=True)
         if not work.exists():
-            console.print(f"removed the demo's work folder {work}", highlight=False)
+            with contextlib.suppress(OSError):
+                console.print(f"removed the demo's work folder {work}", highlight=False)
             return
     if died:
         why = f"{', '.join(died)} stopped early; see {', '.join(d + '.log' for d in died)}"
@@ -147,7 +160,8 @@ def _leave(work: Path, console: Console, *, ours: bool, clean: bool, died: list[
         why = "the demo did not end cleanly; its logs say why"
     else:
         why = "logs, outbox and the ingest's database"
-    console.print(f"kept the demo's work folder {work} ({why})", highlight=False, markup=False)
+    with contextlib.suppress(OSError):
+        console.print(f"kept the demo's work folder {work} ({why})", highlight=False, markup=False)
 
 
 async def _view(
@@ -160,7 +174,7 @@ async def _view(
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     state = BrainState(title=title)
     timer = None
