@@ -245,25 +245,27 @@ class Runner:
         failures: list[Failure] = []
         running: list[_Running] = []
         block = commands[0].block if commands else 0
-        for c in commands:
-            if c.block != block:
-                failures += self._stop(running)
-                running = []
-                block = c.block
-            if c.mode in ("needs", "skip") or (c.slow and not self.slow):
-                self.skipped.append(c)
-                continue
-            began = time.monotonic()
-            if c.mode == "long":
-                started, failure = self._start(c)
-                if started is not None:
-                    running.append(started)
-            else:
-                failure = self._run(c)
-            self.ran.append((c, time.monotonic() - began))
-            if failure is not None:
-                failures.append(failure)
-        failures += self._stop(running)
+        try:
+            for c in commands:
+                if c.block != block:
+                    failures += self._stop(running)
+                    running = []
+                    block = c.block
+                if c.mode in ("needs", "skip") or (c.slow and not self.slow):
+                    self.skipped.append(c)
+                    continue
+                began = time.monotonic()
+                if c.mode == "long":
+                    started, failure = self._start(c)
+                    if started is not None:
+                        running.append(started)
+                else:
+                    failure = self._run(c)
+                self.ran.append((c, time.monotonic() - began))
+                if failure is not None:
+                    failures.append(failure)
+        finally:  # whatever happens (an interrupted test too), nothing is left running
+            failures += self._stop(running)
         return failures
 
     def _script(self, c: Command, after: str = "") -> str:
