@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.localsite import Proc, cityedge_argv, start, wait_port
@@ -132,3 +133,16 @@ def http_text(url: str) -> tuple[int, str]:
             return int(resp.status), resp.read().decode()
     except urllib.error.HTTPError as err:
         return int(err.code), err.read().decode()
+
+
+def tagged_processes(tag: str, but: frozenset[int] = frozenset()) -> list[psutil.Process]:
+    """Processes whose environment carries ``CITYEDGE_TEST_TAG=tag`` (children inherit it), but
+    ``but``: what a test started and left behind, whatever else runs on this shared machine."""
+
+    def tagged(p: psutil.Process) -> bool:
+        try:
+            return p.pid not in but and p.environ().get("CITYEDGE_TEST_TAG") == tag
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            return False
+
+    return [p for p in psutil.process_iter() if tagged(p)]

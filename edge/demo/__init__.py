@@ -6,13 +6,17 @@ whose pH drifts high every 150 s, a simulated air station whose PM2.5 climbs eve
 the city brain's ingest (``cityedge ingest`` into an SQLite file) and the gateway with the bundled
 ``site.yaml``, whose sink keeps every envelope in its durable outbox until the broker has it. Then
 it shows what the city brain receives, and what the ingest stored.
-Ctrl-C (or ``--duration-s``) stops everything it started, by process id.
+Ctrl-C (or ``--duration-s``) stops everything it started, by process id. The demo's work folder
+(logs, the outbox, the ingest's database) is a temp folder it names at the start; at the end it
+is removed when everything ran and stopped cleanly, and kept (and named again) when something
+failed, since its logs then say what.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
 import tempfile
 from collections.abc import Callable
@@ -28,6 +32,11 @@ SITE_FILE = Path(__file__).parent / "site.yaml"
 
 WATER_FAULTS = ("spike:turbidity=240@15+25/90", "spike:ph=9.4@70+20/150")
 AIR_FAULTS = ("spike:pm2_5=118@40+30/120",)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def run_demo(
@@ -43,6 +52,11 @@ def run_demo(
     work = workdir or Path(tempfile.mkdtemp(prefix="cityedge-demo-"))
     ports = {name: free_port() for name in ("mqtt", "water", "air", "http", "water_ctl", "air_ctl")}
     procs: list[Proc] = []
+    clean = False
+    # a closed terminal (SIGHUP) or a kill (SIGTERM) stops the demo as Ctrl-C does, so what it
+    # started (each in its own session, out of the terminal's reach) is stopped too
+    for sig in STOP_SIGNALS[1:]:
+        signal.signal(sig, _interrupt)
     try:
         broker, kind = start_broker(ports["mqtt"], work)
         procs.append(broker)
@@ -112,11 +126,42 @@ def run_demo(
         settings = LinkSettings(
             host="127.0.0.1", port=ports["mqtt"], client_id="city-brain-demo-view"
         )
-        return asyncio.run(_view(settings, duration_s, plain, console, ingest_db))
+        title = (
+            f"cityedge demo · Ctrl-C stops everything · http://127.0.0.1:{ports['http']}/healthz"
+        )
+        code = asyncio.run(_view(settings, duration_s, plain, console, ingest_db, title))
+        clean = code == 0
+        return code
+    except KeyboardInterrupt:  # a stop asked for before the view started
+        clean = True
+        return 130
     finally:
+        for sig in STOP_SIGNALS:  # stopping already: a second Ctrl-C must not cut it short
+            signal.signal(sig, signal.SIG_IGN)
+        died = [p.name for p in procs if not p.alive()]
         for p in reversed(procs):
             p.stop()
-        console.print("stopped everything the demo started", highlight=False)
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            console.print("stopped everything the demo started", highlight=False)
+        _leave(work, console, ours=workdir is None, clean=clean and not died, died=died)
+
+
+def _leave(work: Path, console: Console, *, ours: bool, clean: bool, died: list[str]) -> None:
+    """Remove the work folder after a clean run; otherwise keep it and say where it is."""
+    if ours and clean:
+        shutil.rmtree(work, ignore_errors=True)
+        if not work.exists():
+            with contextlib.suppress(OSError):
+                console.print(f"removed the demo's work folder {work}", highlight=False)
+            return
+    if died:
+        why = f"{', '.join(died)} stopped early; see {', '.join(d + '.log' for d in died)}"
+    elif ours and not clean:
+        why = "the demo did not end cleanly; its logs say why"
+    else:
+        why = "logs, outbox and the ingest's database"
+    with contextlib.suppress(OSError):
+        console.print(f"kept the demo's work folder {work} ({why})", highlight=False, markup=False)
 
 
 async def _view(
@@ -125,12 +170,13 @@ async def _view(
     plain: bool,
     console: Console,
     ingest_db: Path,
+    title: str,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
-    state = BrainState()
+    state = BrainState(title=title)
     timer = None
     if duration_s is not None:
         timer = loop.call_later(duration_s, stop.set)
@@ -141,10 +187,10 @@ async def _view(
             timer.cancel()
         with contextlib.suppress(Exception):
             console.print(
-                f"city brain received {state.received} messages from {len(state.latest)} devices; "
-                f"{len(state.history)} events shown",
+                f"city brain received {state.received} messages ({state.invalid} invalid) from "
+                f"{len(state.latest)} devices; {len(state.history)} events",
                 highlight=False,
             )
             if state.ingest:
-                console.print(state.ingest, highlight=False)
+                console.print("; ".join(state.ingest), highlight=False, markup=False)
     return 0
