@@ -33,7 +33,7 @@ from cloud_bridge.bridge import Bridge, BridgeSettings
 from cloud_bridge.link import LinkSettings
 from cloud_bridge.outbox import OutboxSettings, Record
 from edge.localsite import Broker
-from edge.sinks.mqtt import record_of
+from edge.mqtt_sink.sink import record_of
 from protocols import envelope as env
 from protocols.ids import Uuid7Generator
 

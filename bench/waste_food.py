@@ -19,8 +19,8 @@ import numpy as np
 from rich.console import Console
 
 from bench.common import measure_gateway, stamp
-from edge.apps.bin_fill import roi_crops
-from edge.bins.scene import ROI, DayPlan, day_frames
+from edge.bin_fill.app import roi_crops
+from edge.bin_fill.scene import ROI, DayPlan, day_frames
 from edge.hygiene import scene
 from edge.hygiene.crops import crop, face_square, head_box
 from edge.hygiene.pipeline import HygienePipeline

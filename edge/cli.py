@@ -174,7 +174,7 @@ async def _set_when(event: asyncio.Event, target: asyncio.Event) -> None:
 def _register_areas() -> None:
     """Each area of the suite adds its commands here: explicit, one line per area."""
     from cloud_bridge import cli as cloud_cli
-    from edge.faces import cli as faces_cli
+    from edge.face_access import cli as faces_cli
     from edge.simulators import cli as simulators_cli
     from edge.simulators import vision_cli
     from edge.simulators.junction import cli as junction_cli

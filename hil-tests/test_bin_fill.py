@@ -12,7 +12,7 @@ from pathlib import Path
 from hil import Subscriber, http_json
 from vision_site import start_camera_site
 
-from edge.bins.scene import ROI, write_day_video
+from edge.bin_fill.scene import ROI, write_day_video
 from edge.localsite import Broker, Proc
 from edge.vision.manifest import ModelStore
 from models.build import card_range

@@ -20,7 +20,7 @@ from pathlib import Path
 from face_site import GateSite, enroll, make_site, segment, start, wait_access
 from hil import Subscriber
 
-from edge.faces.scene import Segment
+from edge.face_access.scene import Segment
 from edge.localsite import Broker, Proc
 from protocols import envelope as env
 

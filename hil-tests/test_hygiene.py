@@ -15,10 +15,10 @@ import numpy as np
 from hil import Subscriber
 from vision_site import start_camera_site
 
-from edge.apps.hygiene_config import HygieneConfig
-from edge.faces.detector import MtcnnDetector
+from edge.hygiene.config import HygieneConfig
 from edge.hygiene.scene import CLEAN_ZONE, CLIP, write_factory_clip
 from edge.localsite import Broker, Proc
+from edge.vision.face_detector import MtcnnDetector
 from edge.vision.manifest import ModelStore
 from models.build import card_range
 from protocols import envelope as env

@@ -718,7 +718,7 @@ def real_head(
 
 def worker_cutout(store: ModelStore, photo: str = "obama.jpg", height: int = 330) -> Cutout:
     """The clip's worker: a registry photo's person, cut out around the face MTCNN finds."""
-    from edge.faces.detector import MtcnnDetector
+    from edge.vision.face_detector import MtcnnDetector
 
     img = cv2.imread(str(store.asset(photo)), cv2.IMREAD_COLOR)
     if img is None:

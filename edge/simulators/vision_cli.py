@@ -27,7 +27,7 @@ def bin_video(
 
     The bin's region of interest is printed for the bin_fill app's ``roi``.
     """
-    from edge.bins.scene import ROI, DayPlan, write_day_video
+    from edge.bin_fill.scene import ROI, DayPlan, write_day_video
 
     writable_target(out, "video file")
     plan = DayPlan(seconds=seconds, fps=fps, seed=seed, overflow_from=0.55 if overflow else None)

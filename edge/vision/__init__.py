@@ -9,7 +9,7 @@ Generic on purpose — face access (issue 7) and bin fill / hygiene vision (issu
   session (one thread by default), warmed at start;
 - :mod:`edge.vision.frames`    :class:`~edge.vision.frames.Frame`, the item a camera source emits;
 - :mod:`edge.vision.motion`    motion gating (pure numpy) so static scenes cost no inference;
-- :mod:`edge.vision.camera`    source ``camera``: OpenCV file / RTSP / USB, read off the event loop;
+- :mod:`edge.camera.source`    source ``camera``: OpenCV file / RTSP / USB, read off the event loop;
 - :mod:`edge.vision.imageops`  pure numpy geometry: similarity transforms, NMS, box helpers.
 
 Heavy imports (onnxruntime, cv2) happen only in the modules that need them, so configuration

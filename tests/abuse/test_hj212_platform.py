@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edge.hj212_sink.sink import Hj212Sink
 from edge.localsite import free_port
-from edge.sinks.hj212 import Hj212Sink
 from protocols import hj212
 from protocols.hj212 import Cn, Cp, FrameReader, Packet
 from tests.abuse.fuzz import FUZZ, fuzz_input, run

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from edge.config.site import load_site
 from edge.errors import ConfigError
-from edge.sinks.mqtt_config import CommandsConfig
+from edge.mqtt_sink.config import CommandsConfig
 from protocols import ed25519, signed
 from tests.abuse.forge import FORGED_SIG, SMALL_ORDER, forge
 from tests.edge.test_config import GOOD

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from edge.apps.bin_fill import BinFillApp
-from edge.apps.bin_fill_config import BinFillConfig
-from edge.bins import scene
+from edge.bin_fill import scene
+from edge.bin_fill.app import BinFillApp
+from edge.bin_fill.config import BinFillConfig
 from edge.vision.manifest import ModelStore
 from models.build import card_range
 from models.train.recipes import played_day

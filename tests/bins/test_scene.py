@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.bins import scene
+from edge.bin_fill import scene
 from edge.vision.manifest import ModelStore
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge.bins.state import BinState, Thresholds
+from edge.bin_fill.state import BinState, Thresholds
 
 
 def events(state: BinState, obs: list[tuple[float, float, float]]) -> list[tuple[str, float]]:

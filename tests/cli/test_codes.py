@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from edge import errors as edge_errors
-from edge.faces.service import EnrollmentError
-from edge.faces.store import FaceStoreError
-from edge.vision.camera import CameraError
+from edge.camera.source import CameraError
+from edge.face_access.service import EnrollmentError
+from edge.face_access.store import FaceStoreError
 from edge.vision.manifest import ModelError
 from models import build
 from protocols import codes

@@ -11,7 +11,7 @@ from cloud_bridge.bridge import Bridge, BridgeSettings
 from cloud_bridge.link import LinkSettings, MqttLink
 from cloud_bridge.outbox import OutboxClass, Record
 from edge.localsite import Broker
-from edge.sinks.mqtt import record_of
+from edge.mqtt_sink.sink import record_of
 from protocols import envelope as env
 from protocols.ids import Uuid7Generator
 from protocols.session import LinkState, decode_state

@@ -17,7 +17,7 @@ from cloud_bridge.commands import RefusalLog
 from cloud_bridge.link import LinkSettings, MqttLink
 from cloud_bridge.outbox import Outbox, OutboxSettings
 from edge.localsite import Broker
-from edge.sinks.mqtt import record_of
+from edge.mqtt_sink.sink import record_of
 from protocols import envelope as env
 from protocols import topics
 from protocols.commands import CommandReply

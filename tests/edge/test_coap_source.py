@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from edge.coap.config import CoapSourceConfig
+from edge.coap.source import CoapSource, values_of
 from edge.simulators.coap_air import AirSensor, serve
-from edge.sources.coap import CoapSource, values_of
-from edge.sources.coap_config import CoapSourceConfig
 from protocols import envelope as env
 from protocols import senml
 from protocols.errors import DecodeError

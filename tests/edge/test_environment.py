@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from edge.actuators import Actuators
-from edge.apps.environment import EnvironmentApp
-from edge.apps.environment_config import EnvironmentConfig
 from edge.channel import Channel
 from edge.clock import VirtualClock
 from edge.config.base import CheckContext
+from edge.environment.app import EnvironmentApp
+from edge.environment.config import EnvironmentConfig
 from edge.metrics import GatewayMetrics
 from edge.plugin import AppContext, Emitter
 from edge.readings import Reading, ReadingBatch

@@ -12,13 +12,13 @@ from typing import Any
 from edge.channel import Channel
 from edge.clock import SystemClock
 from edge.config.base import CheckContext
+from edge.hj212_sink.config import Hj212SinkConfig
+from edge.hj212_sink.sink import Hj212Sink
 from edge.localsite import free_port
 from edge.metrics import GatewayMetrics
 from edge.plugin import Emitter, SinkContext
 from edge.readings import Reading, ReadingBatch
 from edge.simulators.hj212_platform import Platform, serve
-from edge.sinks.hj212 import Hj212Sink
-from edge.sinks.hj212_config import Hj212SinkConfig
 from protocols import envelope as env
 
 HOUR = datetime(2026, 1, 1, 4, tzinfo=UTC)  # 12:00 in China

@@ -17,9 +17,9 @@ from edge.clock import SystemClock
 from edge.config.base import CheckContext
 from edge.localsite import Broker
 from edge.metrics import GatewayMetrics
+from edge.mqtt_sink.config import MqttSinkConfig
+from edge.mqtt_sink.sink import MqttSink
 from edge.plugin import Emitter, SinkContext
-from edge.sinks.mqtt import MqttSink
-from edge.sinks.mqtt_config import MqttSinkConfig
 from protocols import envelope as env
 from protocols.ids import Uuid7Generator
 
@@ -184,7 +184,7 @@ def test_command_keys_become_public_keys_and_the_outbox_path_follows_the_site(
 ) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from edge.sinks.mqtt import bridge_settings
+    from edge.mqtt_sink.sink import bridge_settings
     from protocols.signed import b64url, public_key_raw
 
     key = Ed25519PrivateKey.generate()

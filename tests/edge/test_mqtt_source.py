@@ -14,10 +14,10 @@ from edge.clock import Clock, SystemClock, VirtualClock
 from edge.config.base import CheckContext
 from edge.localsite import Broker
 from edge.metrics import GatewayMetrics
+from edge.node_mqtt.config import MqttSourceConfig
+from edge.node_mqtt.source import MqttSource
 from edge.plugin import Emitter, SourceContext
 from edge.readings import ReadingBatch
-from edge.sources.mqtt import MqttSource
-from edge.sources.mqtt_config import MqttSourceConfig
 from protocols import envelope as env
 from protocols import nodewire
 from protocols.nodewire import NodeState

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge.apps import quality
-from edge.apps.quality import iaqi
+from edge.environment import quality
+from edge.environment.quality import iaqi
 
 # (pollutant, averaging, concentration, IAQI, how)
 IAQI_EXAMPLES = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge.apps.thresholds import ThresholdTracker
-from edge.apps.thresholds_config import ThresholdRule
+from edge.thresholds.app import ThresholdTracker
+from edge.thresholds.config import ThresholdRule
 from protocols.envelope import AlarmState
 
 

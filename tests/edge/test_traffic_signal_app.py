@@ -15,8 +15,6 @@ import pytest
 from pydantic import ValidationError
 
 from edge.actuators import Actuators
-from edge.apps.traffic_signal import TrafficSignalApp
-from edge.apps.traffic_signal_config import TrafficSignalConfig
 from edge.channel import Channel
 from edge.clock import VirtualClock
 from edge.config.base import Catalog, CheckContext, PointInfo
@@ -26,7 +24,9 @@ from edge.plugin import AppContext, Emitter
 from edge.readings import Reading, ReadingBatch
 from edge.simulators.junction.cabinet import Cabinet
 from edge.simulators.junction.loop import through_registers
-from edge.traffic import load_junction
+from edge.traffic_signal import load_junction
+from edge.traffic_signal.app import TrafficSignalApp
+from edge.traffic_signal.config import TrafficSignalConfig
 from protocols import envelope as env
 from protocols.modbus import Value
 from protocols.signal_controller import Mode

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 
 from edge.actuators import Actuators
-from edge.apps.face_access import FaceAccessApp
-from edge.apps.face_access_config import FaceAccessConfig
 from edge.channel import Channel, Overflow
 from edge.clock import VirtualClock
 from edge.config.base import CheckContext
 from edge.errors import DeviceError
+from edge.face_access.app import FaceAccessApp
+from edge.face_access.config import FaceAccessConfig
 from edge.metrics import GatewayMetrics
 from edge.plugin import AppContext, Emitter
 from edge.readings import ReadingBatch

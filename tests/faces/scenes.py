@@ -9,8 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.faces.detector import MtcnnDetector
-from edge.faces.scene import Kind, Segment, frames, head_crop
+from edge.face_access.scene import Kind, Segment, frames, head_crop
+from edge.vision.face_detector import MtcnnDetector
 from edge.vision.frames import Frame
 from edge.vision.manifest import ModelStore
 

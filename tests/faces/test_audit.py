@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.faces.audit import AuditLog
+from edge.face_access.audit import AuditLog
 
 KEY = b"k" * 32
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge.apps.face_access_config import FaceAccessConfig
 from edge.cli import app
 from edge.config.site import load_site
-from edge.faces.service import FaceService
+from edge.face_access.config import FaceAccessConfig
+from edge.face_access.service import FaceService
 from edge.vision.manifest import MANIFEST_JSON, ModelStore
 
 runner = CliRunner()

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.apps.face_access import FaceAccessApp
-from edge.faces.pipeline import FaceAnalysis
+from edge.face_access.app import FaceAccessApp
+from edge.face_access.pipeline import FaceAnalysis
 from edge.readings import Reading, ReadingBatch
 from protocols import envelope as env
 from tests.faces.harness import OPEN_S, Harness, config
@@ -149,7 +149,7 @@ def test_decision_table(
     person: str,
     reason: str,
 ) -> None:
-    from edge.faces.gallery import Gallery
+    from edge.face_access.gallery import Gallery
 
     cfg = config(tmp_path, liveness=policy)
     app = FaceAccessApp.__new__(FaceAccessApp)

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.faces.gallery import Gallery
+from edge.face_access.gallery import Gallery
 
 
 @given(n=st.integers(1, 60), people=st.integers(1, 20), seed=st.integers(0, 2**32 - 1))

@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.apps.face_access_config import FaceAccessConfig
-from edge.faces.pipeline import FacePipeline, QualitySettings
+from edge.face_access.config import FaceAccessConfig
+from edge.face_access.pipeline import FacePipeline, QualitySettings
 from edge.vision.manifest import ModelStore
 from tests.faces.scenes import read
 

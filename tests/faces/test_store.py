@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.faces.keys import derive_keys
-from edge.faces.store import FaceStoreError, TemplateStore
+from edge.face_access.keys import derive_keys
+from edge.face_access.store import FaceStoreError, TemplateStore
 
 MODEL = "dlib-resnet-embedding@1+6afde9c2422d"
 KEY = derive_keys("a-long-gateway-secret-for-tests", "site", "gw").templates

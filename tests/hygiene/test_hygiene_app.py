@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from edge.apps.hygiene import HygieneApp
-from edge.apps.hygiene_config import HygieneConfig
 from edge.config.base import Catalog
 from edge.hygiene import scene
+from edge.hygiene.app import HygieneApp
+from edge.hygiene.config import HygieneConfig
 from edge.vision.manifest import ModelStore
 from models.build import card_range
 from protocols import envelope as env

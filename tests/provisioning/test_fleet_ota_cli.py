@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edge.cli import app
-from edge.sources.mqtt_config import MqttSourceConfig
+from edge.node_mqtt.config import MqttSourceConfig
 from protocols import signed
 from provisioning import fleet, ota
 from provisioning.errors import ProvisionInputError, ProvisionRunError

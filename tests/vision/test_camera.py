@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from edge.camera.config import CameraSourceConfig
+from edge.camera.source import CameraError, CameraSource
 from edge.channel import Channel, Overflow
 from edge.clock import SystemClock
 from edge.config.base import CheckContext
 from edge.metrics import GatewayMetrics
 from edge.plugin import Emitter, SourceContext
 from edge.readings import ReadingBatch
-from edge.vision.camera import CameraError, CameraSource
-from edge.vision.camera_config import CameraSourceConfig
 from edge.vision.frames import Frame
 from protocols import envelope as env
 

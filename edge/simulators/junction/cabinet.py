@@ -5,7 +5,7 @@ It runs its fixed plan on its own (``mode_request`` 0) or follows the gateway's 
 ``watchdog_s`` it falls back to its fixed plan. It does what it is told with the timings it is
 given — it does **not** second-guess a command's green or intergreen — so that the gateway's
 safety guard is what keeps the junction safe, and the independent monitor
-(:mod:`edge.traffic.monitor`) is what proves it. It refuses only values it cannot execute
+(:mod:`edge.traffic_signal.monitor`) is what proves it. It refuses only values it cannot execute
 (a phase that does not exist, a phase followed by itself): Modbus exception 3.
 
 Rules the cabinet follows on its own:

@@ -74,7 +74,7 @@ def simulate_junction(
         load_scenario,
         scenario_names,
     )
-    from edge.traffic import load_junction
+    from edge.traffic_signal import load_junction
 
     if list_:
         for name in scenario_names():

@@ -5,7 +5,7 @@ step the cabinet runs to the simulation time, its heads are shown in SUMO, SUMO 
 detector readings and kerb-side pedestrians are fed back to the cabinet.
 
 :func:`run_in_process` is the benchmark's (and the tests') way to run the gateway's control
-loop (:class:`~edge.traffic.control.SignalControl`) against it without sockets: every poll and
+loop (:class:`~edge.traffic_signal.control.SignalControl`) against it without sockets: every poll and
 every write goes through the register map's encoding, so the controller sees exactly the
 values (and the 0.1 s rounding) it would see over Modbus.
 """
@@ -22,9 +22,9 @@ from pathlib import Path
 from edge.simulators.junction.cabinet import Cabinet
 from edge.simulators.junction.scenario import Scenario
 from edge.simulators.junction.sumo import JunctionRun, RunResult
-from edge.traffic.control import Event, SignalControl
-from edge.traffic.policy import Policy
-from edge.traffic.safety import Guard
+from edge.traffic_signal.control import Event, SignalControl
+from edge.traffic_signal.policy import Policy
+from edge.traffic_signal.safety import Guard
 from protocols.junction import JunctionSpec
 from protocols.modbus import Value, decode_value, encode_value
 from protocols.signal_controller import POINTS, ControllerState

@@ -65,7 +65,9 @@ class Demand(StrictModel):
 class Scenario(StrictModel):
     name: Ident = Field(description="Scenario name (the file is <name>.yaml)")
     description: str = Field(description="What the scenario shows")
-    junction: Ident = Field(default="four-arm", description="Timing sheet (edge/traffic/junctions)")
+    junction: Ident = Field(
+        default="four-arm", description="Timing sheet (edge/traffic_signal/junctions)"
+    )
     network: Ident = Field(default="four-arm", description="SUMO plain-XML network to build")
     pattern: Ident = Field(description="Demand pattern name, for reports")
     demand: Demand = Field(description="Vehicle and pedestrian demand")

@@ -16,7 +16,7 @@ Signals are shown in one of two ways:
   phases, minimum and maximum greens, ambers and all-reds.
 
 Every step, the heads SUMO actually shows are read back and fed to the independent
-:class:`~edge.traffic.monitor.SafetyMonitor`; SUMO's own collision check (junctions included)
+:class:`~edge.traffic_signal.monitor.SafetyMonitor`; SUMO's own collision check (junctions included)
 and its emergency braking counts are the second witness.
 
 Delay per vehicle is SUMO's ``timeLoss`` plus its ``departDelay`` (time spent waiting to
@@ -40,7 +40,7 @@ from xml.sax.saxutils import quoteattr
 from edge.errors import MissingExtraError
 from edge.simulators.junction.cabinet import DetectorReading
 from edge.simulators.junction.scenario import Scenario
-from edge.traffic.monitor import SafetyMonitor
+from edge.traffic_signal.monitor import SafetyMonitor
 from protocols.junction import Aspect, GroupKind, JunctionSpec
 
 NET_DIR = Path(__file__).parent / "net"

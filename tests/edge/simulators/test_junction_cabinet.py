@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edge.simulators.junction.cabinet import Cabinet, CommandRefused, DetectorReading
-from edge.traffic import load_junction
+from edge.traffic_signal import load_junction
 from protocols.junction import Aspect
 from protocols.modbus import Value
 from protocols.signal_controller import CommandStatus, Fault, Interval, Mode

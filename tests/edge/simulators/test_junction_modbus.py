@@ -17,16 +17,16 @@ from edge.config.base import CheckContext
 from edge.errors import DeviceError
 from edge.localsite import free_port
 from edge.metrics import GatewayMetrics
+from edge.modbus.config import ModbusSourceConfig
+from edge.modbus.source import ModbusSource
 from edge.plugin import Emitter, SourceContext
 from edge.readings import ReadingBatch
 from edge.simulators.faults import FaultSchedule
 from edge.simulators.junction.cabinet import Cabinet
 from edge.simulators.junction.server import CabinetDevice
 from edge.simulators.modbus_device import serve
-from edge.sources.modbus import ModbusSource
-from edge.sources.modbus_config import ModbusSourceConfig
-from edge.traffic import load_junction
-from edge.traffic.safety import Guard, Proposal
+from edge.traffic_signal import load_junction
+from edge.traffic_signal.safety import Guard, Proposal
 from protocols import envelope as env
 from protocols.signal_controller import CommandStatus, ControllerState, Interval, Mode
 

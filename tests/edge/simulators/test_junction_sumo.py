@@ -20,9 +20,9 @@ from edge.simulators.junction.sumo import (
     build_network,
     routes_xml,
 )
-from edge.traffic import load_junction
-from edge.traffic.control import FallbackChange, PlanChange
-from edge.traffic.policy import AdaptivePolicy
+from edge.traffic_signal import load_junction
+from edge.traffic_signal.control import FallbackChange, PlanChange
+from edge.traffic_signal.policy import AdaptivePolicy
 
 J = load_junction("four-arm")
 

@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import pytest
 
-from edge.traffic import load_junction
-from edge.traffic.control import FallbackChange, PlanChange, SignalControl
-from edge.traffic.safety import Command, Fallback, Guard, Proposal, TakeControl
+from edge.traffic_signal import load_junction
+from edge.traffic_signal.control import FallbackChange, PlanChange, SignalControl
+from edge.traffic_signal.safety import Command, Fallback, Guard, Proposal, TakeControl
 from protocols.signal_controller import (
     CommandStatus,
     ControllerState,

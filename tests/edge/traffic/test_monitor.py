@@ -6,8 +6,8 @@ from collections.abc import Iterable
 
 import pytest
 
-from edge.traffic import load_junction
-from edge.traffic.monitor import SafetyMonitor
+from edge.traffic_signal import load_junction
+from edge.traffic_signal.monitor import SafetyMonitor
 from protocols.junction import Aspect
 
 J = load_junction("four-arm")

@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 
 from edge.simulators.junction.cabinet import Cabinet, DetectorReading
 from edge.simulators.junction.loop import through_registers
-from edge.traffic import load_junction
-from edge.traffic.control import SignalControl
-from edge.traffic.monitor import SafetyMonitor
-from edge.traffic.safety import Guard, Proposal
+from edge.traffic_signal import load_junction
+from edge.traffic_signal.control import SignalControl
+from edge.traffic_signal.monitor import SafetyMonitor
+from edge.traffic_signal.safety import Guard, Proposal
 from protocols.modbus import Value
 from protocols.signal_controller import ControllerState
 
