@@ -32,10 +32,10 @@ from bench.common import stamp
 from cloud_bridge.bridge import Bridge, BridgeSettings
 from cloud_bridge.link import LinkSettings
 from cloud_bridge.outbox import OutboxSettings, Record
-from edge.localsite import Broker
 from edge.mqtt_sink.sink import record_of
 from protocols import envelope as env
 from protocols.ids import Uuid7Generator
+from sim.localsite import Broker
 
 N_THROUGHPUT = 100_000
 RATE = 500

@@ -1,7 +1,7 @@
 """Face access: decision latency, 1:N search, CPU on a still scene, memory with models loaded.
 
 1. Decision latency at 640x480: the ``face_access`` app in this process with the real models,
-   fed doorway frames made from the real photos (``edge/face_access/scene.py``); measured from the
+   fed doorway frames made from the real photos (``sim/scenes/faces.py``); measured from the
    frame's capture time to the moment the app issues the relay write (a recording writer behind
    the real actuator path stands in for the Modbus round trip, which ``e2e`` measures). With
    liveness on and off, and the time per pipeline stage.
@@ -32,8 +32,6 @@ from edge.config.base import CheckContext
 from edge.face_access.app import FaceAccessApp
 from edge.face_access.config import FaceAccessConfig
 from edge.face_access.gallery import Gallery
-from edge.face_access.scene import Segment, frames, head_crop
-from edge.localsite import Proc, cityedge_argv, free_port, start, wait_port
 from edge.metrics import GatewayMetrics
 from edge.plugin import AppContext, Emitter
 from edge.readings import ReadingBatch
@@ -42,6 +40,8 @@ from edge.vision.frames import Frame
 from edge.vision.manifest import ModelStore
 from edge.vision.session import limit_blas_threads
 from protocols import envelope as env
+from sim.localsite import Proc, cityedge_argv, free_port, start, wait_port
+from sim.scenes.faces import Segment, frames, head_crop
 
 DECISIONS = 60
 SEARCHES = 300

@@ -47,12 +47,12 @@ WORKERS = 2
 
 def one_run(pattern: str, seed: int, controller: str) -> dict[str, Any]:
     """One simulation in this (worker) process; libsumo runs one at a time per process."""
-    from edge.simulators.junction.loop import run_in_process
-    from edge.simulators.junction.scenario import load_scenario
-    from edge.simulators.junction.sumo import JunctionRun, SumoProgram
     from edge.traffic_signal import load_junction
     from edge.traffic_signal.policy import AdaptivePolicy, MaxPressurePolicy
     from edge.traffic_signal.webster import group_flows, webster
+    from sim.junction.loop import run_in_process
+    from sim.junction.scenario import load_scenario
+    from sim.junction.sumo import JunctionRun, SumoProgram
 
     scenario = load_scenario(pattern)
     junction = load_junction(scenario.junction)

@@ -20,15 +20,15 @@ from rich.console import Console
 
 from bench.common import measure_gateway, stamp
 from edge.bin_fill.app import roi_crops
-from edge.bin_fill.scene import ROI, DayPlan, day_frames
-from edge.hygiene import scene
 from edge.hygiene.crops import crop, face_square, head_box
 from edge.hygiene.pipeline import HygienePipeline
-from edge.localsite import Proc, free_port
 from edge.vision.imageops import point_in_polygon
 from edge.vision.manifest import ModelStore
 from edge.vision.session import ModelSession
-from edge.vision.synth import encode_video
+from sim.localsite import Proc, free_port
+from sim.scenes import hygiene as scene
+from sim.scenes.bins import ROI, DayPlan, day_frames
+from sim.scenes.synth import encode_video
 
 REPEATS = 60
 WARMUP_S = 20.0

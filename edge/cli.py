@@ -175,10 +175,10 @@ def _register_areas() -> None:
     """Each area of the suite adds its commands here: explicit, one line per area."""
     from cloud_bridge import cli as cloud_cli
     from edge.face_access import cli as faces_cli
-    from edge.simulators import cli as simulators_cli
-    from edge.simulators import vision_cli
-    from edge.simulators.junction import cli as junction_cli
     from provisioning import cli as provisioning_cli
+    from sim import cli as simulators_cli
+    from sim.junction import cli as junction_cli
+    from sim.scenes import vision_cli
 
     simulators_cli.register(app, simulate_app)
     faces_cli.register(app, simulate_app)
@@ -210,7 +210,7 @@ def demo(
     ] = False,
 ) -> None:
     """A whole site on this machine: simulators, a broker, the gateway, the city brain's view."""
-    from edge.demo import run_demo
+    from sim.demo import run_demo
 
     setup_logging("warning")
     plain = plain if plain is not None else (as_json or not sys.stdout.isatty())

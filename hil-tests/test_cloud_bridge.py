@@ -19,12 +19,12 @@ from cloud_bridge.bridge import Bridge, BridgeSettings
 from cloud_bridge.brokerconf import write_site_broker
 from cloud_bridge.link import LinkRefused, LinkSettings, MqttLink, TlsSettings
 from cloud_bridge.outbox import OutboxClass, OutboxSettings
-from edge.localsite import Broker, Proc, free_port, mosquitto_path, start, wait_port
 from edge.mqtt_sink.sink import record_of
 from protocols import commands, signed, topics
 from protocols import envelope as env
 from protocols.ids import Uuid7Generator
 from protocols.session import decode_state
+from sim.localsite import Broker, Proc, free_port, mosquitto_path, start, wait_port
 
 SITE = "hil"
 IDS = Uuid7Generator()

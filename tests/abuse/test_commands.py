@@ -22,10 +22,10 @@ from cloud_bridge.bridge import Bridge, BridgeSettings
 from cloud_bridge.commands import Audit, CommandDesk
 from cloud_bridge.link import LinkSettings, MqttLink
 from cloud_bridge.outbox import Outbox, OutboxSettings
-from edge.localsite import Broker
 from edge.remote_config import RemoteConfig
 from protocols import commands, signed, topics
 from protocols.commands import CommandReply
+from sim.localsite import Broker
 from tests.abuse.forge import FORGED_SIG, SMALL_ORDER, forge
 from tests.edge.test_config import GOOD as GOOD_SITE
 

@@ -140,7 +140,7 @@ _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|(^|_)PW$|PSK")
 
 @pytest.mark.parametrize(
     "path",
-    [*sorted((ROOT / "examples").glob("*.yaml")), ROOT / "edge/demo/site.yaml"],
+    [*sorted((ROOT / "examples").glob("*.yaml")), ROOT / "sim/demo/site.yaml"],
     ids=lambda p: p.name,
 )
 def test_no_shipped_config_carries_a_fallback_secret(path: Path) -> None:

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from edge.bin_fill import scene
 from edge.bin_fill.app import BinFillApp
 from edge.bin_fill.config import BinFillConfig
 from edge.vision.manifest import ModelStore
 from models.build import card_range
 from models.train.recipes import played_day
 from protocols import envelope as env
+from sim.scenes import bins as scene
 from tests.vision.app_harness import AppHarness
 
 

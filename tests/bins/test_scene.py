@@ -8,8 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.bin_fill import scene
 from edge.vision.manifest import ModelStore
+from sim.scenes import bins as scene
 
 
 def test_same_seed_same_pixels_other_seed_other_pixels() -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 from cloud_bridge.bridge import Bridge, BridgeSettings
 from cloud_bridge.link import LinkSettings, MqttLink
 from cloud_bridge.outbox import OutboxClass, Record
-from edge.localsite import Broker
 from edge.mqtt_sink.sink import record_of
 from protocols import envelope as env
 from protocols.ids import Uuid7Generator
 from protocols.session import LinkState, decode_state
+from sim.localsite import Broker
 
 IDS = Uuid7Generator()
 NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)

@@ -16,12 +16,12 @@ from cloud_bridge.bridge import Bridge
 from cloud_bridge.commands import RefusalLog
 from cloud_bridge.link import LinkSettings, MqttLink
 from cloud_bridge.outbox import Outbox, OutboxSettings
-from edge.localsite import Broker
 from edge.mqtt_sink.sink import record_of
 from protocols import envelope as env
 from protocols import topics
 from protocols.commands import CommandReply
 from protocols.session import HostState, LinkState
+from sim.localsite import Broker
 from tests.cloud_bridge.test_bridge import availability, drain, settings
 from tests.cloud_bridge.test_outbox_faults import fill_disk
 

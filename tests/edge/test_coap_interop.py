@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.localsite import Proc, cityedge_argv, start
 from protocols import senml
+from sim.localsite import Proc, cityedge_argv, start
 from tests.edge.test_coap_source import free_udp_port, source
 
 

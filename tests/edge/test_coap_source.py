@@ -13,10 +13,10 @@ import pytest
 
 from edge.coap.config import CoapSourceConfig
 from edge.coap.source import CoapSource, values_of
-from edge.simulators.coap_air import AirSensor, serve
 from protocols import envelope as env
 from protocols import senml
 from protocols.errors import DecodeError
+from sim.devices.coap_air import AirSensor, serve
 from tests.edge.source_harness import Captured, source_context
 
 
@@ -235,7 +235,7 @@ async def test_simulator_keeps_a_bounded_deduplication_cache() -> None:
     import aiocoap
     from aiocoap.messagemanager import MessageManager
 
-    from edge.simulators.coap_air import start_server
+    from sim.devices.coap_air import start_server
 
     port = free_udp_port()
     server, _air = await start_server("127.0.0.1", port, AirSensor(), dedup_window=50)

@@ -265,7 +265,7 @@ def test_every_field_has_a_description_and_extra_is_forbidden() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    [*sorted((ROOT / "examples").glob("*.yaml")), ROOT / "edge/demo/site.yaml"],
+    [*sorted((ROOT / "examples").glob("*.yaml")), ROOT / "sim/demo/site.yaml"],
     ids=lambda p: p.name,
 )
 def test_shipped_configs_are_valid(path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edge.config.site import load_site
 
-DEMO = Path(__file__).resolve().parents[2] / "edge" / "demo"
+DEMO = Path(__file__).resolve().parents[2] / "sim" / "demo"
 
 
 def test_the_vision_demo_site_loads(tmp_path: Path) -> None:

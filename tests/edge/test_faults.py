@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.simulators.faults import Fault, FaultSchedule, parse_fault
+from sim.devices.faults import Fault, FaultSchedule, parse_fault
 
 
 @pytest.mark.parametrize(
@@ -50,7 +50,7 @@ def test_schedule_windows_and_periods() -> None:
 
 
 def test_fleet_layout_deals_profiles_round_robin() -> None:
-    from edge.simulators.modbus_device import fleet_layout
+    from sim.devices.modbus_device import fleet_layout
 
     layout = fleet_layout(50, 5)
     assert len(layout) == 50 and len({name for *_, name in layout}) == 50

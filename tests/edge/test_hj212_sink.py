@@ -14,12 +14,12 @@ from edge.clock import SystemClock
 from edge.config.base import CheckContext
 from edge.hj212_sink.config import Hj212SinkConfig
 from edge.hj212_sink.sink import Hj212Sink
-from edge.localsite import free_port
 from edge.metrics import GatewayMetrics
 from edge.plugin import Emitter, SinkContext
 from edge.readings import Reading, ReadingBatch
-from edge.simulators.hj212_platform import Platform, serve
 from protocols import envelope as env
+from sim.devices.hj212_platform import Platform, serve
+from sim.localsite import free_port
 
 HOUR = datetime(2026, 1, 1, 4, tzinfo=UTC)  # 12:00 in China
 

@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
 
-from edge.liveview import ALARM_ROW, MIN_EVENT_LINES, BrainState, shown
 from protocols import envelope as env
 from protocols import session
+from sim.liveview import ALARM_ROW, MIN_EVENT_LINES, BrainState, shown
 
 NOW = datetime(2026, 5, 1, 8, 30, tzinfo=UTC)
 PREFIX = "cityedge/v1/demo-city/gw-demo-01"

@@ -13,12 +13,12 @@ import pytest
 
 from edge.actuators import ActuationError
 from edge.errors import DeviceError
-from edge.localsite import PtyPair, start_pty_pair
 from edge.profiles import ProfileLibrary
-from edge.simulators.faults import FaultSchedule
-from edge.simulators.modbus_device import DeviceSim, LineTiming, SerialLine, serve
 from protocols import envelope as env
 from protocols.modbus import rtu_silence_s
+from sim.devices.faults import FaultSchedule
+from sim.devices.modbus_device import DeviceSim, LineTiming, SerialLine, serve
+from sim.localsite import PtyPair, start_pty_pair
 from tests.edge.test_modbus_source import Harness
 
 BAUD = 9600

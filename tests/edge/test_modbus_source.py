@@ -8,14 +8,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from edge.localsite import free_port
 from edge.modbus.config import ModbusSourceConfig
 from edge.modbus.source import ModbusSource
 from edge.profiles import ProfileLibrary
 from edge.readings import ReadingBatch
-from edge.simulators.faults import FaultSchedule
-from edge.simulators.modbus_device import DeviceSim, serve
 from protocols import envelope as env
+from sim.devices.faults import FaultSchedule
+from sim.devices.modbus_device import DeviceSim, serve
+from sim.localsite import free_port
 from tests.edge.source_harness import source_context
 
 

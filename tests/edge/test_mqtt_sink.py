@@ -15,13 +15,13 @@ from cloud_bridge.link import LinkSettings, MqttLink
 from edge.channel import Channel
 from edge.clock import SystemClock
 from edge.config.base import CheckContext
-from edge.localsite import Broker
 from edge.metrics import GatewayMetrics
 from edge.mqtt_sink.config import MqttSinkConfig
 from edge.mqtt_sink.sink import MqttSink
 from edge.plugin import Emitter, SinkContext
 from protocols import envelope as env
 from protocols.ids import Uuid7Generator
+from sim.localsite import Broker
 
 GEN = Uuid7Generator()
 

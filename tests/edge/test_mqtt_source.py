@@ -12,7 +12,6 @@ from cloud_bridge.link import LinkSettings, Message, MqttLink
 from edge.channel import Channel
 from edge.clock import Clock, SystemClock, VirtualClock
 from edge.config.base import CheckContext
-from edge.localsite import Broker
 from edge.metrics import GatewayMetrics
 from edge.node_mqtt.config import MqttSourceConfig
 from edge.node_mqtt.source import MqttSource
@@ -21,6 +20,7 @@ from edge.readings import ReadingBatch
 from protocols import envelope as env
 from protocols import nodewire
 from protocols.nodewire import NodeState
+from sim.localsite import Broker
 
 NOW = 1_795_500_000.0
 

@@ -22,14 +22,14 @@ from edge.errors import DeviceError
 from edge.metrics import GatewayMetrics
 from edge.plugin import AppContext, Emitter
 from edge.readings import Reading, ReadingBatch
-from edge.simulators.junction.cabinet import Cabinet
-from edge.simulators.junction.loop import through_registers
 from edge.traffic_signal import load_junction
 from edge.traffic_signal.app import TrafficSignalApp
 from edge.traffic_signal.config import TrafficSignalConfig
 from protocols import envelope as env
 from protocols.modbus import Value
 from protocols.signal_controller import Mode
+from sim.junction.cabinet import Cabinet
+from sim.junction.loop import through_registers
 
 J = load_junction("four-arm")
 

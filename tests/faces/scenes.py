@@ -9,10 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.face_access.scene import Kind, Segment, frames, head_crop
 from edge.vision.face_detector import MtcnnDetector
 from edge.vision.frames import Frame
 from edge.vision.manifest import ModelStore
+from sim.scenes.faces import Kind, Segment, frames, head_crop
 
 
 def read(path: Path) -> np.ndarray:

@@ -13,12 +13,12 @@ import pytest
 from pydantic import ValidationError
 
 from edge.config.base import Catalog
-from edge.hygiene import scene
 from edge.hygiene.app import HygieneApp
 from edge.hygiene.config import HygieneConfig
 from edge.vision.manifest import ModelStore
 from models.build import card_range
 from protocols import envelope as env
+from sim.scenes import hygiene as scene
 from tests.vision.app_harness import AppHarness
 
 FPS = 5.0

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from edge.simulators.junction.cabinet import Cabinet, CommandRefused, DetectorReading
 from edge.traffic_signal import load_junction
 from protocols.junction import Aspect
 from protocols.modbus import Value
 from protocols.signal_controller import CommandStatus, Fault, Interval, Mode
+from sim.junction.cabinet import Cabinet, CommandRefused, DetectorReading
 
 J = load_junction("four-arm")
 NS_T, NS_L, EW_T, EW_L, PED = range(5)

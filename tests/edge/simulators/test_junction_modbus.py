@@ -15,20 +15,20 @@ from edge.channel import Channel
 from edge.clock import SystemClock
 from edge.config.base import CheckContext
 from edge.errors import DeviceError
-from edge.localsite import free_port
 from edge.metrics import GatewayMetrics
 from edge.modbus.config import ModbusSourceConfig
 from edge.modbus.source import ModbusSource
 from edge.plugin import Emitter, SourceContext
 from edge.readings import ReadingBatch
-from edge.simulators.faults import FaultSchedule
-from edge.simulators.junction.cabinet import Cabinet
-from edge.simulators.junction.server import CabinetDevice
-from edge.simulators.modbus_device import serve
 from edge.traffic_signal import load_junction
 from edge.traffic_signal.safety import Guard, Proposal
 from protocols import envelope as env
 from protocols.signal_controller import CommandStatus, ControllerState, Interval, Mode
+from sim.devices.faults import FaultSchedule
+from sim.devices.modbus_device import serve
+from sim.junction.cabinet import Cabinet
+from sim.junction.server import CabinetDevice
+from sim.localsite import free_port
 
 J = load_junction("four-arm")
 

@@ -10,9 +10,12 @@ from typing import Literal
 
 import pytest
 
-from edge.simulators.junction.loop import JunctionSimulation, run_in_process
-from edge.simulators.junction.scenario import DetectorFailure, load_scenario
-from edge.simulators.junction.sumo import (
+from edge.traffic_signal import load_junction
+from edge.traffic_signal.control import FallbackChange, PlanChange
+from edge.traffic_signal.policy import AdaptivePolicy
+from sim.junction.loop import JunctionSimulation, run_in_process
+from sim.junction.scenario import DetectorFailure, load_scenario
+from sim.junction.sumo import (
     TLS_ID,
     JunctionRun,
     Layout,
@@ -20,9 +23,6 @@ from edge.simulators.junction.sumo import (
     build_network,
     routes_xml,
 )
-from edge.traffic_signal import load_junction
-from edge.traffic_signal.control import FallbackChange, PlanChange
-from edge.traffic_signal.policy import AdaptivePolicy
 
 J = load_junction("four-arm")
 

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.simulators.junction.cabinet import Cabinet, DetectorReading
-from edge.simulators.junction.loop import through_registers
 from edge.traffic_signal import load_junction
 from edge.traffic_signal.control import SignalControl
 from edge.traffic_signal.monitor import SafetyMonitor
 from edge.traffic_signal.safety import Guard, Proposal
 from protocols.modbus import Value
 from protocols.signal_controller import ControllerState
+from sim.junction.cabinet import Cabinet, DetectorReading
+from sim.junction.loop import through_registers
 
 J = load_junction("four-arm")
 

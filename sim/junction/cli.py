@@ -10,8 +10,8 @@ import typer
 
 from edge.cliutil import check_port, fail, writable_target
 from edge.logs import setup_logging
-from edge.simulators.cli import serve_until_stopped
 from protocols import codes
+from sim.cli import serve_until_stopped
 
 
 def _parse_detector_fault(text: str) -> tuple[str, float, float | None]:
@@ -68,13 +68,13 @@ def simulate_junction(
     list_: Annotated[bool, typer.Option("--list", help="List the scenarios and exit")] = False,
 ) -> None:
     """A signal controller on Modbus TCP that drives a SUMO junction (needs the traffic extra)."""
-    from edge.simulators.faults import FaultSchedule, parse_fault
-    from edge.simulators.junction.scenario import (
+    from edge.traffic_signal import load_junction
+    from sim.devices.faults import FaultSchedule, parse_fault
+    from sim.junction.scenario import (
         DetectorFailure,
         load_scenario,
         scenario_names,
     )
-    from edge.traffic_signal import load_junction
 
     if list_:
         for name in scenario_names():
@@ -108,8 +108,8 @@ def simulate_junction(
     sc = sc.model_copy(update=update)
 
     async def main(folder: Path) -> None:
-        from edge.simulators.junction.loop import JunctionSimulation
-        from edge.simulators.junction.server import serve_junction
+        from sim.junction.loop import JunctionSimulation
+        from sim.junction.server import serve_junction
 
         sim = JunctionSimulation(
             sc, junction, folder, seed=seed, duration_s=duration_s, watchdog_s=watchdog_s

@@ -33,7 +33,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from edge.vision.synth import CameraLook, camera_effects, encode_video, fill_poly, shade
+from sim.scenes.synth import CameraLook, camera_effects, encode_video, fill_poly, shade
 
 Colour = tuple[int, int, int]  # BGR
 

@@ -63,8 +63,8 @@ def _simulate(
     line: Line = Line(),
 ) -> None:
     from edge.profiles import ProfileLibrary
-    from edge.simulators.faults import FaultSchedule, parse_fault
-    from edge.simulators.modbus_device import DeviceSim, LineTiming, SerialLine, serve
+    from sim.devices.faults import FaultSchedule, parse_fault
+    from sim.devices.modbus_device import DeviceSim, LineTiming, SerialLine, serve
 
     library = ProfileLibrary(profiles_dir)
     try:
@@ -196,7 +196,7 @@ def simulate_fleet(
     """A fleet for benchmarks: DEVICES units, water sondes and air stations alternating, dealt
     round-robin over the ports (unit ids 1, 2, ... on each port)."""
     from edge.profiles import ProfileLibrary
-    from edge.simulators.modbus_device import DeviceSim, fleet_layout, serve
+    from sim.devices.modbus_device import DeviceSim, fleet_layout, serve
 
     dead_units = frozenset(_dead_units(dead))
     for p in port:
@@ -225,7 +225,7 @@ def simulate_coap_air(
 ) -> None:
     """A CoAP air-quality sensor: /air (SenML JSON/CBOR or JSON, observable), /air/<point>
     (text), /air/history (block-wise)."""
-    from edge.simulators.coap_air import AirSensor, serve
+    from sim.devices.coap_air import AirSensor, serve
 
     check_port(host, port, "CoAP", udp=True)
     setup_logging("info")
@@ -243,7 +243,7 @@ def simulate_hj212_platform(
     mn: Annotated[list[str] | None, typer.Option(help="Accept only these MN; repeatable")] = None,
 ) -> None:
     """An environment bureau's HJ 212 platform: receives, checks and answers frames."""
-    from edge.simulators.hj212_platform import Platform, serve
+    from sim.devices.hj212_platform import Platform, serve
 
     check_port(host, port, "HJ 212 platform")
     if control_port is not None:

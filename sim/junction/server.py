@@ -1,8 +1,8 @@
 """``cityedge simulate junction``: a signal controller on Modbus TCP that drives a SUMO junction.
 
-The cabinet (:mod:`edge.simulators.junction.cabinet`) speaks the register map of
+The cabinet (:mod:`sim.junction.cabinet`) speaks the register map of
 :mod:`protocols.signal_controller` on pymodbus's server, built by the same
-:class:`~edge.simulators.modbus_device.DeviceSim` as every other simulated device (so faults
+:class:`~sim.devices.modbus_device.DeviceSim` as every other simulated device (so faults
 like ``silent@120+20`` work the same way, on simulation seconds). SUMO steps in real time
 (or ``speed`` times faster); a gateway polling and writing the registers controls the
 junction exactly as it would a cabinet at the roadside.
@@ -32,13 +32,13 @@ from pymodbus.constants import ExcCodes
 
 from edge.clock import Clock
 from edge.profiles import signal_controller_profile
-from edge.simulators.faults import FaultSchedule
-from edge.simulators.junction.cabinet import Cabinet, CommandRefused
-from edge.simulators.junction.loop import JunctionSimulation
-from edge.simulators.modbus_device import DeviceSim, serve
 from protocols.errors import DecodeError
 from protocols.modbus import RegisterType, Value, decode_value
 from protocols.signal_controller import Mode
+from sim.devices.faults import FaultSchedule
+from sim.devices.modbus_device import DeviceSim, serve
+from sim.junction.cabinet import Cabinet, CommandRefused
+from sim.junction.loop import JunctionSimulation
 
 log = logging.getLogger(__name__)
 

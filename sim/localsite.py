@@ -5,7 +5,7 @@ way. Every program gets its own loopback port (pick them with :func:`free_port`)
 working folder; :meth:`Proc.stop` sends SIGTERM to the process id, waits, then SIGKILL.
 
 The broker is the real ``mosquitto`` when it is installed; otherwise an embedded amqtt broker
-(``python -m edge.localsite broker --port N``) that is fine for a demo but not for load.
+(``python -m sim.localsite broker --port N``) that is fine for a demo but not for load.
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def start_broker(
     else:
         proc = start(
             "amqtt",
-            [sys.executable, "-m", "edge.localsite", "broker", "--port", str(port)],
+            [sys.executable, "-m", "sim.localsite", "broker", "--port", str(port)],
             workdir,
         )
         kind = "amqtt"
@@ -375,7 +375,7 @@ async def _amqtt_broker(port: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m edge.localsite")
+    parser = argparse.ArgumentParser(prog="python -m sim.localsite")
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("broker", help="run the embedded amqtt broker")
     b.add_argument("--port", type=int, required=True)

@@ -27,7 +27,7 @@ def bin_video(
 
     The bin's region of interest is printed for the bin_fill app's ``roi``.
     """
-    from edge.bin_fill.scene import ROI, DayPlan, write_day_video
+    from sim.scenes.bins import ROI, DayPlan, write_day_video
 
     writable_target(out, "video file")
     plan = DayPlan(seconds=seconds, fps=fps, seed=seed, overflow_from=0.55 if overflow else None)
@@ -41,8 +41,8 @@ def factory_clip(
 ) -> None:
     """A factory floor with a clean zone: a worker walks in with cap and mask, takes the mask
     off, stays, leaves. Needs the built models (the worker is cut out of a registry photo)."""
-    from edge.hygiene.scene import CLEAN_ZONE, CLIP, write_factory_clip
     from edge.vision.manifest import ModelStore
+    from sim.scenes.hygiene import CLEAN_ZONE, CLIP, write_factory_clip
 
     writable_target(out, "video file")
     n = write_factory_clip(out, ModelStore(), CLIP, fps)

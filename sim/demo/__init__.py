@@ -25,8 +25,8 @@ from pathlib import Path
 from rich.console import Console
 
 from cloud_bridge.link import LinkSettings
-from edge.liveview import BrainState, watch
-from edge.localsite import Proc, cityedge_argv, free_port, start, start_broker, wait_port
+from sim.liveview import BrainState, watch
+from sim.localsite import Proc, cityedge_argv, free_port, start, start_broker, wait_port
 
 SITE_FILE = Path(__file__).parent / "site.yaml"
 

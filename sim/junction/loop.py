@@ -19,15 +19,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.simulators.junction.cabinet import Cabinet
-from edge.simulators.junction.scenario import Scenario
-from edge.simulators.junction.sumo import JunctionRun, RunResult
 from edge.traffic_signal.control import Event, SignalControl
 from edge.traffic_signal.policy import Policy
 from edge.traffic_signal.safety import Guard
 from protocols.junction import JunctionSpec
 from protocols.modbus import Value, decode_value, encode_value
 from protocols.signal_controller import POINTS, ControllerState
+from sim.junction.cabinet import Cabinet
+from sim.junction.scenario import Scenario
+from sim.junction.sumo import JunctionRun, RunResult
 
 
 class JunctionSimulation:

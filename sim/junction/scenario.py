@@ -1,6 +1,6 @@
 """Scenarios shipped as data: which junction, what demand, which faults.
 
-A scenario is ``edge/simulators/junction/scenarios/<name>.yaml``. Demand is given per
+A scenario is ``sim/junction/scenarios/<name>.yaml``. Demand is given per
 origin-destination pair (``"n-s"``: from the north arm to the south arm) in vehicles per hour,
 one number per time slice (``slice_s`` long), and per crossing in pedestrians per hour. Arrivals
 are Poisson (SUMO flows with exponential headways), drawn from the run's seed, so every

@@ -38,10 +38,10 @@ from typing import Any, Literal
 from xml.sax.saxutils import quoteattr
 
 from edge.errors import MissingExtraError
-from edge.simulators.junction.cabinet import DetectorReading
-from edge.simulators.junction.scenario import Scenario
 from edge.traffic_signal.monitor import SafetyMonitor
 from protocols.junction import Aspect, GroupKind, JunctionSpec
+from sim.junction.cabinet import DetectorReading
+from sim.junction.scenario import Scenario
 
 NET_DIR = Path(__file__).parent / "net"
 TLS_ID = "C"

@@ -1,6 +1,6 @@
 """What a camera does to a rendered scene: light, shadow, night infrared, noise, blur, JPEG.
 
-Shared by the procedural scenes (:mod:`edge.bin_fill.scene`, :mod:`edge.hygiene.scene`) that make
+Shared by the procedural scenes (:mod:`sim.scenes.bins`, :mod:`sim.scenes.hygiene`) that make
 training data and demo videos, so both models see the same camera artefacts.
 """
 

@@ -33,8 +33,8 @@ from aiocoap.messagemanager import MessageManager
 
 from edge.clock import Clock, SystemClock
 from edge.profiles import ProfileLibrary
-from edge.simulators.modbus_device import Drift
 from protocols import senml
+from sim.devices.modbus_device import Drift
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ without ``sim`` hold their value (0 until written). Writes to holding registers 
 Served on pymodbus's server (``SimDevice``): only the registers of the profile exist, so a read
 across an unmapped address gets exception 2, as on many real devices.
 
-Faults (see :mod:`edge.simulators.faults`) come from a schedule or from the control API:
+Faults (see :mod:`sim.devices.faults`) come from a schedule or from the control API:
 
 - ``GET  /state``   current values, the fault mode, and request counts
 - ``GET  /served``  for each point, the values served so far (oldest first, last 10 000)
@@ -44,7 +44,6 @@ from pymodbus.simulator import SimData, SimDevice
 
 from edge.clock import Clock, SystemClock
 from edge.profiles import DeviceProfile, SimBehaviour
-from edge.simulators.faults import FaultSchedule
 from protocols.errors import DecodeError, EncodeError
 from protocols.modbus import (
     PointSpec,
@@ -56,6 +55,7 @@ from protocols.modbus import (
     rtu_frame_sizes,
     rtu_silence_s,
 )
+from sim.devices.faults import FaultSchedule
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Three uses share these drawings, so the hair-cover model learns what the demo sh
 - :func:`sample_head` makes the training and held-out sets of the ``hair-cover`` model: a head
   (face, ears, eyes, hair in several styles and colours, or a bouffant cap, a hairnet or a
   clean-room hood), optionally a mask, shoulders in a coat, a factory wall behind, then camera
-  effects (:mod:`edge.vision.synth`). The crop is laid out exactly as
+  effects (:mod:`sim.scenes.synth`). The crop is laid out exactly as
   :func:`edge.hygiene.crops.head_box` cuts a
   head from a real frame around a face box, with the face box jittered as a detector's is.
 - :func:`draw_cap` and :func:`draw_mask` put the same cover and mask on a real photo, given the
@@ -31,7 +31,7 @@ import numpy as np
 
 from edge.hygiene.crops import crop, head_box
 from edge.vision.manifest import ModelStore
-from edge.vision.synth import CameraLook, camera_effects, encode_video, fill_poly, shade
+from sim.scenes.synth import CameraLook, camera_effects, encode_video, fill_poly, shade
 
 Colour = tuple[int, int, int]
 Box = tuple[float, float, float, float]
