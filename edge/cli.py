@@ -173,7 +173,7 @@ async def _set_when(event: asyncio.Event, target: asyncio.Event) -> None:
 
 def _register_areas() -> None:
     """Each area of the suite adds its commands here: explicit, one line per area."""
-    from cloud_bridge import cli as cloud_cli
+    from cloud_bridge.citybrain import cli as cloud_cli
     from edge.face_access import cli as faces_cli
     from provisioning import cli as provisioning_cli
     from sim import cli as simulators_cli

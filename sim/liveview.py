@@ -29,8 +29,8 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
+from cloud_bridge.citybrain.store import SqliteStore, StoreError, Summary
 from cloud_bridge.link import LinkError, LinkSettings, MqttLink
-from cloud_bridge.store import SqliteStore, StoreError, Summary
 from protocols import envelope as env
 from protocols import session, topics
 from protocols.errors import ProtocolError

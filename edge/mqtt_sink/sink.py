@@ -1,6 +1,6 @@
 """Sink ``mqtt``: every envelope goes through the durable outbox to the city brain's broker.
 
-The sink is the gateway's end of :class:`cloud_bridge.bridge.Bridge`: *intake* moves envelopes
+The sink is the gateway's end of :class:`cloud_bridge.uplink.bridge.Bridge`: *intake* moves envelopes
 from the sink's channel into the bridge (committed to the SQLite outbox within
 ``outbox.group_commit_ms``, before anything is published); the bridge publishes from the outbox
 in order and deletes an envelope only once the broker acknowledged it. While the broker is away
@@ -26,10 +26,10 @@ from typing import Literal, Protocol
 
 from pydantic import SecretStr
 
-from cloud_bridge.bridge import Bridge, BridgeSettings
-from cloud_bridge.commands import Handler
 from cloud_bridge.link import LinkSettings, TlsSettings
-from cloud_bridge.outbox import CommitResult, OutboxClass, OutboxSettings, Record
+from cloud_bridge.uplink.bridge import Bridge, BridgeSettings
+from cloud_bridge.uplink.commands import Handler
+from cloud_bridge.uplink.outbox import CommitResult, OutboxClass, OutboxSettings, Record
 from edge.mqtt_sink.config import MqttSinkConfig, TlsConfig
 from edge.plugin import SinkContext
 from protocols import envelope as env

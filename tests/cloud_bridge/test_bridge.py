@@ -7,9 +7,9 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cloud_bridge.bridge import Bridge, BridgeSettings
 from cloud_bridge.link import LinkSettings, MqttLink
-from cloud_bridge.outbox import OutboxClass, Record
+from cloud_bridge.uplink.bridge import Bridge, BridgeSettings
+from cloud_bridge.uplink.outbox import OutboxClass, Record
 from edge.mqtt_sink.sink import record_of
 from protocols import envelope as env
 from protocols.ids import Uuid7Generator

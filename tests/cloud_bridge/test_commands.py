@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_bridge.commands import Audit, CommandDesk, CommandError
+from cloud_bridge.uplink.commands import Audit, CommandDesk, CommandError
 from protocols import commands, signed
 from protocols.commands import CommandFailure, CommandRequest
 

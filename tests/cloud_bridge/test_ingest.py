@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge.ingest import classify
+from cloud_bridge.citybrain.ingest import classify
+from cloud_bridge.citybrain.store import Batch, Gap, Incoming, PgStore, SqliteStore, Store
 from cloud_bridge.link import Message
-from cloud_bridge.store import Batch, Gap, Incoming, PgStore, SqliteStore, Store
 from protocols import envelope as env
 from protocols.ids import Uuid7Generator
 from protocols.session import GatewayState, LinkState, encode_state

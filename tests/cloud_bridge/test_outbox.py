@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge.outbox import (
+from cloud_bridge.uplink.outbox import (
     ROW_OVERHEAD,
     Outbox,
     OutboxClass,
@@ -98,7 +98,7 @@ def test_a_crash_in_the_middle_of_a_commit_loses_only_that_commit(tmp_path: Path
         f"""
         import os, sqlite3
         from pathlib import Path
-        from cloud_bridge.outbox import Outbox, OutboxSettings, Record, OutboxClass
+        from cloud_bridge.uplink.outbox import Outbox, OutboxSettings, Record, OutboxClass
         ob = Outbox(Path({str(path)!r}), OutboxSettings(), lambda: 1.0)
         ob.commit([Record("t", b"x", OutboxClass.TELEMETRY) for _ in range(100)])
         ob._db.execute("BEGIN IMMEDIATE")
@@ -154,7 +154,7 @@ def test_audit_keeps_what_happened(tmp_path: Path) -> None:
 def test_settings_and_files_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 1024"):
         OutboxSettings(budget_bytes=100)
-    from cloud_bridge.outbox import OutboxError
+    from cloud_bridge.uplink.outbox import OutboxError
 
     (tmp_path / "dir.db").mkdir()
     with pytest.raises(OutboxError, match="cannot open the outbox"):

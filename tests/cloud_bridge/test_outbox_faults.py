@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge.counters import POS_BLOCK, SLOT, CounterFile, Counters
-from cloud_bridge.outbox import (
+from cloud_bridge.uplink.counters import POS_BLOCK, SLOT, CounterFile, Counters
+from cloud_bridge.uplink.outbox import (
     ROW_OVERHEAD,
     Outbox,
     OutboxClass,

@@ -43,7 +43,7 @@ Damage
 
 Numbers
     Session numbers and positions are never given twice, even when the outbox file is lost:
-    they are also kept in ``<outbox>.counters`` (:mod:`cloud_bridge.counters`), written in place
+    they are also kept in ``<outbox>.counters`` (:mod:`cloud_bridge.uplink.counters`), written in place
     before a session is used and whenever positions cross a reserved block. A new outbox (after
     a set-aside, or when the file is missing) continues after the session and above the
     position ceiling kept there, so positions skip at most one block. When the counters file is
@@ -76,7 +76,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from cloud_bridge.counters import POS_BLOCK, CounterFile, Counters
+from cloud_bridge.uplink.counters import POS_BLOCK, CounterFile, Counters
 from protocols.session import OutboxClassStats, OutboxStats, SetAsideOutbox
 from protocols.signed import NonceStore, Refusal, SignatureRefused
 

@@ -92,8 +92,8 @@ def ingest(
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
     """The city brain's ingest: validate, dedupe and store every envelope; track gateways."""
-    from cloud_bridge.ingest import Ingest, IngestSettings, default_worker
-    from cloud_bridge.store import StoreError, dump, open_store, sqlite_path
+    from cloud_bridge.citybrain.ingest import Ingest, IngestSettings, default_worker
+    from cloud_bridge.citybrain.store import StoreError, dump, open_store, sqlite_path
 
     if status:  # a read-only query: an existing database, nothing created
         pg = db.startswith(("postgresql://", "postgres://"))
@@ -135,7 +135,7 @@ def ingest(
             service = Ingest(settings, store)
             await service.run(stop)
             await service.check_gaps()
-            logging.getLogger("cloud_bridge.ingest").info(
+            logging.getLogger("cloud_bridge.citybrain.ingest").info(
                 "ingest %s stopped: %d stored, %d duplicates, %d dead letters",
                 name,
                 service.stored,
@@ -167,7 +167,7 @@ def broker_config(
 ) -> None:
     """Write a mosquitto configuration with per-gateway client certificates and an ACL; a
     gateway's client id is its certificate's name, so none can take over another's."""
-    from cloud_bridge.brokerconf import write_site_broker
+    from cloud_bridge.citybrain.brokerconf import write_site_broker
     from protocols.errors import TopicError
     from protocols.topics import gateway_prefix
 

@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cloud_bridge.backoff import Backoff
+from cloud_bridge.citybrain.store import Batch, DeadLetter, Incoming, SessionKey, Store, StoreError
 from cloud_bridge.link import LinkError, LinkLost, LinkSettings, Message, MqttLink, Will
-from cloud_bridge.store import Batch, DeadLetter, Incoming, SessionKey, Store, StoreError
 from protocols import envelope as env
 from protocols import topics
 from protocols.commands import decode_reply

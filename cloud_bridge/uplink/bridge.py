@@ -9,7 +9,7 @@ the downlink commands, run as one unit.
        │  PUBACK ──▶ acked ──committer──▶ deleted from the outbox
        └─ cmd/req ──▶ CommandDesk ──▶ cmd/res
 
-- **Stored before sent, deleted after acknowledged** (see :mod:`cloud_bridge.outbox`).
+- **Stored before sent, deleted after acknowledged** (see :mod:`cloud_bridge.uplink.outbox`).
   ``group_commit_ms`` is the longest an accepted envelope waits in memory before its commit: a
   crash or power cut loses at most that much (plus one fsync), and nothing of it was published.
   ``group_commit_ms: 0`` commits as soon as anything waits (one fsync per commit).
@@ -22,8 +22,8 @@ the downlink commands, run as one unit.
   before telemetry. After a reconnect the deliverer starts again from the oldest row still
   stored, while new envelopes keep being committed behind it.
 - **Reconnect** with capped, jittered exponential backoff.
-- **A full disk** (see :mod:`cloud_bridge.outbox`): the outbox drops its oldest telemetry to make
-  room; when none is left a commit stores nothing (:class:`~cloud_bridge.outbox.OutboxFull`) and
+- **A full disk** (see :mod:`cloud_bridge.uplink.outbox`): the outbox drops its oldest telemetry to make
+  room; when none is left a commit stores nothing (:class:`~cloud_bridge.uplink.outbox.OutboxFull`) and
   the committer keeps its records, ahead of newer ones, and tries again with backoff. Pending
   records are bounded by ``max_pending``: :meth:`Bridge.put` waits beyond it, so the sink stops
   taking envelopes and its channel applies its own policy. :meth:`Bridge.health` says so.
@@ -61,9 +61,9 @@ from typing import Any, Final, Protocol, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud_bridge.backoff import Backoff
-from cloud_bridge.commands import Audit, CommandDesk, Handler
 from cloud_bridge.link import LinkError, LinkLost, LinkRefused, LinkSettings, MqttLink, Will
-from cloud_bridge.outbox import (
+from cloud_bridge.uplink.commands import Audit, CommandDesk, Handler
+from cloud_bridge.uplink.outbox import (
     CommitResult,
     Outbox,
     OutboxClass,
@@ -164,7 +164,7 @@ class BridgeSettings:
     command_keys: Mapping[str, Ed25519PublicKey] = field(default_factory=dict)
     command_max_ttl_s: int = 3600
     # Publish only while a worker of this ingest group sends live heartbeats (see
-    # cloud_bridge.ingest); None publishes whenever connected.
+    # cloud_bridge.citybrain.ingest); None publishes whenever connected.
     wait_for_ingest: str | None = None
 
 
@@ -247,7 +247,7 @@ class Bridge:
         handlers: Mapping[str, Handler] | None = None,
     ) -> Bridge:
         """Open (or create) the outbox — checking it, and setting a damaged file aside (see
-        :mod:`cloud_bridge.outbox`); raises :class:`~cloud_bridge.outbox.OutboxError`."""
+        :mod:`cloud_bridge.uplink.outbox`); raises :class:`~cloud_bridge.uplink.outbox.OutboxError`."""
         db = DbThread("outbox")
         clk = clock or _WallClock()
         try:
