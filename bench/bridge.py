@@ -31,8 +31,7 @@ from rich.console import Console
 from bench.common import stamp
 from cloud_bridge.link import LinkSettings
 from cloud_bridge.uplink.bridge import Bridge, BridgeSettings
-from cloud_bridge.uplink.outbox import OutboxSettings, Record
-from edge.mqtt_sink.sink import record_of
+from cloud_bridge.uplink.outbox import OutboxSettings, Record, record_of
 from protocols import envelope as env
 from protocols.ids import Uuid7Generator
 from sim.localsite import Broker

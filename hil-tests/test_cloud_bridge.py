@@ -18,8 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cloud_bridge.citybrain.brokerconf import write_site_broker
 from cloud_bridge.link import LinkRefused, LinkSettings, MqttLink, TlsSettings
 from cloud_bridge.uplink.bridge import Bridge, BridgeSettings
-from cloud_bridge.uplink.outbox import OutboxClass, OutboxSettings
-from edge.mqtt_sink.sink import record_of
+from cloud_bridge.uplink.outbox import OutboxClass, OutboxSettings, record_of
 from protocols import commands, signed, topics
 from protocols import envelope as env
 from protocols.ids import Uuid7Generator

@@ -77,6 +77,8 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from cloud_bridge.uplink.counters import POS_BLOCK, CounterFile, Counters
+from protocols import envelope as env
+from protocols import topics
 from protocols.session import OutboxClassStats, OutboxStats, SetAsideOutbox
 from protocols.signed import NonceStore, Refusal, SignatureRefused
 
@@ -109,6 +111,16 @@ class Record:
     @property
     def size(self) -> int:
         return len(self.topic.encode()) + len(self.payload) + ROW_OVERHEAD
+
+
+def record_of(item: env.EnvelopeModel) -> Record:
+    """An envelope as the outbox stores it: its data topic, its JSON bytes, and its class
+    (telemetry may be dropped under the budget, events never before telemetry)."""
+    return Record(
+        topics.data_topic(item.site, item.gateway, item.kind, item.device),
+        env.encode(item),
+        OutboxClass.TELEMETRY if item.kind in env.TELEMETRY_KINDS else OutboxClass.EVENT,
+    )
 
 
 @dataclass(frozen=True, slots=True)

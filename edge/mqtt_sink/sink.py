@@ -29,11 +29,9 @@ from pydantic import SecretStr
 from cloud_bridge.link import LinkSettings, TlsSettings
 from cloud_bridge.uplink.bridge import Bridge, BridgeSettings
 from cloud_bridge.uplink.commands import Handler
-from cloud_bridge.uplink.outbox import CommitResult, OutboxClass, OutboxSettings, Record
+from cloud_bridge.uplink.outbox import CommitResult, OutboxSettings, Record, record_of
 from edge.mqtt_sink.config import MqttSinkConfig, TlsConfig
 from edge.plugin import SinkContext
-from protocols import envelope as env
-from protocols import topics
 from protocols.signed import public_key_from_raw, unb64url
 
 log = logging.getLogger(__name__)
@@ -118,14 +116,6 @@ def bridge_settings(
         },
         command_max_ttl_s=config.commands.max_ttl_s,
         wait_for_ingest=config.wait_for_ingest,
-    )
-
-
-def record_of(item: env.EnvelopeModel) -> Record:
-    return Record(
-        topics.data_topic(item.site, item.gateway, item.kind, item.device),
-        env.encode(item),
-        OutboxClass.TELEMETRY if item.kind in env.TELEMETRY_KINDS else OutboxClass.EVENT,
     )
 
 

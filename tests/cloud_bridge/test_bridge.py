@@ -9,8 +9,7 @@ from pathlib import Path
 
 from cloud_bridge.link import LinkSettings, MqttLink
 from cloud_bridge.uplink.bridge import Bridge, BridgeSettings
-from cloud_bridge.uplink.outbox import OutboxClass, Record
-from edge.mqtt_sink.sink import record_of
+from cloud_bridge.uplink.outbox import OutboxClass, Record, record_of
 from protocols import envelope as env
 from protocols.ids import Uuid7Generator
 from protocols.session import LinkState, decode_state

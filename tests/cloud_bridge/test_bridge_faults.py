@@ -15,8 +15,7 @@ import pytest
 from cloud_bridge.link import LinkSettings, MqttLink
 from cloud_bridge.uplink.bridge import Bridge
 from cloud_bridge.uplink.commands import RefusalLog
-from cloud_bridge.uplink.outbox import Outbox, OutboxSettings
-from edge.mqtt_sink.sink import record_of
+from cloud_bridge.uplink.outbox import Outbox, OutboxSettings, record_of
 from protocols import envelope as env
 from protocols import topics
 from protocols.commands import CommandReply
