@@ -13,9 +13,9 @@ RETRAIN_ARGS ?=
 ifneq ($(MODELS_DIR),)
 export CITYEDGE_MODELS_DIR := $(abspath $(MODELS_DIR))
 endif
-CHECKED := protocols edge cloud_bridge provisioning models tests hil-tests bench conftest.py
+CHECKED := cityedge protocols edge cloud_bridge provisioning sim models tests hil-tests bench conftest.py
 # hil-tests has no package (a hyphen) and its own conftest: mypy checks it on its own
-TYPED := protocols edge cloud_bridge provisioning models tests bench conftest.py
+TYPED := cityedge protocols edge cloud_bridge provisioning sim models tests bench conftest.py
 
 .PHONY: help demo test lint typecheck unit hil bench schema sysdeps venv clean models retrain
 

@@ -1,6 +1,7 @@
 """``cityedge simulate <profile>``, ``cityedge simulate modbus`` and ``cityedge simulate fleet``:
 Modbus devices from profiles, over TCP or RTU (``--serial``); ``coap-air`` and
-``hj212-platform``.
+``hj212-platform``; the junction and the vision scenes' commands (:mod:`sim.junction.cli`,
+:mod:`sim.scenes.vision_cli`); and ``cityedge demo``.
 
 Before a server starts, its ports (and its serial device) are probed, so a busy port or a
 missing device is one ``CE003``/``CE004`` line naming it, not a library's traceback."""
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +18,15 @@ from typing import Annotated, Any
 
 import typer
 
-from edge.cliutil import check_port, check_serial, fail
+from cityedge.console import check_port, check_serial, console, emit_json_line, fail
 from edge.logs import setup_logging
 from protocols import codes
 from protocols.errors import HintedError
 
 PARITIES = ("N", "E", "O")
+
+err_console = console(stderr=True)
+out = console()
 
 
 @dataclass(frozen=True)
@@ -254,7 +259,63 @@ def simulate_hj212_platform(
     serve_until_stopped(lambda: serve(platform, host, port, control_port), f"{host}:{port}")
 
 
-def register(app: typer.Typer, simulate_app: typer.Typer) -> None:
+def demo(
+    duration_s: Annotated[
+        float | None, typer.Option("--duration-s", help="Stop after this many seconds")
+    ] = None,
+    plain: Annotated[
+        bool | None,
+        typer.Option(help="Print lines instead of a live table (default when not a terminal)"),
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="JSON lines on stdout: {'event': 'ready', addresses...} once everything runs, "
+            "{'event': 'stopped', 'exit': N} at the end; the view goes to stderr",
+        ),
+    ] = False,
+) -> None:
+    """A whole site on this machine: simulators, a broker, the gateway, the city brain's view."""
+    from sim.demo import run_demo
+
+    setup_logging("warning")
+    plain = plain if plain is not None else (as_json or not sys.stdout.isatty())
+    kwargs: dict[str, Any] = {}
+    if as_json:
+        kwargs = {"console": err_console, "on_ready": emit_json_line}
+    elif plain:  # lines, never hard-wrapped (the live table keeps the demo's own console)
+        kwargs = {"console": out}
+    try:
+        code = run_demo(duration_s, plain, **kwargs)
+    except (OSError, RuntimeError, TimeoutError) as err:
+        first, *rest = (str(err) or type(err).__name__).splitlines()
+        for line in rest:  # the failed program's last log lines
+            err_console.print(f"  {line}")
+        fail(codes.NOT_STARTED, f"the demo could not start: {first}")
+    if as_json:
+        emit_json_line({"event": "stopped", "exit": code})
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    """``cityedge simulate ...`` (devices, the junction, the vision scenes) and ``cityedge demo``."""
+    from sim.junction import cli as junction_cli
+    from sim.scenes import vision_cli
+
+    simulate_app = typer.Typer(
+        no_args_is_help=True,
+        pretty_exceptions_show_locals=False,
+        help="Simulated field devices for tests and demos.",
+    )
+    app.add_typer(simulate_app, name="simulate")
+    _register_devices(simulate_app)
+    vision_cli.register(simulate_app)
+    junction_cli.register(simulate_app)
+    app.command("demo")(demo)
+
+
+def _register_devices(simulate_app: typer.Typer) -> None:
     """``cityedge simulate modbus PROFILE`` and one command per shipped profile."""
     simulate_app.command("modbus")(simulate_modbus)
     simulate_app.command("fleet")(simulate_fleet)

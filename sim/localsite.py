@@ -145,7 +145,7 @@ def start_pty_pair(workdir: Path, name: str = "socat", timeout_s: float = 10.0) 
 
 def cityedge_argv(*args: str) -> list[str]:
     """Run the CLI with this interpreter (works from a checkout and from an install)."""
-    return [sys.executable, "-m", "edge.cli", *args]
+    return [sys.executable, "-m", "cityedge", *args]
 
 
 def mosquitto_path() -> str | None:

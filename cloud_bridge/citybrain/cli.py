@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
+from cityedge.console import emit_json
 from cloud_bridge.link import LinkError, LinkSettings, TlsSettings
 from protocols import codes
 from protocols.errors import HintedError
@@ -63,10 +64,6 @@ def _logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
-
-
-def _emit(doc: dict[str, Any]) -> None:
-    typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
 
 
 def ingest(
@@ -189,7 +186,7 @@ def broker_config(
             gw: {"cert": str(f.cert), "key": str(f.key), "user": f.name}
             for gw, f in files.gateways.items()
         }
-        _emit({"ok": True, "conf": str(files.conf), "gateways": gateways})
+        emit_json({"ok": True, "conf": str(files.conf), "gateways": gateways})
         return
     typer.echo(f"wrote {files.conf}; run: mosquitto -c {files.conf}")
     for gw, f in files.gateways.items():
@@ -224,7 +221,7 @@ def command_key(
         f.write(pem)
     public = b64url(public_key_raw(key))
     if as_json:
-        _emit({"ok": True, "key": str(out), "public_key": public})
+        emit_json({"ok": True, "key": str(out), "public_key": public})
     else:
         typer.echo(public)
 
@@ -318,7 +315,8 @@ def command(
         )
 
 
-def register(app: typer.Typer, _simulate_app: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
+    """Add the city brain's commands to the root command (:mod:`cityedge.cli`)."""
     app.command("ingest")(ingest)
     app.command("broker-config")(broker_config)
     app.command("command-key")(command_key)

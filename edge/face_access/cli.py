@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from edge.cliutil import (
+from cityedge.console import (
     Failed,
     console,
     emit_json,
     fail,
     iso_time,
-    load_site_file,
     readable_file,
 )
+from edge.cli import load_site_file
 from protocols import codes
 
 if TYPE_CHECKING:
@@ -215,7 +215,7 @@ def audit_verify(
         out.print(f"{path}: intact, {verdict.entries} entries")
 
 
-def register(app: typer.Typer, simulate_app: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
     """``cityedge faces ...``."""
     faces = typer.Typer(
         no_args_is_help=True,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from edge.cliutil import check_port, fail, writable_target
+from cityedge.console import check_port, fail, writable_target
 from edge.logs import setup_logging
 from protocols import codes
 from sim.cli import serve_until_stopped
@@ -130,6 +130,6 @@ def simulate_junction(
         serve_until_stopped(lambda: main(workdir or Path(tmp)), f"{host}:{port}")
 
 
-def register(app: typer.Typer, simulate_app: typer.Typer) -> None:
-    del app
+def register(simulate_app: typer.Typer) -> None:
+    """``cityedge simulate junction``."""
     simulate_app.command("junction")(simulate_junction)

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from edge.cliutil import console as make_console
-from edge.cliutil import writable_target
+from cityedge.console import console as make_console
+from cityedge.console import writable_target
 
 console = make_console()
 
@@ -65,7 +65,8 @@ def vision_demo(
 DEMO_SITE = Path(__file__).resolve().parents[1] / "demo" / "waste-food.yaml"
 
 
-def register(app: typer.Typer, simulate_app: typer.Typer) -> None:
+def register(simulate_app: typer.Typer) -> None:
+    """``cityedge simulate bin-video``, ``factory-clip`` and ``vision-demo``."""
     simulate_app.command("bin-video")(bin_video)
     simulate_app.command("factory-clip")(factory_clip)
     simulate_app.command("vision-demo")(vision_demo)

@@ -52,7 +52,7 @@ def test_simulate_bin_video_and_factory_clip_commands(
 ) -> None:
     from typer.testing import CliRunner
 
-    from edge.cli import app
+    from cityedge.cli import app
 
     runner = CliRunner()
     res = runner.invoke(

@@ -107,7 +107,7 @@ def test_a_busy_port_is_named_not_a_tuple() -> None:
 def test_the_errors_command_explains_a_code() -> None:
     from typer.testing import CliRunner
 
-    from edge.cli import app
+    from cityedge.cli import app
 
     done = CliRunner().invoke(app, ["errors", "ce003"])
     assert done.exit_code == 0 and done.stdout.startswith("CE003 (exit 3): a network port")

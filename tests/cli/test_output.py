@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from edge.cli import app
-from edge.cliutil import version
+from cityedge.cli import app
+from cityedge.console import version
 from edge.vision.manifest import ModelStore
 from provisioning.site import Site
 from tests.cli.run import run_all

@@ -286,7 +286,7 @@ def test_shipped_configs_are_valid(path: Path) -> None:
 def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from edge.cli import app
+    from cityedge.cli import app
 
     good = write(tmp_path, GOOD.replace("${BROKER_PASSWORD}", "pw"))
     runner = CliRunner()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge.cli import app
+from cityedge.cli import app
 from edge.config.site import load_site
 from edge.face_access.config import FaceAccessConfig
 from edge.face_access.service import FaceService

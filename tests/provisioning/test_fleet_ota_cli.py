@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from edge.cli import app
+from cityedge.cli import app
 from edge.node_mqtt.config import MqttSourceConfig
 from protocols import signed
 from provisioning import fleet, ota

@@ -8,8 +8,10 @@ person reads: an error with a registered code (:mod:`protocols.codes`) prints
 one JSON object on stdout) and exits with that code's exit code. Usage errors are ``CE001``
 (exit 2), a file named on the command line that cannot be used ``CE002``, a busy port ``CE003``.
 Anything else is a bug: its traceback, then ``CE000``. Sub-commands (also those of other rooms,
-which import only :mod:`protocols`) therefore just raise
+which import only :mod:`protocols` and this module) therefore just raise
 ``HintedError(message, hint=..., code=...)``.
+
+Imports only :mod:`protocols` (and typer, rich): every room's CLI may import it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from datetime import UTC, datetime
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -36,9 +38,6 @@ from typer.core import TyperGroup
 from protocols import codes
 from protocols.codes import ExitCode
 from protocols.errors import HintedError, port_error
-
-if TYPE_CHECKING:
-    from edge.config.site import LoadedSite
 
 JSON_FLAG = "--json"
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
@@ -113,20 +112,6 @@ def readable_file(path: Path, what: str) -> Path:
     if not os.access(path, os.R_OK):
         fail(codes.BAD_PATH, f"cannot read {what} {path}: permission denied")
     return path
-
-
-def load_site_file(path: Path) -> LoadedSite:
-    """A site file, read and checked: ``CE002`` when it cannot be read, ``CE100`` (one line per
-    problem, the hint naming the command that checks it again) when it is wrong."""
-    from edge.config.site import load_site
-    from edge.errors import ConfigError
-
-    readable_file(path, "site file")
-    try:
-        return load_site(path)
-    except ConfigError as err:
-        err.hint = f"fix each line, then check again with 'cityedge check-config {path}'"
-        raise
 
 
 def writable_target(path: Path, what: str) -> Path:
