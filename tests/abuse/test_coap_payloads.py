@@ -22,8 +22,8 @@ from edge.coap.source import MAX_PAYLOAD_BYTES, CoapSource
 from protocols import senml
 from protocols.senml import Record
 from tests.abuse.fuzz import FUZZ, fuzz_input, run
+from tests.edge.coap.test_coap_source import free_udp_port
 from tests.edge.source_harness import Captured, source_context
-from tests.edge.test_coap_source import free_udp_port
 
 GOOD_SENML = senml.encode_json([Record("air:pm2_5", 12.5, "ug/m3"), Record("air:co", 0.4)])
 GOOD_CBOR = senml.encode_cbor([Record("air:pm2_5", 12.5, "ug/m3"), Record("air:n", 3.0)])

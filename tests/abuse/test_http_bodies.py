@@ -42,7 +42,7 @@ from edge.readings import ReadingBatch
 from edge.vision.manifest import MANIFEST_JSON
 from protocols import envelope as env
 from tests.abuse.fuzz import FUZZ, fuzz_input
-from tests.faces.harness import config
+from tests.edge.face_access.harness import config
 
 TOKEN = "an-admin-token-long-enough-for-any-rule-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -18,7 +18,7 @@ from edge.readings import ReadingBatch
 from protocols import nodewire
 from protocols.nodewire import NodeState, Result
 from tests.abuse.fuzz import FUZZ, fuzz_input, run
-from tests.edge.test_mqtt_source import NOW, make, up
+from tests.edge.node_mqtt.test_mqtt_source import NOW, make, up
 
 GOOD = nodewire.encode_readings(1, int(NOW), [("fill_pct", 42.5), ("distance_mm", 640)])
 HEADER = struct.pack(">BBBHI", 0xCE, 1, 1, 7, int(NOW))

@@ -21,8 +21,8 @@ from edge.readings import Reading, ReadingBatch
 from protocols import envelope as env
 from protocols import topics
 from sim.localsite import Broker
-from tests.cloud_bridge.test_bridge import drain
-from tests.cloud_bridge.test_bridge_faults import CrashingDesk, until
+from tests.cloud_bridge.uplink.test_bridge import drain
+from tests.cloud_bridge.uplink.test_bridge_faults import CrashingDesk, until
 
 
 async def get(port: int, path: str) -> tuple[int, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edge.vision.manifest import ModelStore
-from tests.faces.harness import Harness, make_harness
+from tests.edge.face_access.harness import Harness, make_harness
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from edge.vision.manifest import ModelStore
 from models.build import card_range
 from protocols import envelope as env
 from sim.scenes import hygiene as scene
-from tests.vision.app_harness import AppHarness
+from tests.edge.vision.app_harness import AppHarness
 
 FPS = 5.0
 

@@ -18,7 +18,7 @@ from models.build import card_range
 from models.train.recipes import played_day
 from protocols import envelope as env
 from sim.scenes import bins as scene
-from tests.vision.app_harness import AppHarness
+from tests.edge.vision.app_harness import AppHarness
 
 
 def config(**over: Any) -> BinFillConfig:

@@ -22,7 +22,7 @@ import pytest
 from edge.face_access.config import FaceAccessConfig
 from edge.face_access.pipeline import FacePipeline, QualitySettings
 from edge.vision.manifest import ModelStore
-from tests.faces.scenes import read
+from tests.edge.face_access.scenes import read
 
 LABELLED = {
     "obama.jpg": "obama",

@@ -10,8 +10,8 @@ import pytest
 from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.faces.harness import TOKEN, Harness
-from tests.faces.scenes import still
+from tests.edge.face_access.harness import TOKEN, Harness
+from tests.edge.face_access.scenes import still
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -24,7 +24,7 @@ from edge.readings import ReadingBatch
 from edge.vision.frames import Frame
 from edge.vision.manifest import ModelStore
 from protocols import envelope as env
-from tests.faces.scenes import frame
+from tests.edge.face_access.scenes import frame
 
 OPEN_S = 2.0
 TOKEN = "tok-3f9a1c0d7e2b4a6f8c5e"  # the API's bearer token in these tests

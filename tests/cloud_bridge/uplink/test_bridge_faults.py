@@ -21,8 +21,8 @@ from protocols import topics
 from protocols.commands import CommandReply
 from protocols.session import HostState, LinkState
 from sim.localsite import Broker
-from tests.cloud_bridge.test_bridge import availability, drain, settings
-from tests.cloud_bridge.test_outbox_faults import fill_disk
+from tests.cloud_bridge.uplink.test_bridge import availability, drain, settings
+from tests.cloud_bridge.uplink.test_outbox_faults import fill_disk
 
 
 class CrashingDesk:

@@ -22,7 +22,7 @@ import pytest
 
 from protocols import senml
 from sim.localsite import Proc, cityedge_argv, start
-from tests.edge.test_coap_source import free_udp_port, source
+from tests.edge.coap.test_coap_source import free_udp_port, source
 
 
 def libcoap(tool: str) -> str:

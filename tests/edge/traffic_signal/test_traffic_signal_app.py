@@ -2,7 +2,7 @@
 through the actuators, events to the city brain, the link watchdog on the injected clock.
 
 The cabinet is the simulated one behind a fake writer (the real modbus path is covered in
-tests/edge/simulators/test_junction_modbus.py and the hil-test)."""
+tests/sim/junction/test_junction_modbus.py and the hil-test)."""
 
 from __future__ import annotations
 
@@ -163,6 +163,6 @@ def test_config_check_wants_a_signal_controller_device() -> None:
 def test_the_example_site_file_is_valid() -> None:
     from edge.config.site import load_site
 
-    site = load_site(Path(__file__).parents[2] / "examples" / "junction.yaml", env={})
+    site = load_site(Path(__file__).parents[3] / "examples" / "junction.yaml", env={})
     (app,) = site.config.apps
     assert isinstance(app, TrafficSignalConfig) and app.spec().name == "four-arm"

@@ -14,8 +14,8 @@ from edge.face_access.app import FaceAccessApp
 from edge.face_access.pipeline import FaceAnalysis
 from edge.readings import Reading, ReadingBatch
 from protocols import envelope as env
-from tests.faces.harness import OPEN_S, Harness, config
-from tests.faces.scenes import still
+from tests.edge.face_access.harness import OPEN_S, Harness, config
+from tests.edge.face_access.scenes import still
 
 
 async def test_an_enrolled_person_opens_the_relay_for_the_set_time(harness: Harness) -> None:

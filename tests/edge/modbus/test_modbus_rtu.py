@@ -19,7 +19,7 @@ from protocols.modbus import rtu_silence_s
 from sim.devices.faults import FaultSchedule
 from sim.devices.modbus_device import DeviceSim, LineTiming, SerialLine, serve
 from sim.localsite import PtyPair, start_pty_pair
-from tests.edge.test_modbus_source import Harness
+from tests.edge.modbus.test_modbus_source import Harness
 
 BAUD = 9600
 # a Linux pty refuses parity (EINVAL from tcsetattr), so the tests run 8N2: no parity and two
