@@ -59,8 +59,7 @@ def _not_installed(name: str, what: str) -> Callable[[], None]:
     def command() -> None:
         fail(
             "CE101",  # an optional part is not installed
-            f"'cityedge {name}' is not part of this install ({what} are left out of a "
-            "gateway's install)",
+            f"'cityedge {name}' is not part of this install: a gateway's install leaves out {what}",
             "run it where cityedge is installed whole: pip install 'cityedge[all]' from a checkout",
         )
 

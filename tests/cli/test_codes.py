@@ -19,7 +19,7 @@ from protocols.errors import HintedError, port_error
 from provisioning import errors as prov_errors
 from tests.cli.run import ROOT
 
-SOURCES = ("protocols", "edge", "cloud_bridge", "provisioning", "models")
+SOURCES = ("cityedge", "protocols", "edge", "cloud_bridge", "provisioning", "sim", "models")
 CODE = re.compile(r"\bCE\d{3}\b")
 
 
