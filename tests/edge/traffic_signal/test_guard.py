@@ -138,7 +138,7 @@ def test_the_cabinet_watchdog_expiring_under_us_is_reported() -> None:
 
 
 def test_only_the_guard_makes_decisions() -> None:
-    with pytest.raises(TypeError, match=r"made by edge\.traffic\.safety\.Guard only"):
+    with pytest.raises(TypeError, match=r"made by edge\.traffic_signal\.safety\.Guard only"):
         Command(0, 10, 1, 3, 2, 7, "", (), object())
     with pytest.raises(TypeError):
         Fallback("because", (), None)
