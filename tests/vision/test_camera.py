@@ -4,6 +4,8 @@ looping, and clear errors."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -166,13 +168,15 @@ class SlowCapture:
         self.released_during_read = False
         self.released = False
         self.reads = 0
+        self.second_read = threading.Event()
+        self.released_event = threading.Event()
 
     def read(self) -> tuple[bool, np.ndarray]:
         self.reading = True
         try:
             self.reads += 1
-            import time
-
+            if self.reads == 2:
+                self.second_read.set()
             time.sleep(0.3)
             return True, np.full((240, 320, 3), 90, np.uint8)
         finally:
@@ -181,6 +185,7 @@ class SlowCapture:
     def release(self) -> None:
         self.released_during_read = self.reading
         self.released = True
+        self.released_event.set()
 
     def set(self, *_args: object) -> bool:
         return True
@@ -194,14 +199,9 @@ async def test_a_cancel_during_a_read_releases_the_capture_after_the_read(
     source = make(tmp_path, frames, url="rtsp://camera.invalid/stream")
     monkeypatch.setattr(source, "_open", lambda: cap)
     task = asyncio.create_task(source.run())
-    while cap.reads < 2:  # the second read is in progress
-        await asyncio.sleep(0.01)
+    assert await asyncio.to_thread(cap.second_read.wait, 10)  # a read is in progress
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    for _ in range(100):
-        if cap.released:
-            break
-        await asyncio.sleep(0.01)
-    assert cap.released
+    assert await asyncio.to_thread(cap.released_event.wait, 10)
     assert not cap.released_during_read
