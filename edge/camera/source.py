@@ -12,6 +12,10 @@ motion against the running background — the event loop only receives finished
   buffer fill with stale frames — and frames beyond ``fps`` are skipped
   (``outcome="rate"``); files play at ``fps`` on the injected clock, as a camera would.
 
+All OpenCV calls on a capture run in the source's one worker thread, in order: a read still in
+progress when the source is cancelled finishes before the capture is released (releasing it from
+another thread in the middle of a read crashed the process with a segmentation fault).
+
 A stream or USB camera that fails to open or stops delivering raises :class:`CameraError` (a
 transient error: the supervisor reopens it with backoff). A file that ends stops the source
 cleanly unless ``loop`` is set.
@@ -22,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -34,6 +40,8 @@ from edge.vision.frames import Frame
 from edge.vision.motion import MotionGate
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class CameraError(TransientError):
@@ -51,6 +59,13 @@ class CameraSource:
         self.seq = 0
         self.counts = {"emitted": 0, "static": 0, "rate": 0, "dropped": 0}
         self._counter = ctx.metrics.frames
+        self._io: ThreadPoolExecutor | None = None
+
+    async def _in_thread(self, fn: Callable[[], T]) -> T:
+        """``fn()`` in this source's one worker thread, after whatever runs there already."""
+        if self._io is None:
+            self._io = ThreadPoolExecutor(1, thread_name_prefix=f"camera-{self.name}")
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn)
 
     # -- blocking parts, run in a worker thread ---------------------------------------------
     def _open(self) -> Any:
@@ -107,8 +122,11 @@ class CameraSource:
         clock = self.ctx.clock
         try:
             async with asyncio.timeout(c.open_timeout_s):
-                self._cap = await asyncio.to_thread(self._open)
+                self._cap = await self._in_thread(self._open)
         except TimeoutError:
+            if self._io is not None:  # the open goes on in the thread; the thread then ends
+                self._io.shutdown(wait=False)
+                self._io = None
             raise CameraError(
                 f"camera {c.camera}: opening {c.url} took longer than {c.open_timeout_s} s",
                 hint="check that the camera answers",
@@ -122,7 +140,7 @@ class CameraSource:
             while True:
                 try:
                     async with asyncio.timeout(c.read_timeout_s if live else None):
-                        image, score, read_at = await asyncio.to_thread(self._grab)
+                        image, score, read_at = await self._in_thread(self._grab)
                 except TimeoutError:
                     raise CameraError(
                         f"camera {c.camera}: no frame within {c.read_timeout_s} s",
@@ -135,7 +153,7 @@ class CameraSource:
                             f"camera {c.camera}: the stream ended", hint="reconnecting"
                         )
                     if c.loop:
-                        await asyncio.to_thread(self._rewind)
+                        await self._in_thread(self._rewind)
                         continue
                     log.info("camera %s: end of %s after %d frames", c.camera, c.url, self.seq)
                     return
@@ -161,5 +179,8 @@ class CameraSource:
                     await clock.sleep(next_due - clock.monotonic())
         finally:
             cap, self._cap = self._cap, None
-            if cap is not None:
-                await asyncio.to_thread(cap.release)
+            io, self._io = self._io, None
+            if io is not None:
+                if cap is not None:  # queued behind a read still in progress, never beside it
+                    io.submit(cap.release)
+                io.shutdown(wait=False)

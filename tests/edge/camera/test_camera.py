@@ -4,6 +4,8 @@ looping, and clear errors."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -155,3 +157,51 @@ def test_config_checks() -> None:
     )
     assert missing.devices == {"cam": {}}
     assert "no video file at /tmp/none.avi" in missing.problems[0][1]
+
+
+class SlowCapture:
+    """Stands in for ``cv2.VideoCapture`` (same ``read``/``release``/``set``): a read takes a
+    while, and releasing during a read is what crashed OpenCV with a segmentation fault."""
+
+    def __init__(self) -> None:
+        self.reading = False
+        self.released_during_read = False
+        self.released = False
+        self.reads = 0
+        self.second_read = threading.Event()
+        self.released_event = threading.Event()
+
+    def read(self) -> tuple[bool, np.ndarray]:
+        self.reading = True
+        try:
+            self.reads += 1
+            if self.reads == 2:
+                self.second_read.set()
+            time.sleep(0.3)
+            return True, np.full((240, 320, 3), 90, np.uint8)
+        finally:
+            self.reading = False
+
+    def release(self) -> None:
+        self.released_during_read = self.reading
+        self.released = True
+        self.released_event.set()
+
+    def set(self, *_args: object) -> bool:
+        return True
+
+
+async def test_a_cancel_during_a_read_releases_the_capture_after_the_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cap = SlowCapture()
+    frames: Channel[Frame] = Channel("frames", 100)
+    source = make(tmp_path, frames, url="rtsp://camera.invalid/stream")
+    monkeypatch.setattr(source, "_open", lambda: cap)
+    task = asyncio.create_task(source.run())
+    assert await asyncio.to_thread(cap.second_read.wait, 10)  # a read is in progress
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(cap.released_event.wait, 10)
+    assert not cap.released_during_read
