@@ -1,5 +1,6 @@
 # The gateway image (balena-ready). Build: docker build -t cityedge-gateway .
-# The install steps are in scripts/install-gateway.sh so CI runs exactly them without Docker.
+# The install steps are in scripts/install-gateway.sh so CI runs exactly them without Docker;
+# it installs the gateway's rooms only (no simulators, scenes, demo or city-brain side).
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1

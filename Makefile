@@ -13,11 +13,11 @@ RETRAIN_ARGS ?=
 ifneq ($(MODELS_DIR),)
 export CITYEDGE_MODELS_DIR := $(abspath $(MODELS_DIR))
 endif
-CHECKED := protocols edge cloud_bridge provisioning models tests hil-tests bench conftest.py
+CHECKED := cityedge protocols edge cloud_bridge provisioning sim models tests hil-tests bench conftest.py
 # hil-tests has no package (a hyphen) and its own conftest: mypy checks it on its own
-TYPED := protocols edge cloud_bridge provisioning models tests bench conftest.py
+TYPED := cityedge protocols edge cloud_bridge provisioning sim models tests bench conftest.py
 
-.PHONY: help demo test lint typecheck unit hil bench schema sysdeps venv clean models retrain
+.PHONY: help demo test lint imports typecheck unit hil bench schema sysdeps venv clean models retrain
 
 help:
 	@echo "make demo   - a whole simulated site on this machine (Ctrl-C stops it)"
@@ -47,9 +47,14 @@ demo: $(STAMP)
 	@scripts/install-system-deps.sh --demo
 	$(BIN)/cityedge demo
 
-lint: $(STAMP)
+lint: $(STAMP) imports
 	$(BIN)/ruff check $(CHECKED)
 	$(BIN)/ruff format --check $(CHECKED)
+
+# the arrows between the rooms: import-linter contracts in pyproject.toml (firmware/ on the path
+# so its package, cenode, is checked too)
+imports: $(STAMP)
+	PYTHONPATH=firmware $(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict $(TYPED)

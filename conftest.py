@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.localsite import Broker, Postgres, mosquitto_path
 from edge.vision.manifest import ModelError, ModelStore
+from sim.localsite import Broker, Postgres, mosquitto_path
 
 
 @pytest.fixture

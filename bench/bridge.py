@@ -29,13 +29,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 
 from bench.common import stamp
-from cloud_bridge.bridge import Bridge, BridgeSettings
 from cloud_bridge.link import LinkSettings
-from cloud_bridge.outbox import OutboxSettings, Record
-from edge.localsite import Broker
-from edge.sinks.mqtt import record_of
+from cloud_bridge.uplink.bridge import Bridge, BridgeSettings
+from cloud_bridge.uplink.outbox import OutboxSettings, Record, record_of
 from protocols import envelope as env
 from protocols.ids import Uuid7Generator
+from sim.localsite import Broker
 
 N_THROUGHPUT = 100_000
 RATE = 500

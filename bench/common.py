@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from edge.localsite import Proc, cityedge_argv, start, wait_port
+from sim.localsite import Proc, cityedge_argv, start, wait_port
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 

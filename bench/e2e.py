@@ -23,9 +23,9 @@ from rich.console import Console
 from rich.progress import track
 
 from bench.common import Sampler, stamp
-from edge.localsite import Broker, Proc, cityedge_argv, free_port, start, wait_port
 from protocols import envelope as env
 from protocols import topics
+from sim.localsite import Broker, Proc, cityedge_argv, free_port, start, wait_port
 
 WARMUP_S = 5.0
 MEASURE_S = 20.0

@@ -1,11 +1,11 @@
 """Face access: decision latency, 1:N search, CPU on a still scene, memory with models loaded.
 
 1. Decision latency at 640x480: the ``face_access`` app in this process with the real models,
-   fed doorway frames made from the real photos (``edge/faces/scene.py``); measured from the
+   fed doorway frames made from the real photos (``sim/scenes/faces.py``); measured from the
    frame's capture time to the moment the app issues the relay write (a recording writer behind
    the real actuator path stands in for the Modbus round trip, which ``e2e`` measures). With
    liveness on and off, and the time per pipeline stage.
-2. 1:N search: nearest of 100 000 enrolled 128-d templates (``edge/faces/gallery.py``).
+2. 1:N search: nearest of 100 000 enrolled 128-d templates (``edge/face_access/gallery.py``).
 3. The real gateway process with a camera on a still scene at 10 fps (a looped video of a person
    standing still), the face app and the simulated gate controller: CPU in percent of one core,
    with motion gating and without, and the process RSS with the models loaded.
@@ -26,22 +26,22 @@ from rich.console import Console
 
 from bench.common import measure_gateway, stamp
 from edge.actuators import Actuators
-from edge.apps.face_access import FaceAccessApp
-from edge.apps.face_access_config import FaceAccessConfig
 from edge.channel import Channel, Overflow
 from edge.clock import VirtualClock
 from edge.config.base import CheckContext
-from edge.faces.detector import MtcnnDetector
-from edge.faces.gallery import Gallery
-from edge.faces.scene import Segment, frames, head_crop
-from edge.localsite import Proc, cityedge_argv, free_port, start, wait_port
+from edge.face_access.app import FaceAccessApp
+from edge.face_access.config import FaceAccessConfig
+from edge.face_access.gallery import Gallery
 from edge.metrics import GatewayMetrics
 from edge.plugin import AppContext, Emitter
 from edge.readings import ReadingBatch
+from edge.vision.face_detector import MtcnnDetector
 from edge.vision.frames import Frame
 from edge.vision.manifest import ModelStore
 from edge.vision.session import limit_blas_threads
 from protocols import envelope as env
+from sim.localsite import Proc, cityedge_argv, free_port, start, wait_port
+from sim.scenes.faces import Segment, frames, head_crop
 
 DECISIONS = 60
 SEARCHES = 300

@@ -39,11 +39,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 
 from bench.common import Sampler, stamp
-from edge.localsite import Broker, Proc, cityedge_argv, free_port, start, wait_port
 from edge.profiles import ProfileLibrary
-from edge.simulators.modbus_device import fleet_layout
 from protocols import envelope as env
 from protocols.modbus import plan_reads
+from sim.devices.modbus_device import fleet_layout
+from sim.localsite import Broker, Proc, cityedge_argv, free_port, start, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_VENV = ROOT / ".venv-peer"

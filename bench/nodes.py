@@ -25,7 +25,6 @@ from pathlib import Path
 from rich.console import Console
 
 from bench.common import stamp
-from edge.localsite import Broker, free_port
 from protocols import envelope as env
 from protocols import nodewire
 from protocols.ids import Uuid7Generator
@@ -33,6 +32,7 @@ from provisioning.image import read_littlefs, tool
 from provisioning.provision import NodeRequest, provision_node
 from provisioning.site import Site
 from provisioning.vm import VmBridge, micropython_path
+from sim.localsite import Broker, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = {

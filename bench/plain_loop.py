@@ -22,8 +22,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pymodbus.client import AsyncModbusTcpClient
 
 from edge.profiles import ProfileLibrary
-from edge.simulators.modbus_device import fleet_layout
 from protocols.modbus import RegisterType, decode_value, plan_reads
+from sim.devices.modbus_device import fleet_layout
 
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 

@@ -8,7 +8,7 @@ pedestrian stage):
 - ``sumo-actuated``, ``sumo-delay_based``: SUMO's own adaptive controllers (gap-based and
   time-loss-based), their walk stage served every cycle (they have no pedestrian detection);
 - ``max-pressure``: the textbook method, through the gateway's control loop and guard;
-- ``cityedge``: the gateway's controller (edge/traffic/policy.py), likewise.
+- ``cityedge``: the gateway's controller (edge/traffic_signal/policy.py), likewise.
 
 The two gateway controllers run the real control loop (policy, guard, fallback logic) against
 the simulated cabinet in-process, polling once per simulated second through the register
@@ -47,12 +47,12 @@ WORKERS = 2
 
 def one_run(pattern: str, seed: int, controller: str) -> dict[str, Any]:
     """One simulation in this (worker) process; libsumo runs one at a time per process."""
-    from edge.simulators.junction.loop import run_in_process
-    from edge.simulators.junction.scenario import load_scenario
-    from edge.simulators.junction.sumo import JunctionRun, SumoProgram
-    from edge.traffic import load_junction
-    from edge.traffic.policy import AdaptivePolicy, MaxPressurePolicy
-    from edge.traffic.webster import group_flows, webster
+    from edge.traffic_signal import load_junction
+    from edge.traffic_signal.policy import AdaptivePolicy, MaxPressurePolicy
+    from edge.traffic_signal.webster import group_flows, webster
+    from sim.junction.loop import run_in_process
+    from sim.junction.scenario import load_scenario
+    from sim.junction.sumo import JunctionRun, SumoProgram
 
     scenario = load_scenario(pattern)
     junction = load_junction(scenario.junction)

@@ -19,16 +19,16 @@ import numpy as np
 from rich.console import Console
 
 from bench.common import measure_gateway, stamp
-from edge.apps.bin_fill import roi_crops
-from edge.bins.scene import ROI, DayPlan, day_frames
-from edge.hygiene import scene
+from edge.bin_fill.app import roi_crops
 from edge.hygiene.crops import crop, face_square, head_box
 from edge.hygiene.pipeline import HygienePipeline
-from edge.localsite import Proc, free_port
 from edge.vision.imageops import point_in_polygon
 from edge.vision.manifest import ModelStore
 from edge.vision.session import ModelSession
-from edge.vision.synth import encode_video
+from sim.localsite import Proc, free_port
+from sim.scenes import hygiene as scene
+from sim.scenes.bins import ROI, DayPlan, day_frames
+from sim.scenes.synth import encode_video
 
 REPEATS = 60
 WARMUP_S = 20.0

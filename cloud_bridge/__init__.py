@@ -1,10 +1,16 @@
-"""The link to the city brain.
+"""The link to the city brain (the card's ``cloud-bridge``), in two halves and what both share.
 
-- :mod:`cloud_bridge.link`  one MQTT connection driven from the event loop (paho-mqtt's socket
-  callbacks; no extra thread), with a bounded in-flight window sized from the broker's
-  receive maximum, MQTT 5 with a 3.1.1 fallback, TLS and client certificates.
-- :mod:`cloud_bridge.outbox`  the durable SQLite outbox (budget, full disk, damaged files);
-  :mod:`cloud_bridge.counters` the session and position counters that outlive it.
+- shared: :mod:`cloud_bridge.link`, one MQTT connection driven from the event loop (paho-mqtt's
+  socket callbacks; no extra thread), with a bounded in-flight window sized from the broker's
+  receive maximum, MQTT 5 with a 3.1.1 fallback, TLS and client certificates;
+  :mod:`cloud_bridge.backoff`, capped and jittered exponential backoff.
+- :mod:`cloud_bridge.uplink`, what a gateway runs: the durable outbox, the bridge (session,
+  birth and death, sequence numbers) and the signed downlink commands.
+- :mod:`cloud_bridge.citybrain`, the city brain's side: the ingest workers, the store (one file
+  per database back end), the broker configuration and their commands.
+
+Neither half imports the other, and nothing here imports ``edge``, ``sim`` or ``provisioning``
+(import-linter contracts in ``pyproject.toml``).
 
 Exception trees::
 

@@ -1,5 +1,10 @@
-"""The gateway: config, supervisor, sources, apps, sinks, the local HTTP endpoint, simulators
-and the ``cityedge`` CLI.
+"""The gateway runtime: a core (gateway, supervisor, channels, clock, the plug-in contract and
+registry, readings, metrics, the local HTTP endpoint, actuators), config, the shared vision
+runtime, device profiles, the gateway's commands (:mod:`edge.cli`), and one package per plug-in
+holding its config model, implementation and domain code (``modbus``, ``coap``, ``node_mqtt``,
+``camera``, ``thresholds``, ``environment``, ``face_access``, ``bin_fill``, ``hygiene``,
+``traffic_signal``, ``mqtt_sink``, ``hj212_sink``). Simulators, scenes and the demo are in
+:mod:`sim`.
 
 Exception tree (``edge.errors``)::
 

@@ -1,14 +1,8 @@
-"""The ``cityedge`` command.
+"""The gateway's commands: ``run``, ``check-config``, ``profiles``, ``schema``,
+``config-reference`` and ``errors`` (the umbrella command :mod:`cityedge.cli` adds them).
 
-Exit codes (all commands, :class:`protocols.codes.ExitCode`): 0 success; 1 the input is wrong
-(config problems, an out-of-date file, an argument's value); 2 usage error (unknown option,
-missing argument); 3 the program could not run (a missing optional dependency, a port in use, a
-broker or device unreachable at start); 4 the work was done but its check failed
-(``provision node --wait-s``: the node never reported).
-
-Every error prints ``CEnnn: message`` and ``  hint: ...`` on stderr (one meaning per code,
-``docs/errors.md``; ``cityedge errors CODE`` explains one); with ``--json`` it is one JSON
-object on stdout instead. ``-h`` and ``--version`` work on every command (:mod:`edge.cliutil`).
+Errors reach a person as for every command (:mod:`cityedge.console`, exit codes in
+:mod:`protocols.codes`).
 """
 
 from __future__ import annotations
@@ -18,38 +12,16 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from edge.cliutil import (
-    HELP_OPTIONS,
-    CityedgeGroup,
-    check_port,
-    console,
-    emit_json,
-    emit_json_line,
-    fail,
-    load_site_file,
-)
+from cityedge.console import check_port, console, emit_json, fail, readable_file
 from edge.logs import LEVELS, setup_logging
 from protocols import codes
 
-app = typer.Typer(
-    name="cityedge",
-    cls=CityedgeGroup,
-    context_settings=HELP_OPTIONS,
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,  # locals may hold secrets
-    help="Edge gateway for city services: run it, check its config, simulate devices, demo a site.",
-)
-simulate_app = typer.Typer(
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-    help="Simulated field devices for tests and demos.",
-)
-app.add_typer(simulate_app, name="simulate")
+if TYPE_CHECKING:
+    from edge.config.site import LoadedSite
 
 err_console = console(stderr=True)
 out = console()
@@ -59,7 +31,20 @@ AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output (J
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@app.command("check-config")
+def load_site_file(path: Path) -> LoadedSite:
+    """A site file, read and checked: ``CE002`` when it cannot be read, ``CE100`` (one line per
+    problem, the hint naming the command that checks it again) when it is wrong."""
+    from edge.config.site import load_site
+    from edge.errors import ConfigError
+
+    readable_file(path, "site file")
+    try:
+        return load_site(path)
+    except ConfigError as err:
+        err.hint = f"fix each line, then check again with 'cityedge check-config {path}'"
+        raise
+
+
 def check_config(
     file: Annotated[Path, typer.Argument(help="Site YAML file")],
     dump: Annotated[
@@ -92,7 +77,6 @@ def check_config(
         out.print_json(c.model_dump_json())
 
 
-@app.command()
 def run(
     config: Annotated[Path, typer.Option("--config", "-c", help="Site YAML file")],
     log_level: Annotated[str | None, typer.Option(help="Override the file's log_level")] = None,
@@ -171,67 +155,6 @@ async def _set_when(event: asyncio.Event, target: asyncio.Event) -> None:
     target.set()
 
 
-def _register_areas() -> None:
-    """Each area of the suite adds its commands here: explicit, one line per area."""
-    from cloud_bridge import cli as cloud_cli
-    from edge.faces import cli as faces_cli
-    from edge.simulators import cli as simulators_cli
-    from edge.simulators import vision_cli
-    from edge.simulators.junction import cli as junction_cli
-    from provisioning import cli as provisioning_cli
-
-    simulators_cli.register(app, simulate_app)
-    faces_cli.register(app, simulate_app)
-    vision_cli.register(app, simulate_app)
-    provisioning_cli.register(app, simulate_app)
-    junction_cli.register(app, simulate_app)
-    cloud_cli.register(app, simulate_app)
-
-
-_register_areas()
-
-
-@app.command()
-def demo(
-    duration_s: Annotated[
-        float | None, typer.Option("--duration-s", help="Stop after this many seconds")
-    ] = None,
-    plain: Annotated[
-        bool | None,
-        typer.Option(help="Print lines instead of a live table (default when not a terminal)"),
-    ] = None,
-    as_json: Annotated[
-        bool,
-        typer.Option(
-            "--json",
-            help="JSON lines on stdout: {'event': 'ready', addresses...} once everything runs, "
-            "{'event': 'stopped', 'exit': N} at the end; the view goes to stderr",
-        ),
-    ] = False,
-) -> None:
-    """A whole site on this machine: simulators, a broker, the gateway, the city brain's view."""
-    from edge.demo import run_demo
-
-    setup_logging("warning")
-    plain = plain if plain is not None else (as_json or not sys.stdout.isatty())
-    kwargs: dict[str, Any] = {}
-    if as_json:
-        kwargs = {"console": err_console, "on_ready": emit_json_line}
-    elif plain:  # lines, never hard-wrapped (the live table keeps the demo's own console)
-        kwargs = {"console": out}
-    try:
-        code = run_demo(duration_s, plain, **kwargs)
-    except (OSError, RuntimeError, TimeoutError) as err:
-        first, *rest = (str(err) or type(err).__name__).splitlines()
-        for line in rest:  # the failed program's last log lines
-            err_console.print(f"  {line}")
-        fail(codes.NOT_STARTED, f"the demo could not start: {first}")
-    if as_json:
-        emit_json_line({"event": "stopped", "exit": code})
-    raise typer.Exit(code)
-
-
-@app.command()
 def schema(
     write: Annotated[
         bool, typer.Option(help="Write protocols/schemas/ (envelope schema, AsyncAPI document)")
@@ -285,7 +208,6 @@ def _generated(texts: dict[Path, str], command: str, *, write: bool, as_json: bo
             out.print(f"{name}: {what}")
 
 
-@app.command("config-reference")
 def config_reference(
     write: Annotated[bool, typer.Option(help="Write docs/configuration.md")] = False,
     check: Annotated[bool, typer.Option(help="Exit 1 if docs/configuration.md differs")] = False,
@@ -301,7 +223,6 @@ def config_reference(
         sys.stdout.write(text)
 
 
-@app.command()
 def errors(
     code: Annotated[str | None, typer.Argument(help="One code, e.g. CE003")] = None,
     write: Annotated[bool, typer.Option(help="Write docs/errors.md")] = False,
@@ -333,7 +254,6 @@ def errors(
         out.print(f"{c.code} (exit {int(c.exit)}): {c.meaning}\n  hint: {c.hint}")
 
 
-@app.command()
 def profiles(as_json: AsJson = False) -> None:
     """List the device profiles shipped with cityedge."""
     from edge.profiles import ProfileLibrary
@@ -360,9 +280,11 @@ def profiles(as_json: AsJson = False) -> None:
         out.print(f"{p.name}: {p.description} ({len(p.points)} points)")
 
 
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()
+def register(app: typer.Typer) -> None:
+    """Add the gateway's commands to the root command."""
+    app.command("check-config")(check_config)
+    app.command("run")(run)
+    app.command("schema")(schema)
+    app.command("config-reference")(config_reference)
+    app.command("errors")(errors)
+    app.command("profiles")(profiles)

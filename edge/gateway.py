@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # A stage cancelled at the flush deadline gets this long before it is cancelled again; the mqtt
-# sink's clean-up is bounded by cloud_bridge.bridge.SHUTDOWN_S (5 s).
+# sink's clean-up is bounded by cloud_bridge.uplink.bridge.SHUTDOWN_S (5 s).
 STAGE_CLEANUP_S = 6.0
 
 

@@ -5,8 +5,9 @@ pydantic only, so ``check-config`` works without optional packages) and its impl
 ``"module:Class"``, imported only when the gateway builds it. When that import fails for a
 missing optional dependency, :func:`load` says which extra to install.
 
-To add a plug-in: write ``edge/<role>s/<name>_config.py`` and ``edge/<role>s/<name>.py`` and add
-one :class:`PluginInfo` line below.
+To add a plug-in: write a package ``edge/<name>/`` with ``config.py`` (the pydantic model, no
+optional imports) and its implementation (``source.py``, ``app.py`` or ``sink.py``), and add one
+:class:`PluginInfo` line below.
 """
 
 from __future__ import annotations
@@ -19,20 +20,20 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import Field
 
-from edge.apps.bin_fill_config import BinFillConfig
-from edge.apps.environment_config import EnvironmentConfig
-from edge.apps.face_access_config import FaceAccessConfig
-from edge.apps.hygiene_config import HygieneConfig
-from edge.apps.thresholds_config import ThresholdsConfig
-from edge.apps.traffic_signal_config import TrafficSignalConfig
+from edge.bin_fill.config import BinFillConfig
+from edge.camera.config import CameraSourceConfig
+from edge.coap.config import CoapSourceConfig
 from edge.config.base import PluginConfig
+from edge.environment.config import EnvironmentConfig
 from edge.errors import MissingExtraError
-from edge.sinks.hj212_config import Hj212SinkConfig
-from edge.sinks.mqtt_config import MqttSinkConfig
-from edge.sources.coap_config import CoapSourceConfig
-from edge.sources.modbus_config import ModbusSourceConfig
-from edge.sources.mqtt_config import MqttSourceConfig
-from edge.vision.camera_config import CameraSourceConfig
+from edge.face_access.config import FaceAccessConfig
+from edge.hj212_sink.config import Hj212SinkConfig
+from edge.hygiene.config import HygieneConfig
+from edge.modbus.config import ModbusSourceConfig
+from edge.mqtt_sink.config import MqttSinkConfig
+from edge.node_mqtt.config import MqttSourceConfig
+from edge.thresholds.config import ThresholdsConfig
+from edge.traffic_signal.config import TrafficSignalConfig
 
 Role = Literal["source", "app", "sink"]
 
@@ -52,7 +53,7 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "source",
         "modbus",
         ModbusSourceConfig,
-        "edge.sources.modbus:ModbusSource",
+        "edge.modbus.source:ModbusSource",
         "modbus",
         "Modbus TCP or RTU devices on one bus, polled on an interval",
     ),
@@ -60,7 +61,7 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "source",
         "coap",
         CoapSourceConfig,
-        "edge.sources.coap:CoapSource",
+        "edge.coap.source:CoapSource",
         "coap",
         "CoAP sensors by GET polling or Observe (SenML JSON/CBOR, JSON, text)",
     ),
@@ -68,7 +69,7 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "source",
         "camera",
         CameraSourceConfig,
-        "edge.vision.camera:CameraSource",
+        "edge.camera.source:CameraSource",
         "vision",
         "Camera frames (file, RTSP, USB) via OpenCV, motion-gated",
     ),
@@ -76,7 +77,7 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "app",
         "face_access",
         FaceAccessConfig,
-        "edge.apps.face_access:FaceAccessApp",
+        "edge.face_access.app:FaceAccessApp",
         "vision",
         "Face recognition at a gate: open the relay, report access events",
     ),
@@ -84,7 +85,7 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "source",
         "mqtt",
         MqttSourceConfig,
-        "edge.sources.mqtt:MqttSource",
+        "edge.node_mqtt.source:MqttSource",
         None,
         "MicroPython sensor nodes reporting to the site's local MQTT broker",
     ),
@@ -92,7 +93,7 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "app",
         "bin_fill",
         BinFillConfig,
-        "edge.apps.bin_fill:BinFillApp",
+        "edge.bin_fill.app:BinFillApp",
         "vision",
         "Bin fill level from cameras and level sensors: collection events, overflow alarm",
     ),
@@ -100,7 +101,7 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "app",
         "hygiene",
         HygieneConfig,
-        "edge.apps.hygiene:HygieneApp",
+        "edge.hygiene.app:HygieneApp",
         "vision",
         "Mask and hair-cover compliance in clean zones, with blurred evidence crops",
     ),
@@ -108,7 +109,7 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "app",
         "thresholds",
         ThresholdsConfig,
-        "edge.apps.thresholds:ThresholdsApp",
+        "edge.thresholds.app:ThresholdsApp",
         None,
         "Alarms on limits with hysteresis and minimum duration",
     ),
@@ -116,7 +117,7 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "app",
         "environment",
         EnvironmentConfig,
-        "edge.apps.environment:EnvironmentApp",
+        "edge.environment.app:EnvironmentApp",
         None,
         "Water/air stations: minute/hour/day aggregates, GB 3838/GB 3095 alarms, HJ 633 AQI",
     ),
@@ -124,7 +125,7 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "app",
         "traffic_signal",
         TrafficSignalConfig,
-        "edge.apps.traffic_signal:TrafficSignalApp",
+        "edge.traffic_signal.app:TrafficSignalApp",
         None,
         "Adaptive, safe-by-construction control of a signalised junction",
     ),
@@ -132,7 +133,7 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "sink",
         "mqtt",
         MqttSinkConfig,
-        "edge.sinks.mqtt:MqttSink",
+        "edge.mqtt_sink.sink:MqttSink",
         None,
         "Publish envelopes to an MQTT broker at QoS 1",
     ),
@@ -140,7 +141,7 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "sink",
         "hj212",
         Hj212SinkConfig,
-        "edge.sinks.hj212:Hj212Sink",
+        "edge.hj212_sink.sink:Hj212Sink",
         None,
         "Monitoring data to an environment bureau's platform over HJ 212-2017",
     ),

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cloud_bridge.commands import CommandError, Handler
+from cloud_bridge.uplink.commands import CommandError, Handler
 from edge.config.site import LoadedSite, load_site
 from edge.config.yamlsrc import MAX_FILE_BYTES
 from edge.errors import ConfigError

@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from edge.localsite import Proc, cityedge_argv, free_port, start, wait_port
+from sim.localsite import Proc, cityedge_argv, free_port, start, wait_port
 
 SITE = "hil"
 GATEWAY = "gw-load"

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from hil import Subscriber
 
-from edge.localsite import Proc
+from sim.localsite import Proc
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 import cv2
 from hil import Subscriber, start_gateway, start_simulator
 
-from edge.faces.detector import MtcnnDetector
-from edge.faces.scene import Segment, head_crop, write_video
-from edge.localsite import Broker, Proc, cityedge_argv, free_port
+from edge.vision.face_detector import MtcnnDetector
 from edge.vision.manifest import ModelStore
+from sim.localsite import Broker, Proc, cityedge_argv, free_port
+from sim.scenes.faces import Segment, head_crop, write_video
 
 SECRET = "a-long-gateway-secret-for-hil-tests"
 

@@ -17,9 +17,9 @@ import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.localsite import Proc, cityedge_argv, start, wait_port
 from protocols import envelope as env
 from protocols import topics
+from sim.localsite import Proc, cityedge_argv, start, wait_port
 
 
 @dataclass

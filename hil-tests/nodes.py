@@ -19,10 +19,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.localsite import Broker, Proc, cityedge_argv, free_port, start
 from protocols import nodewire
 from provisioning.site import Site
 from provisioning.vm import micropython_path
+from sim.localsite import Broker, Proc, cityedge_argv, free_port, start
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"

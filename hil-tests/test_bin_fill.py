@@ -12,12 +12,12 @@ from pathlib import Path
 from hil import Subscriber, http_json
 from vision_site import start_camera_site
 
-from edge.bins.scene import ROI, write_day_video
-from edge.localsite import Broker, Proc
 from edge.vision.manifest import ModelStore
 from models.build import card_range
 from models.train.recipes import day_plan
 from protocols import envelope as env
+from sim.localsite import Broker, Proc
+from sim.scenes.bins import ROI, write_day_video
 
 # Thresholds outside what every bin-fill model within its card's tolerance reads on this day
 # (checked below): full bin >= day.full_min, empty bin <= day.empty_max, no overflow.

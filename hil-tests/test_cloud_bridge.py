@@ -15,16 +15,15 @@ import pytest
 from bridge_hil import pg, start_ingest, wait_stored
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud_bridge.bridge import Bridge, BridgeSettings
-from cloud_bridge.brokerconf import write_site_broker
+from cloud_bridge.citybrain.brokerconf import write_site_broker
 from cloud_bridge.link import LinkRefused, LinkSettings, MqttLink, TlsSettings
-from cloud_bridge.outbox import OutboxClass, OutboxSettings
-from edge.localsite import Broker, Proc, free_port, mosquitto_path, start, wait_port
-from edge.sinks.mqtt import record_of
+from cloud_bridge.uplink.bridge import Bridge, BridgeSettings
+from cloud_bridge.uplink.outbox import OutboxClass, OutboxSettings, record_of
 from protocols import commands, signed, topics
 from protocols import envelope as env
 from protocols.ids import Uuid7Generator
 from protocols.session import decode_state
+from sim.localsite import Broker, Proc, free_port, mosquitto_path, start, wait_port
 
 SITE = "hil"
 IDS = Uuid7Generator()

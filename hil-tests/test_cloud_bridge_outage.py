@@ -21,7 +21,7 @@ from bridge_hil import (
     wait_stored,
 )
 
-from edge.localsite import Broker, Proc
+from sim.localsite import Broker, Proc
 
 RATE = 500  # envelopes per second offered (polls of simulated devices)
 # The scenario is 3 minutes with the broker away for 60 s in the middle; a developer can

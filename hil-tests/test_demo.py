@@ -18,7 +18,7 @@ def test_demo_shows_readings_and_an_alarm_within_a_minute(tmp_path: Path) -> Non
     # environment (children inherit it), so only those count as left behind
     tag = str(uuid.uuid4())
     result = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "demo", "--duration-s", "40", "--plain"],
+        [sys.executable, "-m", "cityedge", "demo", "--duration-s", "40", "--plain"],
         capture_output=True,
         text=True,
         timeout=90,

@@ -20,9 +20,9 @@ from pathlib import Path
 from face_site import GateSite, enroll, make_site, segment, start, wait_access
 from hil import Subscriber
 
-from edge.faces.scene import Segment
-from edge.localsite import Broker, Proc
 from protocols import envelope as env
+from sim.localsite import Broker, Proc
+from sim.scenes.faces import Segment
 
 
 def writes(control_port: int) -> list[dict[str, object]]:

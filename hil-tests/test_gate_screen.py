@@ -9,7 +9,7 @@ from pathlib import Path
 from face_site import enroll, make_site, segment, start
 from playwright.sync_api import sync_playwright
 
-from edge.localsite import Proc
+from sim.localsite import Proc
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 

@@ -15,13 +15,13 @@ import numpy as np
 from hil import Subscriber
 from vision_site import start_camera_site
 
-from edge.apps.hygiene_config import HygieneConfig
-from edge.faces.detector import MtcnnDetector
-from edge.hygiene.scene import CLEAN_ZONE, CLIP, write_factory_clip
-from edge.localsite import Broker, Proc
+from edge.hygiene.config import HygieneConfig
+from edge.vision.face_detector import MtcnnDetector
 from edge.vision.manifest import ModelStore
 from models.build import card_range
 from protocols import envelope as env
+from sim.localsite import Broker, Proc
+from sim.scenes.hygiene import CLEAN_ZONE, CLIP, write_factory_clip
 
 FPS = 5.0
 APP = f"""  - type: hygiene

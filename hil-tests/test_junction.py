@@ -18,8 +18,8 @@ from pathlib import Path
 
 from hil import Subscriber, start_gateway
 
-from edge.localsite import Broker, Proc, cityedge_argv, free_port, start, wait_port
 from protocols import envelope as env
+from sim.localsite import Broker, Proc, cityedge_argv, free_port, start, wait_port
 
 SPEED = 5.0
 DEMAND_S = 260

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from hil import Subscriber, start_gateway
 
-from edge.localsite import Broker, Proc, cityedge_argv, free_port, start, start_pty_pair
 from protocols import envelope as env
+from sim.localsite import Broker, Proc, cityedge_argv, free_port, start, start_pty_pair
 
 UNITS = 20
 DEAD = (4, 11, 17)

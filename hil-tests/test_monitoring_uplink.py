@@ -15,8 +15,8 @@ from typing import Any
 
 from hil import Subscriber, http_json, start_gateway, start_simulator
 
-from edge.localsite import Broker, Proc, cityedge_argv, free_port, start, wait_port
 from protocols import envelope as env
+from sim.localsite import Broker, Proc, cityedge_argv, free_port, start, wait_port
 
 
 def site_yaml(modbus_port: int, mqtt_port: int, hj_port: int, http_port: int) -> str:

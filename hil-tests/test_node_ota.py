@@ -21,10 +21,10 @@ from nodes import (
     technician,
 )
 
-from edge.localsite import Proc
 from protocols import nodewire
 from provisioning import image, ota
 from provisioning.site import Site
+from sim.localsite import Proc
 
 RESET = 75  # firmware/sim/machine.py: machine.reset() ends the process with this code
 NodeState = nodewire.NodeState

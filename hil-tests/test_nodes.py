@@ -23,9 +23,9 @@ from nodes import (
     technician,
 )
 
-from edge.localsite import Broker, Proc, free_port
 from protocols import envelope as env
 from protocols import nodewire, signed
+from sim.localsite import Broker, Proc, free_port
 
 
 def gateway_yaml(site_dir: Path, broker_port: int, cloud_port: int, http_port: int) -> str:

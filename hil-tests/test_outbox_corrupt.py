@@ -33,9 +33,9 @@ from hil import http_text
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.gateway import STAGE_CLEANUP_S
-from edge.localsite import Broker, Proc
 from protocols import topics
 from protocols.session import GatewayState, decode_state
+from sim.localsite import Broker, Proc
 
 
 def overwrite_pages(path: Path) -> None:

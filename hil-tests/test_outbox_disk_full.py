@@ -30,7 +30,7 @@ from bridge_hil import (
 from hil import http_text
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge.localsite import Broker, Proc
+from sim.localsite import Broker, Proc
 
 RATE = 200  # envelopes per second offered
 FULL_S = 60  # how long the disk stays full

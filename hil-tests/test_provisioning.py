@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from nodes import FIRMWARE, NodeRunner, cli, fill_world, make_site, provision_bin, start_site_broker
 
-from edge.localsite import Proc, cityedge_argv, free_port, start, wait_port
 from provisioning.image import read_littlefs
 from provisioning.site import Site, cert_sha256
 from provisioning.vm import micropython_path
+from sim.localsite import Proc, cityedge_argv, free_port, start, wait_port
 
 
 def start_vm(procs: list[Proc], workdir: Path, board: Path) -> tuple[Proc, str]:

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hil import start_gateway, start_simulator
 
 from cloud_bridge.link import LinkSettings, MqttLink
-from edge.localsite import Broker, Proc, free_port
 from protocols import commands, signed, topics
+from sim.localsite import Broker, Proc, free_port
 
 OPS = Ed25519PrivateKey.generate()
 

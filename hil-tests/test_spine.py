@@ -13,9 +13,9 @@ from pathlib import Path
 
 from hil import Subscriber, http_json, http_text, start_gateway, start_simulator
 
-from edge.localsite import Broker, Proc, free_port
 from edge.profiles import ProfileLibrary
 from protocols import envelope as env
+from sim.localsite import Broker, Proc, free_port
 
 POLL_S = 0.5
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hil import start_gateway
 
-from edge.localsite import Broker, Proc, free_port
+from sim.localsite import Broker, Proc, free_port
 
 
 def start_camera_site(

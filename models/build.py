@@ -39,7 +39,7 @@ from pathlib import Path
 
 import yaml
 
-from edge.cliutil import ArgumentParser
+from cityedge.console import ArgumentParser
 from edge.vision.manifest import (
     MANIFEST_JSON,
     AssetEntry,

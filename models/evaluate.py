@@ -26,8 +26,9 @@ from models.train.recipes import per_class
 
 
 def face_mask(store: ModelStore) -> dict[str, float]:
-    from edge.hygiene import crops, scene
+    from edge.hygiene import crops
     from edge.vision.session import ModelSession
+    from sim.scenes import hygiene as scene
 
     session = ModelSession(store, "face-mask")
 
@@ -66,8 +67,8 @@ def face_mask(store: ModelStore) -> dict[str, float]:
 
 
 def centernet_person(store: ModelStore) -> dict[str, float]:
-    from edge.hygiene import scene
     from edge.hygiene.people import PersonDetector
+    from sim.scenes import hygiene as scene
 
     person = scene.worker_cutout(store)
     detector = PersonDetector(store)

@@ -7,7 +7,7 @@ CE003: the VM's port is in use); 4 everything was written but the self-test fail
 node never reported). ``--json`` prints one JSON object on stdout (``ok``, and
 ``code``/``error``/``hint`` on failure); progress bars go to stderr.
 
-Errors are raised (:mod:`provisioning.errors`); the root command prints them (``edge.cliutil``).
+Errors are raised (:mod:`provisioning.errors`); the root command prints them (``cityedge.console``).
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from cityedge.console import console, emit_json
 from protocols import nodewire
 from protocols.errors import HintedError, port_error
 from provisioning.errors import ProvisionInputError, ProvisionRunError
 
 # never hard-wrapped: paths and commands printed to be copied stay whole when piped
-out = Console(soft_wrap=True, markup=False)
-err_console = Console(stderr=True, soft_wrap=True, markup=False)
+out = console()
+err_console = console(stderr=True)
 provision_app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -44,10 +44,6 @@ SiteDir = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="One JSON object on stdout")]
-
-
-def _emit(doc: dict[str, Any]) -> None:
-    typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
 
 
 @contextmanager
@@ -128,7 +124,7 @@ def init_site(
         "broker_conf": str(site_dir / "broker" / "nodes.conf"),
     }
     if as_json:
-        _emit(doc)
+        emit_json(doc)
     else:
         out.print(
             f"site {s.site} created in {site_dir}\n"
@@ -221,7 +217,7 @@ def node(
         "seconds": round(time.monotonic() - started, 2),
     }
     if as_json:
-        _emit(doc)
+        emit_json(doc)
         return
     verb = "provisioned" if r.created else f"re-provisioned (revision {r.device.revision})"
     out.print(f"{r.device.name} {verb}: hw {r.device.hwid}, identity {r.device.identity}")
@@ -272,7 +268,7 @@ def gateway(
         "source_yaml": r.source_yaml,
     }
     if as_json:
-        _emit(doc)
+        emit_json(doc)
         return
     out.print(f"gateway {name}: identity {r.device.identity}, files in {r.out_dir}")
     if r.fleet:
@@ -291,7 +287,7 @@ def list_devices(site_dir: SiteDir, as_json: AsJson = False) -> None:
     finally:
         inv.close()
     if as_json:
-        _emit({"ok": True, "devices": [d.__dict__ for d in devices]})
+        emit_json({"ok": True, "devices": [d.__dict__ for d in devices]})
         return
     for d in devices:
         out.print(
@@ -358,7 +354,7 @@ def ota(
         "sent_chunks": sent,
     }
     if as_json:
-        _emit(doc)
+        emit_json(doc)
     else:
         out.print(
             f"update {version} ({len(upd.image)} bytes) signed with {site.ota_kid}; "
@@ -394,7 +390,7 @@ def self_test_cmd(
     if isinstance(frame, nodewire.StatusFrame):
         doc.update(state=frame.state.name.lower(), version=".".join(map(str, frame.version)))
     if as_json:
-        _emit(doc)
+        emit_json(doc)
     else:
         out.print(f"{name} reported: {_frame_text(doc)}")
 
@@ -448,7 +444,6 @@ def vm(
         ) from None
 
 
-def register(app: typer.Typer, simulate_app: typer.Typer) -> None:
-    """Add ``cityedge provision ...`` to the CLI (see edge.cli._register_areas)."""
-    del simulate_app
+def register(app: typer.Typer) -> None:
+    """Add ``cityedge provision ...`` to the root command (:mod:`cityedge.cli`)."""
     app.add_typer(provision_app, name="provision")

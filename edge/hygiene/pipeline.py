@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge.faces.detector import FaceBox, MtcnnDetector
 from edge.hygiene.crops import crop, face_square, head_box
 from edge.hygiene.people import Person, PersonDetector
+from edge.vision.face_detector import FaceBox, MtcnnDetector
 from edge.vision.manifest import ModelStore
 from edge.vision.session import ModelSession
 

@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 
 from edge.config.base import StrictModel
 from edge.config.problems import load_model
-from edge.sources.modbus_config import ModbusPointConfig
+from edge.modbus.config import ModbusPointConfig
 from protocols.envelope import Ident
 
 SHIPPED_DIR = Path(__file__).parent

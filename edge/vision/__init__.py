@@ -1,4 +1,5 @@
-"""Vision on the gateway: model manifest, ONNX Runtime sessions, frames and the camera source.
+"""The gateway's shared vision runtime: model manifest, ONNX Runtime sessions, frames, motion
+gating, tracking, the face detector (the camera source is the ``camera`` plug-in).
 
 Generic on purpose — face access (issue 7) and bin fill / hygiene vision (issue 9) share it:
 
@@ -9,7 +10,7 @@ Generic on purpose — face access (issue 7) and bin fill / hygiene vision (issu
   session (one thread by default), warmed at start;
 - :mod:`edge.vision.frames`    :class:`~edge.vision.frames.Frame`, the item a camera source emits;
 - :mod:`edge.vision.motion`    motion gating (pure numpy) so static scenes cost no inference;
-- :mod:`edge.vision.camera`    source ``camera``: OpenCV file / RTSP / USB, read off the event loop;
+- :mod:`edge.vision.face_detector`  MTCNN over ONNX Runtime (face access and hygiene use it);
 - :mod:`edge.vision.imageops`  pure numpy geometry: similarity transforms, NMS, box helpers.
 
 Heavy imports (onnxruntime, cv2) happen only in the modules that need them, so configuration

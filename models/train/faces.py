@@ -1,7 +1,7 @@
 """The real faces the hair-cover recipe trains on and the evaluations measure: committed data.
 
 ``real_faces.json`` lists, per registry photo, each face's box and five landmarks. They were
-found by MTCNN (:class:`edge.faces.detector.MtcnnDetector`) and are read from the file, not
+found by MTCNN (:class:`edge.vision.face_detector.MtcnnDetector`) and are read from the file, not
 detected again on every build, because the detector's answer on a borderline candidate depends
 on the CPU: ONNX Runtime's kernels round differently per instruction set, P-Net's boxes go
 through ``np.fix`` and every later stage crops what the earlier one rounded. Measured here, a
@@ -59,7 +59,7 @@ def detect(store: ModelStore, files: tuple[str, ...]) -> dict[str, list[FaceReco
     """Faces MTCNN finds in the photos that pass the gates, rounded to 0.01 px."""
     import cv2
 
-    from edge.faces.detector import MtcnnDetector
+    from edge.vision.face_detector import MtcnnDetector
 
     detector = MtcnnDetector(store, min_face_px=40)
     found: dict[str, list[FaceRecord]] = {}

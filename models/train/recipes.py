@@ -1,7 +1,7 @@
 """Training recipes: generate data, train, export, measure — reproducibly, on one CPU thread.
 
-A recipe names its data generator (the procedural scenes in :mod:`edge.bins.scene` and
-:mod:`edge.hygiene.scene`), network, schedule and metrics. :func:`train` runs it for a
+A recipe names its data generator (the procedural scenes in :mod:`sim.scenes.bins` and
+:mod:`sim.scenes.hygiene`), network, schedule and metrics. :func:`train` runs it for a
 manifest entry and writes the ONNX file; :func:`evaluate` measures a built file.
 
 Seeds, from the entry's ``train.seed`` S: training images S, weight init and batch order S,
@@ -32,15 +32,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 
-from edge.faces.detector import MtcnnDetector
 from edge.hygiene.people import PersonDetector
 from edge.hygiene.pipeline import HygienePipeline
+from edge.vision.face_detector import MtcnnDetector
 from edge.vision.manifest import ModelEntry, ModelStore
 from models.train.faces import TEST_PHOTOS, TRAIN_PHOTOS, real_faces
 from models.train.nets import SmallCnn, check_export, export
 
 if TYPE_CHECKING:
-    from edge.bins.scene import DayPlan
+    from sim.scenes.bins import DayPlan
 
 Log = Callable[[str], None]
 
@@ -68,7 +68,7 @@ class Recipe:
 def _make_bin(
     rng: np.random.Generator, heldout: bool, size: int, ctx: Any
 ) -> tuple[np.ndarray, list[float]]:
-    from edge.bins import scene
+    from sim.scenes import bins as scene
 
     img, fill, overflow = scene.sample(rng, scene.HELDOUT if heldout else scene.TRAIN, size)
     return img, [fill, float(overflow)]
@@ -110,13 +110,13 @@ def _bin_metrics(probs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     return out
 
 
-PASSING = 0.03  # share of the video a passer is in view (edge.bins.scene.day_frames)
+PASSING = 0.03  # share of the video a passer is in view (sim.scenes.bins.day_frames)
 
 
 def day_plan() -> DayPlan:
     """The day at one bin that the app's test and the bin-fill hil-test play: 240 frames, the
     bin filled to 95 %, emptied at 70 % of the video, two people walking past, a night."""
-    from edge.bins import scene
+    from sim.scenes import bins as scene
 
     return scene.DayPlan(seconds=24.0, fps=10.0)
 
@@ -130,8 +130,8 @@ def played_day(first: int | None = None) -> list[tuple[np.ndarray, float, bool]]
 
     import cv2
 
-    from edge.bins import scene
-    from edge.vision.synth import encode_video
+    from sim.scenes import bins as scene
+    from sim.scenes.synth import encode_video
 
     plan = day_plan()
     frames = list(itertools.islice(scene.day_frames(plan), first))
@@ -157,8 +157,8 @@ def _day_metrics(model_file: Path | bytes, store: ModelStore) -> dict[str, float
     """What the tests that play the bin's day rely on: the lowest fill read on the full bin
     (true fill >= 0.9), the highest on the empty bin (<= 0.1) and the highest overflow
     probability, each over the frames where nobody walks past; and the MAE over every frame."""
-    from edge.apps.bin_fill import roi_crops
-    from edge.bins import scene
+    from edge.bin_fill.app import roi_crops
+    from sim.scenes import bins as scene
 
     day = played_day()
     truth = np.array([fill for _, fill, _ in day])
@@ -191,7 +191,7 @@ def _make_head(
 ) -> tuple[np.ndarray, list[float]]:
     import cv2
 
-    from edge.hygiene import scene
+    from sim.scenes import hygiene as scene
 
     settings = scene.HELDOUT if heldout else scene.TRAIN
     if ctx and not heldout and rng.random() < REAL_SHARE:
@@ -213,7 +213,8 @@ def _real_cover_metrics(model_file: Path | bytes, store: ModelStore) -> dict[str
     """Real photos of people the recipe never trained on: each head bare and with each drawn
     cover, each cropped around the face box as found and twice jittered as a detector's box
     would be (so one person's crops are 3 bare and 3 covered)."""
-    from edge.hygiene import crops, scene
+    from edge.hygiene import crops
+    from sim.scenes import hygiene as scene
 
     rng = np.random.default_rng(7)
     images: list[np.ndarray] = []
@@ -259,9 +260,9 @@ def _clip_cover_metrics(model_file: Path | bytes, store: ModelStore) -> dict[str
 
     import cv2
 
-    from edge.apps.hygiene_config import HygieneConfig
-    from edge.hygiene import scene
+    from edge.hygiene.config import HygieneConfig
     from edge.hygiene.crops import crop, head_box
+    from sim.scenes import hygiene as scene
 
     window_s = HygieneConfig.model_fields["smoothing_s"].default
     detectors = _Detectors(store)

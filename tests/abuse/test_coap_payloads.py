@@ -17,13 +17,13 @@ from aiocoap import resource
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.sources.coap import MAX_PAYLOAD_BYTES, CoapSource
-from edge.sources.coap_config import CoapSourceConfig
+from edge.coap.config import CoapSourceConfig
+from edge.coap.source import MAX_PAYLOAD_BYTES, CoapSource
 from protocols import senml
 from protocols.senml import Record
 from tests.abuse.fuzz import FUZZ, fuzz_input, run
+from tests.edge.coap.test_coap_source import free_udp_port
 from tests.edge.source_harness import Captured, source_context
-from tests.edge.test_coap_source import free_udp_port
 
 GOOD_SENML = senml.encode_json([Record("air:pm2_5", 12.5, "ug/m3"), Record("air:co", 0.4)])
 GOOD_CBOR = senml.encode_cbor([Record("air:pm2_5", 12.5, "ug/m3"), Record("air:n", 3.0)])
@@ -96,7 +96,7 @@ async def test_a_hostile_payload_fails_the_poll_and_says_why(
 ) -> None:
     async with coap_source(format=fmt) as (src, cap):
         dev = src.devices[0]
-        with caplog.at_level(logging.WARNING, logger="edge.sources.coap"):
+        with caplog.at_level(logging.WARNING, logger="edge.coap.source"):
             await src.handle(dev, response(payload, cf))
         assert not cap.batches()
         assert errors(cap, "CE310") == 1  # counted as a failed poll of the device
@@ -111,7 +111,7 @@ async def test_bad_payloads_are_logged_first_and_every_hundredth(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with coap_source(format="json") as (src, cap):
-        with caplog.at_level(logging.WARNING, logger="edge.sources.coap"):
+        with caplog.at_level(logging.WARNING, logger="edge.coap.source"):
             for _ in range(250):
                 await src.handle(src.devices[0], response(b"[", 50))
     bad = [r for r in caplog.records if "bad json payload" in r.getMessage()]
@@ -125,7 +125,7 @@ async def test_a_value_not_finite_after_scale_is_a_bad_reading_of_that_point_onl
     points = [{"name": "pm", "key": "pm2_5", "scale": 10}, {"name": "co", "key": "co"}]
     payload = senml.encode_json([Record("air:pm2_5", 1e308), Record("air:co", 0.4)])
     async with coap_source(format="senml+json", points=points) as (src, cap):
-        with caplog.at_level(logging.WARNING, logger="edge.sources.coap"):
+        with caplog.at_level(logging.WARNING, logger="edge.coap.source"):
             await src.handle(src.devices[0], response(payload, 110))
             await src.handle(src.devices[0], response(payload, 110))
         batches = cap.batches()

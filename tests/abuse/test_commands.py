@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from cloud_bridge.bridge import Bridge, BridgeSettings
-from cloud_bridge.commands import Audit, CommandDesk
 from cloud_bridge.link import LinkSettings, MqttLink
-from cloud_bridge.outbox import Outbox, OutboxSettings
-from edge.localsite import Broker
+from cloud_bridge.uplink.bridge import Bridge, BridgeSettings
+from cloud_bridge.uplink.commands import Audit, CommandDesk
+from cloud_bridge.uplink.outbox import Outbox, OutboxSettings
 from edge.remote_config import RemoteConfig
 from protocols import commands, signed, topics
 from protocols.commands import CommandReply
+from sim.localsite import Broker
 from tests.abuse.forge import FORGED_SIG, SMALL_ORDER, forge
 from tests.edge.test_config import GOOD as GOOD_SITE
 
@@ -276,7 +276,7 @@ async def test_refusals_are_logged_rate_limited_with_counts(
 ) -> None:
     clock = [NOW]
     d = offline_desk(clock)
-    caplog.set_level(logging.WARNING, logger="cloud_bridge.commands")
+    caplog.set_level(logging.WARNING, logger="cloud_bridge.uplink.commands")
     for i in range(4000):  # 10 s of a flood: 400 per second, two kinds
         clock[0] = NOW + i / 400
         await d.handle(b"\x00" if i % 2 else body(f"r-{i}"))

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cloud_bridge.commands import CommandError
+from cloud_bridge.uplink.commands import CommandError
 from edge.config.yamlsrc import MAX_FILE_BYTES
 from edge.remote_config import RemoteConfig
 from protocols.commands import CommandFailure, CommandRequest

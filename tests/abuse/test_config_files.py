@@ -11,7 +11,7 @@ import yaml
 from hypothesis import given
 from typer.testing import CliRunner
 
-from edge.cli import app
+from cityedge.cli import app
 from edge.config.site import load_site
 from edge.config.yamlsrc import MAX_ALIAS_VALUES, MAX_DEPTH, MAX_FILE_BYTES, parse_yaml, safe_load
 from edge.errors import ConfigError

@@ -19,7 +19,7 @@ from edge.config.site import load_site
 from edge.config.tokens import TOKEN_MIN_LENGTH
 from edge.errors import ConfigError
 from edge.vision.manifest import ModelStore
-from tests.faces.harness import TOKEN, Harness, config, make_harness
+from tests.edge.face_access.harness import TOKEN, Harness, config, make_harness
 
 ROOT = Path(__file__).resolve().parents[2]
 Client = TestClient[web.Request, web.Application]

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.localsite import free_port
-from edge.sinks.hj212 import Hj212Sink
+from edge.hj212_sink.sink import Hj212Sink
 from protocols import hj212
 from protocols.hj212 import Cn, Cp, FrameReader, Packet
+from sim.localsite import free_port
 from tests.abuse.fuzz import FUZZ, fuzz_input, run
-from tests.edge.test_hj212_sink import Uplink, platform, until
+from tests.edge.hj212_sink.test_hj212_sink import Uplink, platform, until
 
 QN = "20260101120000000"
 

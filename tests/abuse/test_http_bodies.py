@@ -23,20 +23,26 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given
 
 from edge.actuators import Actuators
-from edge.apps.face_access import FaceAccessApp
 from edge.channel import Channel
 from edge.clock import VirtualClock
 from edge.config.base import CheckContext
-from edge.faces.photos import MAX_PHOTO_BYTES, MAX_PHOTO_PIXELS, BadPhoto, decode_photo, read_header
-from edge.faces.service import EnrollmentError, FaceService
-from edge.faces.web import MAX_FIELD_BYTES, MAX_PARTS
+from edge.face_access.app import FaceAccessApp
+from edge.face_access.photos import (
+    MAX_PHOTO_BYTES,
+    MAX_PHOTO_PIXELS,
+    BadPhoto,
+    decode_photo,
+    read_header,
+)
+from edge.face_access.service import EnrollmentError, FaceService
+from edge.face_access.web import MAX_FIELD_BYTES, MAX_PARTS
 from edge.metrics import GatewayMetrics
 from edge.plugin import AppContext, Emitter
 from edge.readings import ReadingBatch
 from edge.vision.manifest import MANIFEST_JSON
 from protocols import envelope as env
 from tests.abuse.fuzz import FUZZ, fuzz_input
-from tests.faces.harness import config
+from tests.edge.face_access.harness import config
 
 TOKEN = "an-admin-token-long-enough-for-any-rule-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

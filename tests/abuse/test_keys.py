@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from edge.config.site import load_site
 from edge.errors import ConfigError
-from edge.sinks.mqtt_config import CommandsConfig
+from edge.mqtt_sink.config import CommandsConfig
 from protocols import ed25519, signed
 from tests.abuse.forge import FORGED_SIG, SMALL_ORDER, forge
 from tests.edge.test_config import GOOD
@@ -140,7 +140,7 @@ _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|(^|_)PW$|PSK")
 
 @pytest.mark.parametrize(
     "path",
-    [*sorted((ROOT / "examples").glob("*.yaml")), ROOT / "edge/demo/site.yaml"],
+    [*sorted((ROOT / "examples").glob("*.yaml")), ROOT / "sim/demo/site.yaml"],
     ids=lambda p: p.name,
 )
 def test_no_shipped_config_carries_a_fallback_secret(path: Path) -> None:

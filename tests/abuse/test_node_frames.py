@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 
 from cloud_bridge.link import Message
 from edge.channel import Channel, Overflow
+from edge.node_mqtt.source import MAX_UNKNOWN_LOGGED
 from edge.readings import ReadingBatch
-from edge.sources.mqtt import MAX_UNKNOWN_LOGGED
 from protocols import nodewire
 from protocols.nodewire import NodeState, Result
 from tests.abuse.fuzz import FUZZ, fuzz_input, run
-from tests.edge.test_mqtt_source import NOW, make, up
+from tests.edge.node_mqtt.test_mqtt_source import NOW, make, up
 
 GOOD = nodewire.encode_readings(1, int(NOW), [("fill_pct", 42.5), ("distance_mm", 640)])
 HEADER = struct.pack(">BBBHI", 0xCE, 1, 1, 7, int(NOW))
@@ -80,7 +80,7 @@ async def test_bad_frames_are_logged_first_and_every_hundredth(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     src, _, _ = make()
-    with caplog.at_level(logging.WARNING, logger="edge.sources.mqtt"):
+    with caplog.at_level(logging.WARNING, logger="edge.node_mqtt.source"):
         for _ in range(250):
             await src.handle(up("bin-17", b"\xce"))
     assert len(caplog.records) == 3 and src.nodes["bin-17"].bad_frames == 250
@@ -90,7 +90,7 @@ async def test_unknown_node_names_are_remembered_within_a_bound(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     src, readings, _ = make()
-    with caplog.at_level(logging.WARNING, logger="edge.sources.mqtt"):
+    with caplog.at_level(logging.WARNING, logger="edge.node_mqtt.source"):
         for i in range(MAX_UNKNOWN_LOGGED + 100):
             await src.handle(up(f"stranger-{i}", GOOD))
     assert len(src.unknown) == MAX_UNKNOWN_LOGGED == len(caplog.records)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from edge import errors as edge_errors
-from edge.faces.service import EnrollmentError
-from edge.faces.store import FaceStoreError
-from edge.vision.camera import CameraError
+from edge.camera.source import CameraError
+from edge.face_access.service import EnrollmentError
+from edge.face_access.store import FaceStoreError
 from edge.vision.manifest import ModelError
 from models import build
 from protocols import codes
@@ -19,7 +19,7 @@ from protocols.errors import HintedError, port_error
 from provisioning import errors as prov_errors
 from tests.cli.run import ROOT
 
-SOURCES = ("protocols", "edge", "cloud_bridge", "provisioning", "models")
+SOURCES = ("cityedge", "protocols", "edge", "cloud_bridge", "provisioning", "sim", "models")
 CODE = re.compile(r"\bCE\d{3}\b")
 
 
@@ -107,7 +107,7 @@ def test_a_busy_port_is_named_not_a_tuple() -> None:
 def test_the_errors_command_explains_a_code() -> None:
     from typer.testing import CliRunner
 
-    from edge.cli import app
+    from cityedge.cli import app
 
     done = CliRunner().invoke(app, ["errors", "ce003"])
     assert done.exit_code == 0 and done.stdout.startswith("CE003 (exit 3): a network port")

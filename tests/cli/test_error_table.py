@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from protocols import codes
 from provisioning.site import Site
 from tests.cli.run import MODELS_BUILD, ROOT, busy_ports, closed_port, run_all
+from tests.edge.face_access.test_cli import site as face_site
 from tests.edge.test_config import GOOD
-from tests.faces.test_cli import site as face_site
 
 SHORT_SECRET = "short-secret-9"  # 14 characters: too short, and never to be echoed
 

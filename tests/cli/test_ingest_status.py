@@ -7,7 +7,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from cloud_bridge.store import SqliteStore
+from cloud_bridge.citybrain.store import SqliteStore
 from tests.cli.run import run_all
 
 

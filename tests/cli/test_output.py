@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from edge.cli import app
-from edge.cliutil import version
+from cityedge.cli import app
+from cityedge.console import version
 from edge.vision.manifest import ModelStore
 from provisioning.site import Site
 from tests.cli.run import run_all
@@ -102,7 +102,7 @@ def _iso_utc(text: object) -> datetime:
 
 
 def test_json_times_are_iso_8601_utc(tmp_path: Path, model_store: ModelStore) -> None:
-    from tests.faces.test_cli import site as face_site
+    from tests.edge.face_access.test_cli import site as face_site
 
     cfg = face_site(tmp_path)
     photo = str(model_store.asset("obama.jpg"))

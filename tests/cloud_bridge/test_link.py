@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from cloud_bridge.link import LinkError, LinkLost, LinkRefused, LinkSettings, MqttLink
-from edge.localsite import Broker, free_port, start_broker
+from sim.localsite import Broker, free_port, start_broker
 
 
 def settings(port: int, **kw: Any) -> LinkSettings:

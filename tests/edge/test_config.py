@@ -265,7 +265,7 @@ def test_every_field_has_a_description_and_extra_is_forbidden() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    [*sorted((ROOT / "examples").glob("*.yaml")), ROOT / "edge/demo/site.yaml"],
+    [*sorted((ROOT / "examples").glob("*.yaml")), ROOT / "sim/demo/site.yaml"],
     ids=lambda p: p.name,
 )
 def test_shipped_configs_are_valid(path: Path) -> None:
@@ -286,7 +286,7 @@ def test_shipped_configs_are_valid(path: Path) -> None:
 def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from edge.cli import app
+    from cityedge.cli import app
 
     good = write(tmp_path, GOOD.replace("${BROKER_PASSWORD}", "pw"))
     runner = CliRunner()

@@ -16,13 +16,13 @@ import pytest
 from cloud_bridge.link import LinkSettings, MqttLink
 from edge.config.site import load_site
 from edge.gateway import STAGE_CLEANUP_S, Gateway
-from edge.localsite import Broker
+from edge.mqtt_sink.sink import MqttSink
 from edge.readings import Reading, ReadingBatch
-from edge.sinks.mqtt import MqttSink
 from protocols import envelope as env
 from protocols import topics
-from tests.cloud_bridge.test_bridge import drain
-from tests.cloud_bridge.test_bridge_faults import CrashingDesk, until
+from sim.localsite import Broker
+from tests.cloud_bridge.uplink.test_bridge import drain
+from tests.cloud_bridge.uplink.test_bridge_faults import CrashingDesk, until
 
 
 async def get(port: int, path: str) -> tuple[int, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from edge.traffic import load_junction
+from edge.traffic_signal import load_junction
 from protocols.junction import JunctionSpec
 
 

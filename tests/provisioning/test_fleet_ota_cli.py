@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from edge.cli import app
-from edge.sources.mqtt_config import MqttSourceConfig
+from cityedge.cli import app
+from edge.node_mqtt.config import MqttSourceConfig
 from protocols import signed
 from provisioning import fleet, ota
 from provisioning.errors import ProvisionInputError, ProvisionRunError

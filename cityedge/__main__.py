@@ -1,0 +1,5 @@
+"""``python -m cityedge``: the ``cityedge`` command."""
+
+from cityedge.cli import main
+
+main()

@@ -1,0 +1,323 @@
+"""The cloud side's commands: ``cityedge ingest``, ``cityedge broker-config``,
+``cityedge command-key`` and ``cityedge command``.
+
+Exit codes and error codes as for every ``cityedge`` command (:mod:`protocols.codes`): 0 ok;
+1 the input is wrong (CE002 a file, CE005 an argument, CE630 a key that is not Ed25519); 3 could
+not run (CE600 the database, CE610 the broker, CE620 a refused command, CE621 no reply). Errors
+are raised as :class:`~protocols.errors.HintedError`; the root command prints them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cityedge.console import emit_json
+from cloud_bridge.link import LinkError, LinkSettings, TlsSettings
+from protocols import codes
+from protocols.errors import HintedError
+
+BrokerOpt = Annotated[str, typer.Option(help="Broker host:port")]
+CaOpt = Annotated[Path | None, typer.Option(help="CA certificate of the broker (enables TLS)")]
+CertOpt = Annotated[Path | None, typer.Option(help="Client certificate (PEM)")]
+KeyOpt = Annotated[Path | None, typer.Option(help="Client certificate's private key (PEM)")]
+AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output (JSON on stdout)")]
+
+
+def _link(
+    broker: str, client_id: str, ca: Path | None, cert: Path | None, key: Path | None, **kw: Any
+) -> LinkSettings:
+    host, _, port = broker.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise HintedError(
+            f"--broker {broker!r}: expected host:port",
+            hint="e.g. 127.0.0.1:1883",
+            code=codes.BAD_VALUE,
+        )
+    for option, path in (("--ca", ca), ("--cert", cert), ("--key", key)):
+        if path is not None and not path.is_file():
+            raise HintedError(f"{option} {path}: no such file", code=codes.BAD_PATH)
+    tls = TlsSettings(ca_file=ca, cert_file=cert, key_file=key) if ca or cert else None
+    return LinkSettings(host=host, port=int(port), client_id=client_id, tls=tls, **kw)
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _logging(level: str) -> None:
+    if level.lower() not in LOG_LEVELS:
+        raise HintedError(
+            f"--log-level {level!r}: use one of {', '.join(LOG_LEVELS)}", code=codes.BAD_VALUE
+        )
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+
+
+def ingest(
+    broker: BrokerOpt = "127.0.0.1:1883",
+    db: Annotated[
+        str, typer.Option(help="postgresql://... or an SQLite file (the embedded default)")
+    ] = "cityedge-ingest.db",
+    group: Annotated[
+        str, typer.Option(help="Shared-subscription group; workers of one group split the load")
+    ] = "ingest",
+    worker: Annotated[
+        str | None, typer.Option(help="This worker's name (default host-pid)")
+    ] = None,
+    client_id: Annotated[
+        str | None, typer.Option(help="MQTT client id (default ingest-<worker>); keep it stable")
+    ] = None,
+    ca: CaOpt = None,
+    cert: CertOpt = None,
+    key: KeyOpt = None,
+    status: Annotated[
+        bool, typer.Option(help="Print what the database holds (JSON) and exit")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """The city brain's ingest: validate, dedupe and store every envelope; track gateways."""
+    from cloud_bridge.citybrain.ingest import Ingest, IngestSettings, default_worker
+    from cloud_bridge.citybrain.store import StoreError, dump, open_store, sqlite_path
+
+    if status:  # a read-only query: an existing database, nothing created
+        pg = db.startswith(("postgresql://", "postgres://"))
+        if not pg and not sqlite_path(db).is_file():
+            raise HintedError(
+                f"--status: no ingest database {sqlite_path(db)}",
+                hint="check --db: the ingest creates the file when it runs, --status never does",
+                code=codes.BAD_PATH,
+            )
+    _logging(log_level)
+    name = worker or default_worker()
+    settings = IngestSettings(
+        link=_link(
+            broker,
+            client_id or f"ingest-{name}",
+            ca,
+            cert,
+            key,
+            clean_session=False,
+            session_expiry_s=7 * 86_400,
+            manual_ack=True,
+            receive_maximum=1000,
+            message_queue=2000,
+        ),
+        group=group or None,
+        worker=name,
+    )
+
+    async def main() -> None:
+        store = await open_store(db, read_only=status)
+        try:
+            if status:
+                sys.stdout.write(dump(await store.summary()) + "\n")
+                return
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            service = Ingest(settings, store)
+            await service.run(stop)
+            await service.check_gaps()
+            logging.getLogger("cloud_bridge.citybrain.ingest").info(
+                "ingest %s stopped: %d stored, %d duplicates, %d dead letters",
+                name,
+                service.stored,
+                service.duplicates,
+                service.dead,
+            )
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(main())
+    except StoreError as err:
+        raise HintedError(str(err), code="CE600") from None
+
+
+def broker_config(
+    site: Annotated[str, typer.Option(help="Site id")],
+    gateway: Annotated[list[str], typer.Option(help="A gateway id (repeat for each)")],
+    out: Annotated[Path, typer.Option(help="Folder for mosquitto.conf, ACL and certificates")],
+    port: Annotated[int, typer.Option(help="TLS port for the gateways")] = 8883,
+    brain_port: Annotated[
+        int | None,
+        typer.Option(help="TLS port for the city brain's clients (default: --port + 1)"),
+    ] = None,
+    server_name: Annotated[
+        list[str] | None, typer.Option(help="Broker host name or address (repeat)")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Write a mosquitto configuration with per-gateway client certificates and an ACL; a
+    gateway's client id is its certificate's name, so none can take over another's."""
+    from cloud_bridge.citybrain.brokerconf import write_site_broker
+    from protocols.errors import TopicError
+    from protocols.topics import gateway_prefix
+
+    try:
+        for gw in gateway:
+            gateway_prefix(site, gw)
+    except TopicError as err:
+        raise HintedError(str(err), code=codes.BAD_VALUE) from None
+    files = write_site_broker(
+        out,
+        site=site,
+        gateways=gateway,
+        port=port,
+        brain_port=brain_port,
+        server_names=server_name or ("localhost", "127.0.0.1"),
+    )
+    if as_json:
+        gateways = {
+            gw: {"cert": str(f.cert), "key": str(f.key), "user": f.name}
+            for gw, f in files.gateways.items()
+        }
+        emit_json({"ok": True, "conf": str(files.conf), "gateways": gateways})
+        return
+    typer.echo(f"wrote {files.conf}; run: mosquitto -c {files.conf}")
+    for gw, f in files.gateways.items():
+        typer.echo(f"  gateway {gw} (port {files.port}): {f.cert} {f.key} (user {f.name})")
+    if files.city_brain is not None:
+        f = files.city_brain
+        typer.echo(f"  city brain (port {files.brain_port}, ingest and command): {f.cert} {f.key}")
+
+
+def command_key(
+    out: Annotated[Path, typer.Option(help="Where to write the Ed25519 private key (PEM, 0600)")],
+    as_json: AsJson = False,
+) -> None:
+    """Make a command-signing key; prints the public key for the gateways' commands.keys."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from protocols.signed import b64url, public_key_raw
+
+    if out.exists():
+        raise HintedError(
+            f"{out} already exists: a key is never overwritten",
+            hint="choose another --out, or move the old key away first",
+            code=codes.BAD_PATH,
+        )
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    public = b64url(public_key_raw(key))
+    if as_json:
+        emit_json({"ok": True, "key": str(out), "public_key": public})
+    else:
+        typer.echo(public)
+
+
+def command(
+    name: Annotated[str, typer.Argument(help="ping, config.get, config.apply, outbox.stats")],
+    site: Annotated[str, typer.Option(help="Site of the gateway")],
+    gateway: Annotated[str, typer.Option(help="The gateway")],
+    signing_key: Annotated[Path, typer.Option(help="Ed25519 private key (PEM)")],
+    kid: Annotated[str, typer.Option(help="Key id the gateways know the key by")],
+    args: Annotated[str, typer.Option(help="Arguments as a JSON object")] = "{}",
+    ttl_s: Annotated[int, typer.Option(help="Valid for this many seconds")] = 60,
+    broker: BrokerOpt = "127.0.0.1:1883",
+    ca: CaOpt = None,
+    cert: CertOpt = None,
+    key: KeyOpt = None,
+    timeout_s: Annotated[float, typer.Option(help="How long to wait for the reply")] = 10.0,
+) -> None:
+    """Sign a command, send it to a gateway and print its reply (JSON)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from cloud_bridge.link import MqttLink
+    from protocols import commands, signed, topics
+
+    try:
+        arguments = json.loads(args)
+    except ValueError as err:
+        raise HintedError(
+            f"--args is not JSON: {err.msg} (column {err.colno})"
+            if isinstance(err, json.JSONDecodeError)
+            else "--args is not JSON",
+            hint='e.g. --args \'{"key": "value"}\'',
+            code=codes.BAD_VALUE,
+        ) from None
+    if not isinstance(arguments, dict):
+        raise HintedError(
+            "--args must be a JSON object", hint="e.g. --args '{}'", code=codes.BAD_VALUE
+        )
+    try:
+        private = serialization.load_pem_private_key(signing_key.read_bytes(), password=None)
+    except OSError as err:
+        raise HintedError(
+            f"cannot read --signing-key {signing_key}: {(err.strerror or str(err)).lower()}",
+            code=codes.BAD_PATH,
+        ) from None
+    except (ValueError, TypeError):
+        raise HintedError(
+            f"{signing_key} is not a PEM private key without a password", code="CE630"
+        ) from None
+    if not isinstance(private, Ed25519PrivateKey):
+        raise HintedError(f"{signing_key} is not an Ed25519 key", code="CE630")
+    request = commands.CommandRequest(
+        id=f"cli-{secrets.token_hex(6)}", site=site, gateway=gateway, command=name, args=arguments
+    )
+    data = signed.sign(
+        commands.encode_request(request),
+        purpose="command",
+        kid=kid,
+        key=private,
+        expires_at=int(time.time()) + ttl_s,
+    )
+    settings = _link(broker, f"cmd-{secrets.token_hex(4)}", ca, cert, key)
+
+    async def main() -> commands.CommandReply:
+        link = await MqttLink.open(settings)
+        try:
+            await link.subscribe(topics.command_reply_topic(site, gateway), qos=1)
+            await link.publish(topics.command_request_topic(site, gateway), data)
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    msg = await link.receive()
+                    reply = commands.decode_reply(msg.payload)
+                    if reply.request == request.id:
+                        return reply
+        finally:
+            await link.close()
+
+    try:
+        reply = asyncio.run(main())
+    except TimeoutError:
+        raise HintedError(
+            f"no reply from {site}/{gateway} within {timeout_s:g} s", code="CE621"
+        ) from None
+    except LinkError as err:
+        raise HintedError(str(err) or f"cannot reach the broker {broker}", code="CE610") from None
+    typer.echo(reply.model_dump_json(indent=2))
+    if not reply.ok:
+        raise HintedError(
+            f"{site}/{gateway} refused {name}: {reply.message or reply.reason}", code="CE620"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the city brain's commands to the root command (:mod:`cityedge.cli`)."""
+    app.command("ingest")(ingest)
+    app.command("broker-config")(broker_config)
+    app.command("command-key")(command_key)
+    app.command("command")(command)

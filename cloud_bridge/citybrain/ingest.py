@@ -1,0 +1,272 @@
+"""``cityedge ingest``: the city brain's side. Subscribe, validate, dedupe, store, acknowledge.
+
+::
+
+    broker ──$share/{group}/cityedge/v1/+/+/+/+──▶ worker ──batch──▶ Store (one transaction)
+           ──cityedge/v1/+/+/state (retained)────▶        ◀──commit── then PUBACK each message
+
+- **Shared subscription.** Every worker of one ``group`` subscribes to
+  ``$share/{group}/cityedge/v1/+/+/+/+`` (MQTT 5 shared subscriptions; mosquitto also serves
+  3.1.1 clients): the broker hands each message to one of them. States (births and deaths,
+  retained) are read by every worker on a plain subscription, because a shared subscription gets
+  no retained messages (MQTT 5.0, 4.8.2); storing a state is idempotent.
+- **Nothing is lost between broker and database.** Messages are acknowledged by hand, in order,
+  only after the transaction that stored them committed; a worker that dies before that gets
+  them again (its session is persistent: ``clean_session`` false with a session expiry). When
+  the store is slower than the broker, the link stops reading its socket (TCP holds the broker
+  back) instead of dropping: mosquitto 2.0 was seen sending past the Receive Maximum.
+- **Validation.** The topic must be in the tree, the payload a valid envelope, and the topic's
+  site, gateway, kind and device must be the envelope's (a gateway cannot pass off an envelope as
+  another's). Anything else goes to ``dead_letters`` with the reason.
+- **Dedupe** by envelope id (a unique key); duplicates are counted, never stored.
+- **Heartbeats.** Once subscribed, a worker says so every ``heartbeat_s`` on
+  ``cityedge/host/{group}/{worker}`` (not retained; its will says ``offline``). Gateways set to
+  wait for the city brain (``wait_for_ingest``) publish only while a live heartbeat of their group
+  is fresh, and keep everything in their outbox otherwise: as Sparkplug B's edge nodes do while
+  the primary host is away. This also closes a hole in mosquitto 2.0, which does not restore
+  shared subscriptions from its persistence file after a restart (measured here): without the
+  wait, what gateways publish between the broker's restart and the workers' return is lost.
+- **Gateways and gaps.** Births and deaths keep each gateway's state and session; when a session
+  has ended, its sequence numbers are checked and missing ones recorded in ``gaps`` and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cloud_bridge.backoff import Backoff
+from cloud_bridge.citybrain.store import Batch, DeadLetter, Incoming, SessionKey, Store, StoreError
+from cloud_bridge.link import LinkError, LinkLost, LinkSettings, Message, MqttLink, Will
+from protocols import envelope as env
+from protocols import topics
+from protocols.commands import decode_reply
+from protocols.errors import ProtocolError
+from protocols.session import HostState, LinkState, decode_state
+
+log = logging.getLogger(__name__)
+
+DATA_FILTER = f"{topics.ROOT}/+/+/+/+"
+STATE_FILTER = f"{topics.ROOT}/+/+/{topics.STATE}"
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    link: LinkSettings
+    group: str | None = "ingest"
+    worker: str = ""
+    batch_max: int = 500
+    batch_wait_ms: int = 20
+    gap_check_s: float = 5.0
+    heartbeat_s: float = 2.0
+    reconnect_initial_s: float = 0.5
+    reconnect_max_s: float = 10.0
+
+    @property
+    def data_filter(self) -> str:
+        return f"$share/{self.group}/{DATA_FILTER}" if self.group else DATA_FILTER
+
+
+def default_worker() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def classify(msg: Message, batch: Batch) -> None:
+    """Put one message where it belongs in ``batch`` (pure: no I/O)."""
+    try:
+        t = topics.parse(msg.topic)
+    except ProtocolError as err:
+        batch.dead.append(DeadLetter(msg.topic, msg.payload, f"topic: {err}"))
+        return
+    try:
+        if t.kind == topics.STATE:
+            state = decode_state(msg.payload)
+            if (state.site, state.gateway) != (t.site, t.gateway):
+                raise ProtocolError("state message names another gateway than its topic")
+            batch.states.append(state)
+        elif t.kind == topics.COMMAND:
+            if t.device == "res":
+                reply = decode_reply(msg.payload)
+                if (reply.site, reply.gateway) != (t.site, t.gateway):
+                    raise ProtocolError("reply names another gateway than its topic")
+                batch.replies.append(reply)
+            # requests are the city brain's own: nothing to store
+        else:
+            e = env.decode(msg.payload)
+            if (e.site, e.gateway, e.kind, e.device) != (t.site, t.gateway, t.kind, t.device):
+                raise ProtocolError(
+                    f"envelope is {e.site}/{e.gateway}/{e.kind}/{e.device} but came on "
+                    f"{t.site}/{t.gateway}/{t.kind}/{t.device}"
+                )
+            batch.events.append(Incoming(e, msg.payload))
+    except ProtocolError as err:
+        batch.dead.append(DeadLetter(msg.topic, msg.payload, str(err)))
+
+
+class Ingest:
+    def __init__(self, settings: IngestSettings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.worker = settings.worker or default_worker()
+        self.stored = 0
+        self.duplicates = 0
+        self.dead = 0
+        self.on_batch: Callable[[Batch], None] | None = None
+        self._sessions: set[SessionKey] = set()
+        self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop``; reconnects with backoff while the broker is away."""
+        logged = False
+        gaps = asyncio.create_task(self._gap_loop(stop))
+        try:
+            while not stop.is_set():
+                try:
+                    link = await MqttLink.open(
+                        dataclasses.replace(self.settings.link, will=self._will())
+                    )
+                    await link.subscribe(self.settings.data_filter, qos=1)
+                    await link.subscribe(STATE_FILTER, qos=1)
+                except LinkError as err:
+                    if not logged:
+                        log.warning("ingest %s: broker unavailable: %s; retrying", self.worker, err)
+                        logged = True
+                    await _sleep_or_stop(self._backoff.next_delay(), stop)
+                    continue
+                self._backoff.reset()
+                logged = False
+                log.info(
+                    "ingest %s: subscribed to %s and %s",
+                    self.worker,
+                    self.settings.data_filter,
+                    STATE_FILTER,
+                )
+                beat = asyncio.create_task(self._heartbeat(link))
+                try:
+                    await self._consume(link, stop)
+                finally:
+                    beat.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await beat
+                    if link.connected:
+                        with contextlib.suppress(LinkError, TimeoutError):
+                            async with asyncio.timeout(2):
+                                await link.publish(self._host_topic, self._host(LinkState.OFFLINE))
+                    await link.close()
+        finally:
+            gaps.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gaps
+
+    @property
+    def _host_topic(self) -> str:
+        return topics.host_state_topic(self.settings.group or "ingest", self.worker)
+
+    def _host(self, state: LinkState) -> bytes:
+        return (
+            HostState(
+                state=state,
+                group=self.settings.group or "ingest",
+                worker=self.worker,
+                time=datetime.now(UTC),
+                interval_s=self.settings.heartbeat_s,
+            )
+            .model_dump_json()
+            .encode()
+        )
+
+    def _will(self) -> Will:
+        return Will(self._host_topic, self._host(LinkState.OFFLINE), qos=1, retain=False)
+
+    async def _heartbeat(self, link: MqttLink) -> None:
+        """Tell gateways that wait for the city brain that this worker is subscribed and alive."""
+        while link.connected:
+            try:
+                await link.send(self._host_topic, self._host(LinkState.ONLINE), qos=0)
+            except LinkLost:
+                return
+            await asyncio.sleep(self.settings.heartbeat_s)
+
+    async def _consume(self, link: MqttLink, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                got = [await link.receive(timeout_s=0.5)]
+            except TimeoutError:
+                continue
+            except LinkLost as err:
+                log.warning("ingest %s: link lost: %s", self.worker, err)
+                return
+            deadline = time.monotonic() + self.settings.batch_wait_ms / 1000
+            while len(got) < self.settings.batch_max:
+                try:
+                    got.append(await link.receive(max(0.0, deadline - time.monotonic())))
+                except (TimeoutError, LinkLost):
+                    break
+            await self._store(got, link, stop)
+
+    async def _store(self, got: list[Message], link: MqttLink, stop: asyncio.Event) -> None:
+        batch = Batch()
+        for msg in got:
+            classify(msg, batch)
+        while True:
+            try:
+                result = await self.store.write(batch, self.worker)
+                break
+            except StoreError as err:
+                # not acknowledged: the broker keeps the messages for this session
+                log.error("ingest %s: cannot store a batch: %s; retrying", self.worker, err)
+                await _sleep_or_stop(self._backoff.next_delay(), stop)
+                if stop.is_set():
+                    return
+        self._backoff.reset()
+        for msg in got:
+            link.ack(msg)
+        self.stored += result.stored
+        self.duplicates += result.duplicates
+        self.dead += len(batch.dead)
+        self._sessions |= result.sessions
+        for d in batch.dead:
+            log.warning("ingest %s: dead letter on %s: %s", self.worker, d.topic, d.reason)
+        if self.on_batch is not None:
+            self.on_batch(batch)
+
+    async def _gap_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await _sleep_or_stop(self.settings.gap_check_s, stop)
+            await self.check_gaps()
+
+    async def check_gaps(self) -> None:
+        if not self._sessions:
+            return
+        sessions, self._sessions = self._sessions, set()
+        try:
+            found, still_open = await self.store.check_gaps(sessions)
+        except StoreError as err:
+            log.error("ingest %s: gap check failed: %s", self.worker, err)
+            self._sessions |= sessions
+            return
+        self._sessions |= still_open
+        for g in found:
+            log.warning(
+                "ingest %s: %s/%s session %d ended with %d of %d sequence numbers missing",
+                self.worker,
+                g.site,
+                g.gateway,
+                g.session,
+                g.missing,
+                g.highest,
+            )
+
+
+async def _sleep_or_stop(seconds: float, stop: asyncio.Event) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()

@@ -1,0 +1,234 @@
+"""Sink ``mqtt``: every envelope goes through the durable outbox to the city brain's broker.
+
+The sink is the gateway's end of :class:`cloud_bridge.uplink.bridge.Bridge`: *intake* moves envelopes
+from the sink's channel into the bridge (committed to the SQLite outbox within
+``outbox.group_commit_ms``, before anything is published); the bridge publishes from the outbox
+in order and deletes an envelope only once the broker acknowledged it. While the broker is away
+the outbox grows on disk up to ``outbox.budget_bytes``; a restart or power cut keeps it.
+
+Downlink commands arrive on the gateway's ``cmd/req`` topic; ``ping`` and ``outbox.stats`` are
+the bridge's own, ``config.get`` and ``config.apply`` come from the gateway (see
+:mod:`edge.remote_config`) through ``ctx.commands``.
+
+When the bridge fails (a task of it crashed, the outbox file went bad), the sink fails with it
+and the gateway's supervisor starts it again. What the sink had taken from its channel and the
+bridge had not stored yet is kept in memory and put first into the next bridge, so a restart
+loses nothing that was accepted. :meth:`MqttSink.health` tells ``/healthz`` about a full disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal, Protocol
+
+from pydantic import SecretStr
+
+from cloud_bridge.link import LinkSettings, TlsSettings
+from cloud_bridge.uplink.bridge import Bridge, BridgeSettings
+from cloud_bridge.uplink.commands import Handler
+from cloud_bridge.uplink.outbox import CommitResult, OutboxSettings, Record, record_of
+from edge.mqtt_sink.config import MqttSinkConfig, TlsConfig
+from edge.plugin import SinkContext
+from protocols.signed import public_key_from_raw, unb64url
+
+log = logging.getLogger(__name__)
+
+STATS_INTERVAL_S = 1.0
+
+
+class BrokerConfig(Protocol):
+    """What a config needs to make a link (the ``mqtt`` sink's and the ``mqtt`` source's)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def client_id(self) -> str | None: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def password(self) -> SecretStr | None: ...
+    @property
+    def tls(self) -> TlsConfig | None: ...
+    @property
+    def protocol(self) -> Literal["auto", "5", "3.1.1"]: ...
+    @property
+    def keepalive_s(self) -> int: ...
+    @property
+    def connect_timeout_s(self) -> float: ...
+
+
+def link_settings(
+    config: BrokerConfig, default_client_id: str, max_inflight: int = 100
+) -> LinkSettings:
+    tls = None
+    if config.tls is not None:
+        tls = TlsSettings(
+            ca_file=config.tls.ca_file,
+            cert_file=config.tls.cert_file,
+            key_file=config.tls.key_file,
+            insecure_skip_verify=config.tls.insecure_skip_verify,
+        )
+    return LinkSettings(
+        host=config.host,
+        port=config.port,
+        client_id=config.client_id or default_client_id,
+        username=config.username,
+        password=config.password.get_secret_value() if config.password else None,
+        tls=tls,
+        protocol=config.protocol,
+        keepalive_s=config.keepalive_s,
+        connect_timeout_s=config.connect_timeout_s,
+        max_inflight=max_inflight,
+    )
+
+
+def outbox_path(config: MqttSinkConfig, base_dir: Path) -> Path:
+    path = config.outbox.path or Path("cityedge-state") / f"outbox-{config.name}.db"
+    return path if path.is_absolute() else base_dir / path
+
+
+def bridge_settings(
+    config: MqttSinkConfig, site: str, gateway: str, base_dir: Path
+) -> BridgeSettings:
+    o = config.outbox
+    return BridgeSettings(
+        site=site,
+        gateway=gateway,
+        link=link_settings(config, f"{site}-{gateway}", config.max_inflight),
+        outbox_path=outbox_path(config, base_dir),
+        outbox=OutboxSettings(
+            budget_bytes=o.budget_bytes,
+            telemetry_overflow=o.telemetry_overflow,
+            event_overflow=o.event_overflow,
+            wal_limit_bytes=o.wal_limit_bytes,
+        ),
+        group_commit_ms=0 if o.durability == "fsync" else o.group_commit_ms,
+        qos=config.qos,
+        reconnect_initial_s=config.reconnect_initial_s,
+        reconnect_max_s=config.reconnect_max_s,
+        command_keys={
+            kid: public_key_from_raw(unb64url(raw)) for kid, raw in config.commands.keys.items()
+        },
+        command_max_ttl_s=config.commands.max_ttl_s,
+        wait_for_ingest=config.wait_for_ingest,
+    )
+
+
+class MqttSink:
+    def __init__(
+        self,
+        config: MqttSinkConfig,
+        ctx: SinkContext,
+        commands: Mapping[str, Handler] | None = None,
+    ) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.settings = bridge_settings(config, ctx.site, ctx.gateway, ctx.check.base_dir)
+        self.commands = dict(commands or ctx.commands)
+        self._link_up_told = False
+        self.bridge: Bridge | None = None
+        # accepted, not stored by a bridge that stopped: the next one takes them first
+        self._carry: list[Record] = []
+        self._published_seen: dict[str, int] = {}
+        self._refused_seen = 0
+        self._errors_seen = 0
+
+    async def run(self) -> None:
+        bridge = await Bridge.open(self.settings, self.ctx.clock, self.commands)
+        self.bridge = bridge
+        bridge.on_commit = self._on_commit
+        stopped = False
+        try:
+            async with asyncio.TaskGroup() as tg:
+                stats = tg.create_task(self._stats_loop(bridge))
+                tg.create_task(self._intake(bridge))
+                await bridge.run()
+                stats.cancel()
+        except asyncio.CancelledError:
+            stopped = True
+            raise
+        finally:
+            self._carry[:0] = bridge.leftover()
+            if stopped:
+                self._lost_at_stop()
+            self._gauge(bridge)
+            await bridge.aclose()
+
+    async def _intake(self, bridge: Bridge) -> None:
+        while self._carry:  # from a bridge that stopped before storing them; oldest first
+            await bridge.put(self._carry[0])
+            del self._carry[0]
+        async for item in self.ctx.outbox:
+            self._carry.append(record_of(item))  # held here until the bridge has it
+            await bridge.put(self._carry[0])
+            del self._carry[0]
+        bridge.close_intake()
+
+    def _lost_at_stop(self) -> None:
+        """The gateway stopped the sink past its flush deadline: what it holds is lost."""
+        if not self._carry:
+            return
+        lost: dict[str, int] = {}
+        for r in self._carry:
+            lost[r.cls.value] = lost.get(r.cls.value, 0) + 1
+        for cls, n in lost.items():
+            self.ctx.metrics.sink_dropped.labels(self.config.name, cls).inc(n)
+        log.error(
+            "sink %s stopped before storing %d accepted envelopes (%s): lost",
+            self.config.name,
+            len(self._carry),
+            ", ".join(f"{n} {c}" for c, n in lost.items()),
+        )
+        self._carry.clear()
+
+    def health(self) -> list[str]:
+        """Why the sink works only in part now (``/healthz`` says degraded); empty: all well."""
+        return self.bridge.health() if self.bridge is not None else []
+
+    def notices(self) -> list[str]:
+        return self.bridge.notices() if self.bridge is not None else []
+
+    def _on_commit(self, result: CommitResult) -> None:
+        for cls, n in result.dropped.items():
+            if n:
+                self.ctx.metrics.sink_dropped.labels(self.config.name, cls.value).inc(n)
+
+    def _gauge(self, bridge: Bridge) -> None:
+        m, name = self.ctx.metrics, self.config.name
+        st = bridge.stats_cache
+        for cls, cs in st.classes.items():
+            m.outbox_depth.labels(name, cls).set(cs.depth)
+        m.outbox_bytes.labels(name).set(st.bytes)
+        ages = [cs.oldest_age_s for cs in st.classes.values() if cs.oldest_age_s is not None]
+        m.outbox_oldest_age.labels(name).set(max(ages) if ages else 0.0)
+        m.link_up.labels(name).set(1 if bridge.connected.is_set() else 0)
+        m.link_session.labels(name).set(bridge.counters.session)
+        m.outbox_disk_full.labels(name).set(1 if bridge.outbox.disk_full is not None else 0)
+        c = bridge.counters
+        for kind, n in c.published.items():
+            seen = self._published_seen.get(kind, 0)
+            if n > seen:
+                m.published.labels(name, kind).inc(n - seen)
+                self._published_seen[kind] = n
+        if c.refused > self._refused_seen:
+            m.sink_dropped.labels(name, "refused").inc(c.refused - self._refused_seen)
+            self._refused_seen = c.refused
+        errors = c.refused + c.connect_failures
+        if errors > self._errors_seen:
+            m.publish_errors.labels(name).inc(errors - self._errors_seen)
+            self._errors_seen = errors
+
+    async def _stats_loop(self, bridge: Bridge) -> None:
+        while True:
+            await bridge.refresh_stats()
+            self._gauge(bridge)
+            if bridge.connected.is_set() and not self._link_up_told:
+                self._link_up_told = True
+                if self.ctx.on_link_up is not None:
+                    self.ctx.on_link_up()
+            await self.ctx.clock.sleep(STATS_INTERVAL_S)

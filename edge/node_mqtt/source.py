@@ -1,0 +1,215 @@
+"""Source ``mqtt``: MicroPython sensor nodes on the site's local broker.
+
+Subscribes to the node topics of its site (``cityedge/node/v1/{site}/+/up|status|res``, see
+:mod:`protocols.nodewire`) and turns reading frames into :class:`~edge.readings.ReadingBatch`,
+so node data flows through the same apps and sinks as Modbus devices. Per node:
+
+- only configured nodes are accepted (the broker's ACL already keeps a node to its own topics);
+  others are counted and logged once;
+- a frame that repeats one of the last ``dedupe_window`` frames byte for byte is dropped (a node
+  resends unacknowledged frames after a reconnect: at-least-once);
+- the frame's time is used when the node's clock is set and within ``max_clock_skew_s`` of the
+  gateway's; otherwise the arrival time;
+- status frames drive availability: the will (``offline``) makes the node unavailable once, any
+  later frame recovers it; OTA results and rollbacks are logged with their reason.
+
+The link reconnects with capped, jittered backoff; the subscription is made again each time. The
+session is persistent (``session_expiry_s``): frames that nodes publish while the gateway is
+away are queued by the broker, not dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import replace
+
+from cloud_bridge.link import LinkError, LinkRefused, Message, MqttLink
+from edge.backoff import Backoff
+from edge.mqtt_sink.sink import link_settings
+from edge.node_mqtt.config import MqttSourceConfig
+from edge.plugin import SourceContext
+from edge.readings import Reading, ReadingBatch
+from protocols import envelope as env
+from protocols import nodewire
+from protocols.errors import DecodeError, TopicError
+
+log = logging.getLogger(__name__)
+
+_READ = ("up", "status", "res")  # the node channels this source subscribes to
+MAX_UNKNOWN_LOGGED = 256  # unknown node names remembered (each logged once); more are counted
+
+
+class _Node:
+    def __init__(self, name: str, window: int) -> None:
+        self.name = name
+        self.recent: deque[bytes] = deque(maxlen=window) if window else deque(maxlen=1)
+        self.window = window
+        self.health = "unknown"
+        self.version: tuple[int, int, int] | None = None
+        self.bad_frames = 0
+
+
+class MqttSource:
+    def __init__(self, config: MqttSourceConfig, ctx: SourceContext) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.name = config.name
+        self.site = config.node_site or ctx.site
+        # a persistent session: node frames published while the gateway is away (a gateway
+        # restart, or nodes reconnecting to a restarted broker before the gateway does) wait
+        # at the broker instead of being dropped for want of a subscriber
+        self.settings = replace(
+            link_settings(config, f"{ctx.site}-{ctx.gateway}-nodes"),
+            clean_session=config.session_expiry_s == 0,
+            session_expiry_s=config.session_expiry_s,
+        )
+        self.nodes = {n.name: _Node(n.name, config.dedupe_window) for n in config.nodes}
+        self.unknown: set[str] = set()
+        self.duplicates = 0
+        self._backoff = Backoff(config.reconnect_initial_s, config.reconnect_max_s)
+        self.link: MqttLink | None = None
+
+    def device_health(self) -> dict[str, str]:
+        return {n.name: n.health for n in self.nodes.values()}
+
+    def filters(self) -> list[str]:
+        base = f"{nodewire.ROOT}/{self.site}/+"
+        return [f"{base}/{channel}" for channel in _READ]
+
+    async def run(self) -> None:
+        where = f"{self.config.host}:{self.config.port}"
+        outage_logged = False
+        try:
+            while True:
+                try:
+                    self.link = await MqttLink.open(self.settings)
+                    for f in self.filters():
+                        await self.link.subscribe(f, qos=1, timeout_s=self.config.connect_timeout_s)
+                except (LinkError, TimeoutError) as err:
+                    if self.link is not None:
+                        await self.link.close()
+                        self.link = None
+                    if not outage_logged:
+                        hint = (
+                            "check the gateway's certificate and the broker's ACL"
+                            if isinstance(err, LinkRefused)
+                            else "check the local broker is running and reachable"
+                        )
+                        log.warning(
+                            "source %s: node broker %s unavailable: %s (%s); retrying",
+                            self.name,
+                            where,
+                            err,
+                            hint,
+                        )
+                        outage_logged = True
+                    await self.ctx.clock.sleep(self._backoff.next_delay())
+                    continue
+                self._backoff.reset()
+                log.info("source %s: subscribed to nodes on %s", self.name, where)
+                outage_logged = False
+                async for msg in self.link.messages():
+                    await self.handle(msg)
+                log.warning(
+                    "source %s: lost the node broker (%s); reconnecting",
+                    self.name,
+                    self.link.lost_reason,
+                )
+                await self.link.close()
+                self.link = None
+        finally:
+            if self.link is not None:
+                await self.link.close()
+
+    async def handle(self, msg: Message) -> None:
+        """One message from the broker (public for tests and benchmarks)."""
+        try:
+            site, name, channel = nodewire.parse_node_topic(msg.topic)
+        except TopicError:
+            return
+        if site != self.site or channel not in _READ:
+            return  # not subscribed to; a broker bridge may still deliver it
+        node = self.nodes.get(name)
+        if node is None:
+            if name not in self.unknown and len(self.unknown) < MAX_UNKNOWN_LOGGED:
+                self.unknown.add(name)
+                log.warning(
+                    "source %s: messages from node %r, which is not configured; ignored "
+                    "(add it to the source's nodes)",
+                    self.name,
+                    name,
+                )
+            self.ctx.metrics.poll_errors.labels(self.name, "unknown", "unknown-node").inc()
+            return
+        if not msg.payload and channel == "status":
+            return  # a cleared retained status
+        try:
+            frame = nodewire.decode(msg.payload)
+        except DecodeError as err:
+            node.bad_frames += 1
+            self.ctx.metrics.poll_errors.labels(self.name, name, "decode").inc()
+            if node.bad_frames == 1 or node.bad_frames % 100 == 0:
+                log.warning(
+                    "node %s: bad frame on %s (%d so far): %s", name, channel, node.bad_frames, err
+                )
+            return
+        if node.window:
+            if msg.payload in node.recent:
+                self.duplicates += 1
+                return
+            node.recent.append(msg.payload)
+        now = self.ctx.clock.time()
+        if isinstance(frame, nodewire.StatusFrame):
+            await self._status(node, frame, now)
+            return
+        await self._alive(node, now, "reports again")
+        if isinstance(frame, nodewire.ReadingsFrame):
+            at = float(frame.time)
+            if not frame.time or abs(at - now) > self.config.max_clock_skew_s:
+                at = now
+            readings = tuple(Reading(r.point, r.value, r.unit) for r in frame.readings)
+            self.ctx.metrics.readings.labels(self.name, name).inc(len(readings))
+            await self.ctx.readings.put(ReadingBatch(self.name, name, at, readings))
+        elif isinstance(frame, nodewire.ReplyFrame):
+            log.info(
+                "node %s: command %s %s: %s", name, frame.nonce, frame.result.name, frame.message
+            )
+
+    async def _status(self, node: _Node, frame: nodewire.StatusFrame, now: float) -> None:
+        node.version = frame.version
+        version = ".".join(str(v) for v in frame.version)
+        state = frame.state
+        if state is nodewire.NodeState.OFFLINE:
+            if node.health != "down":
+                node.health = "down"
+                log.warning("node %s offline (%s)", node.name, frame.reason or "will")
+                await self._availability(node, env.AvailabilityState.UNAVAILABLE, frame.reason, now)
+            return
+        if state is nodewire.NodeState.OTA_REFUSED:
+            log.warning("node %s refused an update: %s", node.name, frame.reason)
+        elif state is nodewire.NodeState.ROLLED_BACK:
+            log.warning("node %s rolled back to %s: %s", node.name, version, frame.reason)
+        elif state is nodewire.NodeState.OTA_APPLIED:
+            log.info("node %s installed firmware %s; restarting", node.name, frame.reason)
+        else:
+            log.info("node %s %s, firmware %s", node.name, state.name.lower(), version)
+        await self._alive(node, now, f"{state.name.lower()}, firmware {version}")
+
+    async def _alive(self, node: _Node, now: float, why: str) -> None:
+        self.ctx.metrics.device_up.labels(self.name, node.name).set(1)
+        if node.health == "down":
+            node.health = "up"
+            log.info("node %s recovered: %s", node.name, why)
+            await self._availability(node, env.AvailabilityState.RECOVERED, why, now)
+        node.health = "up"
+
+    async def _availability(
+        self, node: _Node, state: env.AvailabilityState, reason: str, now: float
+    ) -> None:
+        if state is env.AvailabilityState.UNAVAILABLE:
+            self.ctx.metrics.device_up.labels(self.name, node.name).set(0)
+        payload = env.AvailabilityPayload(
+            state=state, reason=reason or state.value, failed_polls=0, since=env.utc_datetime(now)
+        )
+        await self.ctx.emitter.send(self.ctx.emitter.availability(node.name, now, payload))

@@ -1,1 +1,0 @@
-"""Device simulators for tests, demos and benchmarks (``cityedge simulate ...``)."""

@@ -1,1 +1,0 @@
-"""Sinks deliver envelopes out of the gateway (to the city brain's broker)."""

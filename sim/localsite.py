@@ -1,0 +1,388 @@
+"""A whole site on one machine: start real programs, wait until they listen, stop them by PID.
+
+Used by ``cityedge demo``, the hil-tests and the benchmarks, so all three start things the same
+way. Every program gets its own loopback port (pick them with :func:`free_port`) and its own
+working folder; :meth:`Proc.stop` sends SIGTERM to the process id, waits, then SIGKILL.
+
+The broker is the real ``mosquitto`` when it is installed; otherwise an embedded amqtt broker
+(``python -m sim.localsite broker --port N``) that is fine for a demo but not for load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(
+    port: int, host: str = "127.0.0.1", timeout_s: float = 15.0, proc: Proc | None = None
+) -> None:
+    """Wait until something accepts TCP connections on ``port``; ``TimeoutError`` otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.popen.poll() is not None:
+            raise RuntimeError(
+                f"{proc.name} exited with {proc.popen.returncode} before listening:\n{proc.tail()}"
+            )
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s} s")
+
+
+@dataclass
+class Proc:
+    """A started program, its log file, and how to stop it."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout_s: float = 10.0, sig: int = signal.SIGTERM) -> int:
+        """Signal the process by its id, wait, then SIGKILL. Returns its exit code."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.popen.pid, sig)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return int(self.popen.returncode)
+
+    def kill(self) -> None:
+        """SIGKILL by process id, as a crash or a power cut would."""
+        self.stop(timeout_s=5, sig=signal.SIGKILL)
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def start(
+    name: str, argv: Sequence[str], workdir: Path, env: Mapping[str, str] | None = None
+) -> Proc:
+    """Start ``argv`` with stdout and stderr to ``workdir/name.log``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / f"{name}.log"
+    log = log_path.open("ab")
+    full_env = {**os.environ, **(env or {})}
+    popen = subprocess.Popen(  # noqa: S603 - argv is built by us, never from a shell string
+        list(argv),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+        env=full_env,
+        start_new_session=True,
+    )
+    return Proc(name, popen, log_path, log)
+
+
+@dataclass
+class PtyPair:
+    """A null-modem pair of pseudo terminals made by ``socat`` (a serial line without
+    hardware); bytes written to one end come out of the other at once, whatever the baud rate."""
+
+    proc: Proc
+    a: str
+    b: str
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+def start_pty_pair(workdir: Path, name: str = "socat", timeout_s: float = 10.0) -> PtyPair:
+    """``socat -d -d pty,raw,echo=0 pty,raw,echo=0``; returns both device paths."""
+    exe = shutil.which("socat")
+    if exe is None:
+        raise FileNotFoundError("socat is not installed: apt-get install socat")
+    proc = start(name, [exe, "-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0"], workdir)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = proc.log_path.read_text(errors="replace") if proc.log_path.exists() else ""
+        ptys = [line.rsplit(" ", 1)[-1] for line in text.splitlines() if "PTY is " in line]
+        if len(ptys) >= 2 and "starting data transfer loop" in text:
+            return PtyPair(proc, ptys[0], ptys[1])
+        if not proc.alive():
+            break
+        time.sleep(0.02)
+    proc.stop()
+    raise RuntimeError(f"socat did not make a pty pair:\n{proc.tail()}")
+
+
+def cityedge_argv(*args: str) -> list[str]:
+    """Run the CLI with this interpreter (works from a checkout and from an install)."""
+    return [sys.executable, "-m", "cityedge", *args]
+
+
+def mosquitto_path() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
+    )
+
+
+def start_broker(
+    port: int, workdir: Path, extra_conf: str = "", prefer: str = "auto", persistence: bool = False
+) -> tuple[Proc, str]:
+    """Start mosquitto (else the embedded amqtt broker) on ``port``; returns it and its kind."""
+    exe = mosquitto_path() if prefer in ("auto", "mosquitto") else None
+    if exe is None and prefer == "mosquitto":
+        raise FileNotFoundError("mosquitto is not installed: apt-get install mosquitto")
+    if exe is not None:
+        conf = workdir / "mosquitto.conf"
+        workdir.mkdir(parents=True, exist_ok=True)
+        # as root, mosquitto drops to the 'mosquitto' user, which cannot read files in private
+        # temp folders (password files, certificates): a throwaway loopback broker keeps root.
+        user = "user root\n" if os.geteuid() == 0 else ""
+        persist = (
+            f"persistence true\npersistence_location {workdir}/\n"
+            if persistence
+            else "persistence false\n"
+        )
+        conf.write_text(
+            f"{user}listener {port} 127.0.0.1\nallow_anonymous true\n{persist}"
+            "max_queued_messages 100000\nmax_inflight_messages 0\nlog_dest stdout\n"
+            f"{extra_conf}"
+        )
+        proc = start("mosquitto", [exe, "-c", str(conf)], workdir)
+        kind = "mosquitto"
+    else:
+        proc = start(
+            "amqtt",
+            [sys.executable, "-m", "sim.localsite", "broker", "--port", str(port)],
+            workdir,
+        )
+        kind = "amqtt"
+    try:
+        wait_port(port, proc=proc)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, kind
+
+
+@dataclass
+class Broker:
+    """A broker process on a fixed port that tests can stop, kill and start again."""
+
+    port: int
+    proc: Proc
+    workdir: Path
+    extra_conf: str = ""
+    kind: str = "mosquitto"
+    persistence: bool = False
+
+    @classmethod
+    def start(
+        cls,
+        workdir: Path,
+        extra_conf: str = "",
+        prefer: str = "mosquitto",
+        port: int | None = None,
+        persistence: bool = False,
+    ) -> Broker:
+        """Start a broker; with ``persistence`` mosquitto keeps sessions across a clean restart."""
+        port = port or free_port()
+        proc, kind = start_broker(port, workdir, extra_conf, prefer=prefer, persistence=persistence)
+        return cls(port, proc, workdir, extra_conf, kind, persistence)
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+    def restart(self) -> None:
+        """Start the broker again on the same port (after :meth:`stop` or a kill)."""
+        self.proc.stop()
+        self.proc, _ = start_broker(
+            self.port, self.workdir, self.extra_conf, prefer=self.kind, persistence=self.persistence
+        )
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL cluster (initdb + postgres) on a loopback port, stopped by PID.
+
+    As root the server runs as the ``postgres`` user (PostgreSQL refuses root), in a folder of
+    its own under the system temp dir that this object removes on :meth:`stop`.
+    """
+
+    port: int
+    proc: Proc
+    folder: Path
+
+    @classmethod
+    def start(cls, port: int | None = None, bin_dir: Path = PG_BIN) -> Postgres:
+        import pwd
+        import tempfile
+
+        if not (bin_dir / "initdb").exists():
+            raise FileNotFoundError(
+                f"PostgreSQL is not installed ({bin_dir}): apt-get install postgresql"
+            )
+        port = port or free_port()
+        folder = Path(tempfile.mkdtemp(prefix="cityedge-pg-"))
+        user: str | None = None
+        if os.geteuid() == 0:
+            user = "postgres"
+            pw = pwd.getpwnam(user)
+            os.chown(folder, pw.pw_uid, pw.pw_gid)
+        data = folder / "data"
+        subprocess.run(  # noqa: S603 - fixed argv
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            user=user,
+            cwd=folder,
+        )
+        log_path = folder / "postgres.log"
+        log = log_path.open("ab")
+        popen = subprocess.Popen(  # noqa: S603 - fixed argv
+            [
+                str(bin_dir / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={folder}",
+                "-c",
+                "fsync=on",
+                "-c",
+                "max_connections=50",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            user=user,
+            cwd=folder,
+            start_new_session=True,
+        )
+        pg = cls(port, Proc("postgres", popen, log_path, log), folder)
+        try:
+            wait_port(port, proc=pg.proc, timeout_s=30)
+        except BaseException:
+            pg.stop()
+            raise
+        return pg
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """Create a database (``name``: letters, digits, '_') and return its URL."""
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"database name {name!r}: letters, digits and '_' only")
+        for _ in range(50):  # the server may still be finishing its start-up
+            done = subprocess.run(  # noqa: S603 - fixed argv
+                [
+                    str(PG_BIN / "psql"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-c",
+                    f"CREATE DATABASE {name}",
+                ],
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode == 0:
+                return self.url(name)
+            if "starting up" not in done.stderr:
+                raise RuntimeError(f"cannot create database {name}: {done.stderr.strip()}")
+            time.sleep(0.2)
+        raise TimeoutError("PostgreSQL did not finish starting")
+
+    def stop(self) -> None:
+        """SIGINT (PostgreSQL's fast shutdown) by PID, then remove the cluster."""
+        self.proc.stop(timeout_s=20, sig=signal.SIGINT)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+async def _amqtt_broker(port: int) -> None:
+    from amqtt.broker import Broker
+
+    broker = Broker(
+        {
+            "listeners": {
+                "default": {"type": "tcp", "bind": f"127.0.0.1:{port}", "max_connections": 1000}
+            },
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        }
+    )
+    await broker.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await broker.shutdown()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sim.localsite")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("broker", help="run the embedded amqtt broker")
+    b.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    if args.cmd == "broker":
+        asyncio.run(_amqtt_broker(args.port))
+
+
+if __name__ == "__main__":
+    main()

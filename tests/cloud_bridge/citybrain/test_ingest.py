@@ -1,0 +1,137 @@
+"""The ingest's validation (pure) and its stores, SQLite and the real PostgreSQL, which must
+give the same answers: dedupe by id, gateway states by session, sequence gaps."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from cloud_bridge.citybrain.ingest import classify
+from cloud_bridge.citybrain.store import Batch, Gap, Incoming, PgStore, SqliteStore, Store
+from cloud_bridge.link import Message
+from protocols import envelope as env
+from protocols.ids import Uuid7Generator
+from protocols.session import GatewayState, LinkState, encode_state
+
+NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+IDS = Uuid7Generator()
+TOPIC = "cityedge/v1/s/g/telemetry/d"
+
+
+def envelope(session: int | None = None, seq: int = 1, pos: int = 1) -> env.TelemetryEnvelope:
+    e = env.TelemetryEnvelope(
+        id=IDS.new(1_795_000_000_000 + pos),
+        site="s",
+        gateway="g",
+        device="d",
+        time=NOW,
+        payload=env.TelemetryPayload(readings=[env.PointValue(point="p", value=pos)]),
+    )
+    if session is None:
+        return e
+    return e.model_copy(update={"link": env.LinkInfo(session=session, seq=seq, pos=pos)})
+
+
+def incoming(e: env.EnvelopeModel) -> Incoming:
+    raw = e.model_dump_json(exclude_none=False).encode()
+    return Incoming(e, raw)
+
+
+def resend(e: env.EnvelopeModel, session: int, seq: int) -> Incoming:
+    assert e.link is not None
+    return incoming(
+        e.model_copy(update={"link": env.LinkInfo(session=session, seq=seq, pos=e.link.pos)})
+    )
+
+
+def state(s: LinkState, session: int) -> GatewayState:
+    return GatewayState(state=s, site="s", gateway="g", session=session, time=NOW)
+
+
+DEAD = [
+    ("cityedge/v2/s/g/telemetry/d", env.encode(envelope()), "topic"),
+    ("cityedge/v1/s/g/telemetry", env.encode(envelope()), "topic"),
+    (TOPIC, b"not json", "invalid envelope"),
+    (TOPIC, b'{"kind":"telemetry"}', "invalid envelope"),
+    ("cityedge/v1/s/other/telemetry/d", env.encode(envelope()), "came on s/other"),
+    ("cityedge/v1/s/g/alarm/d", env.encode(envelope()), "came on"),
+    ("cityedge/v1/s/g/state", b"{}", "invalid state"),
+    ("cityedge/v1/s/h/state", encode_state(state(LinkState.ONLINE, 1)), "another gateway"),
+    ("cityedge/v1/s/g/cmd/res", b"[]", "invalid command reply"),
+]
+
+
+@pytest.mark.parametrize(("topic", "payload", "why"), DEAD)
+def test_what_cannot_be_stored_is_a_dead_letter_with_the_reason(
+    topic: str, payload: bytes, why: str
+) -> None:
+    batch = Batch()
+    classify(Message(topic, payload, 1, False), batch)
+    assert len(batch) == 1 and len(batch.dead) == 1
+    assert why in batch.dead[0].reason
+
+
+def test_good_messages_are_sorted_by_what_they_are() -> None:
+    batch = Batch()
+    classify(Message(TOPIC, env.encode(envelope()), 1, False), batch)
+    classify(
+        Message("cityedge/v1/s/g/state", encode_state(state(LinkState.ONLINE, 2)), 1, True), batch
+    )
+    classify(Message("cityedge/v1/s/g/cmd/req", b"anything", 1, False), batch)  # not ours to store
+    assert (len(batch.events), len(batch.states), len(batch.dead)) == (1, 1, 0)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    s: Store
+    if request.param == "sqlite":
+        s = await SqliteStore.connect(tmp_path / "ingest.db")
+    else:
+        s = await PgStore.connect(request.getfixturevalue("pg_url"))
+    yield s
+    await s.close()
+
+
+async def test_duplicates_are_counted_never_stored(store: Store) -> None:
+    a, b = envelope(1, 1, 1), envelope(1, 2, 2)
+    r1 = await store.write(Batch(events=[incoming(a), incoming(b), incoming(a)]), "w1")
+    r2 = await store.write(Batch(events=[incoming(b)]), "w2")
+    assert (r1.stored, r1.duplicates, r2.stored, r2.duplicates) == (2, 1, 0, 1)
+    s = await store.summary()
+    assert s.events == {"telemetry": 2} and s.duplicates == 2
+    assert s.workers == {
+        "w1": {"stored": 2, "duplicates": 1, "dead": 0},
+        "w2": {"stored": 0, "duplicates": 1, "dead": 0},
+    }
+
+
+async def test_gateway_state_follows_the_highest_session(store: Store) -> None:
+    for st in (state(LinkState.ONLINE, 2), state(LinkState.OFFLINE, 1), state(LinkState.ONLINE, 1)):
+        await store.write(Batch(states=[st]), "w1")
+    gw = (await store.summary()).gateways
+    assert [(g["state"], g["session"]) for g in gw] == [("online", 2)]  # a late death of 1: ignored
+    await store.write(Batch(states=[state(LinkState.OFFLINE, 2)]), "w1")
+    assert [(g["state"], g["session"]) for g in (await store.summary()).gateways] == [
+        ("offline", 2)
+    ]
+
+
+async def test_gaps_of_ended_sessions_are_noticed_and_resends_fill_them(store: Store) -> None:
+    await store.write(Batch(states=[state(LinkState.ONLINE, 1)]), "w1")
+    e = [envelope(1, seq, seq) for seq in range(1, 6)]
+    # session 1 delivered seq 1, 2, 4, 5: seq 3 was lost between broker and ingest
+    await store.write(Batch(events=[incoming(x) for x in (e[0], e[1], e[3], e[4])]), "w1")
+    # session 2 resent 4 and 5 (as seq 1, 2), then a new one as seq 3
+    await store.write(Batch(states=[state(LinkState.ONLINE, 2)]), "w1")
+    new = envelope(2, 3, 6)
+    await store.write(Batch(events=[resend(e[3], 2, 1), resend(e[4], 2, 2), incoming(new)]), "w1")
+    found, still_open = await store.check_gaps({("s", "g", 1), ("s", "g", 2)})
+    assert found == [Gap("s", "g", 1, 1, 5)]
+    assert still_open == {("s", "g", 2)}  # no gap there: the resends' numbers count
+    await store.write(Batch(states=[state(LinkState.OFFLINE, 2)]), "w1")
+    found, still_open = await store.check_gaps(still_open)
+    assert (found, still_open) == ([], set())
+    assert (await store.summary()).gaps == [Gap("s", "g", 1, 1, 5)]

@@ -1,0 +1,164 @@
+"""The face_access app with real models, a virtual clock and a fake gate behind the real
+actuator path: who opens the relay, for how long, once per decision; what is reported."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.face_access.app import FaceAccessApp
+from edge.face_access.pipeline import FaceAnalysis
+from edge.readings import Reading, ReadingBatch
+from protocols import envelope as env
+from tests.edge.face_access.harness import OPEN_S, Harness, config
+from tests.edge.face_access.scenes import still
+
+
+async def test_an_enrolled_person_opens_the_relay_for_the_set_time(harness: Harness) -> None:
+    h = harness
+    await h.feed(still("obama2.jpg"))
+    [a] = h.access()
+    assert (a.decision, a.person, a.relay, a.reason) == (
+        env.AccessDecision.GRANTED,
+        "p-obama",
+        "opened",
+        "matched",
+    )
+    assert a.score is not None and a.score <= a.threshold == 0.5
+    assert a.liveness.policy == "record" and a.liveness.score is not None
+    assert set(a.models) == {
+        "mtcnn-pnet",
+        "mtcnn-rnet",
+        "mtcnn-onet",
+        "dlib-resnet-embedding",
+        "face-antispoofing",
+    }
+    assert a.latency_ms > 0
+    assert h.gate.writes == [("relay", True)]
+    await h.clock.advance(OPEN_S - 0.1)
+    assert h.gate.writes == [("relay", True)]
+    await h.clock.advance(0.2)
+    assert h.gate.writes == [("relay", True), ("relay", False)]
+    # the envelope never carries an image or a template
+    raw = env.encode(h.events[0])
+    assert set(json.loads(raw)["payload"]) == {
+        "decision",
+        "person",
+        "score",
+        "threshold",
+        "reason",
+        "liveness",
+        "latency_ms",
+        "camera",
+        "relay",
+        "models",
+    }
+    assert len(raw) < 1200
+
+
+async def test_an_unknown_face_does_not_open_and_is_reported_once(harness: Harness) -> None:
+    h = harness
+    biden = still("biden.jpg")
+    await h.feed(biden, 1)
+    await h.feed(biden, 2)
+    [a] = h.access()
+    assert (a.decision, a.person, a.relay, a.reason) == (
+        env.AccessDecision.DENIED,
+        "unknown",
+        "not_opened",
+        "unknown face",
+    )
+    assert a.score is not None and a.score > 0.5
+    assert h.gate.writes == []
+
+
+async def test_one_opening_per_decision_and_a_cooldown_per_person(harness: Harness) -> None:
+    h = harness
+    await h.app.call(
+        h.app.service.enroll,
+        "p-biden",
+        "Biden",
+        h.app.service.models.asset("biden.jpg").read_bytes(),
+        0.0,
+    )
+    await h.app.reload()
+    obama = still("obama2.jpg")
+    await h.feed(obama, 1)
+    await h.feed(obama, 2)  # still standing there: within the cooldown, no second decision
+    await h.feed(still("biden.jpg"), 3)  # the next person while the gate is open
+    decisions = [(a.person, a.relay) for a in h.access()]
+    assert decisions == [("p-obama", "opened"), ("p-biden", "busy")]
+    assert h.gate.writes == [("relay", True)]
+    await h.clock.advance(OPEN_S + 0.1)
+    assert h.gate.writes == [("relay", True), ("relay", False)]
+
+
+async def test_decisions_are_audited_and_shown_on_the_screen(harness: Harness) -> None:
+    h = harness
+    q = h.app.screen.subscribe()
+    await h.feed(still("obama2.jpg"))
+    state = q.get_nowait()
+    assert state["state"] == "granted" and state["name"] == "奥巴马 Obama"
+    v = h.app.service.audit.verify()
+    assert v.ok and v.entries == 2  # enrolment + decision
+    last = h.app.service.audit.path.read_text(encoding="utf-8").splitlines()[-1]
+    assert '"decision"' in last and "p-obama" in last and "Obama" not in last
+
+
+async def test_a_gate_that_does_not_answer_is_reported(harness: Harness) -> None:
+    h = harness
+    h.gate.fail = True
+    await h.feed(still("obama2.jpg"))
+    [a] = h.access()
+    assert a.decision == env.AccessDecision.GRANTED and a.relay == "failed"
+
+
+async def test_the_door_contact_is_followed_and_readings_do_not_pile_up(harness: Harness) -> None:
+    h = harness
+    for value in (True, False):
+        await h.inbox.put(ReadingBatch("bus", "gate-1", 0.0, (Reading("door_closed", value),)))
+    await asyncio.sleep(0.05)
+    assert h.app.door_closed is False and h.inbox.depth == 0
+
+
+def analysis(embedding: np.ndarray | None, liveness: float | None) -> FaceAnalysis:
+    return FaceAnalysis(faces=1, embedding=embedding, liveness=liveness)
+
+
+@pytest.mark.parametrize(
+    ("policy", "distance", "live_score", "granted", "person", "reason"),
+    [
+        ("enforce", 0.3, 0.05, True, "p", "matched"),
+        ("enforce", 0.3, 0.9, False, "p", "not live (replay or print suspected)"),
+        ("record", 0.3, 0.9, True, "p", "matched"),
+        ("off", 0.3, None, True, "p", "matched"),
+        ("enforce", 0.7, 0.05, False, "unknown", "unknown face"),
+        ("record", 0.5, 0.05, True, "p", "matched"),  # the threshold itself is accepted
+    ],
+)
+def test_decision_table(
+    tmp_path: Path,
+    policy: str,
+    distance: float,
+    live_score: float | None,
+    granted: bool,
+    person: str,
+    reason: str,
+) -> None:
+    from edge.face_access.gallery import Gallery
+
+    cfg = config(tmp_path, liveness=policy)
+    app = FaceAccessApp.__new__(FaceAccessApp)
+    app.config = cfg
+    t = np.zeros(128, np.float32)
+    q = t.copy()
+    q[0] = distance
+    d = app.decide(analysis(q, live_score), Gallery(["p"], t[None]))
+    assert d is not None
+    assert (d.granted, d.person, d.reason) == (granted, person, reason)
+    assert d.liveness.live == (None if live_score is None else live_score < 0.2)
+    assert app.decide(analysis(None, 0.1), Gallery(["p"], t[None])) is None
