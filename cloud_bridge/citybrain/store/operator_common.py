@@ -254,7 +254,9 @@ def bounded(limit: int, most: int = MAX_LIMIT) -> int:
     return max(1, min(int(limit), most))
 
 
-def session_rows(states: Iterable[GatewayState]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+def session_rows(
+    states: Iterable[GatewayState],
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """(births, deaths) of a batch as rows for ``gateway_sessions``: births carry their
     outbox figures as JSON, deaths their reason."""
     births: list[tuple[Any, ...]] = []
@@ -341,9 +343,7 @@ def gap_prefix(site: str, gateway: str) -> str:
     return f"cityedge/v1/{site}/{gateway}/"
 
 
-def gap_evidence(
-    rows: Iterable[tuple[str, bytes]], session: int
-) -> list[dict[str, Any]]:
+def gap_evidence(rows: Iterable[tuple[str, bytes]], session: int) -> list[dict[str, Any]]:
     """Dead letters (reason, payload) of a gateway's prefix that carry ``session`` in their
     link: what is known of the sequence numbers a gap misses (most frequent reason first)."""
     reasons: Counter[str] = Counter()
@@ -391,7 +391,9 @@ def bucket_width(since: datetime, until: datetime, buckets: int) -> float:
     return max(1.0, (until - since).total_seconds() / max(1, min(buckets, MAX_BUCKETS)))
 
 
-def series_points(rows: Iterable[Sequence[Any]], width: float) -> tuple[list[SeriesPoint], str | None]:
+def series_points(
+    rows: Iterable[Sequence[Any]], width: float
+) -> tuple[list[SeriesPoint], str | None]:
     """From (bucket number, min, max, avg, count, unit), in bucket order."""
     points: list[SeriesPoint] = []
     unit: str | None = None

@@ -112,7 +112,8 @@ GROUP BY b ORDER BY b
 
 
 def _gateway_filter(state: StateFilter, search: str) -> tuple[str, list[Any]]:
-    where, args = ["TRUE"], []
+    where: list[str] = ["TRUE"]
+    args: list[Any] = []
     if state is not None:
         where.append("g.state = %s")
         args.append(state)
@@ -200,7 +201,9 @@ class PgReads:
     async def overview(self) -> Overview:
         async def q(conn: Any) -> Overview:
             states = dict(
-                await (await conn.execute("SELECT state, count(*) FROM gateways GROUP BY state")).fetchall()
+                await (
+                    await conn.execute("SELECT state, count(*) FROM gateways GROUP BY state")
+                ).fetchall()
             )
             alarms = [alarm_row(r) for r in await (await conn.execute(_OPEN_ALARMS)).fetchall()]
             (dead,) = await (await conn.execute("SELECT count(*) FROM dead_letters")).fetchone()

@@ -50,10 +50,8 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS gateway_sessions (site TEXT NOT NULL, gateway TEXT NOT NULL,
   session INTEGER NOT NULL, born_at TEXT, outbox TEXT, died_at TEXT, death_reason TEXT,
   updated_at TEXT NOT NULL, PRIMARY KEY (site, gateway, session))""",
-    "CREATE INDEX IF NOT EXISTS events_alarm_time ON events (julianday(time)) "
-    "WHERE kind = 'alarm'",
-    "CREATE INDEX IF NOT EXISTS events_alarm_received ON events (received_at) "
-    "WHERE kind = 'alarm'",
+    "CREATE INDEX IF NOT EXISTS events_alarm_time ON events (julianday(time)) WHERE kind = 'alarm'",
+    "CREATE INDEX IF NOT EXISTS events_alarm_received ON events (received_at) WHERE kind = 'alarm'",
     "CREATE INDEX IF NOT EXISTS events_device_time "
     "ON events (site, gateway, device, kind, julianday(time))",
     "CREATE INDEX IF NOT EXISTS dead_letters_topic ON dead_letters (topic)",
@@ -78,8 +76,6 @@ def record_sessions(db: sqlite3.Connection, states: list[GatewayState], now: str
     )
 
 
-_EPOCH = "round((julianday({col}) - 2440587.5) * 86400.0, 3)"  # ms: julianday is a float
-
 _GATEWAYS = """
 SELECT g.site, g.gateway, g.state, g.session, g.since, g.reason, g.updated_at, s.born_at, s.outbox,
   (SELECT e.received_at FROM events e WHERE e.site = g.site AND e.gateway = g.gateway
@@ -98,9 +94,10 @@ SELECT id, site, gateway, device, time, received_at, envelope FROM (
 WHERE k = 1 AND json_extract(envelope, '$.payload.state') = 'raised'
 """
 
-_SERIES = f"""
-SELECT CAST({_EPOCH.format(col="e.time")} / ? AS INTEGER) AS b, min(v), max(v), avg(v), count(*),
-       max(u)
+# seconds since 1970, to the millisecond (julianday is a float)
+_SERIES = """
+SELECT CAST(round((julianday(e.time) - 2440587.5) * 86400.0, 3) / ? AS INTEGER) AS b,
+       min(v), max(v), avg(v), count(*), max(u)
 FROM (SELECT e.time AS time,
         CASE json_type(r.value, '$.value') WHEN 'true' THEN 1.0 WHEN 'false' THEN 0.0
           ELSE json_extract(r.value, '$.value') END AS v,
@@ -115,7 +112,8 @@ GROUP BY b ORDER BY b
 
 
 def _gateway_filter(state: StateFilter, search: str) -> tuple[str, list[Any]]:
-    where, args = ["1"], []
+    where: list[str] = ["1"]
+    args: list[Any] = []
     if state is not None:
         where.append("g.state = ?")
         args.append(state)
@@ -195,7 +193,9 @@ class SqliteReads:
             states = dict(db.execute("SELECT state, count(*) FROM gateways GROUP BY state"))
             alarms = [alarm_row(r) for r in db.execute(_OPEN_ALARMS)]
             (dead,) = db.execute("SELECT count(*) FROM dead_letters").fetchone()
-            gaps, missing = db.execute("SELECT count(*), coalesce(sum(missing), 0) FROM gaps").fetchone()
+            gaps, missing = db.execute(
+                "SELECT count(*), coalesce(sum(missing), 0) FROM gaps"
+            ).fetchone()
             return overview_of(states, alarms, dead, gaps, missing)
 
         result: Overview = await self._query(q)

@@ -147,7 +147,9 @@ async def scene(d: Db) -> None:
     )
     b.dead.append(DeadLetter("cityedge/v1/s/gw-bb/telemetry/x", b"\xff\xfe not json", "invalid"))
     await d.store.write(b, "w1")
-    await d.store.write(Batch(states=[death("gw-b", 1, "connection lost", T0 + timedelta(hours=1))]), "w1")
+    await d.store.write(
+        Batch(states=[death("gw-b", 1, "connection lost", T0 + timedelta(hours=1))]), "w1"
+    )
     found, _ = await d.store.check_gaps({("s", "gw-b", 1), ("s", "gw-a", 3)})
     assert [(g.gateway, g.missing) for g in found] == [("gw-b", 1)]
 
@@ -160,7 +162,11 @@ async def test_gateways_with_state_session_last_seen_and_birth_outbox(db: Db) ->
     assert [r.gateway for r in page.rows] == ["gw-b", "gw-a", "gw-c"]  # offline first
     a, b, c = rows["gw-a"], rows["gw-b"], rows["gw-c"]
     assert (a.state, a.session, b.state, b.session, b.reason) == (
-        "online", 3, "offline", 1, "connection lost"
+        "online",
+        3,
+        "offline",
+        1,
+        "connection lost",
     )
     assert a.outbox is not None and (a.outbox["depth"], a.outbox["dropped"]) == (12, 4)
     assert a.outbox["classes"]["telemetry"]["dropped"] == 4
@@ -185,7 +191,13 @@ async def test_open_alarms_are_the_latest_raise_of_each_rule_most_urgent_first(d
         ("gw-a", "sonde", "ph-high", "major"),
     ]
     ph = open_[1]
-    assert (ph.value, ph.limit, ph.unit, ph.direction, ph.state) == (9.5, 9.0, "pH", "above", "raised")
+    assert (ph.value, ph.limit, ph.unit, ph.direction, ph.state) == (
+        9.5,
+        9.0,
+        "pH",
+        "above",
+        "raised",
+    )
     assert ph.since == (T0 + timedelta(minutes=5)).isoformat()
     overview = await db.reads.overview()
     assert overview.open_alarms == {"critical": 1, "major": 1, "minor": 0, "warning": 0, "info": 0}
@@ -283,11 +295,9 @@ async def test_the_pages_connection_cannot_write(db: Db, tmp_path: Path) -> None
     def sqlite_write(conn: Any) -> None:
         conn.execute("DELETE FROM gateways")
 
+    write = pg_write if hasattr(reads, "_lock") else sqlite_write
     with pytest.raises(StoreError, match=r"(?i)read.?only"):
-        if hasattr(reads, "_lock"):
-            await reads._query(pg_write)
-        else:
-            await reads._query(sqlite_write)
+        await reads._query(write)
 
 
 async def test_no_database_is_a_clear_error(tmp_path: Path) -> None:
