@@ -72,7 +72,7 @@ SECURITY_HEADERS: Final = {
     ),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
@@ -125,12 +125,15 @@ def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int
 
 def same_origin(request: web.Request) -> bool:
     """Whether a POST comes from this page's own origin (RFC 6454 Origin, else Fetch
-    Metadata); a client that sends neither (not a browser) is not a CSRF vector."""
+    Metadata's Sec-Fetch-Site); a client that sends neither (not a browser) is not a CSRF
+    vector; an opaque origin without Fetch Metadata is refused."""
     origin = request.headers.get("Origin")
-    if origin is not None:
-        return origin == f"{request.scheme}://{request.host}"
     site = request.headers.get("Sec-Fetch-Site")
-    return site is None or site in ("same-origin", "none")
+    if origin is not None and origin != "null":
+        return origin == f"{request.scheme}://{request.host}"
+    if site is not None:  # an opaque origin ("null": a sandbox, some referrer policies)
+        return site in ("same-origin", "none")
+    return origin is None
 
 
 def make_app(

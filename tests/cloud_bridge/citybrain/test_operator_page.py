@@ -217,7 +217,11 @@ async def test_cross_site_posts_are_refused(page: Page) -> None:
     evil = await sign_in(page, Origin="https://evil.example")
     assert evil.status == 403
     assert (await sign_in(page, **{"Sec-Fetch-Site": "cross-site"})).status == 403
+    assert (await sign_in(page, Origin="null")).status == 403
+    opaque = {"Origin": "null", "Sec-Fetch-Site": "cross-site"}
+    assert (await sign_in(page, **opaque)).status == 403
     own = f"http://{page.client.host}:{page.client.port}"
+    assert (await sign_in(page, Origin="null", **{"Sec-Fetch-Site": "same-origin"})).status == 303
     assert (await sign_in(page, Origin=own)).status == 303
     csrf = await csrf_of(page)
     refused = await page.client.post(
