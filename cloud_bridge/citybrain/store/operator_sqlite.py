@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -164,16 +165,17 @@ class SqliteReads:
                 self._db.interrupt()  # the thread gives up its query; the next one may run
             raise StoreError(f"SQLite {self.path}: no answer within {self.timeout_s:g} s") from None
 
-    async def _query(self, fn: Any, *args: Any) -> Any:
-        def guarded() -> Any:
+    async def _query(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def guarded() -> T:
             if self._db is None:
                 raise StoreError("the operator's SQLite connection is closed")
             try:
-                return fn(self._db, *args)
+                return fn(self._db)
             except sqlite3.Error as err:
                 raise StoreError(f"SQLite {self.path}: {err}") from err
 
-        return await self._run(guarded)
+        result: T = await self._run(guarded)
+        return result
 
     async def versions(self) -> Versions:
         def q(db: sqlite3.Connection) -> Versions:
@@ -185,8 +187,7 @@ class SqliteReads:
             gp = db.execute("SELECT count(*), sum(missing) FROM gaps").fetchone()
             return Versions(f"{gw[0]}/{gw[1]}", f"{al[0]}/{al[1]}", str(dl), f"{gp[0]}/{gp[1]}")
 
-        result: Versions = await self._query(q)
-        return result
+        return await self._query(q)
 
     async def overview(self) -> Overview:
         def q(db: sqlite3.Connection) -> Overview:
@@ -198,8 +199,7 @@ class SqliteReads:
             ).fetchone()
             return overview_of(states, alarms, dead, gaps, missing)
 
-        result: Overview = await self._query(q)
-        return result
+        return await self._query(q)
 
     async def gateways(
         self, *, state: StateFilter = None, search: str = "", offset: int = 0, limit: int = 100
@@ -216,15 +216,13 @@ class SqliteReads:
             ).fetchall()
             return GatewayPage(int(total), max(0, int(offset)), [gateway_row(r) for r in rows])
 
-        result: GatewayPage = await self._query(q)
-        return result
+        return await self._query(q)
 
     async def open_alarms(self, *, limit: int = 500) -> list[AlarmRow]:
         def q(db: sqlite3.Connection) -> list[AlarmRow]:
             return sort_open(alarm_row(r) for r in db.execute(_OPEN_ALARMS))[: bounded(limit)]
 
-        result: list[AlarmRow] = await self._query(q)
-        return result
+        return await self._query(q)
 
     async def alarm_history(
         self, *, site: str | None = None, gateway: str | None = None, limit: int = 100
@@ -242,8 +240,7 @@ class SqliteReads:
             )
             return [alarm_row(r) for r in rows]
 
-        result: list[AlarmRow] = await self._query(q)
-        return result
+        return await self._query(q)
 
     async def dead_letters(self, *, limit: int = 100) -> tuple[int, list[DeadLetterRow]]:
         def q(db: sqlite3.Connection) -> tuple[int, list[DeadLetterRow]]:
@@ -255,8 +252,7 @@ class SqliteReads:
             )
             return int(total), [dead_letter_row(r) for r in rows]
 
-        result: tuple[int, list[DeadLetterRow]] = await self._query(q)
-        return result
+        return await self._query(q)
 
     async def gaps(self, *, limit: int = 200) -> list[GapRow]:
         def q(db: sqlite3.Connection) -> list[GapRow]:
@@ -279,8 +275,7 @@ class SqliteReads:
                 out.append(gap_row(r, gap_evidence(evidence, int(r[2]))))
             return out
 
-        result: list[GapRow] = await self._query(q)
-        return result
+        return await self._query(q)
 
     async def points(self, site: str, gateway: str) -> list[PointRef]:
         def q(db: sqlite3.Connection) -> list[PointRef]:
@@ -293,8 +288,7 @@ class SqliteReads:
             )
             return point_refs(rows)
 
-        result: list[PointRef] = await self._query(q)
-        return result
+        return await self._query(q)
 
     async def series(
         self,
@@ -315,8 +309,7 @@ class SqliteReads:
             )
             return make_series((site, gateway, device, point), since, until, width, rows)
 
-        result: Series = await self._query(q)
-        return result
+        return await self._query(q)
 
     async def close(self) -> None:
         if self._db is not None:
