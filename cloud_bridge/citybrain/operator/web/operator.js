@@ -31,9 +31,20 @@ function row(cells) {
   return tr;
 }
 
+// Several things notice a sign-out at once (the button, the event stream, a refused refresh);
+// only the first may navigate, or the second aborts the first mid-load.
+let leaving = false;
+let stream = null;
+function toLogin() {
+  if (leaving) return;
+  leaving = true;
+  if (stream) stream.close();
+  location.assign("/login");
+}
+
 async function api(path) {
   const resp = await fetch(path, { credentials: "same-origin", headers: { Accept: "application/json" } });
-  if (resp.status === 401) { location.assign("/login"); throw new Error("signed out"); }
+  if (resp.status === 401) { toLogin(); throw new Error("signed out"); }
   const body = await resp.json();
   if (!resp.ok) throw new Error(body.error || resp.statusText);
   skewMs = Date.parse(body.server_time) - Date.now();
@@ -284,13 +295,15 @@ async function refresh(sections) {
 function connect() {
   const live = $("live");
   const source = new EventSource("/events");
+  stream = source;
   source.addEventListener("hello", () => {
     live.dataset.state = "live";
     refresh(Object.keys(LOADERS)); // whatever changed while the stream was away
   });
   source.addEventListener("changed", (e) => refresh(JSON.parse(e.data).sections));
-  source.addEventListener("signed-out", () => { source.close(); location.assign("/login"); });
+  source.addEventListener("signed-out", toLogin);
   source.onerror = async () => {
+    if (leaving) return;
     live.dataset.state = "down";
     if (source.readyState === EventSource.CLOSED) { // refused (401?): check, then try again
       try { await api("/api/me"); setTimeout(connect, 2000); } catch (e) { /* api() went to /login */ }
@@ -299,8 +312,9 @@ function connect() {
 }
 
 async function logout() {
+  if (stream) stream.close(); // our own sign-out: the stream's "signed-out" is not needed
   await fetch("/logout", { method: "POST", credentials: "same-origin", headers: { "X-CSRF-Token": csrf } });
-  location.assign("/login");
+  toLogin();
 }
 
 function tick() {
