@@ -37,6 +37,7 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from cloud_bridge.errors import PermanentBridgeError
 from protocols import boundedjson, signed
 from protocols.commands import (
     REQUEST_ID_PATTERN,
@@ -55,7 +56,7 @@ _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 Handler = Callable[[CommandRequest], Awaitable[dict[str, Any]]]
 
 
-class CommandError(Exception):
+class CommandError(PermanentBridgeError):
     """Raised by a handler: ``reason`` is ``bad-args`` or ``failed``; the message is the reply's."""
 
     def __init__(self, reason: CommandFailure, message: str) -> None:
