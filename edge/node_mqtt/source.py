@@ -74,8 +74,7 @@ class MqttSource(Plugin, TracksDevices):
         return {n.name: n.health for n in self.nodes.values()}
 
     def filters(self) -> list[str]:
-        base = f"{nodewire.ROOT}/{self.site}/+"
-        return [f"{base}/{channel}" for channel in _READ]
+        return [nodewire.site_filter(self.site, channel) for channel in _READ]
 
     async def run(self) -> None:
         where = f"{self.config.host}:{self.config.port}"
