@@ -7,8 +7,9 @@ missing optional dependency, :func:`load` says which extra to install; what it r
 checked to be a :class:`~edge.plugin.Plugin` class (a :class:`~edge.plugin.PluginFactory`).
 
 To add a plug-in: write a package ``edge/<name>/`` with ``config.py`` (the pydantic model, no
-optional imports) and its implementation (``source.py``, ``app.py`` or ``sink.py``), and add one
-:class:`PluginInfo` line below.
+optional imports) and its implementation (``source.py``, ``app.py`` or ``sink.py``), add one
+:class:`PluginInfo` line below, and its class to its role's table in
+``tests/edge/test_contract.py`` (where mypy checks it is built as ``(config, ctx)``).
 """
 
 from __future__ import annotations
