@@ -29,12 +29,14 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from cloud_bridge.errors import TransientBridgeError
+
 log = logging.getLogger(__name__)
 
 Protocol = Literal["auto", "5", "3.1.1"]
 
 
-class LinkError(Exception):
+class LinkError(TransientBridgeError):
     """The connection failed or was lost; retry with backoff."""
 
 

@@ -54,8 +54,8 @@ from protocols.session import HostState, LinkState, decode_state
 
 log = logging.getLogger(__name__)
 
-DATA_FILTER = f"{topics.ROOT}/+/+/+/+"
-STATE_FILTER = f"{topics.ROOT}/+/+/{topics.STATE}"
+DATA_FILTER = topics.DATA_FILTER
+STATE_FILTER = topics.STATE_FILTER
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class IngestSettings:
 
     @property
     def data_filter(self) -> str:
-        return f"$share/{self.group}/{DATA_FILTER}" if self.group else DATA_FILTER
+        return topics.shared(self.group, DATA_FILTER) if self.group else DATA_FILTER
 
 
 def default_worker() -> str:

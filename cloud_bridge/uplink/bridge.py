@@ -16,8 +16,8 @@ the downlink commands, run as one unit.
 - **Sessions.** Each connection takes a new session number from the outbox's database (committed
   before use), registers the death as its will, subscribes to its commands and publishes the
   birth; both retained on the ``state`` topic. Every envelope published carries
-  ``link: {session, seq, pos}`` (see :class:`protocols.envelope.LinkInfo`), spliced into the
-  stored JSON so nothing is encoded twice.
+  ``link: {session, seq, pos}`` (see :class:`protocols.envelope.LinkInfo`), added to the
+  stored JSON by :func:`protocols.envelope.with_link` so nothing is encoded twice.
 - **Order.** Within a class rows go out in position order; events (alarms, availability) go
   before telemetry. After a reconnect the deliverer starts again from the oldest row still
   stored, while new envelopes keep being committed behind it.
@@ -75,8 +75,9 @@ from cloud_bridge.uplink.outbox import (
     SqliteNonces,
 )
 from protocols import commands as cmd
+from protocols import envelope as env
 from protocols import topics
-from protocols.errors import ProtocolError
+from protocols.errors import ProtocolError, TopicError
 from protocols.session import GatewayState, LinkState, OutboxStats, decode_host, encode_state
 
 log = logging.getLogger(__name__)
@@ -656,12 +657,7 @@ class Bridge:
                     continue
                 for row in rows:
                     seq += 1
-                    payload = b'%s,"link":{"session":%d,"seq":%d,"pos":%d}}' % (
-                        row.payload[:-1],
-                        session,
-                        seq,
-                        row.pos,
-                    )
+                    payload = env.with_link(row.payload, session, seq, row.pos)
                     ack = await link.send(row.topic, payload, qos=self.settings.qos)
                     self._inflight += 1
                     self._idle.clear()
@@ -721,7 +717,10 @@ class Bridge:
         err = None if fut.cancelled() else fut.exception()
         if isinstance(err, LinkLost) or fut.cancelled():
             return  # stays stored; sent again in the next session
-        kind = row.topic.split("/", 5)[4] if row.topic.count("/") >= 4 else "?"
+        try:
+            kind = topics.parse(row.topic).kind
+        except TopicError:
+            kind = "?"
         if isinstance(err, LinkRefused):
             self.counters.refused += 1
             log.error(
@@ -744,7 +743,7 @@ class Bridge:
         broker refuses is logged, not raised."""
         try:
             async for msg in link.messages():
-                if msg.topic.startswith(topics.HOST_ROOT + "/"):
+                if topics.is_host_state(msg.topic):
                     self._host_message(msg.payload, msg.retain)
                     continue
                 if msg.topic != self._req_topic:

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, Protocol
 
+from prometheus_client import CollectorRegistry, Gauge
 from pydantic import SecretStr
 
 from cloud_bridge.link import LinkSettings, TlsSettings
@@ -31,7 +32,7 @@ from cloud_bridge.uplink.bridge import Bridge, BridgeSettings
 from cloud_bridge.uplink.commands import Handler
 from cloud_bridge.uplink.outbox import CommitResult, OutboxSettings, Record, record_of
 from edge.mqtt_sink.config import MqttSinkConfig, TlsConfig
-from edge.plugin import SinkContext
+from edge.plugin import Plugin, ReportsHealth, SinkContext
 from protocols.signed import public_key_from_raw, unb64url
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,33 @@ def bridge_settings(
     )
 
 
-class MqttSink:
+class MqttSinkMetrics:
+    """The outbox and the link of each ``mqtt`` sink, by ``sink`` (its name)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.outbox_depth = Gauge(
+            "cityedge_outbox_depth", "Envelopes in the outbox", ["sink", "class"], registry=r
+        )
+        self.outbox_bytes = Gauge(
+            "cityedge_outbox_bytes", "Bytes held in the outbox", ["sink"], registry=r
+        )
+        self.outbox_oldest_age = Gauge(
+            "cityedge_outbox_oldest_age_seconds",
+            "Age of the oldest envelope waiting",
+            ["sink"],
+            registry=r,
+        )
+        self.link_up = Gauge("cityedge_link_up", "1 connected to the broker", ["sink"], registry=r)
+        self.outbox_disk_full = Gauge(
+            "cityedge_outbox_disk_full", "1 while the outbox's disk is full", ["sink"], registry=r
+        )
+        self.link_session = Gauge(
+            "cityedge_link_session", "Session number of the link", ["sink"], registry=r
+        )
+
+
+class MqttSink(Plugin, ReportsHealth):
     def __init__(
         self,
         config: MqttSinkConfig,
@@ -130,6 +157,7 @@ class MqttSink:
         self.ctx = ctx
         self.settings = bridge_settings(config, ctx.site, ctx.gateway, ctx.check.base_dir)
         self.commands = dict(commands or ctx.commands)
+        self.metrics = ctx.metrics.own(MqttSinkMetrics)
         self._link_up_told = False
         self.bridge: Bridge | None = None
         # accepted, not stored by a bridge that stopped: the next one takes them first
@@ -199,16 +227,16 @@ class MqttSink:
                 self.ctx.metrics.sink_dropped.labels(self.config.name, cls.value).inc(n)
 
     def _gauge(self, bridge: Bridge) -> None:
-        m, name = self.ctx.metrics, self.config.name
+        m, own, name = self.ctx.metrics, self.metrics, self.config.name
         st = bridge.stats_cache
         for cls, cs in st.classes.items():
-            m.outbox_depth.labels(name, cls).set(cs.depth)
-        m.outbox_bytes.labels(name).set(st.bytes)
+            own.outbox_depth.labels(name, cls).set(cs.depth)
+        own.outbox_bytes.labels(name).set(st.bytes)
         ages = [cs.oldest_age_s for cs in st.classes.values() if cs.oldest_age_s is not None]
-        m.outbox_oldest_age.labels(name).set(max(ages) if ages else 0.0)
-        m.link_up.labels(name).set(1 if bridge.connected.is_set() else 0)
-        m.link_session.labels(name).set(bridge.counters.session)
-        m.outbox_disk_full.labels(name).set(1 if bridge.outbox.disk_full is not None else 0)
+        own.outbox_oldest_age.labels(name).set(max(ages) if ages else 0.0)
+        own.link_up.labels(name).set(1 if bridge.connected.is_set() else 0)
+        own.link_session.labels(name).set(bridge.counters.session)
+        own.outbox_disk_full.labels(name).set(1 if bridge.outbox.disk_full is not None else 0)
         c = bridge.counters
         for kind, n in c.published.items():
             seen = self._published_seen.get(kind, 0)

@@ -28,7 +28,7 @@ from cloud_bridge.link import LinkError, LinkRefused, Message, MqttLink
 from edge.backoff import Backoff
 from edge.mqtt_sink.sink import link_settings
 from edge.node_mqtt.config import MqttSourceConfig
-from edge.plugin import SourceContext
+from edge.plugin import Plugin, SourceContext, TracksDevices
 from edge.readings import Reading, ReadingBatch
 from protocols import envelope as env
 from protocols import nodewire
@@ -50,7 +50,7 @@ class _Node:
         self.bad_frames = 0
 
 
-class MqttSource:
+class MqttSource(Plugin, TracksDevices):
     def __init__(self, config: MqttSourceConfig, ctx: SourceContext) -> None:
         self.config = config
         self.ctx = ctx
@@ -74,8 +74,7 @@ class MqttSource:
         return {n.name: n.health for n in self.nodes.values()}
 
     def filters(self) -> list[str]:
-        base = f"{nodewire.ROOT}/{self.site}/+"
-        return [f"{base}/{channel}" for channel in _READ]
+        return [nodewire.site_filter(self.site, channel) for channel in _READ]
 
     async def run(self) -> None:
         where = f"{self.config.host}:{self.config.port}"

@@ -62,7 +62,7 @@ async def test_a_crashing_sink_task_is_seen_counted_reported_and_restarted(
     sub = await MqttLink.open(LinkSettings("127.0.0.1", mosquitto.port, client_id="sub"))
     await sub.subscribe("cityedge/v1/s/g/availability/#")
     gw = gateway(tmp_path, mosquitto.port)
-    sink = gw.sinks[0][2]
+    sink = gw.sinks[0].plugin
     assert isinstance(sink, MqttSink)
     stop = asyncio.Event()
     run = asyncio.create_task(gw.run(stop))

@@ -13,15 +13,13 @@ import pytest
 
 from cloud_bridge.link import LinkSettings, MqttLink
 from edge.channel import Channel
-from edge.clock import SystemClock
-from edge.config.base import CheckContext
 from edge.metrics import GatewayMetrics
 from edge.mqtt_sink.config import MqttSinkConfig
 from edge.mqtt_sink.sink import MqttSink
-from edge.plugin import Emitter, SinkContext
 from protocols import envelope as env
 from protocols.ids import Uuid7Generator
 from sim.localsite import Broker
+from tests.edge import contexts
 
 GEN = Uuid7Generator()
 
@@ -53,23 +51,8 @@ def make_sink(
         }
     )
     box: Channel[env.EnvelopeModel] = Channel("sink", 1000)
-    metrics = GatewayMetrics()
-    clock = SystemClock()
-
-    async def nowhere(_e: env.EnvelopeModel) -> None:
-        return None
-
-    ctx = SinkContext(
-        name="brain",
-        site="s",
-        gateway="g",
-        clock=clock,
-        metrics=metrics,
-        emitter=Emitter("s", "g", clock, nowhere, metrics),
-        check=CheckContext(state_dir),
-        outbox=box,
-    )
-    return MqttSink(cfg, ctx), box, metrics
+    built = contexts.sink("brain", outbox=box, base_dir=state_dir)
+    return MqttSink(cfg, built.ctx), box, built.metrics
 
 
 @pytest.fixture

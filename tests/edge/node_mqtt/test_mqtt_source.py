@@ -12,15 +12,14 @@ from cloud_bridge.link import LinkSettings, Message, MqttLink
 from edge.channel import Channel
 from edge.clock import Clock, SystemClock, VirtualClock
 from edge.config.base import CheckContext
-from edge.metrics import GatewayMetrics
 from edge.node_mqtt.config import MqttSourceConfig
 from edge.node_mqtt.source import MqttSource
-from edge.plugin import Emitter, SourceContext
 from edge.readings import ReadingBatch
 from protocols import envelope as env
 from protocols import nodewire
 from protocols.nodewire import NodeState
 from sim.localsite import Broker
+from tests.edge import contexts
 
 NOW = 1_795_500_000.0
 
@@ -42,25 +41,15 @@ def make(
             ],
         }
     )
-    clock = clock or VirtualClock(start_wall=NOW)
-    sent: list[env.EnvelopeModel] = []
-    metrics = GatewayMetrics()
-
-    async def deliver(e: env.EnvelopeModel) -> None:
-        sent.append(e)
-
     readings: Channel[ReadingBatch] = Channel("readings", 100)
-    ctx = SourceContext(
-        name="nodes",
+    built = contexts.source(
+        "nodes",
+        readings=readings,
+        clock=clock or VirtualClock(start_wall=NOW),
         site="riverside",
         gateway="gw-1",
-        clock=clock,
-        metrics=metrics,
-        emitter=Emitter("riverside", "gw-1", clock, deliver, metrics),
-        check=CheckContext(Path(".")),
-        readings=readings,
     )
-    return MqttSource(cfg, ctx), readings, sent
+    return MqttSource(cfg, built.ctx), readings, built.events
 
 
 def up(node: str, payload: bytes, channel: str = "up") -> Message:
