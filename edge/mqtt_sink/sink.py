@@ -114,25 +114,24 @@ class MqttSink:
         self._errors_seen = 0
 
     async def run(self) -> None:
-        bridge = await Bridge.open(self.settings, self.ctx.clock, self.commands)
-        self.bridge = bridge
-        bridge.on_commit = self._on_commit
-        stopped = False
-        try:
-            async with asyncio.TaskGroup() as tg:
-                stats = tg.create_task(self._stats_loop(bridge))
-                tg.create_task(self._intake(bridge))
-                await bridge.run()
-                stats.cancel()
-        except asyncio.CancelledError:
-            stopped = True
-            raise
-        finally:
-            self._carry[:0] = bridge.leftover()
-            if stopped:
-                self._lost_at_stop()
-            self._gauge(bridge)
-            await bridge.aclose()
+        async with Bridge.open(self.settings, self.ctx.clock, self.commands) as bridge:
+            self.bridge = bridge
+            bridge.on_commit = self._on_commit
+            stopped = False
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    stats = tg.create_task(self._stats_loop(bridge))
+                    tg.create_task(self._intake(bridge))
+                    await bridge.run()
+                    stats.cancel()
+            except asyncio.CancelledError:
+                stopped = True
+                raise
+            finally:
+                self._carry[:0] = bridge.leftover()
+                if stopped:
+                    self._lost_at_stop()
+                self._gauge(bridge)
 
     async def _intake(self, bridge: Bridge) -> None:
         while self._carry:  # from a bridge that stopped before storing them; oldest first
