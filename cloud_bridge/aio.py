@@ -1,8 +1,8 @@
 """asyncio pieces both halves share: the injected clock, the ``open()`` that works with
 ``async with`` and with ``await``, and a wait that a stop event cuts short.
 
-``edge.clock`` clocks fit :class:`Clock` (``cloud_bridge`` may not import ``edge``, so the
-Protocol is stated again here, as the bridge needs it).
+:class:`Clock` and :class:`SystemClock` are the gateway's too: ``edge.clock`` re-exports them
+beside its ``VirtualClock`` (``cloud_bridge`` may not import ``edge``).
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ class Clock(Protocol):
     """Time, injected, so tests can skip ahead."""
 
     def time(self) -> float:
-        """Wall-clock Unix time in seconds (for timestamps)."""
+        """Wall-clock Unix time in seconds."""
         ...
 
     def monotonic(self) -> float:
-        """Seconds that never go backwards (for intervals and expiries)."""
+        """Seconds on a clock that never goes backwards."""
         ...
 
     async def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` on the monotonic scale."""
+        """Wait ``seconds`` on the monotonic clock (returns at once for <= 0)."""
         ...
 
 
