@@ -3,7 +3,10 @@
 - shared: :mod:`cloud_bridge.link`, one MQTT connection driven from the event loop (paho-mqtt's
   socket callbacks; no extra thread), with a bounded in-flight window sized from the broker's
   receive maximum, MQTT 5 with a 3.1.1 fallback, TLS and client certificates;
-  :mod:`cloud_bridge.backoff`, capped and jittered exponential backoff;
+  :mod:`cloud_bridge.session`, the reconnecting session around it that the bridge, the node
+  source, the ingest and the live view share; :mod:`cloud_bridge.backoff`, capped and jittered
+  exponential backoff; :mod:`cloud_bridge.aio`, the injected clock and ``open()`` for
+  ``async with``;
   :mod:`cloud_bridge.errors`, the roots of the exception tree below.
 - :mod:`cloud_bridge.uplink`, what a gateway runs: the durable outbox, the bridge (session,
   birth and death, sequence numbers) and the signed downlink commands.

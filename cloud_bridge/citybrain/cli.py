@@ -445,8 +445,7 @@ def command(
     settings = _link(broker, f"cmd-{secrets.token_hex(4)}", ca, cert, key)
 
     async def main() -> commands.CommandReply:
-        link = await MqttLink.open(settings)
-        try:
+        async with MqttLink.open(settings) as link:
             await link.subscribe(topics.command_reply_topic(site, gateway), qos=1)
             await link.publish(topics.command_request_topic(site, gateway), data)
             async with asyncio.timeout(timeout_s):
@@ -455,8 +454,6 @@ def command(
                     reply = commands.decode_reply(msg.payload)
                     if reply.request == request.id:
                         return reply
-        finally:
-            await link.close()
 
     try:
         reply = asyncio.run(main())

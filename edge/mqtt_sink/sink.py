@@ -22,16 +22,14 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, Protocol
 
 from prometheus_client import CollectorRegistry, Gauge
-from pydantic import SecretStr
 
 from cloud_bridge.link import LinkSettings, TlsSettings
 from cloud_bridge.uplink.bridge import Bridge, BridgeSettings
 from cloud_bridge.uplink.commands import Handler
 from cloud_bridge.uplink.outbox import CommitResult, OutboxSettings, Record, record_of
-from edge.mqtt_sink.config import MqttSinkConfig, TlsConfig
+from edge.mqtt_sink.config import MqttConnectionConfig, MqttSinkConfig
 from edge.plugin import Plugin, ReportsHealth, SinkContext
 from protocols.signed import public_key_from_raw, unb64url
 
@@ -40,32 +38,10 @@ log = logging.getLogger(__name__)
 STATS_INTERVAL_S = 1.0
 
 
-class BrokerConfig(Protocol):
-    """What a config needs to make a link (the ``mqtt`` sink's and the ``mqtt`` source's)."""
-
-    @property
-    def host(self) -> str: ...
-    @property
-    def port(self) -> int: ...
-    @property
-    def client_id(self) -> str | None: ...
-    @property
-    def username(self) -> str | None: ...
-    @property
-    def password(self) -> SecretStr | None: ...
-    @property
-    def tls(self) -> TlsConfig | None: ...
-    @property
-    def protocol(self) -> Literal["auto", "5", "3.1.1"]: ...
-    @property
-    def keepalive_s(self) -> int: ...
-    @property
-    def connect_timeout_s(self) -> float: ...
-
-
 def link_settings(
-    config: BrokerConfig, default_client_id: str, max_inflight: int = 100
+    config: MqttConnectionConfig, default_client_id: str, max_inflight: int = 100
 ) -> LinkSettings:
+    """The link's settings from the broker connection of an ``mqtt`` sink or source."""
     tls = None
     if config.tls is not None:
         tls = TlsSettings(
@@ -167,25 +143,24 @@ class MqttSink(Plugin, ReportsHealth):
         self._errors_seen = 0
 
     async def run(self) -> None:
-        bridge = await Bridge.open(self.settings, self.ctx.clock, self.commands)
-        self.bridge = bridge
-        bridge.on_commit = self._on_commit
-        stopped = False
-        try:
-            async with asyncio.TaskGroup() as tg:
-                stats = tg.create_task(self._stats_loop(bridge))
-                tg.create_task(self._intake(bridge))
-                await bridge.run()
-                stats.cancel()
-        except asyncio.CancelledError:
-            stopped = True
-            raise
-        finally:
-            self._carry[:0] = bridge.leftover()
-            if stopped:
-                self._lost_at_stop()
-            self._gauge(bridge)
-            await bridge.aclose()
+        async with Bridge.open(self.settings, self.ctx.clock, self.commands) as bridge:
+            self.bridge = bridge
+            bridge.on_commit = self._on_commit
+            stopped = False
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    stats = tg.create_task(self._stats_loop(bridge))
+                    tg.create_task(self._intake(bridge))
+                    await bridge.run()
+                    stats.cancel()
+            except asyncio.CancelledError:
+                stopped = True
+                raise
+            finally:
+                self._carry[:0] = bridge.leftover()
+                if stopped:
+                    self._lost_at_stop()
+                self._gauge(bridge)
 
     async def _intake(self, bridge: Bridge) -> None:
         while self._carry:  # from a bridge that stopped before storing them; oldest first

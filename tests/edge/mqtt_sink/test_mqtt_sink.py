@@ -71,14 +71,13 @@ def subscriber_settings(port: int) -> LinkSettings:
 
 async def subscribe_then_leave(port: int) -> None:
     """Register a durable QoS 1 subscription, then disconnect: the broker queues for it."""
-    link = await MqttLink.open(subscriber_settings(port))
-    await link.subscribe("cityedge/v1/#", qos=1)
-    await link.close()
+    async with MqttLink.open(subscriber_settings(port)) as link:
+        await link.subscribe("cityedge/v1/#", qos=1)
 
 
 async def read_queued(port: int, n: int, timeout_s: float = 10) -> list[int]:
-    link = await MqttLink.open(subscriber_settings(port))
-    return await _read(link, n, timeout_s)
+    async with MqttLink.open(subscriber_settings(port)) as link:
+        return await _read(link, n, timeout_s)
 
 
 async def _read(link: MqttLink, n: int, timeout_s: float) -> list[int]:
@@ -93,7 +92,6 @@ async def _read(link: MqttLink, n: int, timeout_s: float) -> list[int]:
                 got.append(int(e.payload.readings[0].value))
                 if len(got) >= n:
                     break
-    await link.close()
     return got
 
 
