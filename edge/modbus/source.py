@@ -1,8 +1,8 @@
 """Source ``modbus``: one coordinator per bus — a Modbus TCP connection or an RTU serial line.
 
-The coordinator is the only one that talks on the bus, one request at a time (apps' writes
-queue behind the poll request in flight), as a Home Assistant coordinator polls a device once
-for many entities:
+The source is the only one that talks on the bus, one request at a time (apps' writes queue
+behind the poll request in flight); the schedule, the breaker per device and availability are
+the shared poller's (:mod:`edge.polling`):
 
 - **Schedule.** Every device has a slot every ``poll_interval_s``; devices are staggered over
   the interval; a slot missed because the bus was busy is skipped, not bunched up.
@@ -13,8 +13,8 @@ for many entities:
   ``retry_dead_max_s``). Tries of dead units share one budget per bus — one try per shortest
   poll interval — so however many units are dead, they cost the live ones at most one timeout
   per cycle. A unit that answers again closes its breaker at once.
-- **Availability** is decided here (:class:`~edge.availability.Availability`): one
-  "unavailable" after ``unavailable_after`` failed or skipped slots, one "recovered".
+- **Availability**: one "unavailable" after ``unavailable_after`` failed or skipped slots, one
+  "recovered".
 - **RTU.** Between frames the coordinator keeps the line silent for t3.5 (Modbus over Serial
   Line 2.5.1.1); messages name the line (``/dev/ttyUSB0 at 9600 8E1``) and what to check.
 - **Exception codes** become messages a technician can act on
@@ -27,7 +27,6 @@ for many entities:
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -38,13 +37,13 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 
 from edge.actuators import ActuationError
-from edge.availability import Availability, AvailabilityChange
+from edge.availability import Availability
 from edge.backoff import Backoff
 from edge.errors import DeviceError, PermanentError
 from edge.modbus.config import ModbusDeviceConfig, ModbusSourceConfig
 from edge.plugin import SourceContext
-from edge.polling import report_availability
-from edge.readings import Reading, ReadingBatch
+from edge.polling import NoAnswer, PolledDevice, Poller, dead_unit_breaker
+from edge.readings import Reading
 from protocols.errors import DecodeError, EncodeError
 from protocols.modbus import (
     PointSpec,
@@ -65,7 +64,7 @@ logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # we report failures o
 Client = AsyncModbusTcpClient | AsyncModbusSerialClient
 
 
-class NoReply(DeviceError):
+class NoReply(NoAnswer):
     """A unit did not answer within the deadline (what trips its breaker)."""
 
     code = "CE311"
@@ -77,36 +76,12 @@ class BusDown(DeviceError):
     code = "CE312"
 
 
-@dataclass
-class Breaker:
-    """Per-device circuit breaker: closed, or open until ``retry_at`` (monotonic seconds)."""
-
-    backoff: Backoff
-    open: bool = False
-    retry_at: float = 0.0
-    trips: int = 0
-
-    def trip(self, now: float) -> float:
-        self.open = True
-        self.trips += 1
-        self.retry_at = now + self.backoff.next_delay()
-        return self.retry_at
-
-    def close(self) -> None:
-        self.open = False
-        self.backoff.reset()
-
-
-@dataclass
-class _Device:
+@dataclass(kw_only=True)
+class _Device(PolledDevice):
     config: ModbusDeviceConfig
     blocks: tuple[ReadBlock, ...]
-    availability: Availability
     points: dict[str, PointSpec]
-    breaker: Breaker
     bad_points: set[str] = field(default_factory=set)
-    polls: int = 0  # requests-free skips are not counted
-    skipped: int = 0
 
 
 class ModbusSource:
@@ -121,36 +96,33 @@ class ModbusSource:
                 hint="run 'cityedge check-config' on the site file",
             )
         now = ctx.clock.time()
+        self._where = config.where
         self.devices = [
             _Device(
+                name=d.name,
+                poll_interval_s=d.poll_interval_s,
+                who=f"device {d.name} (unit {d.unit_id} on {self._where})",
+                availability=Availability(config.unavailable_after, now),
+                breaker=dead_unit_breaker(
+                    config.retry_dead_initial_s, config.retry_dead_max_s, d.poll_interval_s
+                ),
                 config=d,
                 blocks=plan_reads(
                     (p.spec() for p in points[d.name]),
                     max_gap=config.max_gap if d.max_gap is None else d.max_gap,
                     max_registers=d.max_registers_per_read or config.max_registers_per_read,
                 ),
-                availability=Availability(config.unavailable_after, now),
                 points={p.name: p.spec() for p in points[d.name]},
-                breaker=Breaker(
-                    Backoff(
-                        min(
-                            config.retry_dead_initial_s or d.poll_interval_s,
-                            config.retry_dead_max_s,
-                        ),
-                        config.retry_dead_max_s,
-                        jitter=0.2,
-                    )
-                ),
             )
             for d in config.devices
         ]
         self.name = config.name
+        self.poller = Poller(ctx, self.devices, self._read_device)
         self._by_name = {d.config.name: d for d in self.devices}
         self._lock = asyncio.Lock()  # one request on the wire at a time
         self._client: Client | None = None
         self._next_connect = 0.0
         self._reconnect = Backoff(0.5, config.reconnect_max_s)
-        self._where = config.where
         serial = config.serial
         self._silence = 0.0
         if serial is not None:
@@ -159,9 +131,6 @@ class ModbusSource:
                 if serial.inter_frame_ms is not None
                 else rtu_silence_s(serial.baudrate, char_bits(serial.parity, serial.stopbits))
             )
-        #: one try of a dead unit per this many seconds on the whole bus
-        self.probe_gap_s = min(d.poll_interval_s for d in config.devices)
-        self._last_probe = float("-inf")
         self.requests = 0  # requests sent on the bus (benchmarks read it)
 
     def device_health(self) -> dict[str, str]:
@@ -169,7 +138,7 @@ class ModbusSource:
 
     async def run(self) -> None:
         try:
-            await self._coordinate()
+            await self.poller.run()
         finally:
             self.close()
 
@@ -179,80 +148,9 @@ class ModbusSource:
             self._client.close()
             self._client = None
 
-    # -- schedule -----------------------------------------------------------------------------
-
-    async def _coordinate(self) -> None:
-        clock = self.ctx.clock
-        n = len(self.devices)
-        start = clock.monotonic()
-        due: list[tuple[float, int]] = [
-            (start + d.config.poll_interval_s * i / n, i) for i, d in enumerate(self.devices)
-        ]
-        heapq.heapify(due)
-        while True:
-            when, i = due[0]
-            await clock.sleep(when - clock.monotonic())
-            heapq.heappop(due)
-            dev = self.devices[i]
-            await self.poll_once(dev)
-            interval = dev.config.poll_interval_s
-            nxt = when + interval
-            now = clock.monotonic()
-            if nxt <= now:  # overran: skip the slots we missed rather than bunching up
-                nxt += interval * (int((now - nxt) / interval) + 1)
-            heapq.heappush(due, (nxt, i))
-
     async def poll_once(self, dev: _Device) -> None:
         """Poll one device now (or skip it while its breaker is open)."""
-        name = dev.config.name
-        m = self.ctx.metrics
-        mono = self.ctx.clock.monotonic()
-        wall = self.ctx.clock.time()
-        breaker = dev.breaker
-        if breaker.open:
-            if mono < breaker.retry_at or mono - self._last_probe < self.probe_gap_s:
-                dev.skipped += 1
-                m.poll_errors.labels(self.name, name, "circuit_open").inc()
-                reason = dev.availability.last_error or "not answering"
-                await self._availability(dev, dev.availability.failure(wall, reason), wall)
-                return
-            self._last_probe = mono
-        dev.polls += 1
-        m.polls.labels(self.name, name).inc()
-        try:
-            readings = await self._read_device(dev)
-        except NoReply as err:
-            retry_at = breaker.trip(self.ctx.clock.monotonic())
-            m.poll_errors.labels(self.name, name, err.code).inc()
-            if breaker.trips == 1 or breaker.trips % 10 == 0:
-                log.info(
-                    "device %s (unit %d on %s): no reply; skipped until the next try in %.1f s",
-                    name,
-                    dev.config.unit_id,
-                    self._where,
-                    retry_at - self.ctx.clock.monotonic(),
-                )
-            await self._availability(dev, dev.availability.failure(wall, str(err)), wall)
-            return
-        except DeviceError as err:
-            m.poll_errors.labels(self.name, name, err.code).inc()
-            await self._availability(dev, dev.availability.failure(wall, str(err)), wall)
-            return
-        finally:
-            m.poll_latency.labels(self.name, name).observe(self.ctx.clock.monotonic() - mono)
-        breaker.close()
-        await self._availability(dev, dev.availability.success(wall), wall)
-        if readings:
-            m.readings.labels(self.name, name).inc(len(readings))
-            await self.ctx.readings.put(ReadingBatch(self.name, name, wall, tuple(readings)))
-
-    async def _availability(
-        self, dev: _Device, change: AvailabilityChange | None, now: float
-    ) -> None:
-        who = f"device {dev.config.name} (unit {dev.config.unit_id} on {self._where})"
-        await report_availability(
-            self.ctx, self.name, dev.config.name, who, dev.availability, change, now
-        )
+        await self.poller.poll_once(dev)
 
     async def _read_device(self, dev: _Device) -> list[Reading]:
         readings: list[Reading] = []
@@ -458,7 +356,7 @@ class ModbusSource:
         await self._request(unit, function, spec.address, spec.count, send)
         block = ReadBlock(spec.register_type, spec.address, spec.count, (spec,))
         back = await self._read_block(dev, block)
-        dev.breaker.close()
+        self.poller.answered(dev)
         if [int(v) for v in back] != registers:
             raise DeviceError(
                 f"device {device} point {point}: wrote {registers}, read back {[int(v) for v in back]}",
@@ -501,7 +399,7 @@ class ModbusSource:
         await self._request(unit, 16, start, len(registers), send)
         block = ReadBlock(RegisterType.HOLDING, start, len(registers), tuple(specs))
         back = [int(v) for v in await self._read_block(dev, block)]
-        dev.breaker.close()
+        self.poller.answered(dev)
         if back != registers:
             raise DeviceError(
                 f"device {device}: wrote {registers} at {start}, read back {back}",
