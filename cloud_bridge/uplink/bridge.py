@@ -51,7 +51,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -199,6 +199,10 @@ class Bridge:
         self.connected = asyncio.Event()
         self.stats_cache = stats
         self.on_commit: Callable[[CommitResult], None] | None = None
+        # told of each count as it moves, for metrics: ("published", kind), ("refused", kind),
+        # ("connect_failure", "")
+        self.on_count: Callable[[str, str], None] | None = None
+        self._kinds: dict[str, str] = {}  # topic -> kind
         self._unstored: list[Record] = []  # the clean-up's commit failed (see leftover())
         # why commits store nothing now (a full disk with no telemetry left to drop), or None
         self.holding: str | None = None
@@ -286,12 +290,17 @@ class Bridge:
     async def put(self, record: Record) -> None:
         """Accept one envelope; waits while ``max_pending`` wait for their commit (those of a
         commit under way included, so a full disk holds at most that many in memory)."""
+        await self.put_many((record,))
+
+    async def put_many(self, records: Sequence[Record]) -> None:
+        """Accept envelopes in order, all or (when cancelled while waiting) none; waits as
+        :meth:`put` does before taking them."""
         while len(self._pending) + self._in_commit >= self.settings.max_pending:
             self._room.clear()
             await self._room.wait()
         if self._intake_closed:
             raise RuntimeError("the bridge's intake is closed")
-        self._pending.append(record)
+        self._pending.extend(records)
         self._have_work.set()
 
     def close_intake(self) -> None:
@@ -566,6 +575,8 @@ class Bridge:
                     )
             except (LinkError, TimeoutError) as err:
                 self.counters.connect_failures += 1
+                if self.on_count is not None:
+                    self.on_count("connect_failure", "")
                 if not self._outage_logged:
                     hint = (
                         "check the client certificate, user name and the broker's ACL"
@@ -721,7 +732,15 @@ class Bridge:
         err = None if fut.cancelled() else fut.exception()
         if isinstance(err, LinkLost) or fut.cancelled():
             return  # stays stored; sent again in the next session
-        kind = row.topic.split("/", 5)[4] if row.topic.count("/") >= 4 else "?"
+        kind = self._kinds.get(row.topic)
+        if kind is None:  # each topic's kind is read from it once
+            if len(self._kinds) >= 65_536:
+                self._kinds.clear()
+            kind = self._kinds[row.topic] = (
+                row.topic.split("/", 5)[4] if row.topic.count("/") >= 4 else "?"
+            )
+        if self.on_count is not None:
+            self.on_count("refused" if isinstance(err, LinkRefused) else "published", kind)
         if isinstance(err, LinkRefused):
             self.counters.refused += 1
             log.error(
