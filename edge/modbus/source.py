@@ -40,12 +40,12 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from edge.actuators import ActuationError
+from edge.actuators import ActuationError, MultiWriter, Writer
 from edge.availability import Availability
 from edge.errors import DeviceError, PermanentError
 from edge.modbus.client import BusDown, Line, NoReply, RtuLine, TcpLine
 from edge.modbus.config import ModbusDeviceConfig, ModbusSourceConfig
-from edge.plugin import SourceContext
+from edge.plugin import Plugin, SourceContext, TracksDevices
 from edge.polling import PolledDevice, Poller, dead_unit_breaker
 from edge.readings import Reading
 from protocols.errors import DecodeError, EncodeError
@@ -115,7 +115,7 @@ class _Slots:
         self.in_use -= 1
 
 
-class ModbusSource:
+class ModbusSource(Plugin, Writer, MultiWriter, TracksDevices):
     def __init__(self, config: ModbusSourceConfig, ctx: SourceContext) -> None:
         self.config = config
         self.ctx = ctx
