@@ -154,6 +154,7 @@ class Ceiling:
     errors: int
     wall_s: float
     cpu_s: float
+    max_rss_mb: float
 
 
 def ceiling(exe: Path, layout: Layout, ports: Iterable[int], seconds: float, work: Path) -> Ceiling:
@@ -176,4 +177,5 @@ def ceiling(exe: Path, layout: Layout, ports: Iterable[int], seconds: float, wor
         counts["errors"],
         wall,
         usage.ru_utime + usage.ru_stime,
+        usage.ru_maxrss / 1024,  # KiB on Linux
     )
