@@ -117,6 +117,9 @@ def table(tmp: Path, tcp: int, udp: int) -> list[Row]:
         Row("ingest status missing db", ["cityedge", "ingest", "--status", "--db", str(tmp / "typo.db")], "CE002", (str(tmp / "typo.db"),)),
         Row("ingest status not a db", ["cityedge", "ingest", "--status", "--db", str(f["text"])], "CE600", (str(f["text"]),)),
         Row("ingest bad broker", ["cityedge", "ingest", "--broker", "nohost"], "CE005", ("host:port",), cwd=tmp),
+        Row("ingest bad nats url", ["cityedge", "ingest", "--nats", "127.0.0.1:4222"], "CE005", ("nats://host:port",), cwd=tmp),
+        Row("ingest nats user without nats", ["cityedge", "ingest", "--nats-user", "brain"], "CE005", ("--nats",), cwd=tmp),
+        Row("ingest nats password file missing", ["cityedge", "ingest", "--nats", "nats://127.0.0.1:4222", "--nats-password-file", str(tmp / "nope")], "CE002", (str(tmp / "nope"),), cwd=tmp),
         Row("ingest bad log level", ["cityedge", "ingest", "--log-level", "loud"], "CE005", ("debug",), cwd=tmp),
         # broker-config
         Row("broker-config bad site", ["cityedge", "broker-config", "--site", "a b", "--gateway", "g", "--out", str(tmp / "bc")], "CE005", ("topic level",)),
