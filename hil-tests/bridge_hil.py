@@ -58,6 +58,7 @@ class LoadSite:
     outbox: Path
     # more keys of the sink's outbox mapping, e.g. ", wal_limit_bytes: 65536"
     outbox_extra: str = ""
+    gateway: str = GATEWAY
 
     @classmethod
     def make(
@@ -71,11 +72,12 @@ class LoadSite:
         sink_extra: str = "",
         outbox: Path | None = None,
         outbox_extra: str = "",
+        gateway: str = GATEWAY,
     ) -> LoadSite:
         ports = [free_port() for _ in range(simulators)]
         for i, port in enumerate(ports):
             p = start(
-                f"sim-{i}",
+                f"sim-{gateway}-{i}",
                 cityedge_argv(
                     "simulate", "water-sonde", "--port", str(port), "--units", str(units)
                 ),
@@ -93,6 +95,7 @@ class LoadSite:
             workdir / "site.yaml",
             outbox or workdir / "outbox.db",
             outbox_extra,
+            gateway,
         )
         site.config.write_text(site.yaml(broker_port, sink_extra))
         return site
@@ -110,7 +113,7 @@ class LoadSite:
                 f"devices: [{devices}]}}"
             )
         return (
-            f"site: {SITE}\ngateway: {GATEWAY}\nlog_level: info\nhttp: {{port: {self.http_port}}}\n"
+            f"site: {SITE}\ngateway: {self.gateway}\nlog_level: info\nhttp: {{port: {self.http_port}}}\n"
             "shutdown_flush_s: 60\n"
             "sources:\n" + "\n".join(sources) + "\n"
             f"sinks:\n  - {{type: mqtt, name: brain, host: 127.0.0.1, port: {broker_port}, "

@@ -508,11 +508,30 @@ class NatsCluster:
         if node.proc is not None:
             node.proc.kill()
 
+    def stream_leader(self, stream: str, timeout_s: float = 30.0) -> NatsNode:
+        """The node that leads ``stream`` now, as the nodes alive report it (waits while it
+        has none, e.g. during an election)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for node in self.nodes:
+                if not node.alive():
+                    continue
+                with contextlib.suppress(OSError, ValueError):
+                    for account in self.jsz(node).get("account_details") or []:  # type: ignore[attr-defined]
+                        for detail in account.get("stream_detail") or []:
+                            leader = (detail.get("cluster") or {}).get("leader")
+                            if detail.get("name") == stream and leader:
+                                found = self.node(leader)
+                                if found.alive():
+                                    return found
+            time.sleep(0.2)
+        raise TimeoutError(f"no leader of stream {stream} after {timeout_s} s")
+
     def jsz(self, node: NatsNode) -> dict[str, object]:
         """The node's JetStream report (``/jsz``) with its streams' cluster state."""
         import urllib.request
 
-        url = f"http://127.0.0.1:{node.http_port}/jsz?streams=true"
+        url = f"http://127.0.0.1:{node.http_port}/jsz?accounts=true&streams=true"
         with urllib.request.urlopen(url, timeout=2) as r:
             data: dict[str, object] = json.loads(r.read())
             return data

@@ -97,6 +97,11 @@ def message_of(msg: Msg) -> Message:
     return Message(topics.topic_of_nats_subject(msg.subject), msg.data, qos=1, retain=False)
 
 
+def _where(nc: Client) -> str:
+    url = nc.connected_url
+    return url.netloc if url is not None else "?"
+
+
 class NatsIngest:
     """One ingest worker on a NATS cluster (see the module's docstring); ``ingest`` does the
     validation, storing and gap checks, as for MQTT."""
@@ -148,7 +153,7 @@ class NatsIngest:
             self._say_outage(f"lost the NATS cluster ({where}); reconnecting")
 
         async def back() -> None:
-            self._say_back(f"NATS cluster reachable again ({nc.connected_url})")
+            self._say_back(f"NATS cluster reachable again ({_where(nc)})")
 
         async def error(err: Exception) -> None:
             log.debug("ingest %s: NATS: %s", self.worker, err)
@@ -239,11 +244,11 @@ class NatsIngest:
         while not stop.is_set():
             try:
                 got = await sub.fetch(batch_max, timeout=0.5)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nothing to fetch (nats-py's own, or asyncio's)
                 continue
-            except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as err:
+            except (nats.errors.Error, nats.js.errors.Error) as err:
                 # e.g. the stream electing a new leader, or the connection away: said once
-                self._say_outage(f"cannot fetch from {STREAM}: {err or type(err).__name__}")
+                self._say_outage(f"cannot fetch from {STREAM}: {err!r}")
                 await unless_stopped(self.clock.sleep(self._backoff.next_delay()), stop)
                 continue
             if not await self.ingest.store_batch([message_of(m) for m in got], stop):
