@@ -4,10 +4,13 @@ one durable consumer on the MQTT layer's stream, storing into PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,11 @@ from bridge_hil import (
     wait_stored,
 )
 
+from cloud_bridge.link import LinkSettings, MqttLink, TlsSettings
+from protocols import envelope as env
+from protocols import topics
+from protocols.ids import uuid7_from_parts
+from protocols.session import GatewayState, LinkState, encode_state
 from sim.localsite import NatsCluster, Proc, cityedge_argv, start
 
 
@@ -207,3 +215,133 @@ def test_cluster_under_load_loses_nothing_when_nodes_and_a_worker_die(
     )
     for w in workers.values():
         assert w.alive(), w.tail()
+
+
+@pytest.mark.timeout(120)
+def test_a_gateway_publishing_under_another_prefix_is_refused_and_the_hole_reported(
+    tmp_path: Path, procs: list[Proc]
+) -> None:
+    """``broker-config --engine nats``: a gateway's certificate maps to a user that may publish
+    only below its own prefix. NATS acknowledges the trespassing publish and drops it; the
+    ingest's gap check names the gateway, its session and why."""
+    auth = tmp_path / "auth"
+    done = subprocess.run(
+        cityedge_argv(
+            "broker-config",
+            "--engine",
+            "nats",
+            "--site",
+            "city",
+            "--gateway",
+            "gw-a",
+            "--gateway",
+            "gw-b",
+            "--out",
+            str(auth),
+            "--json",
+        ),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    files = json.loads(done.stdout)
+    cluster = NatsCluster.start(
+        tmp_path / "nats", include=Path(files["auth"]), mqtt_include=Path(files["mqtt_tls"])
+    )
+    try:
+        db = tmp_path / "ingest.db"
+        ingest = start(
+            "ingest",
+            cityedge_argv(
+                "ingest",
+                "--nats",
+                ",".join(cluster.urls),
+                "--db",
+                str(db),
+                "--worker",
+                "w1",
+                "--nats-user",
+                "city-brain",
+                "--nats-password-file",
+                files["city_brain_password"],
+            ),
+            tmp_path,
+        )
+        procs.append(ingest)
+        wait_log(ingest, "connected to the NATS cluster")
+        gw = files["gateways"]["gw-a"]
+        tls = TlsSettings(
+            ca_file=Path(files["ca"]), cert_file=Path(gw["cert"]), key_file=Path(gw["key"])
+        )
+        sent = asyncio.run(trespass(cluster.mqtt_ports[1], tls, ingest))
+        assert sent == 4  # every publish was acknowledged, the trespassing one too
+        wait_log(ingest, "gateway city/gw-a session 1 ended with 1 of 4 sequence numbers missing")
+        line = next(
+            ln for ln in ingest.log_path.read_text().splitlines() if "city/gw-a session 1" in ln
+        )
+        assert "outside a gateway's permissions" in line, line
+        summary = json.loads(
+            subprocess.run(
+                cityedge_argv("ingest", "--status", "--db", str(db)),
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        assert summary["events"] == {"telemetry": 3}, summary  # gw-a's own; nothing for gw-b
+        assert [(g["gateway"], g["missing"]) for g in summary["gaps"]] == [("gw-a", 1)]
+        assert 'Publish Violation - Subject "cityedge.v1.city.gw-b.telemetry.d1"' in "".join(
+            n.proc.log_path.read_text() for n in cluster.nodes if n.proc is not None
+        )
+    finally:
+        cluster.stop()
+
+
+async def trespass(port: int, tls: TlsSettings, ingest: Proc) -> int:
+    """gw-a's session 1: birth, then seq 1-4, the third on gw-b's topic, then its death."""
+    settings = LinkSettings("127.0.0.1", port, client_id="city-gw-a", tls=tls, protocol="3.1.1")
+    sent = 0
+    async with MqttLink.open(settings) as link:
+        # the MQTT layer's stream exists now: wait for the ingest's consumer before publishing
+        await asyncio.to_thread(wait_log, ingest, "as durable consumer")
+        state = topics.state_topic("city", "gw-a")
+        now = datetime.now(UTC)
+        await link.publish(
+            state,
+            encode_state(
+                GatewayState(
+                    state=LinkState.ONLINE, site="city", gateway="gw-a", session=1, time=now
+                )
+            ),
+            retain=True,
+        )
+        for seq in range(1, 5):
+            e = env.TelemetryEnvelope(
+                id=uuid7_from_parts(int(now.timestamp() * 1000) + seq, seq),
+                site="city",
+                gateway="gw-a",
+                device="d1",
+                time=now,
+                payload=env.TelemetryPayload(readings=[env.PointValue(point="p", value=seq)]),
+            )
+            owner = "gw-b" if seq == 3 else "gw-a"
+            await link.publish(
+                topics.data_topic("city", owner, "telemetry", "d1"),
+                env.with_link(env.encode(e), 1, seq, seq),
+            )
+            sent += 1
+        await link.publish(
+            state,
+            encode_state(
+                GatewayState(
+                    state=LinkState.OFFLINE,
+                    site="city",
+                    gateway="gw-a",
+                    session=1,
+                    time=now,
+                    reason="stopped",
+                )
+            ),
+            retain=True,
+        )
+    return sent

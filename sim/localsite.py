@@ -391,10 +391,16 @@ class NatsCluster:
     nodes: list[NatsNode]
     include: Path | None = None
     exe: str = ""
+    mqtt_include: Path | None = None  # inside each node's mqtt { } block (its TLS)
 
     @classmethod
     def start(
-        cls, folder: Path, size: int = 3, include: Path | None = None, timeout_s: float = 30.0
+        cls,
+        folder: Path,
+        size: int = 3,
+        include: Path | None = None,
+        mqtt_include: Path | None = None,
+        timeout_s: float = 30.0,
     ) -> NatsCluster:
         exe = nats_server_path()
         if exe is None:
@@ -412,7 +418,7 @@ class NatsCluster:
             )
             for i in range(size)
         ]
-        cluster = cls(nodes, include, exe)
+        cluster = cls(nodes, include, exe, mqtt_include)
         try:
             for node in nodes:
                 cluster.start_node(node, wait=False)
@@ -436,7 +442,12 @@ class NatsCluster:
 
     def _conf(self, node: NatsNode) -> str:
         routes = ", ".join(f"nats-route://127.0.0.1:{n.cluster_port}" for n in self.nodes)
-        include = f"include {json.dumps(str(self.include))}\n" if self.include else ""
+        # nats-server reads an include relative to the including file, even an absolute path
+        def rel(path: Path) -> str:
+            return json.dumps(os.path.relpath(path.resolve(), node.folder.resolve()))
+
+        include = f"include {rel(self.include)}\n" if self.include else ""
+        mqtt_include = f"\n  include {rel(self.mqtt_include)}\n" if self.mqtt_include else ""
         return (
             f"server_name: {node.name}\n"
             f"listen: 127.0.0.1:{node.port}\n"
@@ -445,7 +456,8 @@ class NatsCluster:
             "max_memory_store: 64MB, max_file_store: 2GB }\n"
             f"cluster {{ name: cityedge, listen: 127.0.0.1:{node.cluster_port}, "
             f"routes: [{routes}] }}\n"
-            f"mqtt {{ listen: 127.0.0.1:{node.mqtt_port}, stream_replicas: {min(3, len(self.nodes))} }}\n"
+            f"mqtt {{ listen: 127.0.0.1:{node.mqtt_port}, stream_replicas: {min(3, len(self.nodes))}"
+            f"{mqtt_include} }}\n"
             f"{include}"
         )
 

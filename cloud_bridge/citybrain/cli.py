@@ -426,19 +426,33 @@ def broker_config(
     server_name: Annotated[
         list[str] | None, typer.Option(help="Broker host name or address (repeat)")
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="mosquitto (one broker: mosquitto.conf and an ACL) or nats (a JetStream "
+            "cluster: users and permissions to include in every node's configuration)"
+        ),
+    ] = "mosquitto",
     as_json: AsJson = False,
 ) -> None:
-    """Write a mosquitto configuration with per-gateway client certificates and an ACL; a
-    gateway's client id is its certificate's name, so none can take over another's."""
+    """Write a broker configuration with per-gateway client certificates: each gateway may
+    publish only below its own prefix and read only its own commands. mosquitto: a gateway's
+    client id is its certificate's name, so none can take over another's. nats: each
+    certificate maps to a NATS user with those permissions."""
     from cloud_bridge.citybrain.brokerconf import write_site_broker
     from protocols.errors import TopicError
     from protocols.topics import gateway_prefix
 
+    if engine not in ("mosquitto", "nats"):
+        raise HintedError(f"--engine {engine!r}: use mosquitto or nats", code=codes.BAD_VALUE)
     try:
         for gw in gateway:
             gateway_prefix(site, gw)
     except TopicError as err:
         raise HintedError(str(err), code=codes.BAD_VALUE) from None
+    if engine == "nats":
+        _nats_broker_config(out, site, gateway, server_name, as_json=as_json)
+        return
     files = write_site_broker(
         out,
         site=site,
@@ -460,6 +474,42 @@ def broker_config(
     if files.city_brain is not None:
         f = files.city_brain
         typer.echo(f"  city brain (port {files.brain_port}, ingest and command): {f.cert} {f.key}")
+
+
+def _nats_broker_config(
+    out: Path, site: str, gateways: list[str], server_names: list[str] | None, *, as_json: bool
+) -> None:
+    from cloud_bridge.citybrain.brokerconf import write_nats_auth
+
+    files = write_nats_auth(
+        out, site=site, gateways=gateways, server_names=server_names or ("localhost", "127.0.0.1")
+    )
+    if as_json:
+        gateways_json = {
+            gw: {"cert": str(f.cert), "key": str(f.key), "user": f"CN={f.name}"}
+            for gw, f in files.gateways.items()
+        }
+        emit_json(
+            {
+                "ok": True,
+                "auth": str(files.auth),
+                "mqtt_tls": str(files.mqtt_tls),
+                "ca": str(files.ca),
+                "city_brain_password": str(files.brain_password),
+                "gateways": gateways_json,
+            }
+        )
+        return
+    typer.echo(
+        f"wrote {files.auth} and {files.mqtt_tls}; in every node's configuration: "
+        f'include "{files.auth}" at the top, include "{files.mqtt_tls}" inside mqtt {{ }}'
+    )
+    for gw, f in files.gateways.items():
+        typer.echo(f"  gateway {gw}: {f.cert} {f.key} (NATS user CN={f.name}, MQTT only)")
+    typer.echo(
+        f"  city brain: cityedge ingest --nats ... --nats-user city-brain "
+        f"--nats-password-file {files.brain_password}"
+    )
 
 
 def command_key(

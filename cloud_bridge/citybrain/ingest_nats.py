@@ -185,7 +185,7 @@ class NatsIngest:
             self._backoff.reset()
             self._outage_said = False
             log.info(
-                "ingest %s: connected to the NATS cluster at %s", self.worker, nc.connected_url
+                "ingest %s: connected to the NATS cluster at %s", self.worker, _where(nc)
             )
             return nc
         return None
@@ -210,6 +210,7 @@ class NatsIngest:
                 await js.add_consumer(STREAM, config)
                 sub = await js.pull_subscribe_bind(self.group, stream=STREAM)
             except nats.js.errors.NotFoundError:
+                delay = 1.0  # the first gateway may come any moment: look again soon
                 if not waiting_said:
                     waiting_said = True
                     log.warning(
@@ -219,7 +220,8 @@ class NatsIngest:
                         STREAM,
                     )
             except (nats.errors.Error, TimeoutError) as err:
-                self._say_outage(f"cannot make the consumer {self.group} on {STREAM}: {err}")
+                delay = self._backoff.next_delay()
+                self._say_outage(f"cannot make the consumer {self.group} on {STREAM}: {err!r}")
             else:
                 self._backoff.reset()
                 log.info(
@@ -230,7 +232,7 @@ class NatsIngest:
                     self.group,
                 )
                 return sub
-            await unless_stopped(self.clock.sleep(self._backoff.next_delay()), stop)
+            await unless_stopped(self.clock.sleep(delay), stop)
         return None
 
     async def _heartbeat(self, nc: Client, stop: asyncio.Event) -> None:
