@@ -1,12 +1,13 @@
 """The city brain at city scale: a 3-node NATS JetStream cluster against one mosquitto, with 1,
 2 and 3 ingest workers storing into PostgreSQL; latency end to end; memory per connected gateway.
 
-1. **Ingest workers** (E_w): ``BACKLOG`` QoS 1 envelopes (``GATEWAYS`` gateways' worth, with
-   link info) are published while the workers are away — into the durable consumer on the
-   cluster's ``$MQTT_msgs``, or into the workers' persistent sessions of the shared subscription
-   on mosquitto — then the workers start and the time until PostgreSQL holds them all is taken:
-   envelopes/s stored end to end. The publish rate into each broker (E_js, one paho publisher
-   per node, 3.1.1, window 1000) is measured on the way.
+1. **Ingest workers** (E_w): with the workers running, ``BACKLOG`` QoS 1 envelopes
+   (``GATEWAYS`` gateways' worth, with link info) are published as fast as the brokers take them
+   (one paho publisher per node, 3.1.1, window 1000: E_js), and the time from the first publish
+   until PostgreSQL holds them all is taken: envelopes/s stored end to end. (Publishing the
+   backlog while the workers are away does not work on mosquitto: a worker that comes back to
+   a persistent session holding more than its link's queue cannot read its SUBACK and
+   reconnects every ``connect_timeout_s`` — a bug of the MQTT ingest seen here.)
 2. **Latency**: ``cityedge simulate gateways`` (``LOAD_GATEWAYS`` light sessions spread over the
    nodes) at a steady rate with 2 workers running; p50/p99 of ``received_at`` (the commit) minus
    the envelope's ``time`` (when the gateway made it), from PostgreSQL. The RSS of each node.
@@ -34,9 +35,9 @@ from bench.common import stamp
 from protocols import envelope as env
 from protocols import topics
 from protocols.ids import Uuid7Generator
-from sim.localsite import Broker, NatsCluster, Postgres, Proc, cityedge_argv, start
+from sim.localsite import Broker, NatsCluster, Postgres, Proc, cityedge_argv, start, wait_log
 
-BACKLOG = int(os.environ.get("BENCH_CITYBRAIN_BACKLOG", "30000"))
+BACKLOG = int(os.environ.get("BENCH_CITYBRAIN_BACKLOG", "10000"))
 GATEWAYS = 100
 LOAD_GATEWAYS = 200
 LOAD_RATE = 5.0  # envelopes/s per gateway
@@ -44,17 +45,6 @@ LOAD_S = 20.0
 MEMORY_COUNTS = (200, 1000, 2000)
 WINDOW = 1000
 IDS = Uuid7Generator()
-
-
-def wait_log(proc: Proc, text: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if text in proc.log_path.read_text(errors="replace"):
-            return
-        if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
-        time.sleep(0.1)
-    raise TimeoutError(f"{proc.name} did not log {text!r}:\n{proc.tail()}")
 
 
 def payloads(n: int) -> list[tuple[str, bytes]]:
@@ -191,6 +181,28 @@ class Site:
             wait_log(proc, ready)
         return procs
 
+    def fleet(self, count: int, rate: float, *extra: str) -> Proc:
+        """``cityedge simulate gateways`` on the brokers' MQTT ports."""
+        proc = start(
+            "fleet",
+            cityedge_argv(
+                "simulate",
+                "gateways",
+                "--count",
+                str(count),
+                "--rate",
+                str(rate),
+                "--broker",
+                ",".join(f"127.0.0.1:{p}" for p in self.ports),
+                "--log-level",
+                "warning",
+                *extra,
+            ),
+            self.work,
+        )
+        self.procs.append(proc)
+        return proc
+
     def stop(self) -> None:
         for p in reversed(self.procs):
             p.stop()
@@ -203,15 +215,14 @@ class Site:
 def drain(
     work: Path, pg: Postgres, engine: str, n_workers: int, console: Console
 ) -> dict[str, float]:
+    """Workers running; ``BACKLOG`` envelopes published as fast as the brokers take them;
+    envelopes/s = BACKLOG / (first publish .. all stored)."""
     site = Site(work, pg, engine, f"drain_{engine}_{n_workers}")
     try:
-        # the workers' consumer (or persistent sessions) exists; then they go away
-        for proc in site.workers(n_workers):
-            proc.stop()
-        items = payloads(BACKLOG)
-        pub_rate = publish_spread(site.ports, items)
-        t0 = time.monotonic()
         site.workers(n_workers)
+        items = payloads(BACKLOG)
+        t0 = time.monotonic()
+        pub_rate = publish_spread(site.ports, items)
         wait_count(site.url, BACKLOG)
         rate = BACKLOG / (time.monotonic() - t0)
         console.print(
@@ -227,29 +238,9 @@ def latency(work: Path, pg: Postgres, engine: str, console: Console) -> dict[str
     try:
         site.workers(2)
         report = site.work / "fleet.json"
-        fleet = start(
-            "fleet",
-            cityedge_argv(
-                "simulate",
-                "gateways",
-                "--count",
-                str(LOAD_GATEWAYS),
-                "--rate",
-                str(LOAD_RATE),
-                "--broker",
-                ",".join(f"127.0.0.1:{p}" for p in site.ports),
-                "--site",
-                "load",
-                "--duration-s",
-                str(LOAD_S),
-                "--report",
-                str(report),
-                "--log-level",
-                "warning",
-            ),
-            site.work,
+        fleet = site.fleet(
+            LOAD_GATEWAYS, LOAD_RATE, "--duration-s", str(LOAD_S), "--report", str(report)
         )
-        site.procs.append(fleet)
         time.sleep(LOAD_S / 2)
         rss = site.rss_mb()
         if fleet.popen.wait(LOAD_S + 120) != 0:
@@ -280,27 +271,7 @@ def memory(work: Path, pg: Postgres, engine: str, n: int, console: Console) -> d
     try:
         time.sleep(2)
         before = sum(site.rss_mb())
-        fleet = start(
-            "fleet",
-            cityedge_argv(
-                "simulate",
-                "gateways",
-                "--count",
-                str(n),
-                "--rate",
-                "0.01",
-                "--broker",
-                ",".join(f"127.0.0.1:{p}" for p in site.ports),
-                "--site",
-                "mem",
-                "--drain-s",
-                "5",
-                "--log-level",
-                "warning",
-            ),
-            site.work,
-        )
-        site.procs.append(fleet)
+        site.fleet(n, 0.01, "--drain-s", "5")
         connected = _connections(site, n, timeout_s=120)
         time.sleep(3)
         after = sum(site.rss_mb())
@@ -374,10 +345,11 @@ def render(
         "",
         "### Ingest workers on the cluster",
         "",
-        f"{BACKLOG:,} QoS 1 envelopes of {GATEWAYS} gateways published while the workers are away "
-        "(one paho publisher per node, MQTT 3.1.1, window 1,000), then stored by the workers "
-        "into PostgreSQL 15 (one transaction per batch of up to 500, acknowledged after the "
-        "commit). Stored/s is end to end: broker → ingest → PostgreSQL.",
+        f"{BACKLOG:,} QoS 1 envelopes of {GATEWAYS} gateways published as fast as the brokers "
+        "take them (one paho publisher per node, MQTT 3.1.1, window 1,000) while the workers "
+        "store them into PostgreSQL 15 (one transaction per batch of up to 500, acknowledged "
+        "after the commit). Stored/s is end to end, first publish to last row: publisher → "
+        "broker → ingest → PostgreSQL.",
         "",
         "| broker | ingest workers | envelopes/s stored | QoS 1 publishes/s taken |",
         "|---|---|---|---|",

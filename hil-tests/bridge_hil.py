@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,34 +16,36 @@ from typing import Any
 import psycopg
 
 from sim.localsite import Proc, cityedge_argv, free_port, start, wait_port
+from sim.localsite import wait_log as wait_log  # the scenarios import it from here
 
 SITE = "hil"
 GATEWAY = "gw-load"
 
 
-def wait_log(proc: Proc, text: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if text in proc.log_path.read_text(errors="replace"):
-            return
-        if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
-        time.sleep(0.1)
-    raise TimeoutError(f"{proc.name} did not log {text!r} within {timeout_s} s:\n{proc.tail()}")
-
-
 def start_ingest(
     procs: list[Proc], workdir: Path, broker_port: int, db: str, worker: str, *extra: str
 ) -> Proc:
+    source = ("--broker", f"127.0.0.1:{broker_port}")
+    return start_ingest_on(procs, workdir, source, "subscribed to", db, worker, *extra)
+
+
+def start_ingest_on(
+    procs: list[Proc],
+    workdir: Path,
+    source: Sequence[str],
+    ready: str,
+    db: str,
+    worker: str,
+    *extra: str,
+) -> Proc:
+    """``cityedge ingest`` on ``source`` (its broker or cluster options); waits for ``ready``."""
     proc = start(
         f"ingest-{worker}",
-        cityedge_argv(
-            "ingest", "--broker", f"127.0.0.1:{broker_port}", "--db", db, "--worker", worker, *extra
-        ),
+        cityedge_argv("ingest", *source, "--db", db, "--worker", worker, *extra),
         workdir,
     )
     procs.append(proc)
-    wait_log(proc, "subscribed to")
+    wait_log(proc, ready)
     return proc
 
 

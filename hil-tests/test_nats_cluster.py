@@ -20,6 +20,7 @@ from bridge_hil import (
     check_exactly_once,
     outbox_state,
     pg,
+    start_ingest_on,
     wait_log,
     wait_stored,
 )
@@ -35,16 +36,8 @@ from sim.localsite import NatsCluster, Proc, cityedge_argv, start
 def start_nats_ingest(
     procs: list[Proc], workdir: Path, cluster: NatsCluster, db: str, worker: str, *extra: str
 ) -> Proc:
-    proc = start(
-        f"ingest-{worker}",
-        cityedge_argv(
-            "ingest", "--nats", ",".join(cluster.urls), "--db", db, "--worker", worker, *extra
-        ),
-        workdir,
-    )
-    procs.append(proc)
-    wait_log(proc, "as durable consumer")
-    return proc
+    source = ("--nats", ",".join(cluster.urls))
+    return start_ingest_on(procs, workdir, source, "as durable consumer", db, worker, *extra)
 
 
 @pytest.mark.timeout(180)

@@ -112,6 +112,18 @@ def start(
     return Proc(name, popen, log_path, log)
 
 
+def wait_log(proc: Proc, text: str, timeout_s: float = 30.0) -> None:
+    """Wait until ``proc``'s log holds ``text``; raises if it exits or the time is up."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if text in proc.log_path.read_text(errors="replace"):
+            return
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
+        time.sleep(0.1)
+    raise TimeoutError(f"{proc.name} did not log {text!r} within {timeout_s} s:\n{proc.tail()}")
+
+
 @dataclass
 class PtyPair:
     """A null-modem pair of pseudo terminals made by ``socat`` (a serial line without
@@ -442,6 +454,7 @@ class NatsCluster:
 
     def _conf(self, node: NatsNode) -> str:
         routes = ", ".join(f"nats-route://127.0.0.1:{n.cluster_port}" for n in self.nodes)
+
         # nats-server reads an include relative to the including file, even an absolute path
         def rel(path: Path) -> str:
             return json.dumps(os.path.relpath(path.resolve(), node.folder.resolve()))
