@@ -208,6 +208,14 @@ def ingest(
     if nats is not None:
         from cloud_bridge.citybrain.ingest_nats import GAP_WHY
 
+        if not group or "." in group:
+            raise HintedError(
+                f"--group {group!r}: with --nats the group names a durable consumer, which "
+                "cannot be empty or hold a '.'",
+                hint="e.g. --group ingest",
+                code=codes.BAD_VALUE,
+            )
+
         settings = dataclasses.replace(settings, gap_why=GAP_WHY)
 
     async def main() -> None:

@@ -121,6 +121,7 @@ def table(tmp: Path, tcp: int, udp: int) -> list[Row]:
         Row("ingest status not a db", ["cityedge", "ingest", "--status", "--db", str(f["text"])], "CE600", (str(f["text"]),)),
         Row("ingest bad broker", ["cityedge", "ingest", "--broker", "nohost"], "CE005", ("host:port",), cwd=tmp),
         Row("ingest bad nats url", ["cityedge", "ingest", "--nats", "127.0.0.1:4222"], "CE005", ("nats://host:port",), cwd=tmp),
+        Row("ingest nats group with a dot", ["cityedge", "ingest", "--nats", "nats://127.0.0.1:4222", "--group", "a.b"], "CE005", ("durable consumer",), cwd=tmp),
         Row("ingest nats user without nats", ["cityedge", "ingest", "--nats-user", "brain"], "CE005", ("--nats",), cwd=tmp),
         Row("ingest nats password file missing", ["cityedge", "ingest", "--nats", "nats://127.0.0.1:4222", "--nats-password-file", str(tmp / "nope")], "CE002", (str(tmp / "nope"),), cwd=tmp),
         Row("ingest bad log level", ["cityedge", "ingest", "--log-level", "loud"], "CE005", ("debug",), cwd=tmp),
