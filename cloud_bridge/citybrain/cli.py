@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from protocols import codes
 from protocols.errors import HintedError
 
 if TYPE_CHECKING:
+    from cloud_bridge.citybrain.ingest_nats import NatsSettings
     from cloud_bridge.citybrain.operator.server import OperatorPage, OperatorSettings
 
 BrokerOpt = Annotated[str, typer.Option(help="Broker host:port")]
@@ -130,6 +132,35 @@ def ingest(
             rich_help_panel="Operator's page",
         ),
     ] = False,
+    nats_servers: Annotated[
+        str | None,
+        typer.Option(
+            "--nats",
+            help="Consume from a NATS JetStream cluster instead of --broker: its nodes as "
+            "nats://host:port,nats://host:port (workers of one --group share one durable "
+            "consumer on the MQTT layer's stream $MQTT_msgs)",
+            rich_help_panel="NATS cluster",
+        ),
+    ] = None,
+    nats_user: Annotated[
+        str | None,
+        typer.Option(help="NATS user name", rich_help_panel="NATS cluster"),
+    ] = None,
+    nats_password_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="File holding the NATS user's password (its first line)",
+            rich_help_panel="NATS cluster",
+        ),
+    ] = None,
+    nats_ack_wait_s: Annotated[
+        float,
+        typer.Option(
+            help="A message a worker took and did not acknowledge (it died) goes to another "
+            "worker after this many seconds",
+            rich_help_panel="NATS cluster",
+        ),
+    ] = 30.0,
 ) -> None:
     """The city brain's ingest: validate, dedupe and store every envelope; track gateways;
     serve the operator's page (--operator-listen)."""
@@ -171,6 +202,21 @@ def ingest(
         group=group or None,
         worker=name,
     )
+    nats = _nats_settings(
+        nats_servers, nats_user, nats_password_file, ca, cert, key, nats_ack_wait_s
+    )
+    if nats is not None:
+        from cloud_bridge.citybrain.ingest_nats import GAP_WHY
+
+        if not group or "." in group:
+            raise HintedError(
+                f"--group {group!r}: with --nats the group names a durable consumer, which "
+                "cannot be empty or hold a '.'",
+                hint="e.g. --group ingest",
+                code=codes.BAD_VALUE,
+            )
+
+        settings = dataclasses.replace(settings, gap_why=GAP_WHY)
 
     async def main() -> None:
         store = await open_store(db, read_only=status)
@@ -189,7 +235,12 @@ def ingest(
                 service = Ingest(settings, store)
                 if operator is not None:
                     service.on_batch = operator.on_batch  # the page hears of a batch at once
-                await service.run(stop)
+                if nats is None:
+                    await service.run(stop)
+                else:
+                    from cloud_bridge.citybrain.ingest_nats import NatsIngest
+
+                    await NatsIngest(service, nats).run(stop)
                 await service.check_gaps()
             logging.getLogger("cloud_bridge.citybrain.ingest").info(
                 "ingest %s stopped: %d stored, %d duplicates, %d dead letters",
@@ -205,6 +256,71 @@ def ingest(
         asyncio.run(main())
     except StoreError as err:
         raise HintedError(str(err), code="CE600") from None
+
+
+def _nats_settings(
+    servers: str | None,
+    user: str | None,
+    password_file: Path | None,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    ack_wait_s: float,
+) -> NatsSettings | None:
+    """``--nats`` and its options, checked before anything starts (None: MQTT)."""
+    if servers is None:
+        for option, value in (("--nats-user", user), ("--nats-password-file", password_file)):
+            if value is not None:
+                raise HintedError(
+                    f"{option} needs --nats nats://host:port,...", code=codes.BAD_VALUE
+                )
+        return None
+    try:
+        from cloud_bridge.citybrain.ingest_nats import NatsSettings
+    except ImportError:
+        raise HintedError(
+            "--nats needs nats-py", hint="pip install 'cityedge[ingest]'", code=codes.BAD_VALUE
+        ) from None
+    urls = tuple(u.strip() for u in servers.split(",") if u.strip())
+    for url in urls:
+        scheme, _, where = url.partition("://")
+        host, _, port = where.rpartition(":")
+        if scheme not in ("nats", "tls") or not host or not port.isdigit():
+            raise HintedError(
+                f"--nats {url!r}: expected nats://host:port (comma-separated for several nodes)",
+                hint="e.g. --nats nats://10.0.0.1:4222,nats://10.0.0.2:4222",
+                code=codes.BAD_VALUE,
+            )
+    if not urls:
+        raise HintedError(
+            "--nats: no server given",
+            hint="e.g. --nats nats://127.0.0.1:4222",
+            code=codes.BAD_VALUE,
+        )
+    if ack_wait_s <= 0:
+        raise HintedError("--nats-ack-wait-s must be above 0", code=codes.BAD_VALUE)
+    password: str | None = None
+    if password_file is not None:
+        try:
+            password = password_file.read_text().splitlines()[0]
+        except (OSError, IndexError) as err:
+            raise HintedError(
+                f"cannot read --nats-password-file {password_file}: "
+                f"{getattr(err, 'strerror', None) or 'empty file'}",
+                code=codes.BAD_PATH,
+            ) from None
+    for option, path in (("--ca", ca), ("--cert", cert), ("--key", key)):
+        if path is not None and not path.is_file():
+            raise HintedError(f"{option} {path}: no such file", code=codes.BAD_PATH)
+    return NatsSettings(
+        urls,
+        user=user,
+        password=password,
+        ca_file=ca,
+        cert_file=cert,
+        key_file=key,
+        ack_wait_s=ack_wait_s,
+    )
 
 
 def _operator_settings(
@@ -318,19 +434,33 @@ def broker_config(
     server_name: Annotated[
         list[str] | None, typer.Option(help="Broker host name or address (repeat)")
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="mosquitto (one broker: mosquitto.conf and an ACL) or nats (a JetStream "
+            "cluster: users and permissions to include in every node's configuration)"
+        ),
+    ] = "mosquitto",
     as_json: AsJson = False,
 ) -> None:
-    """Write a mosquitto configuration with per-gateway client certificates and an ACL; a
-    gateway's client id is its certificate's name, so none can take over another's."""
+    """Write a broker configuration with per-gateway client certificates: each gateway may
+    publish only below its own prefix and read only its own commands. mosquitto: a gateway's
+    client id is its certificate's name, so none can take over another's. nats: each
+    certificate maps to a NATS user with those permissions."""
     from cloud_bridge.citybrain.brokerconf import write_site_broker
     from protocols.errors import TopicError
     from protocols.topics import gateway_prefix
 
+    if engine not in ("mosquitto", "nats"):
+        raise HintedError(f"--engine {engine!r}: use mosquitto or nats", code=codes.BAD_VALUE)
     try:
         for gw in gateway:
             gateway_prefix(site, gw)
     except TopicError as err:
         raise HintedError(str(err), code=codes.BAD_VALUE) from None
+    if engine == "nats":
+        _nats_broker_config(out, site, gateway, server_name, as_json=as_json)
+        return
     files = write_site_broker(
         out,
         site=site,
@@ -352,6 +482,42 @@ def broker_config(
     if files.city_brain is not None:
         f = files.city_brain
         typer.echo(f"  city brain (port {files.brain_port}, ingest and command): {f.cert} {f.key}")
+
+
+def _nats_broker_config(
+    out: Path, site: str, gateways: list[str], server_names: list[str] | None, *, as_json: bool
+) -> None:
+    from cloud_bridge.citybrain.brokerconf import write_nats_auth
+
+    files = write_nats_auth(
+        out, site=site, gateways=gateways, server_names=server_names or ("localhost", "127.0.0.1")
+    )
+    if as_json:
+        gateways_json = {
+            gw: {"cert": str(f.cert), "key": str(f.key), "user": f"CN={f.name}"}
+            for gw, f in files.gateways.items()
+        }
+        emit_json(
+            {
+                "ok": True,
+                "auth": str(files.auth),
+                "mqtt_tls": str(files.mqtt_tls),
+                "ca": str(files.ca),
+                "city_brain_password": str(files.brain_password),
+                "gateways": gateways_json,
+            }
+        )
+        return
+    typer.echo(
+        f"wrote {files.auth} and {files.mqtt_tls}; in every node's configuration: "
+        f'include "{files.auth}" at the top, include "{files.mqtt_tls}" inside mqtt {{ }}'
+    )
+    for gw, f in files.gateways.items():
+        typer.echo(f"  gateway {gw}: {f.cert} {f.key} (NATS user CN={f.name}, MQTT only)")
+    typer.echo(
+        f"  city brain: cityedge ingest --nats ... --nats-user city-brain "
+        f"--nats-password-file {files.brain_password}"
+    )
 
 
 def command_key(

@@ -42,7 +42,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -74,6 +74,8 @@ class IngestSettings:
     heartbeat_s: float = 2.0
     reconnect_initial_s: float = 0.5
     reconnect_max_s: float = 10.0
+    # said with every gap found: why sequence numbers can be missing on this transport
+    gap_why: str = "lost between the gateway and the city brain"
 
     @property
     def data_filter(self) -> str:
@@ -148,7 +150,7 @@ class Ingest:
             will=self._will,
         )
         async with asyncio.TaskGroup() as tg:
-            gaps = tg.create_task(self._gap_loop(stop), name=f"ingest {self.worker} gap check")
+            gaps = tg.create_task(self.gap_loop(stop), name=f"ingest {self.worker} gap check")
             try:
                 async with session:
                     async for link in session.links():
@@ -170,13 +172,13 @@ class Ingest:
             if link.connected:
                 with contextlib.suppress(LinkError, TimeoutError):
                     async with asyncio.timeout(2):
-                        await link.publish(self._host_topic, self._host(LinkState.OFFLINE))
+                        await link.publish(self.host_topic, self.host_state(LinkState.OFFLINE))
 
     @property
-    def _host_topic(self) -> str:
+    def host_topic(self) -> str:
         return topics.host_state_topic(self.settings.group or "ingest", self.worker)
 
-    def _host(self, state: LinkState) -> bytes:
+    def host_state(self, state: LinkState) -> bytes:
         return (
             HostState(
                 state=state,
@@ -190,13 +192,13 @@ class Ingest:
         )
 
     async def _will(self) -> Will:
-        return Will(self._host_topic, self._host(LinkState.OFFLINE), qos=1, retain=False)
+        return Will(self.host_topic, self.host_state(LinkState.OFFLINE), qos=1, retain=False)
 
     async def _heartbeat(self, link: MqttLink) -> None:
         """Tell gateways that wait for the city brain that this worker is subscribed and alive."""
         while link.connected:
             try:
-                await link.send(self._host_topic, self._host(LinkState.ONLINE), qos=0)
+                await link.send(self.host_topic, self.host_state(LinkState.ONLINE), qos=0)
             except LinkLost:
                 return
             await self.clock.sleep(self.settings.heartbeat_s)
@@ -218,6 +220,16 @@ class Ingest:
             await self._store(got, link, stop)
 
     async def _store(self, got: list[Message], link: MqttLink, stop: asyncio.Event) -> None:
+        if await self.store_batch(got, stop):
+            for msg in got:
+                link.ack(msg)
+
+    async def store_batch(self, got: Sequence[Message], stop: asyncio.Event) -> bool:
+        """Classify ``got`` and store it in one transaction, retrying with backoff while the
+        database is away. True once committed: only then may the transport acknowledge the
+        messages; False when stopped first (nothing acknowledged: the broker sends them again).
+        Every transport (MQTT here, NATS in :mod:`~cloud_bridge.citybrain.ingest_nats`) feeds
+        its messages through this one path."""
         batch = Batch()
         for msg in got:
             classify(msg, batch)
@@ -230,10 +242,8 @@ class Ingest:
                 log.error("ingest %s: cannot store a batch: %s; retrying", self.worker, err)
                 await unless_stopped(self.clock.sleep(self._store_backoff.next_delay()), stop)
                 if stop.is_set():
-                    return
+                    return False
         self._store_backoff.reset()
-        for msg in got:
-            link.ack(msg)
         self.stored += result.stored
         self.duplicates += result.duplicates
         self.dead += len(batch.dead)
@@ -242,8 +252,10 @@ class Ingest:
             log.warning("ingest %s: dead letter on %s: %s", self.worker, d.topic, d.reason)
         if self.on_batch is not None:
             self.on_batch(batch)
+        return True
 
-    async def _gap_loop(self, stop: asyncio.Event) -> None:
+    async def gap_loop(self, stop: asyncio.Event) -> None:
+        """Every ``gap_check_s`` until ``stop``: :meth:`check_gaps`."""
         while not stop.is_set():
             await unless_stopped(self.clock.sleep(self.settings.gap_check_s), stop)
             await self.check_gaps()
@@ -261,11 +273,13 @@ class Ingest:
         self._sessions |= still_open
         for g in found:
             log.warning(
-                "ingest %s: %s/%s session %d ended with %d of %d sequence numbers missing",
+                "ingest %s: gateway %s/%s session %d ended with %d of %d sequence numbers "
+                "missing (%s)",
                 self.worker,
                 g.site,
                 g.gateway,
                 g.session,
                 g.missing,
                 g.highest,
+                self.settings.gap_why,
             )

@@ -65,7 +65,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cloud_bridge.aio import Clock, Opening, SystemClock
 from cloud_bridge.backoff import Backoff
 from cloud_bridge.link import LinkError, LinkLost, LinkRefused, LinkSettings, MqttLink, Will
-from cloud_bridge.session import MqttSession, SessionCounters, SessionSettings, Subscription
+from cloud_bridge.session import (
+    Endpoint,
+    MqttSession,
+    SessionCounters,
+    SessionSettings,
+    Subscription,
+)
 from cloud_bridge.uplink.commands import Audit, CommandDesk, Handler
 from cloud_bridge.uplink.outbox import (
     CommitResult,
@@ -155,6 +161,8 @@ class BridgeSettings:
     # Publish only while a worker of this ingest group sends live heartbeats (see
     # cloud_bridge.citybrain.ingest); None publishes whenever connected.
     wait_for_ingest: str | None = None
+    # more brokers to try in turn after link.host:link.port (the nodes of one cluster)
+    endpoints: tuple[Endpoint, ...] = ()
 
 
 @dataclass
@@ -222,6 +230,7 @@ class Bridge:
             SessionSettings(
                 link=s.link,
                 subscriptions=tuple(subscriptions),
+                endpoints=s.endpoints,
                 reconnect_initial_s=s.reconnect_initial_s,
                 reconnect_max_s=s.reconnect_max_s,
                 name=f"bridge {s.site}/{s.gateway}",

@@ -126,6 +126,13 @@ class MqttConnectionConfig(PluginConfig):
     type: Literal["mqtt"] = Field(description="Plug-in type")
     host: str = Field(description="Broker host name or address")
     port: int = Field(default=1883, ge=1, le=65535, description="Broker port (8883 for TLS)")
+    endpoints: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="More brokers as 'host:port' (the other nodes of a cluster, e.g. NATS): "
+        "after a failed attempt or a lost connection the next is tried, in turn, and the "
+        "persistent session resumes there",
+    )
     client_id: str | None = Field(
         default=None,
         max_length=128,
@@ -140,6 +147,16 @@ class MqttConnectionConfig(PluginConfig):
     protocol: Literal["auto", "5", "3.1.1"] = Field(
         default="auto", description="MQTT version; auto tries 5 and falls back to 3.1.1"
     )
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, value: list[str]) -> list[str]:
+        for item in value:
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"endpoint {item!r}: expected host:port, e.g. 10.0.0.2:1883")
+        return value
+
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive in seconds")
     connect_timeout_s: float = Field(default=10.0, gt=0, le=120, description="Deadline to connect")
     reconnect_initial_s: float = Field(default=0.5, gt=0, le=60, description="First reconnect wait")

@@ -27,6 +27,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge
 
 from cloud_bridge.link import LinkSettings, TlsSettings
+from cloud_bridge.session import Endpoint
 from cloud_bridge.uplink.bridge import Bridge, BridgeSettings
 from cloud_bridge.uplink.commands import Handler
 from cloud_bridge.uplink.outbox import CommitResult, OutboxSettings, Record, record_of
@@ -98,6 +99,14 @@ def bridge_settings(
         },
         command_max_ttl_s=config.commands.max_ttl_s,
         wait_for_ingest=config.wait_for_ingest,
+        endpoints=endpoints(config),
+    )
+
+
+def endpoints(config: MqttConnectionConfig) -> tuple[Endpoint, ...]:
+    """The brokers after ``host:port`` (validated by the config as host:port)."""
+    return tuple(
+        Endpoint(host, int(port)) for host, _, port in (e.rpartition(":") for e in config.endpoints)
     )
 
 

@@ -27,7 +27,7 @@ from dataclasses import replace
 
 from cloud_bridge.link import Message
 from cloud_bridge.session import MqttSession, SessionSettings, Subscription
-from edge.mqtt_sink.sink import link_settings
+from edge.mqtt_sink.sink import endpoints, link_settings
 from edge.node_mqtt.config import MqttSourceConfig
 from edge.plugin import Plugin, SourceContext, TracksDevices
 from edge.readings import Reading, ReadingBatch
@@ -67,6 +67,7 @@ class MqttSource(Plugin, TracksDevices):
                 session_expiry_s=config.session_expiry_s,
             ),
             subscriptions=tuple(Subscription(f, qos=1) for f in self.filters()),
+            endpoints=endpoints(config),
             reconnect_initial_s=config.reconnect_initial_s,
             reconnect_max_s=config.reconnect_max_s,
             name=f"source {self.name}",

@@ -358,7 +358,7 @@ def test_no_secret_is_written_in_a_manifest_only_referenced() -> None:
             }
     assert referenced == {
         "cityedge-postgres",
-        "cityedge-brain-mqtt",
+        "cityedge-brain-nats",
         "cityedge-operator-tls",
         "cityedge-operator-accounts",
     }

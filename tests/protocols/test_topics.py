@@ -81,3 +81,18 @@ def test_parse_remembers_but_still_refuses() -> None:
     for _ in range(2):  # a refusal is not remembered as anything else
         with pytest.raises(TopicError):
             topics.parse("cityedge/v1/s/g/telemetry")
+
+
+@pytest.mark.parametrize(
+    ("topic", "subject"),
+    [
+        # as nats-server 2.15 stores them in $MQTT_msgs (seen in hil-tests/test_nats_cluster.py)
+        ("cityedge/v1/s.1/gw1/telemetry/d0", "cityedge.v1.s//1.gw1.telemetry.d0"),
+        ("cityedge/host/ingest/host.a-1", "cityedge.host.ingest.host//a-1"),
+        ("a/b", "a.b"),
+    ],
+)
+def test_nats_subjects_of_topics_and_back(topic: str, subject: str) -> None:
+    assert topics.nats_subject(topic) == subject
+    assert topics.topic_of_nats_subject(subject) == topic
+    assert topics.topic_of_nats_subject(topics.NATS_MQTT_PREFIX + subject) == topic
