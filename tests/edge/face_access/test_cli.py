@@ -53,7 +53,19 @@ def faces(*args: str) -> tuple[int, str]:
 
 
 def enrol(cfg: Path, photo: str, person: str, name: str, *extra: str) -> tuple[int, str]:
-    return faces("enroll", photo, "--id", person, "--name", name, *extra, "--config", str(cfg))
+    return faces(
+        "enroll",
+        photo,
+        "--id",
+        person,
+        "--name",
+        name,
+        "--consent-ref",
+        f"form-{person}",
+        *extra,
+        "--config",
+        str(cfg),
+    )
 
 
 def service(path: Path) -> FaceService:
