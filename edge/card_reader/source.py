@@ -27,7 +27,7 @@ from typing import Final
 
 from edge.card_reader.config import CardReaderConfig
 from edge.errors import TransientError
-from edge.plugin import SourceContext
+from edge.plugin import Plugin, ReportsHealth, SourceContext
 from edge.readings import Credential
 from protocols.errors import DecodeError
 from protocols.wiegand import KEY_HASH, KEY_STAR, MAX_LINE_BYTES, Card, Key, decode_line
@@ -79,7 +79,7 @@ class PinEntry:
         return None
 
 
-class CardReaderSource:
+class CardReaderSource(Plugin, ReportsHealth):
     def __init__(self, config: CardReaderConfig, ctx: SourceContext) -> None:
         self.config = config
         self.ctx = ctx
@@ -91,6 +91,9 @@ class CardReaderSource:
 
     def health(self) -> list[str]:
         return [] if self.connected else [f"reader {self.config.reader} is not connected"]
+
+    def notices(self) -> list[str]:
+        return []
 
     async def _open(
         self,

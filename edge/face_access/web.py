@@ -152,7 +152,7 @@ def _sse(state: dict[str, Any], event: str | None = None) -> bytes:
     return f"{head}data: {json.dumps(state, ensure_ascii=False)}\n\n".encode()
 
 
-class _BadBody(Exception):
+class _BadBody(EdgeError):
     """An enrolment body refused while it was read (status and message for the reply)."""
 
     def __init__(self, status: int, message: str) -> None:

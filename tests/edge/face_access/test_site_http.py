@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from edge.config.site import HttpConfig, load_site
+from edge.config.site import HttpConfig, HttpTlsConfig, load_site
 from edge.errors import ConfigError
 from edge.http import TlsFilesError, tls_context
 from protocols import pki
 from sim.localsite import free_port
 from tests.edge.face_access.test_cli import site
+
+GATE_TLS = HttpTlsConfig(cert=Path("gate.crt"), key=Path("gate.key"))
 
 
 def with_http(tmp_path: Path, http: str, apps: bool = True) -> Path:
@@ -71,7 +73,7 @@ def test_tls_files_must_exist_and_then_the_lan_is_fine(tmp_path: Path) -> None:
 
 async def test_the_endpoint_serves_https_with_the_certificate(tmp_path: Path) -> None:
     ca, _, _ = make_cert(tmp_path)
-    config = HttpConfig(host="127.0.0.1", tls={"cert": Path("gate.crt"), "key": Path("gate.key")})  # type: ignore[arg-type]
+    config = HttpConfig(host="127.0.0.1", tls=GATE_TLS)
     server_ctx = tls_context(config, tmp_path)
     assert server_ctx is not None and server_ctx.minimum_version == ssl.TLSVersion.TLSv1_2
     app = web.Application()
@@ -100,6 +102,6 @@ async def test_the_endpoint_serves_https_with_the_certificate(tmp_path: Path) ->
 def test_a_key_that_does_not_load_names_the_files(tmp_path: Path) -> None:
     make_cert(tmp_path)
     (tmp_path / "gate.key").write_text("not a key", encoding="utf-8")
-    config = HttpConfig(tls={"cert": Path("gate.crt"), "key": Path("gate.key")})  # type: ignore[arg-type]
+    config = HttpConfig(tls=GATE_TLS)
     with pytest.raises(TlsFilesError, match=r"gate\.crt with .*gate\.key"):
         tls_context(config, tmp_path)
