@@ -9,8 +9,9 @@ telemetry, never into a log line (a card number or PIN is a key to a door).
 - A card (26 or 34 bits) is one credential ``FACILITY:NUMBER``.
 - Keys make a PIN: digits collect until ``#`` (then one credential), ``*`` clears, a pause of
   more than ``pin_timeout_s`` or more than ``max_pin_digits`` digits forgets the entry.
-- A line that is not a frame (noise on the bus, a parity error) is counted and skipped; the
-  first of a run is logged, without its content.
+- A line that is not a frame (noise on the bus, a parity error, an over-long line) is counted
+  and skipped, and forgets a half-typed PIN (a key may have been lost in it); the first of a
+  run is logged, without its content.
 
 The connection's end (EOF, a reset, a deadline) is a :class:`ReaderError` (transient): the
 supervisor reconnects with backoff, and a half-typed PIN is forgotten.
@@ -59,6 +60,12 @@ class PinEntry:
         self._digits: list[str] = []
         self._last = -float("inf")
         self.discarded = 0
+
+    def forget(self) -> None:
+        """Forget a half-typed PIN (noise on the line may have eaten a key)."""
+        if self._digits:
+            self._digits.clear()
+            self.discarded += 1
 
     def key(self, key: Key, now: float) -> str | None:
         """The PIN when ``key`` is ``#`` ending one, else None."""
@@ -162,6 +169,7 @@ class CardReaderSource(Plugin, ReportsHealth):
             transport.close()
 
     def _bad(self, what: str) -> None:
+        self.pins.forget()  # a key may be lost in the noise: never splice two halves of a PIN
         self.counts["bad_frames"] += 1
         self._bad_run += 1
         if self._bad_run == 1:  # the first of a run; never the line itself

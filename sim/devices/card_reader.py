@@ -104,8 +104,17 @@ class ReaderSim:
         return web.json_response({"sent": len(values)})
 
     async def _line(self, request: web.Request) -> web.Response:
+        """A line of the operator's choosing (noise, a bad frame); ``raw_hex``: bytes sent as
+        they are, no line end added (binary noise, a line cut short, an over-long line)."""
         body = await self._json(request)
-        await self.send(str(body.get("line", "")).encode("utf-8", "replace") + b"\r\n")
+        if "raw_hex" in body:
+            try:
+                data = bytes.fromhex(str(body["raw_hex"]))
+            except ValueError:
+                raise web.HTTPBadRequest(text="raw_hex: hexadecimal digits, two per byte") from None
+        else:
+            data = str(body.get("line", "")).encode("utf-8", "replace") + b"\r\n"
+        await self.send(data)
         return web.json_response({"sent": 1})
 
     async def _state(self, _request: web.Request) -> web.Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,75 @@ async def test_cards_and_pins_over_tcp_and_the_end_of_the_connection() -> None:
     with pytest.raises(ReaderError, match=r"closed|reset"):  # the server went away
         await asyncio.wait_for(run, 10)
     assert source.health() == ["reader door-1 is not connected"]
+
+
+@contextlib.asynccontextmanager
+async def connected_source() -> AsyncIterator[tuple[CardReaderSource, Channel[Credential], int]]:
+    """The source on TCP to a fresh simulator, connected; its channel and the control port."""
+    async with simulator() as (port, control):
+        cfg = CardReaderConfig(
+            type="card_reader",
+            name="r",
+            reader="door-1",
+            transport="tcp",
+            host="127.0.0.1",
+            port=port,
+        )
+        ch: Channel[Credential] = Channel("credentials", 16, Overflow.DROP_NEWEST)
+        source = CardReaderSource(cfg, context(ch))
+        run = asyncio.create_task(source.run())
+        for _ in range(100):
+            if source.connected:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)  # the simulator registers the client
+        try:
+            yield source, ch, control
+        finally:
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ReaderError):
+                await run
+
+
+MALFORMED = [
+    {"line": "W26:0000000"},  # a card with a wrong parity bit
+    {"line": "W34:1"},  # too few hex digits for its bits
+    {"line": "W37:0000000000"},  # a frame length no reader sends
+    {"line": "W8:BB"},  # a key whose check nibble is wrong
+    {"line": "W4:C"},  # a 4-bit value that is no key
+    {"raw_hex": "00ff13fe800d0a"},  # binary noise, ending in CR LF
+    {"raw_hex": "57323a" + "41" * 300 + "0a"},  # an over-long line (a stuck data line)
+    {"line": "card 12:34567"},  # text, not a frame: never taken as the card it names
+]
+
+
+async def test_malformed_frames_are_counted_skipped_and_never_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Noise on the bus: no credential comes of it, the good frames around it still do, its
+    content is never logged, and a half-typed PIN is forgotten (a key may be lost in it)."""
+    caplog.set_level(logging.DEBUG)
+    async with connected_source() as (source, ch, control):
+        await present(control, "card", {"card": "7:4242"})
+        for bad in MALFORMED:
+            await present(control, "line", bad)
+        await present(control, "keys", {"keys": "480", "gap_s": 0.01})
+        await present(control, "line", {"line": "W26:0000000"})  # noise mid-PIN
+        await present(control, "keys", {"keys": "613#", "gap_s": 0.01})  # not "480613"
+        await present(control, "keys", {"keys": "135790#", "gap_s": 0.01})
+        await present(control, "card", {"card": "12:34567"})
+        assert await take(ch, 4) == [
+            ("door-1", "card", "7:4242"),
+            ("door-1", "pin", "613"),  # what was typed after the noise only, not "480613"
+            ("door-1", "pin", "135790"),
+            ("door-1", "card", "12:34567"),
+        ]
+    assert source.counts["bad_frames"] >= len(MALFORMED) + 1
+    assert source.counts["cards"] == 2
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("edge."))
+    assert "skipped" in logged
+    for secret in ("4242", "34567", "480", "613", "135790", "AAAA", "card 12"):
+        assert secret not in logged, secret
 
 
 @pytest.fixture
