@@ -58,6 +58,7 @@ def make_site(
     extra: str = "",
     cooldown_s: float = 3,
     loop: bool = False,
+    sources: str = "",
 ) -> GateSite:
     write_video(workdir / "gate.avi", segments, fps=10)
     modbus, control, http = free_port(), free_port(), free_port()
@@ -82,7 +83,7 @@ sources:
     timeout_s: 1
     devices: [{{name: gate-1, profile: gate-controller, poll_interval_s: 0.5}}]
   - {{type: camera, name: cam, camera: cam-1, url: gate.avi, fps: 10, loop: {str(loop).lower()}}}
-apps:
+{sources}apps:
   - type: face_access
     name: gate
     cameras: [cam-1]
@@ -98,11 +99,12 @@ apps:
     return GateSite(workdir, config, http, control)
 
 
-def enroll(site: GateSite, person: str, name: str, photo: str) -> None:
+def enroll(site: GateSite, person: str, name: str, photo: str | None) -> None:
+    """Enrol with a consent reference; no photo: a person who uses a card or PIN."""
     argv = cityedge_argv(
         "faces",
         "enroll",
-        str(ModelStore().asset(photo)),
+        *([str(ModelStore().asset(photo))] if photo else ["--no-face"]),
         "--id",
         person,
         "--name",
