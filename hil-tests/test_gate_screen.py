@@ -2,15 +2,23 @@
 truth. A granted resident's masked name appears (the delay from the camera frame is printed) and goes
 after ``screen.show_s``; a screen that connects meanwhile shows nothing stale; a relay write
 that fails says "please use the intercom"; a frozen or stopped gateway turns the screen offline
-within 5 s; without the terminal's token the events stream answers 401."""
+within 5 s; without the terminal's token the events stream answers 401. A liveness challenge
+(the contract the liveness check sends) is shown in both languages with its countdown."""
 
 from __future__ import annotations
 
+import json
 import os
+import queue
 import secrets
 import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from face_site import CHROMIUM_ARGS, enroll, make_site, open_screen, segment, shown, start
 from face_site import wait_shown as wait
@@ -18,6 +26,8 @@ from hil import http_json, http_text
 from playwright.sync_api import sync_playwright
 
 from sim.localsite import Proc
+
+SCREEN_HTML = Path(__file__).resolve().parents[1] / "edge" / "face_access" / "web" / "screen.html"
 
 SHOW_S = 2
 OFFLINE_WITHIN_MS = 5000
@@ -108,3 +118,87 @@ def test_the_screen_tells_the_truth(tmp_path: Path, procs: list[Proc]) -> None:
         f"froze, {stopped_ms:.0f} ms after it was stopped"
     )
     assert frozen_ms < OFFLINE_WITHIN_MS and stopped_ms < OFFLINE_WITHIN_MS
+
+
+@contextmanager
+def feed_server() -> Iterator[tuple[str, queue.Queue[dict[str, Any]]]]:
+    """The real screen page behind a stand-in events stream: what is put in the queue is sent
+    to the page as the gateway sends it (a heartbeat every 0.5 s in between)."""
+    messages: queue.Queue[dict[str, Any]] = queue.Queue()
+    stop = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *_args: Any) -> None:
+            return None
+
+        def do_GET(self) -> None:
+            if self.path == "/faces/gate/screen":
+                body = SCREEN_HTML.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            if not self.path.startswith("/faces/gate/events"):
+                self.send_error(404)  # the favicon: it must not take the stream's messages
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            self.wfile.write(b'retry: 1000\n\ndata: {"state": "idle"}\n\n')
+            while not stop.is_set():
+                try:
+                    msg = messages.get(timeout=0.5)
+                    out = f"data: {json.dumps(msg, ensure_ascii=False)}\n\n"
+                except queue.Empty:
+                    out = "event: heartbeat\ndata: {}\n\n"
+                try:
+                    self.wfile.write(out.encode())
+                    self.wfile.flush()
+                except OSError:
+                    return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/faces/gate/screen", messages
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_liveness_challenge_is_shown_in_both_languages_with_its_countdown() -> None:
+    """The screen half of the liveness challenge: what the check sends is rendered without a
+    change to the page."""
+    with feed_server() as (url, messages), sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = open_screen(browser, url)
+            wait(page, {"idle"}, timeout_s=10)
+            said = []
+            for action, zh, en in (
+                ("blink", "请眨眼", "Please blink"),
+                ("turn_left", "请向左转头", "Turn your head left"),
+                ("turn_right", "请向右转头", "Turn your head right"),
+            ):
+                since = len(shown(page))
+                messages.put({"state": "challenge", "action": action, "seconds_left": 2})
+                page.wait_for_function(
+                    "([since, zh]) => window.__screen.slice(since).some(e => e.zh === zh)",
+                    arg=[since, zh],
+                    timeout=5000,
+                )
+                said.append(next(e for e in shown(page)[since:] if e["zh"] == zh))
+                assert (said[-1]["zh"], said[-1]["en"], said[-1]["next"]) == (zh, en, "2 秒 / s")
+            last = len(shown(page)) - 1
+            done = wait(page, {"idle"}, since=last, timeout_s=5)  # the countdown ran out
+            log = shown(page)
+            counted = [e["next"] for e in log[last:done]]
+            assert counted[-1] == "1 秒 / s" and log[done]["next"] == "", counted
+            assert 1800 <= log[done]["t"] - said[-1]["t"] <= 3000  # 2 s, then the idle screen
+        finally:
+            browser.close()

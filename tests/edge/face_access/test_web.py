@@ -266,6 +266,20 @@ async def test_a_decision_that_waited_longer_than_show_s_is_dropped(
     r.close()
 
 
+async def test_a_liveness_challenge_reaches_the_screen_as_sent(
+    client: Client, harness: Harness
+) -> None:
+    """The contract with the liveness check: ``{"state": "challenge", "action": ...,
+    "seconds_left": n}`` goes to the screen as it is (the page renders it)."""
+    r = await client.get("/faces/gate/events")
+    assert (await next_state(r))["state"] == "idle"
+    for action, left in (("blink", 3), ("turn_left", 2), ("turn_right", 1)):
+        sent = {"state": "challenge", "action": action, "seconds_left": left}
+        harness.app.screen.publish(sent)
+        assert await next_state(r) == sent
+    r.close()
+
+
 @pytest.mark.parametrize(
     "harness", [{"screen": {"tokens": {"lobby": SCREEN_TOKEN}, "loopback": False}}], indirect=True
 )
