@@ -317,15 +317,7 @@ def card_add(
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """Give a person a card (kept as a keyed digest, never the number)."""
-    service = _service(config, app_name)
-    try:
-        service.add_card(person, card, time.time())
-    finally:
-        service.close()
-    if as_json:
-        emit_json({"ok": True, "id": person, "kind": "card"})
-    else:
-        out.print(f"card enrolled for {person}")
+    _give(config, app_name, person, "card", card, as_json)
 
 
 def pin_set(
@@ -340,15 +332,25 @@ def pin_set(
         pin = typer.prompt("PIN", hide_input=True, confirmation_prompt=True)
     else:
         pin = sys.stdin.readline().strip()
+    _give(config, app_name, person, "pin", pin, as_json)
+
+
+def _give(
+    config: Path, app_name: str | None, person: str, kind: str, value: str, as_json: bool
+) -> None:
+    """Give ``person`` a card or a PIN (never echoed)."""
     service = _service(config, app_name)
     try:
-        service.set_pin(person, pin, time.time())
+        if kind == "card":
+            service.add_card(person, value, time.time())
+        else:
+            service.set_pin(person, value, time.time())
     finally:
         service.close()
     if as_json:
-        emit_json({"ok": True, "id": person, "kind": "pin"})
+        emit_json({"ok": True, "id": person, "kind": kind})
     else:
-        out.print(f"PIN set for {person}")
+        out.print(f"card enrolled for {person}" if kind == "card" else f"PIN set for {person}")
 
 
 def _remover(kind: str) -> Callable[..., None]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sim.scenes.faces import HEIGHT, WIDTH, background
+from sim.scenes.faces import HEIGHT, WIDTH, background, write_frames
 
 
 @dataclass(frozen=True)
@@ -83,14 +83,4 @@ def still(text: str, module_px: float = 4.0, tilt_deg: float = 6.0) -> np.ndarra
 
 def write_video(path: Path, segments: Sequence[PassSegment], fps: float = 10.0) -> int:
     """An MJPEG AVI of the segments; the number of frames."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (WIDTH, HEIGHT))
-    if not writer.isOpened():
-        raise OSError(f"OpenCV cannot write {path}")
-    count = 0
-    try:
-        for frame in frames(segments, fps):
-            writer.write(frame)
-            count += 1
-    finally:
-        writer.release()
-    return count
+    return write_frames(path, frames(segments, fps), fps)

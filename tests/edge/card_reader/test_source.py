@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -95,56 +96,44 @@ async def exercise(source: CardReaderSource, ch: Channel[Credential], control: i
     assert "480613" not in repr(Credential("door-1", "pin", "480613", 0, 0))
 
 
-async def test_cards_and_pins_over_tcp_and_the_end_of_the_connection() -> None:
-    async with simulator() as (port, control):
-        cfg = CardReaderConfig(
-            type="card_reader",
-            name="r",
-            reader="door-1",
-            transport="tcp",
-            host="127.0.0.1",
-            port=port,
-        )
-        ch: Channel[Credential] = Channel("credentials", 16, Overflow.DROP_NEWEST)
-        source = CardReaderSource(cfg, context(ch))
-        run = asyncio.create_task(source.run())
-        for _ in range(100):
-            if source.connected:
-                break
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.1)  # the simulator registers the client
-        await exercise(source, ch, control)
-    with pytest.raises(ReaderError, match=r"closed|reset"):  # the server went away
-        await asyncio.wait_for(run, 10)
-    assert source.health() == ["reader door-1 is not connected"]
-
-
 @contextlib.asynccontextmanager
-async def connected_source() -> AsyncIterator[tuple[CardReaderSource, Channel[Credential], int]]:
-    """The source on TCP to a fresh simulator, connected; its channel and the control port."""
-    async with simulator() as (port, control):
-        cfg = CardReaderConfig(
-            type="card_reader",
-            name="r",
-            reader="door-1",
-            transport="tcp",
-            host="127.0.0.1",
-            port=port,
-        )
-        ch: Channel[Credential] = Channel("credentials", 16, Overflow.DROP_NEWEST)
-        source = CardReaderSource(cfg, context(ch))
-        run = asyncio.create_task(source.run())
-        for _ in range(100):
-            if source.connected:
-                break
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.1)  # the simulator registers the client
-        try:
-            yield source, ch, control
-        finally:
-            run.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ReaderError):
-                await run
+async def connected_source() -> AsyncIterator[
+    tuple[CardReaderSource, Channel[Credential], int, asyncio.Task[None]]
+]:
+    """The source on TCP to a fresh simulator, connected: its channel, the simulator's control
+    port and the source's task, which ends (a ReaderError) when the simulator has gone."""
+    run: asyncio.Task[None] | None = None
+    try:
+        async with simulator() as (port, control):
+            cfg = CardReaderConfig(
+                type="card_reader",
+                name="r",
+                reader="door-1",
+                transport="tcp",
+                host="127.0.0.1",
+                port=port,
+            )
+            ch: Channel[Credential] = Channel("credentials", 16, Overflow.DROP_NEWEST)
+            source = CardReaderSource(cfg, context(ch))
+            run = asyncio.create_task(source.run())
+            for _ in range(100):
+                if source.connected:
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)  # the simulator registers the client
+            yield source, ch, control, run
+    finally:
+        if run is not None:
+            with contextlib.suppress(ReaderError):
+                await asyncio.wait_for(run, 10)
+
+
+async def test_cards_and_pins_over_tcp_and_the_end_of_the_connection() -> None:
+    async with connected_source() as (source, ch, control, run):
+        await exercise(source, ch, control)
+    error = run.exception()  # the server went away
+    assert isinstance(error, ReaderError) and re.search(r"closed|reset", str(error)), error
+    assert source.health() == ["reader door-1 is not connected"]
 
 
 MALFORMED = [
@@ -165,7 +154,7 @@ async def test_malformed_frames_are_counted_skipped_and_never_logged(
     """Noise on the bus: no credential comes of it, the good frames around it still do, its
     content is never logged, and a half-typed PIN is forgotten (a key may be lost in it)."""
     caplog.set_level(logging.DEBUG)
-    async with connected_source() as (source, ch, control):
+    async with connected_source() as (source, ch, control, _):
         await present(control, "card", {"card": "7:4242"})
         for bad in MALFORMED:
             await present(control, "line", bad)
