@@ -30,7 +30,7 @@ REFUSED = {  # what the screen says for each refusal
 }
 
 
-VALID_IN_S = 10
+VALID_IN_S = 15
 
 
 def make_pass(now: int, key: Ed25519PrivateKey, gate: str = "gate-1", age_h: float = 0) -> str:
@@ -54,15 +54,6 @@ def test_a_pass_opens_once_and_bad_passes_are_refused_with_their_reason(
     procs: list[Proc],  # after the broker: the gateway stops (and flushes) before it
 ) -> None:
     office = Ed25519PrivateKey.generate()
-    now = int(time.time())
-    # valid from VALID_IN_S on: the screen is connected by then (before, it is 'not yet valid')
-    valid = make_pass(now + VALID_IN_S, office)
-    shows = [  # looped every 8 s: the valid pass comes back as a copy
-        valid,
-        make_pass(now, office, age_h=2),  # expired an hour ago
-        make_pass(now, Ed25519PrivateKey.generate()),  # signed by a key the gate does not know
-        make_pass(now, office, gate="gate-2"),
-    ]
     site = make_site(
         tmp_path,
         procs,
@@ -72,18 +63,28 @@ def test_a_pass_opens_once_and_bad_passes_are_refused_with_their_reason(
         extra=f"    passes: {{keys: {{office: {b64url(public_key_raw(office))}}}, "
         "reuse_after_s: 0, skew_s: 0}\n",
     )
-    segments: list[scene.PassSegment] = []
-    for text in shows:
-        segments += [scene.PassSegment(text, 1.5), scene.PassSegment(None, 0.5)]
-    scene.write_video(site.dir / "gate.avi", segments)
     sub = subscriber_factory(mosquitto.port)
-    start(site, procs)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         try:
+            now = int(time.time())
+            # valid from VALID_IN_S on: the screen is connected by then (before: not yet valid)
+            valid = make_pass(now + VALID_IN_S, office)
+            shows = [  # looped every 8 s: the valid pass comes back as a copy
+                valid,
+                make_pass(now, office, age_h=2),  # expired an hour ago
+                make_pass(now, Ed25519PrivateKey.generate()),  # a key the gate does not know
+                make_pass(now, office, gate="gate-2"),
+            ]
+            segments: list[scene.PassSegment] = []
+            for text in shows:
+                segments += [scene.PassSegment(text, 1.5), scene.PassSegment(None, 0.5)]
+            scene.write_video(site.dir / "gate.avi", segments)
+            start(site, procs)
             page = open_screen(browser, site.url("/faces/gate/screen"))  # loopback: no token
             wait(page, {"idle"}, timeout_s=20)
-            assert time.time() < now + VALID_IN_S, "the screen connected too late to see it"
+            connected_s = time.time() - now
+            assert connected_s < VALID_IN_S, f"the screen connected after {connected_s:.1f} s"
 
             def refusals() -> set[str | None]:
                 return {p.refusal for p in payloads(sub) if p.refusal}
@@ -95,7 +96,8 @@ def test_a_pass_opens_once_and_bad_passes_are_refused_with_their_reason(
         finally:
             browser.close()
     ps = payloads(sub)
-    print("\naccess events:", *((p.decision.value, p.refusal, p.relay) for p in ps), sep="\n  ")
+    print(f"\nscreen connected {connected_s:.1f} s after the passes were made")
+    print("access events:", *((p.decision.value, p.refusal, p.relay) for p in ps), sep="\n  ")
     assert all(p.method == "pass" and p.liveness is None and p.score is None for p in ps)
     opened = [p for p in ps if p.decision == env.AccessDecision.GRANTED]
     assert len(opened) == 1, "a one-time pass opened the gate more than once"
