@@ -128,7 +128,15 @@ def wait_access(sub: Subscriber, count: int, timeout_s: float) -> None:
 
 
 # The gate screen in headless Chromium: every state the page shows, with the page's clock
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    # a terminal's screen is always in front: a second page must not throttle the first's timers
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+]
 SCREEN_RECORDER = """
 window.__screen = [];
 document.addEventListener("DOMContentLoaded", () => {

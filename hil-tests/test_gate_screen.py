@@ -60,8 +60,8 @@ def test_the_screen_tells_the_truth(tmp_path: Path, procs: list[Proc]) -> None:
         try:
             screen = f"/faces/gate/screen#token={token}"
             first = open_screen(browser, site.url(screen))
-            wait(first, {"idle"}, timeout_s=20)
-            assert shown(first)[-1]["zh"] == "请看摄像头"
+            ready = wait(first, {"idle"}, timeout_s=20)
+            assert shown(first)[ready]["zh"] == "请看摄像头"
             granted = wait(first, {"granted"}, timeout_s=60)
             late = open_screen(browser, site.url(screen))  # connects while 'granted' is up
             gone = wait(first, {"idle"}, since=granted, timeout_s=10)
