@@ -32,6 +32,7 @@ from edge.config.base import CheckContext
 from edge.face_access.app import FaceAccessApp
 from edge.face_access.config import FaceAccessConfig
 from edge.face_access.gallery import Gallery
+from edge.face_access.store import Consent
 from edge.metrics import GatewayMetrics
 from edge.plugin import AppContext, Emitter
 from edge.readings import ReadingBatch
@@ -117,7 +118,9 @@ async def decision_latency(liveness: str) -> dict[str, float]:
         task = asyncio.create_task(app.run())
         await app.ready.wait()
         store = app.service.models
-        await app.call(app.service.enroll, "p-1", "P", store.asset("obama.jpg").read_bytes(), 0.0)
+        consent = Consent("self", False, None, "bench", "bench", 0.0)
+        photo = store.asset("obama.jpg").read_bytes()
+        await app.call(app.service.enroll, "p-1", "P", photo, 0.0, consent=consent)
         await app.reload()
         images = [doorway("obama2.jpg"), doorway("obama3.jpg"), doorway("obama2.jpg", "replay")]
         latencies: list[float] = []

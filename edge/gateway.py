@@ -5,6 +5,7 @@
     sources ──▶ readings ──▶ dispatcher ──▶ telemetry envelope ──▶ sink outboxes ──▶ sinks
                                   └──────▶ app inboxes ──▶ apps ──▶ events ──┘
     cameras ──▶ frames ──▶ frame dispatcher ──▶ app frame channels (drop_newest) ──▶ apps
+    card/PIN readers ──▶ credentials ──▶ credential dispatcher ──▶ app credential channels ──▶ apps
 
 Shutdown (SIGINT/SIGTERM) runs the stages backwards so nothing accepted is dropped: sources stop
 polling; the readings channel closes and the dispatcher and apps drain it; the sinks' outboxes
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edge.actuators import Actuators, Writer
-from edge.channel import Channel
+from edge.channel import Channel, Overflow
 from edge.clock import Clock, SystemClock
 from edge.config.base import PluginConfig
 from edge.config.site import LoadedSite
@@ -40,7 +41,7 @@ from edge.plugin import (
     SourceContext,
     TracksDevices,
 )
-from edge.readings import ReadingBatch
+from edge.readings import Credential, ReadingBatch
 from edge.registry import PluginInfo, info_for, load
 from edge.remote_config import RemoteConfig
 from edge.supervisor import ChildSpec, Supervisor, cancel_and_wait
@@ -56,6 +57,9 @@ log = logging.getLogger(__name__)
 # A stage cancelled at the flush deadline gets this long before it is cancelled again; the mqtt
 # sink's clean-up is bounded by cloud_bridge.uplink.bridge.SHUTDOWN_S (5 s).
 STAGE_CLEANUP_S = 6.0
+# cards and PINs: a person presents one every few seconds at most; more is a stuck or hostile
+# reader, whose excess is dropped and counted (never telemetry: see edge.readings.Credential)
+CREDENTIALS_CAPACITY = 16
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,11 @@ class Gateway:
         self.frames: Channel[Frame] = Channel("frames", ch.frames.capacity, ch.frames.overflow)
         self.metrics.watch_channel(self.frames)
         self.app_frames: dict[str, tuple[PluginConfig, Channel[Frame]]] = {}
+        self.credentials: Channel[Credential] = Channel(
+            "credentials", CREDENTIALS_CAPACITY, Overflow.DROP_NEWEST
+        )
+        self.metrics.watch_channel(self.credentials)
+        self.app_credentials: dict[str, tuple[PluginConfig, Channel[Credential]]] = {}
         self.emitter = Emitter(cfg.site, cfg.gateway, self.clock, self._deliver, self.metrics)
         self.actuators = Actuators(self.metrics)
         self.sink_outboxes: dict[str, Channel[Outgoing]] = {}
@@ -134,8 +143,17 @@ class Gateway:
             )
             self.app_frames[app.name] = (app, frames)
             self.metrics.watch_channel(frames)
+            creds: Channel[Credential] = Channel(
+                f"credentials:{app.name}", CREDENTIALS_CAPACITY, Overflow.DROP_NEWEST
+            )
+            self.app_credentials[app.name] = (app, creds)
+            self.metrics.watch_channel(creds)
             ctx = AppContext(
-                **self._common(app.name), inbox=inbox, actuators=self.actuators, frames=frames
+                **self._common(app.name),
+                inbox=inbox,
+                actuators=self.actuators,
+                frames=frames,
+                credentials=creds,
             )
             self.apps.append(self._build(app, ctx))
         for source in cfg.sources:
@@ -143,7 +161,10 @@ class Gateway:
                 self._build(
                     source,
                     SourceContext(
-                        **self._common(source.name), readings=self.readings, frames=self.frames
+                        **self._common(source.name),
+                        readings=self.readings,
+                        frames=self.frames,
+                        credentials=self.credentials,
                     ),
                 )
             )
@@ -211,6 +232,14 @@ class Gateway:
         for _, box in self.app_frames.values():
             box.close()
 
+    async def _dispatch_credentials(self) -> None:
+        async for credential in self.credentials:
+            for config, box in self.app_credentials.values():
+                if config.wants_credentials(credential.reader):
+                    await box.put(credential)
+        for _, box in self.app_credentials.values():
+            box.close()
+
     async def run(self, stop: asyncio.Event) -> None:
         sup = self.supervisor
         log.info(
@@ -233,6 +262,7 @@ class Gateway:
                     [
                         ChildSpec("dispatcher", "service", self._dispatch),
                         ChildSpec("frame-dispatcher", "service", self._dispatch_frames),
+                        ChildSpec("credential-dispatcher", "service", self._dispatch_credentials),
                         *(a.spec() for a in self.apps),
                     ]
                 )
@@ -242,6 +272,7 @@ class Gateway:
             log.info("stopping: sources stopped; draining %d readings", self.readings.depth)
             self.readings.close()
             self.frames.close()
+            self.credentials.close()
             await self._stage_ends(apps, "the dispatcher and apps did not drain", deadline)
             for box in self.sink_outboxes.values():
                 box.close()

@@ -11,18 +11,25 @@
 
 Plug-ins add routes (the gate screen, the enrolment API) by having ``routes``
 (:class:`~edge.plugin.ServesRoutes`); the gateway collects them when it builds the plug-ins.
+
+With ``http.tls`` the endpoint serves HTTPS only (TLS 1.2 or newer): the site check refuses to
+serve pages for people (:meth:`~edge.config.base.PluginConfig.pages`) in plain HTTP beyond this
+machine. A certificate or key that cannot be loaded stops the endpoint with the file named.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from edge.config.site import HttpConfig
+from edge.errors import PermanentError
 
 if TYPE_CHECKING:
     from edge.gateway import Gateway
@@ -30,6 +37,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_S = 2.0
+
+
+class TlsFilesError(PermanentError):
+    code = "CE200"
+
+
+def tls_context(config: HttpConfig, base_dir: Path) -> ssl.SSLContext | None:
+    """The server's TLS context, or None for plain HTTP."""
+    if config.tls is None:
+        return None
+    cert, key = (p if p.is_absolute() else base_dir / p for p in (config.tls.cert, config.tls.key))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as err:
+        raise TlsFilesError(
+            f"http.tls: cannot load {cert} with {key}: {err}",
+            hint="a PEM certificate and its unencrypted PEM key, readable by the gateway",
+        ) from None
+    return context
 
 
 class HttpEndpoint:
@@ -78,15 +106,19 @@ class HttpEndpoint:
         # a stop waits at most this for requests in progress (a gate screen's websocket would
         # otherwise hold it for aiohttp's default 60 s)
         runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        context = tls_context(self.config, self.gateway.site.check.base_dir)
         await runner.setup()
-        site = web.TCPSite(runner, self.config.host, self.config.port)
+        site = web.TCPSite(runner, self.config.host, self.config.port, ssl_context=context)
         try:
             await site.start()
             server = site._server
             sockets = getattr(server, "sockets", None) or []
             self.port = sockets[0].getsockname()[1] if sockets else self.config.port
             log.info(
-                "http endpoint on http://%s:%s (/healthz, /metrics)", self.config.host, self.port
+                "http endpoint on %s://%s:%s (/healthz, /metrics)",
+                "https" if context else "http",
+                self.config.host,
+                self.port,
             )
             await asyncio.Event().wait()
         finally:

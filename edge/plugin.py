@@ -11,11 +11,13 @@ the class only when the gateway builds it and checks it is a :class:`Plugin` (a
   and the check context (where profiles live);
 - a source: ``readings``, the channel it puts :class:`~edge.readings.ReadingBatch` into, and
   ``frames``, the channel it puts camera :class:`~edge.vision.frames.Frame` s into (a camera
-  source uses the second, a Modbus source the first);
+  source uses the second, a Modbus source the first), and ``credentials``, where a card or PIN
+  reader puts what was presented (:class:`~edge.readings.Credential`: never telemetry);
 - an app: ``inbox``, its own channel of reading batches, ``frames``, its own channel of the
   frames of the cameras its config asks for (:meth:`~edge.config.base.PluginConfig.wants_frames`;
-  ``drop_newest`` by default, so a busy app skips frames and they are counted), and
-  ``actuators`` to write to devices;
+  ``drop_newest`` by default, so a busy app skips frames and they are counted), ``credentials``,
+  the cards and PINs of the readers it follows (:meth:`~edge.config.base.PluginConfig.wants_credentials`),
+  and ``actuators`` to write to devices;
 - a sink: ``outbox``, its own channel of envelopes to deliver: models, and telemetry already
   encoded (:class:`~protocols.envelope.Encoded`; :func:`~protocols.envelope.as_model` gives
   its model, :func:`~protocols.envelope.wire_bytes` anything's bytes).
@@ -42,7 +44,7 @@ from edge.channel import Channel, Overflow
 from edge.clock import Clock
 from edge.config.base import CheckContext
 from edge.metrics import GatewayMetrics
-from edge.readings import ReadingBatch
+from edge.readings import Credential, ReadingBatch
 from protocols import envelope as env
 from protocols.ids import Uuid7Generator
 
@@ -195,10 +197,15 @@ def _no_frames() -> Channel[Frame]:
     return Channel("frames", 1, Overflow.DROP_NEWEST)
 
 
+def _no_credentials() -> Channel[Credential]:
+    return Channel("credentials", 1, Overflow.DROP_NEWEST)
+
+
 @dataclass
 class SourceContext(PluginContext):
     readings: Channel[ReadingBatch]
     frames: Channel[Frame] = field(default_factory=_no_frames)
+    credentials: Channel[Credential] = field(default_factory=_no_credentials)
 
 
 @dataclass
@@ -206,6 +213,7 @@ class AppContext(PluginContext):
     inbox: Channel[ReadingBatch]
     actuators: Actuators
     frames: Channel[Frame] = field(default_factory=_no_frames)
+    credentials: Channel[Credential] = field(default_factory=_no_credentials)
 
 
 @dataclass

@@ -30,3 +30,19 @@ class ReadingBatch:
             if r.point == point:
                 return r
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A card or PIN presented at a reader: in memory, from the reader source to the apps that
+    follow it (:meth:`~edge.config.base.PluginConfig.wants_credentials`) — never a reading,
+    never telemetry, never logged (``repr`` hides the value)."""
+
+    reader: str
+    kind: str  # "card" or "pin"
+    value: str  # canonical text: "FACILITY:NUMBER" for a card, the digits of a PIN
+    time: float  # Unix seconds, from the injected clock
+    mono: float  # monotonic seconds when it was read (for the decision latency)
+
+    def __repr__(self) -> str:
+        return f"Credential(reader={self.reader!r}, kind={self.kind!r}, value=<hidden>)"

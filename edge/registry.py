@@ -23,6 +23,7 @@ from pydantic import Field
 
 from edge.bin_fill.config import BinFillConfig
 from edge.camera.config import CameraSourceConfig
+from edge.card_reader.config import CardReaderConfig
 from edge.coap.config import CoapSourceConfig
 from edge.config.base import PluginConfig
 from edge.environment.config import EnvironmentConfig
@@ -74,6 +75,14 @@ PLUGINS: tuple[PluginInfo, ...] = (
         "edge.camera.source:CameraSource",
         "vision",
         "Camera frames (file, RTSP, USB) via OpenCV, motion-gated",
+    ),
+    PluginInfo(
+        "source",
+        "card_reader",
+        CardReaderConfig,
+        "edge.card_reader.source:CardReaderSource",
+        None,
+        "Cards and PINs from a Wiegand reader behind an RS-485 or TCP interface (for gates)",
     ),
     PluginInfo(
         "app",

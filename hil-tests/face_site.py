@@ -7,9 +7,11 @@ import subprocess
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import cv2
 from hil import Subscriber, start_gateway, start_simulator
+from playwright.sync_api import Browser, Page
 
 from edge.vision.face_detector import MtcnnDetector
 from edge.vision.manifest import ModelStore
@@ -54,6 +56,9 @@ def make_site(
     broker: Broker | None = None,
     liveness: str = "enforce",
     extra: str = "",
+    cooldown_s: float = 3,
+    loop: bool = False,
+    sources: str = "",
 ) -> GateSite:
     write_video(workdir / "gate.avi", segments, fps=10)
     modbus, control, http = free_port(), free_port(), free_port()
@@ -77,15 +82,15 @@ sources:
     port: {modbus}
     timeout_s: 1
     devices: [{{name: gate-1, profile: gate-controller, poll_interval_s: 0.5}}]
-  - {{type: camera, name: cam, camera: cam-1, url: gate.avi, fps: 10}}
-apps:
+  - {{type: camera, name: cam, camera: cam-1, url: gate.avi, fps: 10, loop: {str(loop).lower()}}}
+{sources}apps:
   - type: face_access
     name: gate
     cameras: [cam-1]
     gate: {{device: gate-1, open_s: 1.0}}
     secret: !secret gateway_secret
     liveness: {liveness}
-    cooldown_s: 3
+    cooldown_s: {cooldown_s}
     unknown_interval_s: 30
 {extra}{sinks}""",
         encoding="utf-8",
@@ -94,17 +99,20 @@ apps:
     return GateSite(workdir, config, http, control)
 
 
-def enroll(site: GateSite, person: str, name: str, photo: str) -> None:
+def enroll(site: GateSite, person: str, name: str, photo: str | None) -> None:
+    """Enrol with a consent reference; no photo: a person who uses a card or PIN."""
     argv = cityedge_argv(
         "faces",
         "enroll",
-        str(ModelStore().asset(photo)),
+        *([str(ModelStore().asset(photo))] if photo else ["--no-face"]),
         "--id",
         person,
         "--name",
         name,
         "--config",
         str(site.config),
+        "--consent-ref",
+        f"hil-form-{person}",
     )
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -117,3 +125,50 @@ def start(site: GateSite, procs: list[Proc]) -> Proc:
 
 def wait_access(sub: Subscriber, count: int, timeout_s: float) -> None:
     sub.wait_for(lambda: len(sub.of("access")) >= count, timeout_s, f"{count} access events")
+
+
+# The gate screen in headless Chromium: every state the page shows, with the page's clock
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    # a terminal's screen is always in front: a second page must not throttle the first's timers
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+]
+SCREEN_RECORDER = """
+window.__screen = [];
+document.addEventListener("DOMContentLoaded", () => {
+  const panel = document.getElementById("panel");
+  const text = (id) => document.getElementById(id).textContent;
+  const record = () => window.__screen.push({state: panel.dataset.state, zh: text("zh"),
+    en: text("en"), name: text("name"), next: text("next"), t: Date.now()});
+  record();
+  new MutationObserver(record).observe(panel,
+    {subtree: true, childList: true, attributes: true, characterData: true});
+});
+"""
+
+
+def open_screen(browser: Browser, url: str) -> Page:
+    """A page on the gate screen that records each state it shows in ``window.__screen``."""
+    page = browser.new_page(viewport={"width": 800, "height": 480})
+    page.add_init_script(SCREEN_RECORDER)
+    page.goto(url)
+    return page
+
+
+def shown(page: Page) -> list[dict[str, Any]]:
+    return list(page.evaluate("window.__screen"))
+
+
+def wait_shown(page: Page, states: set[str], since: int = 0, timeout_s: float = 30) -> int:
+    """Wait until the page shows one of ``states`` after its ``since``-th record; its index."""
+    page.wait_for_function(
+        "([since, states]) => window.__screen.slice(since).some(e => states.includes(e.state))",
+        arg=[since, sorted(states)],
+        timeout=timeout_s * 1000,
+    )
+    log = shown(page)
+    return next(i for i in range(since, len(log)) if log[i]["state"] in states)

@@ -38,7 +38,15 @@ def payloads(sub: Subscriber) -> list[env.AccessPayload]:
 
 def summary(ps: list[env.AccessPayload]) -> list[tuple[object, ...]]:
     return [
-        (p.decision.value, p.person, p.relay, p.reason, p.score, p.liveness.score, p.latency_ms)
+        (
+            p.decision.value,
+            p.person,
+            p.relay,
+            p.reason,
+            p.score,
+            p.liveness and p.liveness.score,
+            p.latency_ms,
+        )
         for p in ps
     ]
 
@@ -91,15 +99,21 @@ def test_the_enrolled_person_opens_the_relay_a_stranger_does_not(
         "p-obama",
         "opened",
     )
-    assert first.score is not None and first.score <= first.threshold
-    assert first.liveness.policy == "record" and first.liveness.score is not None
+    assert first.score is not None and first.threshold is not None
+    assert first.score <= first.threshold
+    assert (
+        first.liveness is not None
+        and first.liveness.policy == "record"
+        and first.liveness.score is not None
+    )
     assert len(first.models) == 5 and first.latency_ms > 0
     assert (stranger.decision, stranger.person, stranger.relay) == (
         env.AccessDecision.DENIED,
         "unknown",
         "not_opened",
     )
-    assert stranger.score is not None and stranger.score > stranger.threshold
+    assert stranger.score is not None and stranger.threshold is not None
+    assert stranger.score > stranger.threshold
     check_relay(site.control_port, ps)
     for m in sub.snapshot():  # nothing personal travels: no name, no image, no template
         raw = env.encode(m.envelope).decode()
@@ -127,7 +141,11 @@ def test_replay_and_print_are_decided_by_the_liveness_model(
     print("\nREPORT (simulated attacks, liveness: enforce):", *summary(ps), sep="\n  ")
     assert ps, "the attacks were not decided at all (no face matched and none was unknown)"
     for p in ps:
-        assert p.liveness.policy == "enforce" and p.liveness.score is not None
+        assert (
+            p.liveness is not None
+            and p.liveness.policy == "enforce"
+            and p.liveness.score is not None
+        )
         assert p.liveness.live == (p.liveness.score < 0.2)
         if p.person == "p-obama":  # recognised: the gate follows the liveness model
             granted = p.decision == env.AccessDecision.GRANTED

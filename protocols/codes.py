@@ -193,6 +193,30 @@ _ALL = (
         "people need a new photo: their template is from another model and no photo was kept",
         "enrol them again with 'cityedge faces enroll'",
     ),
+    Code(
+        "CE425",
+        ExitCode.INPUT,
+        "a person with this id is already enrolled",
+        "choose another id, or ask to replace them ('--replace', the page's 'replace' box)",
+    ),
+    Code(
+        "CE426",
+        ExitCode.INPUT,
+        "the face matches someone already enrolled under another id",
+        "check it is not the same person twice; enrol anyway with '--allow-same-face'",
+    ),
+    Code(
+        "CE427",
+        ExitCode.INPUT,
+        "a card or PIN cannot be enrolled (malformed, too short, or another person's)",
+        "a card is FACILITY:NUMBER as printed on it; a PIN has the site's number of digits",
+    ),
+    Code(
+        "CE428",
+        ExitCode.INPUT,
+        "a visitor pass cannot be issued or read (a bad window, gate, key or text)",
+        "see 'cityedge faces pass issue -h'; the gate must trust the issuing key's id",
+    ),
     # -- provisioning ---------------------------------------------------------------------------
     Code(
         "CE500",

@@ -150,26 +150,71 @@ class LivenessCheck(ContractModel):
     )
 
 
-class AccessPayload(ContractModel):
-    """A gate decision by face access control. Never carries a face image or a template."""
+AccessMethod = Literal["face", "pass", "card", "pin"]
 
-    decision: AccessDecision = Field(description="'granted' (gate opened) or 'denied'")
+
+class AccessPayload(ContractModel):
+    """A gate decision: by face, visitor pass, card or PIN. Never carries a face image, a
+    template, a card number, a PIN or a pass's text."""
+
+    decision: AccessDecision = Field(
+        description="'granted' (the gate relay was set and read back, or already open) or "
+        "'denied' (refused, or the relay did not open: see 'relay')"
+    )
+    method: AccessMethod = Field(
+        default="face",
+        description="How the person asked to pass: face, pass (a signed visitor QR code), card "
+        "or pin (a reader); every way writes this same event",
+    )
     person: str = Field(
         pattern=r"^(unknown|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$",
-        description="Enrolled person id, or 'unknown'",
+        description="Enrolled person id, the visit id of a pass, or 'unknown'",
     )
     score: float | None = Field(
-        description="L2 distance to the closest enrolled template (lower is closer); null if none"
+        default=None,
+        description="Face: L2 distance to the closest enrolled template (lower is closer); "
+        "null if none or not a face",
     )
-    threshold: float = Field(description="Largest distance accepted as a match")
-    reason: str = Field(description="Why: matched, unknown face, not live, gate busy, ...")
-    liveness: LivenessCheck = Field(description="Liveness score and policy")
+    threshold: float | None = Field(
+        default=None, description="Face: largest distance accepted as a match; null otherwise"
+    )
+    reason: str = Field(
+        description="Why: matched, unknown face, not live, pass expired, card unknown, ..."
+    )
+    refusal: str | None = Field(
+        default=None,
+        max_length=32,
+        description="A pass refused, in one stable word (malformed, unknown-key, forged, "
+        "wrong-gate, not-yet-valid, expired, too-long, used); a card or PIN: unknown, locked",
+    )
+    liveness: LivenessCheck | None = Field(
+        default=None, description="Face: liveness score and policy; null for other methods"
+    )
     latency_ms: float = Field(ge=0, description="From frame capture to relay command (or decision)")
-    camera: Ident = Field(description="Camera that saw the face")
-    relay: Literal["opened", "not_opened", "busy", "failed"] = Field(
-        description="What happened at the gate relay"
+    camera: Ident | None = Field(
+        default=None, description="Camera that saw the face or the pass; null for a reader"
     )
-    models: dict[str, str] = Field(description="Model name -> name@version+sha256 prefix")
+    reader: Ident | None = Field(
+        default=None, description="Card or PIN reader the credential came from; null otherwise"
+    )
+    pass_id: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{16}$",
+        description="A pass: its random id (hex), the key of the gate's use counter",
+    )
+    pass_issuer: Ident | None = Field(
+        default=None, description="A pass: the key id of its issuer, when the pass could be read"
+    )
+    uses_left: int | None = Field(
+        default=None, ge=0, description="A pass accepted: uses left after this one"
+    )
+    relay: Literal["opened", "not_opened", "busy", "failed"] = Field(
+        description="What happened at the gate relay: opened (set and read back), not_opened, "
+        "busy (a gate cycle already runs), failed (the write failed or read back otherwise)"
+    )
+    models: dict[str, str] = Field(
+        default_factory=dict, description="Model name -> name@version+sha256 prefix (face)"
+    )
 
 
 class PointStats(ContractModel):

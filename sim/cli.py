@@ -1,6 +1,6 @@
 """``cityedge simulate <profile>``, ``cityedge simulate modbus`` and ``cityedge simulate fleet``:
-Modbus devices from profiles, over TCP or RTU (``--serial``); ``coap-air`` and
-``hj212-platform``; the junction and the vision scenes' commands (:mod:`sim.junction.cli`,
+Modbus devices from profiles, over TCP or RTU (``--serial``); ``coap-air``,
+``hj212-platform`` and ``card-reader``; the junction and the vision scenes' commands (:mod:`sim.junction.cli`,
 :mod:`sim.scenes.vision_cli`); and ``cityedge demo``.
 
 Before a server starts, its ports (and its serial device) are probed, so a busy port or a
@@ -310,6 +310,34 @@ def simulate_coap_air(
     )
 
 
+def simulate_card_reader(
+    port: Annotated[int, typer.Option(help="TCP port gateways connect to")] = 4001,
+    control_port: Annotated[
+        int, typer.Option(help="Port of the control API that presents cards and keys")
+    ] = 4002,
+    host: Annotated[str, _HOST] = "127.0.0.1",
+    serial: Annotated[
+        str | None, typer.Option(help="Send down this serial device (a socat pty) instead")
+    ] = None,
+    baudrate: Annotated[int, typer.Option(help="Serial line speed (8N1)")] = 9600,
+) -> None:
+    """A Wiegand card reader and keypad behind an RS-485/TCP interface: POST /card, /keys."""
+    from sim.devices.card_reader import serve
+
+    if serial is not None:
+        check_serial(serial)
+    else:
+        check_port(host, port, "card reader")
+    check_port(host, control_port, "control API", option="--control-port")
+    setup_logging("info")
+    where = f"serial device {serial}" if serial else f"{host}:{port}"
+    serve_until_stopped(
+        lambda: serve(host, None if serial else port, control_port, serial, baudrate),
+        where,
+        codes.SERIAL if serial else codes.PORT_IN_USE,
+    )
+
+
 def simulate_hj212_platform(
     port: Annotated[int, typer.Option(help="TCP port stations connect to")] = 9212,
     host: Annotated[str, _HOST] = "127.0.0.1",
@@ -392,6 +420,7 @@ def _register_devices(simulate_app: typer.Typer) -> None:
     simulate_app.command("gateways")(simulate_gateways)
     simulate_app.command("coap-air")(simulate_coap_air)
     simulate_app.command("hj212-platform")(simulate_hj212_platform)
+    simulate_app.command("card-reader")(simulate_card_reader)
     from edge.profiles import BUILTIN, ProfileLibrary
 
     library = ProfileLibrary()

@@ -108,3 +108,12 @@ class PluginConfig(StrictModel):
     def wants_frames(self, camera: str) -> bool:
         """True if this app wants the frames of ``camera`` in its ``frames`` channel."""
         return False
+
+    def wants_credentials(self, reader: str) -> bool:
+        """True if this app wants the cards and PINs of ``reader`` in its ``credentials``."""
+        return False
+
+    def pages(self) -> list[str]:
+        """Pages this plug-in serves to people (names on a screen, an enrolment form): the
+        site check refuses to serve them in plain HTTP beyond this machine."""
+        return []

@@ -9,6 +9,7 @@ touches hardware or the network.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -24,10 +25,34 @@ from edge.registry import AppConfig, SinkConfig, SourceConfig
 from protocols.envelope import Ident
 
 
+class HttpTlsConfig(StrictModel):
+    cert: Path = Field(
+        description="PEM certificate chain of the endpoint (relative to the site file)"
+    )
+    key: Path = Field(description="PEM private key of the certificate (relative to the site file)")
+
+
 class HttpConfig(StrictModel):
     enabled: bool = Field(default=True, description="Serve /healthz and /metrics")
-    host: str = Field(default="127.0.0.1", description="Address to listen on (0.0.0.0 for all)")
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address to listen on (0.0.0.0 for all); pages for people (the gate "
+        "screen, enrolment) beyond this machine need tls",
+    )
     port: int = Field(default=8080, ge=0, le=65535, description="TCP port (0: any free port)")
+    tls: HttpTlsConfig | None = Field(
+        default=None, description="Serve HTTPS with this certificate and key (none: plain HTTP)"
+    )
+
+    @property
+    def loopback_only(self) -> bool:
+        """The endpoint is reachable from this machine only."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:  # a host name: it may resolve to anything
+            return False
 
 
 class ChannelConfig(StrictModel):
@@ -134,9 +159,37 @@ def _cross_check(
     for section, plugins in parts:
         for i, plugin in enumerate(plugins):
             problems.extend(((section, i, *loc), msg) for loc, msg in plugin.check(catalog))
+    problems.extend(_http_problems(config, check))
     if not config.sinks:
         warnings.append("no sinks: events will be made but go nowhere")
     return catalog, problems, warnings
+
+
+def _http_problems(config: SiteConfig, check: CheckContext) -> list[tuple[Loc, str]]:
+    """Pages for people (names, an enrolment form and its token) are not served in plain HTTP
+    beyond this machine; the certificate files exist."""
+    http = config.http
+    if not http.enabled:
+        return []
+    problems: list[tuple[Loc, str]] = []
+    if http.tls is None and not http.loopback_only:
+        pages = [page for app in config.apps for page in app.pages()]
+        if pages:
+            problems.append(
+                (
+                    ("http", "host"),
+                    f"{http.host!r} serves {', '.join(pages)} beyond this machine in plain HTTP "
+                    "(names and the staff token readable on the network): set http.tls "
+                    "{cert, key}, or listen on 127.0.0.1 (a screen on the gateway itself)",
+                )
+            )
+    if http.tls is not None:
+        for name in ("cert", "key"):
+            path = getattr(http.tls, name)
+            full = path if path.is_absolute() else check.base_dir / path
+            if not full.is_file():
+                problems.append((("http", "tls", name), f"no such file: {full}"))
+    return problems
 
 
 def load_site(path: Path, *, env: dict[str, str] | None = None) -> LoadedSite:

@@ -13,34 +13,49 @@ all in the app's own worker thread. Then, on the event loop:
   ignored for ``cooldown_s`` (tailgating guard);
 - otherwise **denied**: unknown face (reported at most every ``unknown_interval_s``) or not live.
 
-Every decision becomes an ``access`` envelope (person id or "unknown", distance, threshold,
-liveness, latency from frame capture to the relay command, model identities — never an image or
-a template), an audit-log entry, and an update of the gate screen.
+Face is not the only way in: a visitor pass (a signed QR code, :mod:`protocols.visitor_pass`)
+shown to the same camera, and cards and PINs from the readers the app follows
+(``readers.names``; sources of type ``card_reader``). Each is an :class:`Attempt` and goes the
+same way: the gate, then the report.
+
+The gate: "granted" only when the relay's write was read back as set (the actuator path returns
+the value the device holds). A write that fails (no reply, CE311/CE312) or reads back otherwise
+makes the attempt ``denied`` with ``relay: failed``, and the screen says to use the intercom.
+
+Every attempt becomes an ``access`` envelope with its ``method`` (person id, visit id or
+"unknown", distance and liveness for a face, the refusal of a pass, the reader of a card —
+never an image, a template, a card number, a PIN or a pass's text), an audit-log entry, and a
+message to the gate screen shown for ``screen.show_s`` (the name masked per ``screen.names``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, ParamSpec, TypeVar
 
 import cv2
 from prometheus_client import CollectorRegistry, Gauge
 
 from edge.errors import EdgeError
-from edge.face_access.config import FaceAccessConfig
+from edge.face_access.config import HOUR_S, FaceAccessConfig
 from edge.face_access.gallery import Gallery
+from edge.face_access.passes import PassLedger, PassScanner
 from edge.face_access.pipeline import FaceAnalysis
 from edge.face_access.service import FaceService
-from edge.face_access.web import ScreenFeed, face_routes
+from edge.face_access.web import ScreenFeed, face_routes, mask_name
 from edge.plugin import AppContext, Plugin, ServesRoutes
+from edge.readings import Credential
 from edge.vision.frames import Frame
 from edge.vision.session import limit_blas_threads
 from protocols import envelope as env
+from protocols import visitor_pass
+from protocols.signed import public_key_from_raw, unb64url
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -56,6 +71,28 @@ class Decision:
     score: float | None
     reason: str
     liveness: env.LivenessCheck
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One request to pass, whichever way it came: what the gate, the access event, the audit
+    log and the screen are told."""
+
+    method: env.AccessMethod
+    allowed: bool  # before the relay: the face matched, the pass and the card are good
+    person: str  # enrolled id, a pass's visit id, or "unknown"
+    reason: str
+    time: float  # Unix seconds when it was seen
+    mono: float  # monotonic seconds when it was captured (latency)
+    camera: str | None = None
+    reader: str | None = None
+    score: float | None = None
+    liveness: env.LivenessCheck | None = None
+    refusal: str | None = None  # a stable word (a pass's refusal, "unknown", "locked")
+    pass_id: str | None = None
+    pass_issuer: str | None = None
+    uses_left: int | None = None
+    screen: dict[str, Any] = field(default_factory=dict)  # more for the screen's message
 
 
 class FaceAccessMetrics:
@@ -83,10 +120,21 @@ class FaceAccessApp(Plugin, ServesRoutes):
         self.routes = face_routes(self)
         self.enrolled_gauge = ctx.metrics.own(FaceAccessMetrics).enrolled
         self._last: dict[str, float] = {}  # person or "unknown" -> monotonic time of last decision
+        p = config.passes
+        self.pass_keys = {kid: public_key_from_raw(unb64url(raw)) for kid, raw in p.keys.items()}
+        self.ledger = (
+            PassLedger(config.store_path(ctx.check.base_dir) / p.ledger) if p.keys else None
+        )
+        self._scanner: PassScanner | None = None  # made in the worker thread that uses it
+        self._pass_quiet: dict[str, float] = {}  # pass text digest -> monotonic end of quiet
+        self._reader_failures: dict[str, list[float]] = {}  # reader -> monotonic times
+        self._reader_locked: dict[str, float] = {}  # reader -> monotonic end of the lockout
         self._gate_task: asyncio.Task[None] | None = None
         self._store_version = -1
         self.door_closed: bool | None = None
         self.decisions = 0
+        self._latency_ms = 0.0  # from capture to the relay command, of the last opening
+        self._relay_error = ""
         self.frames_seen = 0
 
     async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
@@ -130,7 +178,11 @@ class FaceAccessApp(Plugin, ServesRoutes):
             )
             self.ready.set()
             async with asyncio.TaskGroup() as tg:
-                helpers = [tg.create_task(self._drain_inbox()), tg.create_task(self._watch_store())]
+                helpers = [
+                    tg.create_task(self._drain_inbox()),
+                    tg.create_task(self._watch_store()),
+                    tg.create_task(self._process_credentials()),
+                ]
                 await self._process_frames()
                 for h in helpers:
                     h.cancel()
@@ -139,6 +191,8 @@ class FaceAccessApp(Plugin, ServesRoutes):
         finally:
             self.screen.close()
             await asyncio.to_thread(self.executor.shutdown, wait=True)
+            if self.ledger is not None:
+                self.ledger.close()
 
     async def _drain_inbox(self) -> None:
         """Readings reach every app; this one only follows the gate's door contact."""
@@ -166,8 +220,18 @@ class FaceAccessApp(Plugin, ServesRoutes):
         rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
         return self.service.pipeline.analyse(rgb, liveness=self.config.liveness != "off")
 
+    def _scan_pass(self, frame: Frame) -> str | None:
+        if self._scanner is None:
+            self._scanner = PassScanner()
+        return self._scanner.scan(frame.image)
+
     async def _process_frames(self) -> None:
         async for frame in self.ctx.frames:
+            text = await self.call(self._scan_pass, frame) if self.ledger is not None else None
+            if text is not None:  # a pass held up to the camera: it decides, not the face
+                await self.handle_pass(frame, text)
+                self.frames_seen += 1
+                continue
             try:
                 analysis = await self.call(self._analyse, frame)
             except (ValueError, cv2.error) as err:
@@ -209,23 +273,174 @@ class FaceAccessApp(Plugin, ServesRoutes):
         if now - self._last.get(key, -float("inf")) < quiet:
             return None
         self._last[key] = now
+        state = "spoof" if decision.person != "unknown" else "unknown"
+        await self.admit(
+            Attempt(
+                method="face",
+                allowed=decision.granted,
+                person=decision.person,
+                reason=decision.reason,
+                time=frame.time,
+                mono=frame.captured_mono,
+                camera=frame.camera,
+                score=decision.score,
+                liveness=decision.liveness,
+                screen={"state": "granted" if decision.granted else state},
+            )
+        )
+        return decision
+
+    # -- passes, cards, PINs -------------------------------------------------------------------
+    async def handle_pass(self, frame: Frame, text: str) -> Attempt | None:
+        """A pass's QR text read from ``frame``: checked, its use counted, then the gate."""
+        c = self.config
+        key = hashlib.sha256(text.encode()).hexdigest()[:16]
+        now = time.monotonic()
+        if now < self._pass_quiet.get(key, -float("inf")):
+            return None  # the same code still held up: decided already
+        self._pass_quiet = {k: t for k, t in self._pass_quiet.items() if t > now}
+        self._pass_quiet[key] = now + c.cooldown_s
+        head: visitor_pass.VisitorPass | None = None
+        try:
+            head = visitor_pass.parse(text)[0]
+            p = visitor_pass.verify(
+                text,
+                keys=self.pass_keys,
+                site=self.ctx.site,
+                gate=c.pass_gate,
+                now=self.ctx.clock.time(),
+                max_validity_s=int(c.passes.max_validity_h * HOUR_S),
+                skew_s=c.passes.skew_s,
+            )
+            assert self.ledger is not None
+            left = await self.call(self.ledger.use, p, self.ctx.clock.time())
+        except visitor_pass.PassRefused as err:
+            trusted = err.reason not in (
+                visitor_pass.PassRefusal.MALFORMED,
+                visitor_pass.PassRefusal.UNKNOWN_KEY,
+                visitor_pass.PassRefusal.FORGED,
+            )
+            attempt = Attempt(
+                method="pass",
+                allowed=False,
+                person=head.subject if head is not None and trusted else "unknown",
+                reason=f"pass refused: {err.reason.value}: {err.detail}",
+                time=frame.time,
+                mono=frame.captured_mono,
+                camera=frame.camera,
+                refusal=err.reason.value,
+                pass_id=head.id_hex if head is not None else None,
+                pass_issuer=head.kid if head is not None and trusted else None,
+                screen={"state": "refused", "why": err.reason.value},
+            )
+        else:
+            # the visitor may still hold the phone up while walking through: not a second use
+            self._pass_quiet[key] = now + max(c.cooldown_s, c.passes.reuse_after_s)
+            attempt = Attempt(
+                method="pass",
+                allowed=True,
+                person=p.subject,
+                reason=f"pass {p.id_hex} from {p.kid}: use {p.uses - left} of {p.uses}",
+                time=frame.time,
+                mono=frame.captured_mono,
+                camera=frame.camera,
+                pass_id=p.id_hex,
+                pass_issuer=p.kid,
+                uses_left=left,
+                screen={"state": "granted", "visitor": not p.person},
+            )
+        await self.admit(attempt)
+        return attempt
+
+    async def _process_credentials(self) -> None:
+        async for credential in self.ctx.credentials:
+            await self.handle_credential(credential)
+
+    async def handle_credential(self, cred: Credential) -> Attempt:
+        """A card or PIN from a reader: its owner, or a failure counted against the reader
+        (``readers.max_failures`` within ``lockout_s`` lock it for ``lockout_s``: a PIN cannot
+        be guessed by trying)."""
+        r = self.config.readers
+        now = time.monotonic()
+        method: env.AccessMethod = "card" if cred.kind == "card" else "pin"
+        common: dict[str, Any] = {
+            "method": method,
+            "time": cred.time,
+            "mono": cred.mono,
+            "reader": cred.reader,
+        }
+        locked_until = self._reader_locked.get(cred.reader, 0.0)
+        if now < locked_until:
+            attempt = Attempt(
+                allowed=False,
+                person="unknown",
+                reason=f"reader locked for {locked_until - now:.0f} s after wrong cards or PINs",
+                refusal="locked",
+                screen={"state": "refused", "why": "locked"},
+                **common,
+            )
+            await self.admit(attempt)
+            return attempt
+        owner = await self.call(self.service.credential_owner, cred.kind, cred.value)
+        if owner is None:
+            fails = [t for t in self._reader_failures.get(cred.reader, []) if now - t < r.lockout_s]
+            fails.append(now)
+            self._reader_failures[cred.reader] = fails
+            why = "unknown"
+            if len(fails) >= r.max_failures:
+                self._reader_locked[cred.reader] = now + r.lockout_s
+                self._reader_failures[cred.reader] = []
+                why = "locked"
+                log.warning(
+                    "reader %s: %d wrong cards or PINs; locked for %.0f s",
+                    cred.reader,
+                    len(fails),
+                    r.lockout_s,
+                )
+            attempt = Attempt(
+                allowed=False,
+                person="unknown",
+                reason=f"{cred.kind} not enrolled",
+                refusal=why,
+                screen={"state": "refused", "why": why},
+                **common,
+            )
+        else:
+            self._reader_failures.pop(cred.reader, None)
+            attempt = Attempt(
+                allowed=True,
+                person=owner,
+                reason=f"{cred.kind} enrolled",
+                screen={"state": "granted"},
+                **common,
+            )
+        await self.admit(attempt)
+        return attempt
+
+    # -- the gate and the report -----------------------------------------------------------------
+    async def admit(self, attempt: Attempt) -> Relay:
+        """Open the gate for an allowed attempt (one opening at a time), then report it."""
         relay: Relay = "not_opened"
-        latency_ms = (time.monotonic() - frame.captured_mono) * 1000
-        if decision.granted:
+        if attempt.allowed:
             if self._gate_task is not None and not self._gate_task.done():
                 relay = "busy"
             else:
-                latency_ms = (time.monotonic() - frame.captured_mono) * 1000
-                relay = await self._open_gate()
-        await self._report(frame, decision, relay, latency_ms)
-        return decision
+                relay = await self._open_gate(time.monotonic() - attempt.mono)
+        await self._report(attempt, relay)
+        return relay
 
-    async def _open_gate(self) -> Relay:
+    async def _open_gate(self, latency_s: float) -> Relay:
         g = self.config.gate
+        self._latency_ms = latency_s * 1000
         try:
-            await self.ctx.actuators.write(g.device, g.point, True)
+            back = await self.ctx.actuators.write(g.device, g.point, True)
         except EdgeError as err:
             log.error("gate %s: opening failed: %s", g.device, err.for_humans())
+            self._relay_error = f"{err.code}: {err.message}"
+            return "failed"
+        if back is not True:
+            log.error("gate %s: relay %s read back %r after writing true", g.device, g.point, back)
+            self._relay_error = f"the relay read back {back!r}"
             return "failed"
         self._gate_task = asyncio.create_task(self._close_gate_later())
         return "opened"
@@ -243,50 +458,67 @@ class FaceAccessApp(Plugin, ServesRoutes):
                 )
                 await self.ctx.clock.sleep(0.5)
 
-    async def _report(self, frame: Frame, d: Decision, relay: Relay, latency_ms: float) -> None:
+    def _screen_message(self, a: Attempt, relay: Relay) -> dict[str, Any]:
+        c = self.config.screen
+        msg: dict[str, Any] = {"method": a.method, "show_s": c.show_s, **a.screen}
+        if a.allowed and relay == "failed":
+            msg["state"] = "intercom"  # allowed, but the gate did not confirm it opened
+        if msg.get("state") == "granted":
+            name = None if msg.get("visitor") else self.names.get(a.person)
+            msg["name"] = None if name is None else mask_name(name, c.names)
+        msg["decided_at_ms"] = round(self.ctx.clock.time() * 1000)
+        msg["seen_at_ms"] = round(a.time * 1000)
+        return msg
+
+    async def _report(self, a: Attempt, relay: Relay) -> None:
         self.decisions += 1
+        granted = a.allowed and relay in ("opened", "busy")
+        reason = a.reason
+        if a.allowed and relay == "failed":
+            reason = f"{a.reason}; the gate did not open ({self._relay_error}): use the intercom"
+        latency_ms = self._latency_ms if relay == "opened" else (time.monotonic() - a.mono) * 1000
         payload = env.AccessPayload(
-            decision=env.AccessDecision.GRANTED if d.granted else env.AccessDecision.DENIED,
-            person=d.person,
-            score=None if d.score is None else round(d.score, 4),
-            threshold=self.config.threshold,
-            reason=d.reason,
-            liveness=d.liveness,
+            decision=env.AccessDecision.GRANTED if granted else env.AccessDecision.DENIED,
+            method=a.method,
+            person=a.person,
+            score=None if a.score is None else round(a.score, 4),
+            threshold=self.config.threshold if a.method == "face" else None,
+            reason=reason[:300],
+            refusal=a.refusal,
+            liveness=a.liveness,
             latency_ms=round(max(latency_ms, 0.0), 2),
-            camera=frame.camera,
+            camera=a.camera,
+            reader=a.reader,
+            pass_id=a.pass_id,
+            pass_issuer=a.pass_issuer,
+            uses_left=a.uses_left,
             relay=relay,
-            models=self.model_versions,
+            models=self.model_versions if a.method == "face" else {},
         )
         log.info(
-            "gate %s: %s %s (distance %s, liveness %s, relay %s, %.0f ms)",
+            "gate %s: %s %s by %s (%s; relay %s, %.0f ms)",
             self.config.gate.device,
             payload.decision.value,
-            d.person,
-            payload.score,
-            "-" if d.liveness.score is None else f"{d.liveness.score:.3f}",
+            a.person,
+            a.method,
+            reason,
             relay,
             latency_ms,
         )
-        self.screen.publish(
-            {
-                "state": "granted"
-                if d.granted
-                else ("spoof" if d.person != "unknown" else "unknown"),
-                "person": d.person if d.granted else None,
-                "name": self.names.get(d.person) if d.granted else None,
-                "decided_at_ms": round(self.ctx.clock.time() * 1000),
-                "seen_at_ms": round(frame.time * 1000),
-            }
-        )
+        self.screen.publish(self._screen_message(a, relay))
         emitter = self.ctx.emitter
-        await emitter.send(emitter.access(self.config.gate.device, frame.time, payload))
+        await emitter.send(emitter.access(self.config.gate.device, a.time, payload))
         detail: dict[str, Any] = {
             "decision": payload.decision.value,
+            "method": a.method,
             "score": payload.score,
-            "live": d.liveness.live,
+            "live": None if a.liveness is None else a.liveness.live,
             "relay": relay,
-            "camera": frame.camera,
+            "camera": a.camera,
+            "reader": a.reader,
+            "refusal": a.refusal,
+            "pass": a.pass_id,
         }
         await self.call(
-            self.service.audit.append, "decision", d.person, detail, self.ctx.clock.time()
+            self.service.audit.append, "decision", a.person, detail, self.ctx.clock.time()
         )

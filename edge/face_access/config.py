@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import binascii
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from edge.config.base import Catalog, Loc, PluginConfig, StrictModel
 from edge.config.problems import did_you_mean
 from edge.config.tokens import TOKEN_MIN_LENGTH, BearerToken, Passphrase
+from protocols import ed25519
 from protocols.envelope import Ident
+from protocols.signed import unb64url
+
+HOUR_S = 3600
 
 
 class GateConfig(StrictModel):
@@ -28,6 +33,108 @@ class QualityConfig(StrictModel):
     )
     max_yaw_deg: float = Field(default=30.0, gt=0, le=90, description="Largest estimated head turn")
     max_roll_deg: float = Field(default=25.0, gt=0, le=90, description="Largest head tilt")
+
+
+class ScreenConfig(StrictModel):
+    """The gate terminal: who may watch its events stream, and what it shows."""
+
+    tokens: dict[Ident, BearerToken] = Field(
+        default_factory=dict,
+        description="Screen name -> token of that screen: the events stream answers 401 "
+        "without one of these (open the screen as /faces/<app>/screen#token=<token>); "
+        f"at least {TOKEN_MIN_LENGTH} random characters each, checked like admin_token",
+    )
+    loopback: bool = Field(
+        default=True,
+        description="A browser on the gateway itself (127.0.0.1, ::1) needs no token; false "
+        "when a reverse proxy on this machine forwards other people's requests",
+    )
+    show_s: float = Field(
+        default=4.0, ge=1, le=30, description="How long a decision stays on the screen"
+    )
+    names: Literal["masked", "full", "none"] = Field(
+        default="masked",
+        description="The name shown for a granted person: masked keeps the first character "
+        "and, from 3 characters on, the last of each word (张伟 -> 张*, 张小伟 -> 张*伟, "
+        "Obama -> O***a); full shows it whole; none shows no name",
+    )
+
+
+def key_map_problem(keys: dict[str, str]) -> str | None:
+    """Why a map of key id -> raw Ed25519 public key (base64url) cannot be trusted, or None."""
+    for kid, text in keys.items():
+        try:
+            raw = unb64url(text)
+        except (ValueError, binascii.Error):
+            raw = b""
+        if len(raw) != 32:
+            return f"key {kid!r}: expected 32 bytes in base64url (the raw Ed25519 public key)"
+        problem = ed25519.key_problem(raw)
+        if problem is not None:
+            return f"key {kid!r} is refused: {problem}; {ed25519.RULE}"
+    return None
+
+
+class PassesConfig(StrictModel):
+    """Visitor passes: Ed25519-signed QR codes shown to the gate camera (see
+    :mod:`protocols.visitor_pass`)."""
+
+    keys: dict[Ident, str] = Field(
+        default_factory=dict,
+        description="Issuer key id -> raw Ed25519 public key (32 bytes, base64url, as "
+        "'cityedge command-key' prints it); weak keys are refused; no keys: no pass opens",
+    )
+    gate: Ident | None = Field(
+        default=None,
+        description="The gate id passes must name (default: gate.device); a pass for another "
+        "gate or site is refused",
+    )
+    max_validity_h: float = Field(
+        default=72,
+        gt=0,
+        le=31 * 24,
+        description="Refuse passes whose window is longer than this (a leaked long pass is a "
+        "standing key)",
+    )
+    skew_s: int = Field(
+        default=60, ge=0, le=900, description="Accept a pass this early (clocks differ)"
+    )
+    reuse_after_s: float = Field(
+        default=30,
+        ge=0,
+        le=600,
+        description="A pass that opened the gate is not counted again for this long (the "
+        "visitor still holding it up while walking through)",
+    )
+    ledger: Path = Field(
+        default=Path("passes.db"),
+        description="Use counter of passes (relative to store_dir); kept across restarts",
+    )
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, v: dict[str, str]) -> dict[str, str]:
+        problem = key_map_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
+
+
+class ReadersConfig(StrictModel):
+    """Card and PIN readers (sources of type card_reader) whose credentials open this gate."""
+
+    names: list[Ident] = Field(
+        default_factory=list, description="Readers (card_reader source names) to follow"
+    )
+    pin_min_digits: int = Field(
+        default=6, ge=4, le=12, description="Shortest PIN accepted at enrolment"
+    )
+    max_failures: int = Field(
+        default=5, ge=1, le=100, description="Wrong cards or PINs before a reader is locked"
+    )
+    lockout_s: float = Field(
+        default=300, ge=1, le=86_400, description="How long a reader stays locked"
+    )
 
 
 class FaceAccessConfig(PluginConfig):
@@ -76,6 +183,15 @@ class FaceAccessConfig(PluginConfig):
         "characters of A-Z a-z 0-9 - . _ ~ + /, random (e.g. 'openssl rand -hex 16'); empty, "
         "short and placeholder tokens are refused (none: HTTP enrolment is off)",
     )
+    screen: ScreenConfig = Field(
+        default_factory=ScreenConfig, description="The gate terminal screen and its stream"
+    )
+    passes: PassesConfig = Field(
+        default_factory=PassesConfig, description="Visitor passes (signed QR codes)"
+    )
+    readers: ReadersConfig = Field(
+        default_factory=ReadersConfig, description="Card and PIN readers"
+    )
     max_image_retention_days: int = Field(
         default=30,
         ge=0,
@@ -85,6 +201,16 @@ class FaceAccessConfig(PluginConfig):
 
     def wants_frames(self, camera: str) -> bool:
         return camera in self.cameras
+
+    def wants_credentials(self, reader: str) -> bool:
+        return reader in self.readers.names
+
+    def pages(self) -> list[str]:
+        return [f"/faces/{self.name}/screen", f"/faces/{self.name}/enroll"]
+
+    @property
+    def pass_gate(self) -> str:
+        return self.passes.gate or self.gate.device
 
     def store_path(self, base_dir: Path) -> Path:
         return self.store_dir if self.store_dir.is_absolute() else base_dir / self.store_dir
@@ -97,6 +223,15 @@ class FaceAccessConfig(PluginConfig):
                     (
                         ("cameras", i),
                         f"no source provides camera {cam!r}{did_you_mean(cam, catalog.devices)}",
+                    )
+                )
+        for i, reader in enumerate(self.readers.names):
+            if reader not in catalog.devices:
+                problems.append(
+                    (
+                        ("readers", "names", i),
+                        f"no source provides reader {reader!r}"
+                        f"{did_you_mean(reader, catalog.devices)}",
                     )
                 )
         points = catalog.devices.get(self.gate.device)

@@ -1,8 +1,10 @@
 """Keys for the face store and the audit log, derived from the gateway's secret.
 
 HKDF-SHA256 (RFC 5869) with the site and gateway ids as salt and a purpose label as ``info``:
-one secret in ``secrets.yaml`` gives independent keys for the templates (AES-256-GCM) and for
-the audit chain (HMAC-SHA256). Another gateway, or another purpose, gets another key.
+one secret in ``secrets.yaml`` gives independent keys for the templates (AES-256-GCM), the
+audit chain (HMAC-SHA256) and the card and PIN digests (HMAC-SHA256: the store holds no card
+number or PIN, and without the secret a stolen store cannot be searched for one). Another
+gateway, or another purpose, gets another key.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ MIN_SECRET_CHARS = 16
 class FaceKeys:
     templates: bytes
     audit: bytes
+    credentials: bytes
 
     def __repr__(self) -> str:  # keys never appear in logs or tracebacks
         return "FaceKeys(**********)"
@@ -36,4 +39,5 @@ def derive_keys(secret: str, site: str, gateway: str) -> FaceKeys:
     return FaceKeys(
         templates=_hkdf(raw, salt, b"cityedge faces: templates v1"),
         audit=_hkdf(raw, salt, b"cityedge faces: audit chain v1"),
+        credentials=_hkdf(raw, salt, b"cityedge faces: card and PIN digests v1"),
     )

@@ -8,6 +8,14 @@ relabelled with another model fails to open. An enrolment image is kept only whe
 opts in, sealed the same way, with an expiry after which :meth:`TemplateStore.purge_expired`
 erases it.
 
+A person's sealed blob also holds where they live (building, unit, room) and the consent
+recorded at enrolment (by whom: the person, or a guardian for a minor under 14; the privacy
+notice's version; the reference of the signed form). A person may have no face template at all
+(they chose a card or a PIN): face is never the only way in.
+
+Cards and PINs are kept as keyed digests only (HMAC-SHA256 with a key derived from the gateway
+secret, :mod:`edge.face_access.keys`), one row each, erased with their person.
+
 Erasure: ``secure_delete`` makes SQLite overwrite deleted content with zeros, and the rollback
 journal (not WAL) leaves no second copy in the folder; after :meth:`TemplateStore.delete` no byte
 of the person's sealed row remains in the file (a test reads the raw file to check).
@@ -45,11 +53,59 @@ CREATE TABLE IF NOT EXISTS people (
 CREATE TABLE IF NOT EXISTS images (
     person TEXT PRIMARY KEY REFERENCES people(id) ON DELETE CASCADE,
     expires_at REAL NOT NULL, nonce BLOB NOT NULL, sealed BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS credentials (
+    digest BLOB PRIMARY KEY, person TEXT NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL, enrolled_at REAL NOT NULL);
 """
+CREDENTIAL_KINDS = ("card", "pin")
 
 
 class FaceStoreError(PermanentError):
     code = "CE420"
+
+
+@dataclass(frozen=True)
+class Home:
+    building: str = ""
+    unit: str = ""
+    room: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"building": self.building, "unit": self.unit, "room": self.room}
+
+
+@dataclass(frozen=True)
+class Consent:
+    """Separate consent to face recognition, recorded with the enrolment (人脸识别技术应用安全
+    管理办法: separate consent; a guardian's for a minor under 14)."""
+
+    by: str  # "self" or "guardian"
+    minor: bool  # under 14
+    guardian: str | None  # the guardian's name (sealed like the person's)
+    reference: str  # where the signed consent is kept (a form number), or how it was given
+    notice: str  # version of the privacy notice the person was shown
+    at: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "by": self.by,
+            "minor": self.minor,
+            "guardian": self.guardian,
+            "reference": self.reference,
+            "notice": self.notice,
+            "at": self.at,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Consent:
+        return cls(
+            str(d["by"]),
+            bool(d["minor"]),
+            d.get("guardian"),
+            str(d["reference"]),
+            str(d["notice"]),
+            float(d["at"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -60,20 +116,33 @@ class Person:
     enrolled_at: float
     templates: int
     image_expires_at: float | None
+    home: Home = Home()
+    consent: Consent | None = None
+    credentials: tuple[str, ...] = ()  # kinds of the cards and PINs enrolled ("card", "pin")
 
     def stale(self, model: str) -> bool:
-        return self.model != model
+        return self.templates > 0 and self.model != model
 
     def summary(self, model: str) -> dict[str, object]:
-        """What the CLI and the API show about a person (no template)."""
+        """What the CLI and the API show about a person (no template, no card, no PIN)."""
         return {
             "id": self.id,
             "name": self.name,
             "model": self.model,
+            "face": self.templates > 0,
             "stale": self.stale(model),
             "enrolled_at": self.enrolled_at,
             "image_expires_at": self.image_expires_at,
+            **self.home.as_dict(),
+            "consent": None if self.consent is None else self.consent.as_dict(),
+            "credentials": list(self.credentials),
         }
+
+    def matches(self, query: str) -> bool:
+        """Whether a search (words, any case) finds this person: every word is in the id, the
+        name, the building, the unit or the room."""
+        hay = " ".join((self.id, self.name, *self.home.as_dict().values())).casefold()
+        return all(word in hay for word in query.casefold().split())
 
 
 class TemplateStore:
@@ -138,8 +207,11 @@ class TemplateStore:
         now: float,
         image: bytes | None = None,
         image_expires_at: float | None = None,
+        home: Home = Home(),
+        consent: Consent | None = None,
     ) -> None:
-        """Add or replace a person (replacing drops their old templates and image)."""
+        """Add or replace a person (replacing drops their old templates and image, and keeps
+        their cards and PINs)."""
         body = json.dumps(
             {
                 "name": name,
@@ -147,15 +219,20 @@ class TemplateStore:
                     base64.b64encode(np.asarray(t, dtype="<f4").tobytes()).decode()
                     for t in templates
                 ],
-            }
+                "home": home.as_dict(),
+                "consent": None if consent is None else consent.as_dict(),
+            },
+            ensure_ascii=False,
         ).encode()
         nonce, sealed = self._seal(body, self._aad(person, model))
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute("DELETE FROM images WHERE person=?", (person,))
-                self._db.execute(
-                    "INSERT OR REPLACE INTO people VALUES (?, ?, ?, ?, ?)",
+                self._db.execute(  # an upsert: a REPLACE would cascade to the credentials
+                    "INSERT INTO people VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                    "model=excluded.model, enrolled_at=excluded.enrolled_at, "
+                    "nonce=excluded.nonce, sealed=excluded.sealed",
                     (person, model, now, nonce, sealed),
                 )
                 if image is not None:
@@ -180,6 +257,54 @@ class TemplateStore:
             self._db.execute("COMMIT")
         return gone > 0
 
+    def add_credential(self, person: str, kind: str, digest: bytes, now: float) -> str | None:
+        """Attach a card or PIN digest to ``person``; None when done, else the id of the
+        person who already has it (nothing is changed then). A person has at most one PIN:
+        a new one replaces the old."""
+        if kind not in CREDENTIAL_KINDS:
+            raise ValueError(f"kind must be one of {CREDENTIAL_KINDS}")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT person FROM credentials WHERE digest=?", (digest,)
+                ).fetchone()
+                if row is not None and row[0] != person:
+                    self._db.execute("ROLLBACK")
+                    return str(row[0])
+                if kind == "pin":
+                    self._db.execute(
+                        "DELETE FROM credentials WHERE person=? AND kind='pin'", (person,)
+                    )
+                self._db.execute(
+                    "INSERT OR REPLACE INTO credentials VALUES (?, ?, ?, ?)",
+                    (digest, person, kind, now),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return None
+
+    def remove_credentials(self, person: str, kind: str | None = None) -> int:
+        """Erase a person's cards and PINs (of one ``kind``, or all); how many went."""
+        with self._lock:
+            if kind is None:
+                cur = self._db.execute("DELETE FROM credentials WHERE person=?", (person,))
+            else:
+                cur = self._db.execute(
+                    "DELETE FROM credentials WHERE person=? AND kind=?", (person, kind)
+                )
+        return int(cur.rowcount)
+
+    def credential_owner(self, digest: bytes) -> tuple[str, str] | None:
+        """(person, kind) of a card or PIN digest, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT person, kind FROM credentials WHERE digest=?", (digest,)
+            ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
     def purge_expired(self, now: float) -> list[str]:
         """Erase retained images past their expiry; the people whose image went."""
         with self._lock:
@@ -201,18 +326,44 @@ class TemplateStore:
                 return self._db.execute(sql + " ORDER BY p.id").fetchall()
             return self._db.execute(sql + " WHERE p.id=?", (person,)).fetchall()
 
-    def _unseal(self, row: Any) -> tuple[Person, list[np.ndarray]]:
+    def _kinds(self) -> dict[str, tuple[str, ...]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT person, kind FROM credentials ORDER BY person, kind"
+            ).fetchall()
+        kinds: dict[str, list[str]] = {}
+        for person, kind in rows:
+            kinds.setdefault(person, []).append(kind)
+        return {p: tuple(k) for p, k in kinds.items()}
+
+    def _unseal(
+        self, row: Any, kinds: dict[str, tuple[str, ...]] | None = None
+    ) -> tuple[Person, list[np.ndarray]]:
         pid, model, enrolled_at, nonce, sealed, expires = row
         body = json.loads(self._open(nonce, sealed, self._aad(pid, model), f"person {pid!r}"))
         templates = [np.frombuffer(base64.b64decode(t), dtype="<f4") for t in body["templates"]]
-        return Person(pid, body["name"], model, enrolled_at, len(templates), expires), templates
+        home = Home(**body.get("home") or {})
+        consent = Consent.from_dict(body["consent"]) if body.get("consent") else None
+        person = Person(
+            pid,
+            body["name"],
+            model,
+            enrolled_at,
+            len(templates),
+            expires,
+            home,
+            consent,
+            (kinds or {}).get(pid, ()),
+        )
+        return person, templates
 
     def people(self) -> list[Person]:
-        return [self._unseal(r)[0] for r in self._rows()]
+        kinds = self._kinds()
+        return [self._unseal(r, kinds)[0] for r in self._rows()]
 
     def person(self, person: str) -> Person | None:
         rows = self._rows(person)
-        return self._unseal(rows[0])[0] if rows else None
+        return self._unseal(rows[0], self._kinds())[0] if rows else None
 
     def load(self, model: str) -> tuple[Gallery, dict[str, str], list[Person]]:
         """The gallery of ``model``'s templates, id → name, and the stale people."""

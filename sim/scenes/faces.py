@@ -11,7 +11,7 @@ model decides on them and nothing more.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -129,16 +129,21 @@ def frames(segments: Sequence[Segment], fps: float) -> Iterator[np.ndarray]:
             yield frame
 
 
-def write_video(path: Path, segments: Sequence[Segment], fps: float = 10.0) -> int:
-    """Write an MJPEG AVI of the segments; returns the number of frames."""
+def write_frames(path: Path, images: Iterable[np.ndarray], fps: float = 10.0) -> int:
+    """Write doorway frames (WIDTH x HEIGHT, BGR) as an MJPEG AVI; returns their number."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (WIDTH, HEIGHT))
     if not writer.isOpened():
         raise OSError(f"OpenCV cannot write {path}")
     count = 0
     try:
-        for frame in frames(segments, fps):
+        for frame in images:
             writer.write(frame)
             count += 1
     finally:
         writer.release()
     return count
+
+
+def write_video(path: Path, segments: Sequence[Segment], fps: float = 10.0) -> int:
+    """Write an MJPEG AVI of the segments; returns the number of frames."""
+    return write_frames(path, frames(segments, fps), fps)

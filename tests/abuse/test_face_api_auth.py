@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient, TestServer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from edge.config.site import load_site
 from edge.config.tokens import TOKEN_MIN_LENGTH
 from edge.errors import ConfigError
 from edge.vision.manifest import ModelStore
+from protocols.signed import b64url, public_key_raw
 from tests.edge.face_access.harness import TOKEN, Harness, config, make_harness
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,13 +162,15 @@ def test_the_community_gate_example_with_an_empty_token_fails_check_config() -> 
     env = {
         "GATE_SECRET": secrets.token_hex(16),
         "GATE_ADMIN_TOKEN": "",
+        "GATE_SCREEN_TOKEN": secrets.token_hex(16),
+        "GATE_PASS_KEY": b64url(public_key_raw(Ed25519PrivateKey.generate())),
         "CITY_BRAIN_USER": "gw",
         "CITY_BRAIN_PASSWORD": "pw",
     }
     with pytest.raises(ConfigError) as info:
         load_site(ROOT / "examples" / "community-gate.yaml", env=env)
     (problem,) = info.value.problems
-    assert "community-gate.yaml:32: apps[0].admin_token" in problem
+    assert "community-gate.yaml:40: apps[0].admin_token" in problem
     assert "it is empty" in problem and f"at least {TOKEN_MIN_LENGTH} characters" in problem
     load_site(
         ROOT / "examples" / "community-gate.yaml",

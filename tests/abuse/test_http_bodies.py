@@ -36,7 +36,7 @@ from edge.face_access.web import MAX_FIELD_BYTES, MAX_PARTS
 from edge.vision.manifest import MANIFEST_JSON
 from tests.abuse.fuzz import FUZZ, fuzz_input
 from tests.edge import contexts
-from tests.edge.face_access.harness import config
+from tests.edge.face_access.harness import CONSENT, config
 
 TOKEN = "an-admin-token-long-enough-for-any-rule-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -135,7 +135,7 @@ def test_enrolment_refuses_a_decompression_bomb_by_its_header(tmp_path: Path, bo
     pipeline ran on them."""
     svc = service(tmp_path)
     with pytest.raises(EnrollmentError, match="5000 x 5000 pixels") as caught:
-        svc.enroll("p-1", "Bomb", bomb, 0.0)
+        svc.enroll("p-1", "Bomb", bomb, 0.0, consent=CONSENT)
     assert caught.value.code == "CE421" and "scale the photo down" in (caught.value.hint or "")
     assert svc.people() == []
     svc.close()
@@ -158,7 +158,7 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Ap
 
 def form(image: bytes | None = None, **fields: str | io.BytesIO) -> FormData:
     f = FormData()
-    for name, value in {"id": "p-1", "name": "X", **fields}.items():
+    for name, value in {"id": "p-1", "name": "X", "consent_ref": "form-1", **fields}.items():
         f.add_field(name, value)
     if image is not None:
         f.add_field("image", image, filename="p.jpg", content_type="image/jpeg")

@@ -139,7 +139,7 @@ def table(tmp: Path, tcp: int, udp: int) -> list[Row]:
         # faces
         Row("faces list missing config", ["cityedge", "faces", "list", "-c", str(f["missing"])], "CE002", (str(f["missing"]),)),
         Row("faces delete no face app", ["cityedge", "faces", "delete", "p-1", "-c", str(f["site"])], "CE005", ("no face_access app",)),
-        Row("faces enroll missing photo", ["cityedge", "faces", "enroll", str(tmp / "me.jpg"), "--id", "p-1", "--name", "P", "-c", str(f["gate"])], "CE002", (str(tmp / "me.jpg"),)),
+        Row("faces enroll missing photo", ["cityedge", "faces", "enroll", str(tmp / "me.jpg"), "--id", "p-1", "--name", "P", "--consent-ref", "f-1", "-c", str(f["gate"])], "CE002", (str(tmp / "me.jpg"),)),
         Row("faces reenroll folder", ["cityedge", "faces", "reenroll", "-c", str(f["folder"])], "CE002", (str(f["folder"]),)),
         Row("faces audit-verify no config", ["cityedge", "faces", "audit-verify"], "CE001", ("--config",)),
         # provision

@@ -108,7 +108,7 @@ def test_json_times_are_iso_8601_utc(tmp_path: Path, model_store: ModelStore) ->
     photo = str(model_store.asset("obama.jpg"))
     done = runner.invoke(
         app,
-        ["faces", "enroll", photo, "--id", "p-1", "--name", "O", "-c", str(cfg), "--keep-image-days", "2", "--json"],
+        ["faces", "enroll", photo, "--id", "p-1", "--name", "O", "--consent-ref", "f-1", "-c", str(cfg), "--keep-image-days", "2", "--json"],
     )  # fmt: skip
     assert done.exit_code == 0, done.output
     kept = _iso_utc(json.loads(done.stdout)["image_kept_until"])
@@ -116,6 +116,7 @@ def test_json_times_are_iso_8601_utc(tmp_path: Path, model_store: ModelStore) ->
     (person,) = json.loads(listed.stdout)["people"]
     enrolled = _iso_utc(person["enrolled_at"])
     assert _iso_utc(person["image_expires_at"]) == kept and kept - enrolled > timedelta(days=1)
+    assert _iso_utc(person["consent"]["at"]) == enrolled
 
     for argv, key in (
         (["faces", "delete", "p-1", "-c", str(cfg), "--json"], "erased"),

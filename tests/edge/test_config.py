@@ -278,6 +278,8 @@ def test_shipped_configs_are_valid(path: Path) -> None:
         "BUREAU_PW": "k3v9q1",
         "GATE_SECRET": secrets.token_hex(16),
         "GATE_ADMIN_TOKEN": secrets.token_hex(16),
+        "GATE_SCREEN_TOKEN": secrets.token_hex(16),
+        "GATE_PASS_KEY": signed.b64url(signed.public_key_raw(Ed25519PrivateKey.generate())),
     }
     site = load_site(path, env=env)
     assert site.config.sources

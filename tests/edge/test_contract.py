@@ -14,6 +14,7 @@ import pytest
 from edge.actuators import MultiWriter, Writer
 from edge.bin_fill.app import BinFillApp
 from edge.camera.source import CameraSource
+from edge.card_reader.source import CardReaderSource
 from edge.coap.source import CoapSource
 from edge.config.site import load_site
 from edge.environment.app import EnvironmentApp
@@ -43,6 +44,7 @@ SOURCES: dict[str, Callable[[Any, SourceContext], Plugin]] = {
     "coap": CoapSource,
     "camera": CameraSource,
     "mqtt": MqttSource,
+    "card_reader": CardReaderSource,
 }
 APPS: dict[str, Callable[[Any, AppContext], Plugin]] = {
     "face_access": FaceAccessApp,
@@ -63,6 +65,7 @@ HAS = {
     FaceAccessApp: {ServesRoutes},
     BinFillApp: {ServesRoutes},
     MqttSink: {ReportsHealth},
+    CardReaderSource: {ReportsHealth},
 }
 
 

@@ -17,6 +17,7 @@ from edge.clock import VirtualClock
 from edge.errors import DeviceError
 from edge.face_access.app import FaceAccessApp
 from edge.face_access.config import FaceAccessConfig
+from edge.face_access.store import Consent
 from edge.metrics import GatewayMetrics
 from edge.readings import ReadingBatch
 from edge.vision.frames import Frame
@@ -26,6 +27,7 @@ from tests.edge import contexts
 from tests.edge.face_access.scenes import frame
 
 OPEN_S = 2.0
+CONSENT = Consent("self", False, None, "form-0001", "2025-06", 0.0)
 TOKEN = "tok-3f9a1c0d7e2b4a6f8c5e"  # the API's bearer token in these tests
 
 
@@ -35,12 +37,13 @@ class FakeGate:
 
     writes: list[tuple[str, Any]] = field(default_factory=list)
     fail: bool = False
+    reads_back: Any = None  # not None: what the device holds whatever was written
 
     async def write(self, device: str, point: str, value: Any) -> Any:
         if self.fail:
             raise DeviceError(f"device {device}: no reply")
         self.writes.append((point, value))
-        return value
+        return value if self.reads_back is None else self.reads_back
 
 
 @dataclass
@@ -104,7 +107,9 @@ async def make_harness(
     task = asyncio.create_task(app.run())
     await asyncio.wait_for(app.ready.wait(), 60)
     photo = model_store.asset("obama.jpg").read_bytes()
-    await app.call(app.service.enroll, "p-obama", "奥巴马 Obama", photo, clock.time())
+    await app.call(
+        app.service.enroll, "p-obama", "奥巴马 Obama", photo, clock.time(), consent=CONSENT
+    )
     await app.reload()
     yield Harness(app, clock, gate, events, frames, inbox)
     frames.close()

@@ -53,7 +53,19 @@ def faces(*args: str) -> tuple[int, str]:
 
 
 def enrol(cfg: Path, photo: str, person: str, name: str, *extra: str) -> tuple[int, str]:
-    return faces("enroll", photo, "--id", person, "--name", name, *extra, "--config", str(cfg))
+    return faces(
+        "enroll",
+        photo,
+        "--id",
+        person,
+        "--name",
+        name,
+        "--consent-ref",
+        f"form-{person}",
+        *extra,
+        "--config",
+        str(cfg),
+    )
 
 
 def service(path: Path) -> FaceService:
@@ -191,3 +203,40 @@ def test_a_site_without_the_app_is_an_input_error(tmp_path: Path) -> None:
     path.write_text("site: s\ngateway: g\n", encoding="utf-8")
     code, out = faces("list", "--config", str(path))
     assert code == 1 and "no face_access app" in out
+
+
+def test_cards_and_pins_are_given_without_echo_and_bad_ones_named(tmp_path: Path) -> None:
+    cfg = site(tmp_path)
+    code, out = faces(
+        "enroll",
+        "--no-face",
+        "--id",
+        "p-card",
+        "--name",
+        "卡",
+        "--consent-ref",
+        "form-1",
+        "--config",
+        str(cfg),
+    )
+    assert code == 0, out
+    code, out = faces("card", "add", "12:34567", "--id", "p-card", "--config", str(cfg), "--json")
+    assert code == 0 and json.loads(out) == {"ok": True, "id": "p-card", "kind": "card"}, out
+    result = runner.invoke(
+        app, ["faces", "pin", "set", "--id", "p-card", "--config", str(cfg)], input="480613\n"
+    )
+    assert result.exit_code == 0 and "PIN set for p-card" in result.output, result.output
+    assert "480613" not in result.output
+    svc = service(cfg)
+    try:
+        assert svc.credential_owner("card", "12:34567") == "p-card"
+        assert svc.credential_owner("pin", "480613") == "p-card"
+    finally:
+        svc.close()
+    code, out = faces("card", "add", "1234567", "--id", "p-card", "--config", str(cfg))
+    assert code == 1 and "CE427" in out and "FACILITY:NUMBER" in out and "Traceback" not in out
+    result = runner.invoke(
+        app, ["faces", "pin", "set", "--id", "p-card", "--config", str(cfg)], input="1234\n"
+    )
+    assert result.exit_code == 1 and "CE427" in result.output, result.output
+    assert "6-12 digits" in result.output and "Traceback" not in result.output

@@ -14,7 +14,7 @@ from edge.face_access.app import FaceAccessApp
 from edge.face_access.pipeline import FaceAnalysis
 from edge.readings import Reading, ReadingBatch
 from protocols import envelope as env
-from tests.edge.face_access.harness import OPEN_S, Harness, config
+from tests.edge.face_access.harness import CONSENT, OPEN_S, Harness, config
 from tests.edge.face_access.scenes import still
 
 
@@ -28,7 +28,9 @@ async def test_an_enrolled_person_opens_the_relay_for_the_set_time(harness: Harn
         "opened",
         "matched",
     )
-    assert a.score is not None and a.score <= a.threshold == 0.5
+    assert a.score is not None and a.threshold == 0.5 and a.score <= a.threshold
+    assert a.method == "face" and a.camera == "cam-1" and a.reader is None
+    assert a.liveness is not None
     assert a.liveness.policy == "record" and a.liveness.score is not None
     assert set(a.models) == {
         "mtcnn-pnet",
@@ -45,19 +47,27 @@ async def test_an_enrolled_person_opens_the_relay_for_the_set_time(harness: Harn
     assert h.gate.writes == [("relay", True), ("relay", False)]
     # the envelope never carries an image or a template
     raw = env.encode(h.events[0])
-    assert set(json.loads(raw)["payload"]) == {
+    payload = json.loads(raw)["payload"]
+    assert set(payload) == {
         "decision",
+        "method",
         "person",
         "score",
         "threshold",
         "reason",
+        "refusal",
         "liveness",
         "latency_ms",
         "camera",
+        "reader",
+        "pass_id",
+        "pass_issuer",
+        "uses_left",
         "relay",
         "models",
     }
-    assert len(raw) < 1200
+    assert [k for k in ("refusal", "reader", "pass_id", "pass_issuer") if payload[k]] == []
+    assert len(raw) < 1400
 
 
 async def test_an_unknown_face_does_not_open_and_is_reported_once(harness: Harness) -> None:
@@ -84,6 +94,7 @@ async def test_one_opening_per_decision_and_a_cooldown_per_person(harness: Harne
         "Biden",
         h.app.service.models.asset("biden.jpg").read_bytes(),
         0.0,
+        consent=CONSENT,
     )
     await h.app.reload()
     obama = still("obama2.jpg")
@@ -101,20 +112,43 @@ async def test_decisions_are_audited_and_shown_on_the_screen(harness: Harness) -
     h = harness
     q = h.app.screen.subscribe()
     await h.feed(still("obama2.jpg"))
-    state = q.get_nowait()
-    assert state["state"] == "granted" and state["name"] == "奥巴马 Obama"
+    _, state = q.get_nowait()
+    assert state["state"] == "granted" and state["method"] == "face"
+    assert state["name"] == "奥*马 O***a"  # masked by default (screen.names)
     v = h.app.service.audit.verify()
     assert v.ok and v.entries == 2  # enrolment + decision
     last = h.app.service.audit.path.read_text(encoding="utf-8").splitlines()[-1]
     assert '"decision"' in last and "p-obama" in last and "Obama" not in last
 
 
-async def test_a_gate_that_does_not_answer_is_reported(harness: Harness) -> None:
+async def test_a_gate_that_does_not_answer_is_not_granted_and_the_screen_says_intercom(
+    harness: Harness,
+) -> None:
+    """Before: ``granted`` (event and screen) although the write failed."""
     h = harness
+    q = h.app.screen.subscribe()
     h.gate.fail = True
     await h.feed(still("obama2.jpg"))
     [a] = h.access()
-    assert a.decision == env.AccessDecision.GRANTED and a.relay == "failed"
+    assert (a.decision, a.person, a.relay) == (env.AccessDecision.DENIED, "p-obama", "failed")
+    assert "did not open" in a.reason and "no reply" in a.reason and "intercom" in a.reason
+    _, state = q.get_nowait()
+    assert state["state"] == "intercom" and "name" not in state
+
+
+async def test_a_relay_that_reads_back_open_false_is_not_granted(harness: Harness) -> None:
+    """The write was answered but the relay did not take it (a local/remote switch): the
+    read-back decides, not the write."""
+    h = harness
+    q = h.app.screen.subscribe()
+    h.gate.reads_back = False
+    await h.feed(still("obama2.jpg"))
+    [a] = h.access()
+    assert (a.decision, a.relay) == (env.AccessDecision.DENIED, "failed")
+    assert "read back False" in a.reason
+    assert q.get_nowait()[1]["state"] == "intercom"
+    await h.clock.advance(OPEN_S + 1)
+    assert h.gate.writes == [("relay", True)]  # no closing cycle for a gate that never opened
 
 
 async def test_the_door_contact_is_followed_and_readings_do_not_pile_up(harness: Harness) -> None:
@@ -160,5 +194,6 @@ def test_decision_table(
     d = app.decide(analysis(q, live_score), Gallery(["p"], t[None]))
     assert d is not None
     assert (d.granted, d.person, d.reason) == (granted, person, reason)
+    assert d.liveness is not None
     assert d.liveness.live == (None if live_score is None else live_score < 0.2)
     assert app.decide(analysis(None, 0.1), Gallery(["p"], t[None])) is None
