@@ -52,7 +52,7 @@ def make_site(
     segments: list[Segment],
     *,
     broker: Broker | None = None,
-    liveness: str = "enforce",
+    liveness: str = "challenge_always",
     extra: str = "",
 ) -> GateSite:
     write_video(workdir / "gate.avi", segments, fps=10)

@@ -38,7 +38,7 @@ def payloads(sub: Subscriber) -> list[env.AccessPayload]:
 
 def summary(ps: list[env.AccessPayload]) -> list[tuple[object, ...]]:
     return [
-        (p.decision.value, p.person, p.relay, p.reason, p.score, p.liveness.score, p.latency_ms)
+        (p.decision.value, p.person, p.relay, p.reason, p.score, p.liveness.passive, p.latency_ms)
         for p in ps
     ]
 
@@ -92,8 +92,8 @@ def test_the_enrolled_person_opens_the_relay_a_stranger_does_not(
         "opened",
     )
     assert first.score is not None and first.score <= first.threshold
-    assert first.liveness.policy == "record" and first.liveness.score is not None
-    assert len(first.models) == 5 and first.latency_ms > 0
+    assert first.liveness.policy == "record" and first.liveness.passive is not None
+    assert len(first.models) == 8 and first.latency_ms > 0
     assert (stranger.decision, stranger.person, stranger.relay) == (
         env.AccessDecision.DENIED,
         "unknown",

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edge.face_access.app import FaceAccessApp
+from edge.face_access.liveness.passive import PassiveScores
 from edge.face_access.pipeline import FaceAnalysis
 from edge.readings import Reading, ReadingBatch
 from protocols import envelope as env
@@ -29,13 +30,17 @@ async def test_an_enrolled_person_opens_the_relay_for_the_set_time(harness: Harn
         "matched",
     )
     assert a.score is not None and a.score <= a.threshold == 0.5
-    assert a.liveness.policy == "record" and a.liveness.score is not None
+    assert a.liveness.policy == "record" and a.liveness.passive is not None
+    assert a.liveness.live is None and a.liveness.challenge is None  # record: reported only
     assert set(a.models) == {
         "mtcnn-pnet",
         "mtcnn-rnet",
         "mtcnn-onet",
         "dlib-resnet-embedding",
-        "face-antispoofing",
+        "human-antispoof",
+        "human-liveness",
+        "facemesh",
+        "iris",
     }
     assert a.latency_ms > 0
     assert h.gate.writes == [("relay", True)]
@@ -125,19 +130,37 @@ async def test_the_door_contact_is_followed_and_readings_do_not_pile_up(harness:
     assert h.app.door_closed is False and h.inbox.depth == 0
 
 
-def analysis(embedding: np.ndarray | None, liveness: float | None) -> FaceAnalysis:
-    return FaceAnalysis(faces=1, embedding=embedding, liveness=liveness)
+def analysis(embedding: np.ndarray | None, live: float | None) -> FaceAnalysis:
+    passive = None if live is None else PassiveScores(live, live)
+    return FaceAnalysis(faces=1, embedding=embedding, passive=passive)
 
 
 @pytest.mark.parametrize(
-    ("policy", "distance", "live_score", "granted", "person", "reason"),
+    ("policy", "distance", "live_score", "granted", "person", "reason", "live"),
     [
-        ("enforce", 0.3, 0.05, True, "p", "matched"),
-        ("enforce", 0.3, 0.9, False, "p", "not live (replay or print suspected)"),
-        ("record", 0.3, 0.9, True, "p", "matched"),
-        ("off", 0.3, None, True, "p", "matched"),
-        ("enforce", 0.7, 0.05, False, "unknown", "unknown face"),
-        ("record", 0.5, 0.05, True, "p", "matched"),  # the threshold itself is accepted
+        ("passive", 0.3, 0.9, True, "p", "matched", True),
+        ("passive", 0.3, 0.2, False, "p", "not live: passive score 0.20 < 0.5", False),
+        ("passive", 0.3, 0.5, True, "p", "matched", True),  # the limit itself is live
+        (
+            "passive",
+            0.3,
+            None,
+            False,
+            "p",
+            "not live: the passive liveness models did not run",
+            False,
+        ),
+        ("record", 0.3, 0.1, True, "p", "matched", None),
+        ("off", 0.3, None, True, "p", "matched", None),
+        ("passive", 0.7, 0.9, False, "unknown", "unknown face", True),
+        ("record", 0.5, 0.9, True, "p", "matched", None),  # the threshold itself is accepted
+        # challenge policies: not decided yet, a challenge first
+        ("challenge_always", 0.3, 0.9, False, "p", "challenge", None),
+        ("challenge_on_doubt", 0.3, 0.2, False, "p", "challenge", None),
+        ("challenge_on_doubt", 0.3, 0.9, True, "p", "matched", True),
+        ("challenge_always", 0.7, 0.9, False, "unknown", "unknown face", True),
+        # without the passive models' score a challenge policy still challenges
+        ("challenge_always", 0.3, None, False, "p", "challenge", None),
     ],
 )
 def test_decision_table(
@@ -148,6 +171,7 @@ def test_decision_table(
     granted: bool,
     person: str,
     reason: str,
+    live: bool | None,
 ) -> None:
     from edge.face_access.gallery import Gallery
 
@@ -160,5 +184,20 @@ def test_decision_table(
     d = app.decide(analysis(q, live_score), Gallery(["p"], t[None]))
     assert d is not None
     assert (d.granted, d.person, d.reason) == (granted, person, reason)
-    assert d.liveness.live == (None if live_score is None else live_score < 0.2)
+    assert d.challenge == (reason == "challenge")
+    assert d.liveness.live == live
+    assert d.liveness.policy == policy
+
+
+def test_refuse_below_refuses_without_a_challenge(tmp_path: Path) -> None:
+    from edge.face_access.gallery import Gallery
+
+    cfg = config(tmp_path, liveness="challenge_always", refuse_below=0.3)
+    app = FaceAccessApp.__new__(FaceAccessApp)
+    app.config = cfg
+    t = np.zeros(128, np.float32)
+    d = app.decide(analysis(t, 0.1), Gallery(["p"], t[None]))
+    assert d is not None and not d.granted and not d.challenge
+    assert d.reason == "not live: passive score 0.10 < 0.3 (refuse_below)"
+    assert d.liveness.live is False
     assert app.decide(analysis(None, 0.1), Gallery(["p"], t[None])) is None
