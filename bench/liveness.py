@@ -27,6 +27,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import cast
 
 import numpy as np
 from rich.console import Console
@@ -98,9 +99,9 @@ def measure(
         recordings: list[list[np.ndarray]] = []
         for k in range(per_face):
             rng = np.random.default_rng([seed, n, k, 0])
-            actor = scene.Resident(head, rng, scene.Camera.random(rng))
+            resident: scene.Actor = scene.Resident(head, rng, scene.Camera.random(rng))
             a = scene.run_attempt(
-                actor,
+                resident,
                 pipeline,
                 face.templates,
                 THRESHOLD,
@@ -114,15 +115,26 @@ def measure(
             a.frames = []
         for kind in results.attacks:
             for k in range(per_face):
-                rng = np.random.default_rng([seed, n, k, 1 + ATTACKS.index(kind)])  # type: ignore[arg-type]
+                rng = np.random.default_rng([seed, n, k, 1 + ATTACKS.index(kind)])
                 if kind == "replay":
                     if not recordings:
                         continue
-                    actor = scene.attack("replay", face.crop, rng, recordings[k % len(recordings)], (100, 40, 540, 480))
+                    actor = scene.attack(
+                        "replay",
+                        face.crop,
+                        rng,
+                        recordings[k % len(recordings)],
+                        (100, 40, 540, 480),
+                    )
                 else:
-                    actor = scene.attack(kind, face.crop, rng)  # type: ignore[arg-type]
+                    actor = scene.attack(cast(scene.AttackKind, kind), face.crop, rng)
                 a = scene.run_attempt(
-                    actor, pipeline, face.templates, THRESHOLD, off, random.Random(f"{seed}-{n}-{k}-{kind}")
+                    actor,
+                    pipeline,
+                    face.templates,
+                    THRESHOLD,
+                    off,
+                    random.Random(f"{seed}-{n}-{k}-{kind}"),
                 )
                 results.attacks[kind].append(a)
         progress(f"{face.photo}#{face.index}: {n + 1}/{len(people)} faces")
@@ -143,7 +155,9 @@ def accepted(a: scene.Attempt, policy: str, passive_limit: float, planarity_limi
     return a.passed(planarity_limit)
 
 
-def rate(attempts: list[scene.Attempt], accept: Callable[[scene.Attempt], bool], bona_fide: bool) -> float:
+def rate(
+    attempts: list[scene.Attempt], accept: Callable[[scene.Attempt], bool], bona_fide: bool
+) -> float:
     if not attempts:
         return float("nan")
     hits = sum(1 for a in attempts if accept(a) != bona_fide)
@@ -163,7 +177,9 @@ def tune(r: Results) -> tuple[float, float]:
     """(passive_limit, planarity_limit) chosen on the tuning results."""
     bf = r.bona_fide
     scores = [a.passive.score for a in bf if a.passive is not None]
-    passive_limit = strictest(scores, lambda v: rate(bf, lambda a: accepted(a, "passive", v, 0.0), True))
+    passive_limit = strictest(
+        scores, lambda v: rate(bf, lambda a: accepted(a, "passive", v, 0.0), True)
+    )
     planar = [a.planarity for a in bf if a.planarity is not None] + [0.0]
     planarity_limit = strictest(
         [round(v, 3) for v in planar],
@@ -228,13 +244,23 @@ def run(console: Console) -> str:
     console.print("tuning set ...")
     tuning = measure(pipeline, tuning_faces, defaults, kinds, PER_FACE, 1, progress)
     passive_limit, planarity_limit = tune(tuning)
-    console.print(f"chosen on the tuning set: passive_limit {passive_limit}, planarity_limit {planarity_limit}")
+    console.print(
+        f"chosen on the tuning set: passive_limit {passive_limit}, planarity_limit {planarity_limit}"
+    )
     console.print("test set ...")
     test = measure(pipeline, test_faces, defaults, kinds, PER_FACE, 2, progress)
     steps: dict[int, Results] = {defaults.steps: test}
     for n in (1, 3):
         console.print(f"test set, {n} step(s): bona fide and replays ...")
-        steps[n] = measure(pipeline, test_faces, replace(defaults, steps=n), ("bona_fide", "replay"), 2, 3 + n, progress)
+        steps[n] = measure(
+            pipeline,
+            test_faces,
+            replace(defaults, steps=n),
+            ("bona_fide", "replay"),
+            2,
+            3 + n,
+            progress,
+        )
     console.print("decision latency without a challenge ...")
     latency = asyncio.run(decision_latency("passive"))
     frame_ms = [ms for a in test.bona_fide for ms in a.frame_ms]
@@ -243,14 +269,19 @@ def run(console: Console) -> str:
     for n in sorted(steps):
         r = steps[n]
         s50, s95 = seconds(r.bona_fide, planarity_limit)
-        replay = rate(r.attacks["replay"], lambda a: accepted(a, "challenge_always", 1.0, planarity_limit), False)
+        replay = rate(
+            r.attacks["replay"],
+            lambda a: accepted(a, "challenge_always", 1.0, planarity_limit),
+            False,
+        )
         step_rows.append(
             f"| {n} | {sequences(defaults.actions, n)} | {s50:.2f} s | {s95:.2f} s | "
             f"{100 * rate(r.bona_fide, lambda a: accepted(a, 'challenge_always', 1.0, planarity_limit), True):.1f} % | "
             f"{100 * replay:.1f} % ({len(r.attacks['replay'])}) |"
         )
     why = "\n".join(
-        f"- {k}: {outcomes(v, planarity_limit)}" for k, v in {"bona fide": test.bona_fide, **test.attacks}.items()
+        f"- {k}: {outcomes(v, planarity_limit)}"
+        for k, v in {"bona fide": test.bona_fide, **test.attacks}.items()
     )
     counts = ", ".join(f"{k} {len(v)}" for k, v in test.attacks.items())
     return f"""## Liveness against presentation attacks (`bench/liveness.py`)

@@ -41,14 +41,15 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from models.errors import UnsupportedModel
 from models.onnx_out import finish, save
 from models.tfjs_weights import decode_weights
 
 _NHWC_TO_NCHW_AXIS = {0: 0, 1: 2, 2: 3, 3: 1, -1: 1}
 
 
-class UnsupportedOp(ValueError):
-    pass
+class UnsupportedOp(UnsupportedModel):
+    """An op (or a use of one) this converter does not convert."""
 
 
 def _attr(node: dict[str, Any], key: str, default: Any = None) -> Any:
@@ -199,9 +200,8 @@ class _Converter:
         if op == "Prelu":
             if alpha is None:
                 raise UnsupportedOp(f"{where}: Prelu without its slope")
-            slope = self.weight(alpha, where).reshape(-1)
-            if self.rank[x] == 4:
-                slope = slope.reshape(-1, 1, 1)
+            flat = self.weight(alpha, where).reshape(-1)
+            slope = flat.reshape(-1, 1, 1) if self.rank[x] == 4 else flat
             return self.node("PRelu", [x, self.const(slope, "alpha")])
         if op == "Relu":
             return self.node("Relu", [x])

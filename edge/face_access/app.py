@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec, TypeVar
 
 import cv2
+from prometheus_client import CollectorRegistry, Gauge
 
 from edge.errors import EdgeError
 from edge.face_access.config import FaceAccessConfig
@@ -47,7 +48,7 @@ from edge.face_access.liveness.runner import ChallengeRun
 from edge.face_access.pipeline import FaceAnalysis
 from edge.face_access.service import FaceService
 from edge.face_access.web import ScreenFeed, face_routes
-from edge.plugin import AppContext
+from edge.plugin import AppContext, Plugin, ServesRoutes
 from edge.vision.face_detector import FaceBox
 from edge.vision.frames import Frame
 from edge.vision.session import limit_blas_threads
@@ -93,7 +94,17 @@ class Attempt:
     shown_left: int = -1  # the seconds_left last put on the screen
 
 
-class FaceAccessApp:
+class FaceAccessMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.enrolled = Gauge(
+            "cityedge_faces_enrolled",
+            "People in a face store: current, or stale (enrolled with another model)",
+            ["app", "status"],
+            registry=registry,
+        )
+
+
+class FaceAccessApp(Plugin, ServesRoutes):
     def __init__(self, config: FaceAccessConfig, ctx: AppContext) -> None:
         self.config = config
         self.ctx = ctx
@@ -106,6 +117,7 @@ class FaceAccessApp:
         self.ready = asyncio.Event()
         self.screen = ScreenFeed()
         self.routes = face_routes(self)
+        self.enrolled_gauge = ctx.metrics.own(FaceAccessMetrics).enrolled
         self._last: dict[str, float] = {}  # person or "unknown" -> monotonic time of last decision
         self._gate_task: asyncio.Task[None] | None = None
         self._store_version = -1
@@ -141,8 +153,8 @@ class FaceAccessApp:
 
     async def reload(self) -> None:
         self.gallery, self.names, stale, self._store_version = await self.call(self._load_gallery)
-        self.ctx.metrics.faces_enrolled.labels(self.name, "current").set(len(self.names))
-        self.ctx.metrics.faces_enrolled.labels(self.name, "stale").set(stale)
+        self.enrolled_gauge.labels(self.name, "current").set(len(self.names))
+        self.enrolled_gauge.labels(self.name, "stale").set(stale)
 
     async def run(self) -> None:
         try:

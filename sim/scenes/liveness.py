@@ -304,7 +304,9 @@ def print_texture(photo: np.ndarray, rng: np.random.Generator, hand: bool = True
     return out
 
 
-def screen_texture(photo: np.ndarray, rng: np.random.Generator, stripes: float = 0.65) -> np.ndarray:
+def screen_texture(
+    photo: np.ndarray, rng: np.random.Generator, stripes: float = 0.65
+) -> np.ndarray:
     """``photo`` on a phone screen: backlight gamma and tint, RGB sub-pixel stripes (3 per
     screen pixel, drawn at 3x so the camera's resampling makes the moiré; ``stripes`` is their
     contrast, lower for a finer screen), a dark bezel."""

@@ -6,8 +6,8 @@ turn, how open the eyes are, the rigid landmarks — and tells it when each prom
 screen. Per step:
 
 1. **neutral**: the face must be frontal (head turn within ``neutral_deg`` of its resting turn,
-   the one it was recognised with) with the eyes open; then, after a random pause (``pause_s``, so a recording cannot know
-   when the prompt comes), the step's action is prompted (:attr:`Challenge.want_prompt`);
+   the one it was recognised with) with the eyes open; then, after a random pause (``pause_s``,
+   so a recording cannot know when the prompt comes), the step's action is prompted (:attr:`Challenge.want_prompt`);
 2. **prompted**: the answer must start at least ``min_reaction_s`` after the prompt (no person
    reacts faster; a replay that happens to move at that moment does) and finish within
    ``step_s``. A turn counts when the head is turned ``turn_deg`` the asked way; a blink when
@@ -16,8 +16,9 @@ screen. Per step:
    the wrong way, or a turn while a blink was asked. Blinks during a turn are natural and
    ignored, and so is a blink that started before the reaction time;
 3. after the last step the face must come back towards frontal (within ``turn_deg / 2``, as
-   between steps) with the eyes open, within ``step_s``: the caller checks on that frame that the same person finished (the embedding again), and the challenge checks that the
-   head was not flat: over the frames turned at least ``0.75 * turn_deg``, the landmarks must
+   between steps) with the eyes open, within ``step_s``: the caller checks on that frame that
+   the same person finished (the embedding again), and the challenge checks that the head was
+   not flat: over the frames turned at least ``0.75 * turn_deg``, the landmarks must
    show ``planarity_limit`` of parallax that no homography explains
    (:func:`~edge.face_access.liveness.mesh.planar_residual`). A blink-only challenge has no turn
    and no planarity figure.
