@@ -78,6 +78,7 @@ def challenge_settings(config: FaceAccessConfig) -> ChallengeSettings:
         steps=c.steps,
         step_s=c.step_s,
         min_reaction_s=c.min_reaction_s,
+        answer_s=c.answer_s,
         turn_deg=c.turn_deg,
         planarity_limit=c.planarity_limit,
     )

@@ -72,6 +72,14 @@ class ChallengeConfig(StrictModel):
         le=1,
         description="An answer that starts sooner after the prompt is not a person's",
     )
+    answer_s: float = Field(
+        default=1.5,
+        gt=0,
+        le=10,
+        description="An answer must begin this soon after the prompt (a head half-way turned, "
+        "the eyes closed): a person who read it reacts within a second or so, a recording "
+        "whose gesture merely falls somewhere in the step does not",
+    )
     turn_deg: float = Field(default=15.0, ge=5, le=60, description="Head turn that counts")
     planarity_limit: float = Field(
         default=0.02,
@@ -87,6 +95,20 @@ class ChallengeConfig(StrictModel):
         if len(set(v)) != len(v):
             raise ValueError("each action once")
         return v
+
+    @model_validator(mode="after")
+    def _answer_within_step(self) -> ChallengeConfig:
+        if self.answer_s > self.step_s:
+            raise ValueError(
+                f"answer_s ({self.answer_s:g}) is longer than step_s ({self.step_s:g}): an answer "
+                "must begin within the step; raise step_s or lower answer_s"
+            )
+        if self.min_reaction_s >= self.answer_s:
+            raise ValueError(
+                f"min_reaction_s ({self.min_reaction_s:g}) leaves no time to answer before "
+                f"answer_s ({self.answer_s:g}): lower it"
+            )
+        return self
 
 
 class FaceAccessConfig(PluginConfig):

@@ -5,23 +5,29 @@ A pure state machine (no models, no clock of its own): the caller feeds one
 turn, how open the eyes are, the rigid landmarks — and tells it when each prompt reached the
 screen. Per step:
 
-1. **neutral**: the face must be frontal (head turn within ``neutral_deg`` of its resting turn,
-   the one it was recognised with) with the eyes open; then, after a random pause (``pause_s``,
-   so a recording cannot know when the prompt comes), the step's action is prompted (:attr:`Challenge.want_prompt`);
-2. **prompted**: the answer must start at least ``min_reaction_s`` after the prompt (no person
-   reacts faster; a replay that happens to move at that moment does) and finish within
-   ``step_s``. A turn counts when the head is turned ``turn_deg`` the asked way; a blink when
-   both eyes close below ``closed_ratio`` of their open size and open again. The other action
-   fails the step (a recording that shows every action in turn does not pass by waiting): a turn
-   the wrong way, or a turn while a blink was asked. Blinks during a turn are natural and
-   ignored, and so is a blink that started before the reaction time;
-3. after the last step the face must come back towards frontal (within ``turn_deg / 2``, as
-   between steps) with the eyes open, within ``step_s``: the caller checks on that frame that
-   the same person finished (the embedding again), and the challenge checks that the head was
-   not flat: over the frames turned at least ``0.75 * turn_deg``, the landmarks must
-   show ``planarity_limit`` of parallax that no homography explains
-   (:func:`~edge.face_access.liveness.mesh.planar_residual`). A blink-only challenge has no turn
-   and no planarity figure.
+1. **neutral**: the face must be frontal (head turn within ``neutral_deg``, and a third of
+   ``turn_deg``, of its resting turn, the one it was recognised with) with the eyes open; then,
+   after a random pause (``pause_s``, so a recording cannot know when the prompt comes), the
+   step's action is prompted (:attr:`Challenge.want_prompt`, on a frontal frame only);
+2. **prompted**: the answer must begin at least ``min_reaction_s`` after the prompt (no person
+   reacts faster; a replay that happens to move at that moment does) and at most ``answer_s``
+   after it (a person who read the prompt reacts within a second or so; a recording whose
+   gesture merely falls somewhere in the step does not), and finish within ``step_s``. A turn
+   begins when the head is half-way (``turn_deg / 2``) the asked way and counts at
+   ``turn_deg``; a blink begins when both eyes close below ``closed_ratio`` of their open size
+   and counts when they open again. The other action fails the step (a recording that shows
+   every action in turn does not pass by waiting): a turn the wrong way, or a turn while a
+   blink was asked. Blinks during a turn are natural and ignored, and so is a blink that
+   started before the reaction time;
+3. after the last step the face must come back towards frontal (within ``turn_deg / 2``) with
+   the eyes open, within ``step_s``: the caller checks on that frame that the same person
+   finished (the embedding again), and the challenge checks that the head was not flat: over
+   the frames turned at least ``0.75 * turn_deg``, the landmarks must show ``planarity_limit``
+   of parallax that no homography explains
+   (:func:`~edge.face_access.liveness.mesh.planar_residual`; no measurable residual counts as
+   none). A blink-only challenge has no turn and no planarity figure.
+
+A frame whose numbers are not finite (a landmarker that lost the face) is skipped.
 
 Outcomes (:data:`Outcome`): ``passed``; ``timeout`` (no answer in time), ``wrong_action``,
 ``too_early`` (a turn that began before a person could have seen the prompt), ``face_lost``
@@ -31,6 +37,7 @@ screen turned), ``other_person`` (the embedding at the end, set by the caller).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,6 +61,7 @@ class ChallengeSettings:
     steps: int = 2
     step_s: float = 4.0
     min_reaction_s: float = 0.15
+    answer_s: float = 1.5
     pause_s: tuple[float, float] = (0.1, 0.4)
     turn_deg: float = 15.0
     neutral_deg: float = 8.0
@@ -71,6 +79,12 @@ class Observation:
     openness: float  # mean of both eyes (lid gap over eye width)
     rigid: np.ndarray  # N x 2 landmarks that move with the skull
     scale: float  # eye distance in pixels
+
+    @property
+    def usable(self) -> bool:
+        """Finite numbers throughout (a landmarker that lost the face gives NaN)."""
+        numbers = (self.t, self.yaw_deg, self.openness, self.scale)
+        return all(math.isfinite(v) for v in numbers) and bool(np.isfinite(self.rigid).all())
 
 
 @dataclass
@@ -95,6 +109,8 @@ class Challenge:
     _reference: Observation | None = None
     _turned: list[Observation] = field(default_factory=list)
     _closed_at: float | None = None  # when the eyes closed (during a blink step)
+    _begun_at: float | None = None  # when the asked turn passed half-way (during a turn step)
+    _ready: bool = False  # the last frame was frontal with the eyes open (a prompt may come)
 
     @classmethod
     def random(cls, settings: ChallengeSettings, rng: random.Random, started: float) -> Challenge:
@@ -114,7 +130,8 @@ class Challenge:
 
     def want_prompt(self, now: float) -> bool:
         """Whether the caller should show the current step's prompt now."""
-        return self.phase == "neutral" and self.prompt_due is not None and now >= self.prompt_due
+        due = self.prompt_due is not None and now >= self.prompt_due
+        return self.phase == "neutral" and due and self._ready
 
     def seconds_left(self, now: float) -> float:
         """Of the current step (or of the return to neutral before or after it)."""
@@ -138,6 +155,7 @@ class Challenge:
         self.prompted_at = at
         self.prompt_due = None
         self._closed_at = None
+        self._begun_at = None
 
     def fail(self, outcome: Outcome, detail: str, at: float) -> None:
         if not self.done:
@@ -151,20 +169,21 @@ class Challenge:
         """Take one frame; returns the outcome so far (``running`` until decided)."""
         if self.done:
             return self.outcome
+        if not obs.usable:  # skipped like a frame without the face (the caller times it out)
+            return self.outcome
         s = self.settings
         if self._reference is None:  # the frame the face was recognised on: its resting pose
             self._reference = obs
             self._neutral_yaw.append(obs.yaw_deg)
             self._open.append(obs.openness)
         rel = obs.yaw_deg - self.resting_yaw
-        # between steps and at the end, half-way back from a turn is frontal enough
-        frontal = abs(rel) <= (s.neutral_deg if self.step == 0 else s.turn_deg / 2)
         if self.phase == "neutral":
-            self._neutral(obs, rel, frontal)
+            # a prompt finds the head well short of where a turn "begins" (turn_deg / 2)
+            self._neutral(obs, rel, abs(rel) <= min(s.neutral_deg, s.turn_deg / 3))
         elif self.phase == "prompted":
             self._prompted(obs, rel)
-        elif self.phase == "final":
-            self._final(obs, frontal)
+        elif self.phase == "final":  # at the end, half-way back from a turn is frontal enough
+            self._final(obs, abs(rel) <= s.turn_deg / 2)
         if abs(rel) >= 0.75 * s.turn_deg:
             self._turned.append(obs)
         return self.outcome
@@ -173,6 +192,7 @@ class Challenge:
     def _neutral(self, obs: Observation, rel: float, frontal: bool) -> None:
         s = self.settings
         opened = not self._open or obs.openness >= s.open_ratio * self.open_size
+        self._ready = frontal and opened
         if frontal and opened:
             self._neutral_yaw.append(obs.yaw_deg)
             self._open.append(obs.openness)
@@ -185,8 +205,8 @@ class Challenge:
         s = self.settings
         assert self.prompted_at is not None
         action = self.action
-        reacted = obs.t >= self.prompted_at + s.min_reaction_s
-        if obs.t - self.prompted_at > s.step_s:
+        since = obs.t - self.prompted_at
+        if since > s.step_s:
             self.fail("timeout", f"no {action} within {s.step_s:g} s", obs.t)
             return
         turned_left, turned_right = rel >= s.turn_deg, rel <= -s.turn_deg
@@ -201,23 +221,24 @@ class Challenge:
                 # a blink that began before a person could react is not the answer
                 if self._closed_at >= self.prompted_at + s.min_reaction_s:
                     self._next(obs.t)
+                    return
                 self._closed_at = None
+            if self._closed_at is None and since > s.answer_s:
+                self.fail("timeout", f"no blink began within {s.answer_s:g} s", obs.t)
             return
-        wanted, other = (
-            (turned_left, turned_right)
-            if action == "turn_left"
-            else (
-                turned_right,
-                turned_left,
-            )
-        )
+        sign = 1.0 if action == "turn_left" else -1.0
+        wanted, other = (turned_left, turned_right) if sign > 0 else (turned_right, turned_left)
         if other:
             self.fail("wrong_action", f"turned the other way when {action} was asked", obs.t)
+            return
+        if self._begun_at is None and sign * rel >= s.turn_deg / 2:
+            self._begun_at = obs.t
+        if self._begun_at is not None and self._begun_at < self.prompted_at + s.min_reaction_s:
+            self.fail("too_early", "the turn began before the prompt could be seen", obs.t)
         elif wanted:
-            if not reacted:
-                self.fail("too_early", "the turn began before the prompt could be seen", obs.t)
-            else:
-                self._next(obs.t)
+            self._next(obs.t)
+        elif self._begun_at is None and since > s.answer_s:
+            self.fail("timeout", f"no {action} began within {s.answer_s:g} s", obs.t)
 
     def _next(self, t: float) -> None:
         self.step += 1
@@ -247,10 +268,14 @@ class Challenge:
         if not any(a != "blink" for a in self.actions) or self._reference is None:
             return None
         ref = self._reference
-        turned = [o for o in self._turned if o.t > ref.t]
-        if not turned:
-            return 0.0
-        return max(planar_residual(ref.rigid, o.rigid, ref.scale) for o in turned)
+        residuals = []
+        for o in self._turned:
+            if o.t <= ref.t or o.rigid.shape != ref.rigid.shape:
+                continue
+            r = planar_residual(ref.rigid, o.rigid, ref.scale)
+            if math.isfinite(r):
+                residuals.append(r)
+        return max(residuals, default=0.0)  # no measurable turn: no evidence of a head
 
     @property
     def elapsed(self) -> float | None:

@@ -181,10 +181,28 @@ def planar_residual(reference: np.ndarray, current: np.ndarray, scale: float) ->
     A photo or a screen — held still, moved, tilted or turned — is a plane: its points move by a
     homography and the residual stays at the landmark noise (about 0.01). A head turning shows
     parallax (the nose moves against the cheeks) that no homography fits.
+
+    Raises :class:`ValueError` for sets of other shapes, fewer than 5 points, NaN or infinity,
+    or a scale that is not positive; returns NaN when no homography fits at all (degenerate
+    points), which the challenge takes as no parallax.
     """
-    h, _ = cv2.findHomography(reference.astype(np.float64), current.astype(np.float64), 0)
-    if h is None:
-        return float("inf")
-    mapped = cv2.perspectiveTransform(reference.astype(np.float64)[None], h)[0]
-    rms = float(np.sqrt(np.mean(np.sum((mapped - current) ** 2, axis=1))))
-    return rms / max(scale, 1e-6)
+    ref, cur = np.asarray(reference, np.float64), np.asarray(current, np.float64)
+    if ref.ndim != 2 or ref.shape[1] != 2 or ref.shape != cur.shape:
+        raise ValueError(
+            f"planarity needs two N x 2 point sets of the same shape (got {ref.shape} and "
+            f"{cur.shape})"
+        )
+    if len(ref) < 5:  # four points always fit a homography exactly
+        raise ValueError(
+            f"planarity needs at least 5 points to measure a residual (got {len(ref)})"
+        )
+    if not (np.isfinite(ref).all() and np.isfinite(cur).all()):
+        raise ValueError("planarity: the points contain NaN or infinity")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"planarity: the scale must be a positive number (got {scale})")
+    h, _ = cv2.findHomography(ref, cur, 0)
+    if h is None:  # degenerate (points on a line, or all in one place): no evidence of a head
+        return float("nan")
+    mapped = cv2.perspectiveTransform(ref[None], h)[0]
+    rms = float(np.sqrt(np.mean(np.sum((mapped - cur) ** 2, axis=1))))
+    return rms / scale
