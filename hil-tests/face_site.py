@@ -54,8 +54,13 @@ def make_site(
     broker: Broker | None = None,
     liveness: str = "challenge_always",
     extra: str = "",
+    camera_url: str | None = None,
+    cooldown_s: float = 3,
 ) -> GateSite:
-    write_video(workdir / "gate.avi", segments, fps=10)
+    """The site; its camera plays ``segments`` from a video file, or reads ``camera_url`` (a
+    live stream) when given."""
+    if camera_url is None:
+        write_video(workdir / "gate.avi", segments, fps=10)
     modbus, control, http = free_port(), free_port(), free_port()
     start_simulator(procs, workdir, "gate-controller", modbus, control)
     sinks = (
@@ -77,7 +82,7 @@ sources:
     port: {modbus}
     timeout_s: 1
     devices: [{{name: gate-1, profile: gate-controller, poll_interval_s: 0.5}}]
-  - {{type: camera, name: cam, camera: cam-1, url: gate.avi, fps: 10}}
+  - {{type: camera, name: cam, camera: cam-1, url: "{camera_url or 'gate.avi'}", fps: 10}}
 apps:
   - type: face_access
     name: gate
@@ -85,7 +90,7 @@ apps:
     gate: {{device: gate-1, open_s: 1.0}}
     secret: !secret gateway_secret
     liveness: {liveness}
-    cooldown_s: 3
+    cooldown_s: {cooldown_s}
     unknown_interval_s: 30
 {extra}{sinks}""",
         encoding="utf-8",

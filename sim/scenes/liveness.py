@@ -22,6 +22,7 @@ All of them are simulations made from registry photos; figures measured on them 
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -552,3 +553,130 @@ def run_attempt(
         result.outcome, result.detail = c.outcome, c.detail
         result.seconds, result.planarity, result.actions = c.elapsed, c.planarity, c.actions
     return result
+
+
+# -- live: an actor as a network camera, and the gate screen it watches ---------------------------
+class LiveDoorway:
+    """The doorway camera as a live MJPEG stream over HTTP (``multipart/x-mixed-replace``, what
+    IP cameras serve), showing whichever actor stands there now, and the actor's eyes on the
+    gate screen: :meth:`follow` reads the face-access screen feed (Server-Sent Events) and passes
+    each challenge prompt to the actor, so the real gateway and the simulated person form the
+    same closed loop as :func:`run_attempt`, in real time.
+
+    Times given to the actor are seconds since it stepped up (:meth:`step_up`). With
+    ``record=True`` the frames served to the current actor are kept with those times
+    (:attr:`recording`): the material of a replay attack. :attr:`states` holds every screen
+    state seen, with the same times. Loopback only; one client at a time is enough for a gateway.
+    """
+
+    def __init__(self, fps: float = 10.0, port: int = 0) -> None:
+        import http.server
+        import threading
+
+        self.fps = fps
+        self.actor: Actor | None = None
+        self.since = time.monotonic()
+        self.record = False
+        self.recording: list[tuple[float, np.ndarray]] = []  # (seconds since step_up, frame)
+        self.states: list[tuple[float, dict[str, object]]] = []  # screen states seen, in order
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        doorway = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path != "/camera.mjpg":
+                    self.send_error(404, "the stream is /camera.mjpg")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.send_header("Cache-Control", "no-cache")
+                self.end_headers()
+                tick = time.monotonic()
+                try:
+                    while not doorway._stop.is_set():
+                        ok, jpg = cv2.imencode(
+                            ".jpg", doorway.frame(), [cv2.IMWRITE_JPEG_QUALITY, 85]
+                        )
+                        if not ok:
+                            continue
+                        data = jpg.tobytes()
+                        self.wfile.write(
+                            b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                            + str(len(data)).encode()
+                            + b"\r\n\r\n"
+                            + data
+                            + b"\r\n"
+                        )
+                        self.wfile.flush()
+                        tick += 1 / doorway.fps
+                        time.sleep(max(0.0, tick - time.monotonic()))
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self._threads = [threading.Thread(target=self.server.serve_forever, daemon=True)]
+        self._threads[0].start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/camera.mjpg"
+
+    def step_up(self, actor: Actor | None, record: bool = False) -> None:
+        """``actor`` stands in front of the camera from now on (None: nobody)."""
+        with self._lock:
+            self.actor, self.since, self.record = actor, time.monotonic(), record
+            self.recording = []
+
+    def frame(self) -> np.ndarray:
+        with self._lock:
+            actor, t = self.actor, time.monotonic() - self.since
+            if actor is None:
+                return background()
+            image = actor.frame(t)
+            if self.record:
+                self.recording.append((t, image))
+            return image
+
+    def follow(self, events_url: str, headers: dict[str, str] | None = None) -> None:
+        """Read the gate screen's event stream in a thread; prompts reach the current actor."""
+        import threading
+        import urllib.request
+
+        if not events_url.startswith("http://127.0.0.1:"):
+            raise ValueError(f"the screen feed must be on loopback http (got {events_url!r})")
+
+        def read() -> None:
+            request = urllib.request.Request(events_url, headers=headers or {})  # noqa: S310
+            while not self._stop.is_set():
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as stream:  # noqa: S310
+                        for raw in stream:
+                            if self._stop.is_set():
+                                return
+                            line = raw.decode("utf-8", "replace").strip()
+                            if line.startswith("data:"):
+                                self._screen(json.loads(line[5:]))
+                except OSError:
+                    self._stop.wait(0.2)  # the gateway is starting or restarting
+
+        thread = threading.Thread(target=read, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _screen(self, state: dict[str, object]) -> None:
+        with self._lock:
+            actor, t = self.actor, time.monotonic() - self.since
+            self.states.append((t, state))
+        if state.get("state") == "challenge" and actor is not None:
+            step = state.get("step")
+            actor.prompt(int(step) if isinstance(step, int) else 0, str(state["action"]), t)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.server.shutdown()
+        self.server.server_close()
