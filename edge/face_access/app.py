@@ -333,8 +333,8 @@ class FaceAccessApp(Plugin, ServesRoutes):
         await self.call(attempt.run.step, pipeline.liveness, pipeline, rgb, frame.captured_mono)
         if attempt.run.challenge.done:
             await self._end_challenge(attempt, frame)
-        else:
-            self._show_challenge(attempt, self.ctx.clock.monotonic())
+        else:  # on the frames' own timeline (the camera stamps them with time.monotonic)
+            self._show_challenge(attempt, time.monotonic())
 
     async def _expire_challenges(self) -> None:
         """End an attempt whose face sent no frame for ``step_s`` (the camera skips still
@@ -344,7 +344,7 @@ class FaceAccessApp(Plugin, ServesRoutes):
             attempt = self.attempt
             if attempt is None:
                 continue
-            now = self.ctx.clock.monotonic()
+            now = time.monotonic()  # the frames' timeline, as above
             if now - attempt.frame.captured_mono > self.config.challenge.step_s:
                 attempt.run.challenge.fail("face_lost", "no frame of the face came", now)
                 await self._end_challenge(attempt, attempt.frame)

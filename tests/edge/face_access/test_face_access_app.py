@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +202,60 @@ def test_refuse_below_refuses_without_a_challenge(tmp_path: Path) -> None:
     assert d.reason == "not live: passive score 0.10 < 0.3 (refuse_below)"
     assert d.liveness.live is False
     assert app.decide(analysis(None, 0.1), Gallery(["p"], t[None])) is None
+
+
+CHALLENGE = {"liveness": "challenge_always", "challenge": {"step_s": 1.0, "answer_s": 0.8}}
+
+
+async def feed_for(h: Harness, image: np.ndarray, seconds: float, seq: int = 1) -> int:
+    """The same picture as camera frames about 10 per second for ``seconds`` of real time (the
+    frames carry their real capture time, as the camera source stamps them)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not h.access():
+        await h.feed(image, seq)
+        seq += 1
+        await asyncio.sleep(0.1)
+    return seq
+
+
+@pytest.mark.parametrize("harness", [CHALLENGE], indirect=True)
+async def test_a_photo_held_still_is_challenged_and_refused(harness: Harness) -> None:
+    """challenge_always: the match alone opens nothing; the screen asks for an action, a photo
+    cannot give it, and the attempt ends refused with what was asked and why."""
+    h = harness
+    screen = h.app.screen.subscribe()
+    await h.feed(still("obama2.jpg"))
+    assert h.access() == [] and h.app.attempt is not None  # challenged, not decided
+    await feed_for(h, still("obama2.jpg"), 6.0, seq=2)
+    [a] = h.access()
+    assert (a.decision, a.person, a.relay) == (env.AccessDecision.DENIED, "p-obama", "not_opened")
+    assert a.liveness.policy == "challenge_always" and a.liveness.live is False
+    c = a.liveness.challenge
+    assert c is not None and c.outcome == "timeout" and c.done == 0, c
+    assert a.reason.startswith("not live: challenge timeout (no ")
+    assert a.liveness.passive is not None  # the passive scores travel beside it
+    assert h.gate.writes == [] and h.app.attempt is None
+    shown = []
+    while not screen.empty():
+        shown.append(screen.get_nowait())
+    prompts = [s for s in shown if s["state"] == "challenge"]
+    assert prompts and prompts[0]["action"] == c.actions[0], shown
+    assert all(set(s) >= {"action", "seconds_left"} for s in prompts)
+    assert all(isinstance(s["seconds_left"], int) and 0 <= s["seconds_left"] <= 1 for s in prompts)
+    assert shown[-1]["state"] != "challenge"  # the screen does not keep asking
+
+
+@pytest.mark.parametrize("harness", [CHALLENGE], indirect=True)
+async def test_a_face_that_leaves_during_the_challenge_ends_it(harness: Harness) -> None:
+    h = harness
+    await h.feed(still("obama2.jpg"))
+    assert h.app.attempt is not None
+    await asyncio.sleep(1.1)  # no frame for longer than step_s (real time, as frames carry)
+    for _ in range(3):
+        await h.clock.advance(0.5)  # the app's watchdog looks every 0.5 s of its clock
+        if h.access():
+            break
+    [a] = h.access()
+    assert a.decision == env.AccessDecision.DENIED and a.relay == "not_opened"
+    assert a.liveness.challenge is not None and a.liveness.challenge.outcome == "face_lost"
+    assert h.app.attempt is None and h.gate.writes == []
