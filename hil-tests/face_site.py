@@ -82,7 +82,7 @@ sources:
     port: {modbus}
     timeout_s: 1
     devices: [{{name: gate-1, profile: gate-controller, poll_interval_s: 0.5}}]
-  - {{type: camera, name: cam, camera: cam-1, url: "{camera_url or 'gate.avi'}", fps: 10}}
+  - {{type: camera, name: cam, camera: cam-1, url: "{camera_url or "gate.avi"}", fps: 10}}
 apps:
   - type: face_access
     name: gate
