@@ -7,7 +7,7 @@ in the hil-test through the real gateway's screen feed and an MJPEG camera strea
 
 - :class:`Resident` (bona fide): a head rendered from a real photo (:mod:`sim.scenes.heads`)
   that sways a little, blinks now and then, and answers each prompt after a human reaction time
-  with a blink or a head turn of 22-35 degrees. Cooperative: it always does what is asked.
+  with a deliberate (longer) blink or a head turn of 22-35 degrees. Cooperative: it always does what is asked.
 - :class:`PrintAttack`: the photo printed (ink desaturation, paper white and grain, a colour
   cast), on a sheet that may be bent (a cylinder), held by a hand that trembles; when a turn is
   asked the attacker turns the sheet, when a blink is asked he tips it.
@@ -170,9 +170,18 @@ class Resident:
             t += float(self.rng.uniform(2.5, 6.0))
 
     def _blink(self, t: float) -> Gesture:
+        """A spontaneous blink: shut for only 50-120 ms."""
         r = self.rng
         return Gesture(
             "blink", t, 1.0, r.uniform(0.07, 0.1), r.uniform(0.05, 0.12), r.uniform(0.1, 0.16)
+        )
+
+    def _deliberate_blink(self, t: float) -> Gesture:
+        """A blink on request: voluntary blinks last longer than spontaneous ones (shut for
+        about 150-300 ms here)."""
+        r = self.rng
+        return Gesture(
+            "blink", t, 1.0, r.uniform(0.1, 0.15), r.uniform(0.15, 0.3), r.uniform(0.15, 0.2)
         )
 
     def reaction(self) -> float:
@@ -186,7 +195,7 @@ class Resident:
         start = t + DISPLAY_LATENCY_S + self.reaction()
         r = self.rng
         if action == "blink":
-            self.gestures.append(self._blink(start))
+            self.gestures.append(self._deliberate_blink(start))
         else:
             sign = 1.0 if action == "turn_left" else -1.0  # the subject's left: nose to image right
             self.gestures.append(

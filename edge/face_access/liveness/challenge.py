@@ -5,15 +5,17 @@ A pure state machine (no models, no clock of its own): the caller feeds one
 turn, how open the eyes are, the rigid landmarks — and tells it when each prompt reached the
 screen. Per step:
 
-1. **neutral**: the face must be frontal (head turn within ``neutral_deg``, and a third of
-   ``turn_deg``, of its resting turn, the one it was recognised with) with the eyes open; then,
+1. **neutral**: the face must be frontal (head turn within ``neutral_deg``, and half of
+   ``turn_deg``, of its resting turn: the median over the frames before the first prompt, then
+   also over the frontal frames between steps) with the eyes open; then,
    after a random pause (``pause_s``, so a recording cannot know when the prompt comes), the
    step's action is prompted (:attr:`Challenge.want_prompt`, on a frontal frame only);
 2. **prompted**: the answer must begin at least ``min_reaction_s`` after the prompt (no person
    reacts faster; a replay that happens to move at that moment does) and at most ``answer_s``
    after it (a person who read the prompt reacts within a second or so; a recording whose
    gesture merely falls somewhere in the step does not), and finish within ``step_s``. A turn
-   begins when the head is half-way (``turn_deg / 2``) the asked way and counts at
+   begins when the head is half-way (``turn_deg / 2``) the asked way, and a quarter turn past
+   where it was at the prompt, and counts at
    ``turn_deg``; a blink begins when both eyes close below ``closed_ratio`` of their open size
    and counts when they open again. The other action fails the step (a recording that shows
    every action in turn does not pass by waiting): a turn the wrong way, or a turn while a
@@ -111,6 +113,8 @@ class Challenge:
     _closed_at: float | None = None  # when the eyes closed (during a blink step)
     _begun_at: float | None = None  # when the asked turn passed half-way (during a turn step)
     _ready: bool = False  # the last frame was frontal with the eyes open (a prompt may come)
+    _last_rel: float = 0.0  # the head turn of the last frame, from the resting turn
+    _prompt_rel: float = 0.0  # ... when the current prompt was shown
 
     @classmethod
     def random(cls, settings: ChallengeSettings, rng: random.Random, started: float) -> Challenge:
@@ -156,6 +160,7 @@ class Challenge:
         self.prompt_due = None
         self._closed_at = None
         self._begun_at = None
+        self._prompt_rel = self._last_rel
 
     def fail(self, outcome: Outcome, detail: str, at: float) -> None:
         if not self.done:
@@ -176,14 +181,19 @@ class Challenge:
             self._reference = obs
             self._neutral_yaw.append(obs.yaw_deg)
             self._open.append(obs.openness)
+        elif self.step == 0 and self.phase == "neutral":
+            # before the first prompt every frame is the resting pose (its median: one frame
+            # caught mid-sway does not fix it; a person who stands turned is frontal turned)
+            self._neutral_yaw.append(obs.yaw_deg)
         rel = obs.yaw_deg - self.resting_yaw
         if self.phase == "neutral":
             # a prompt finds the head well short of where a turn "begins" (turn_deg / 2)
-            self._neutral(obs, rel, abs(rel) <= min(s.neutral_deg, s.turn_deg / 3))
+            self._neutral(obs, rel, abs(rel) <= min(s.neutral_deg, s.turn_deg / 2))
         elif self.phase == "prompted":
             self._prompted(obs, rel)
         elif self.phase == "final":  # at the end, half-way back from a turn is frontal enough
             self._final(obs, abs(rel) <= s.turn_deg / 2)
+        self._last_rel = rel
         if abs(rel) >= 0.75 * s.turn_deg:
             self._turned.append(obs)
         return self.outcome
@@ -194,7 +204,8 @@ class Challenge:
         opened = not self._open or obs.openness >= s.open_ratio * self.open_size
         self._ready = frontal and opened
         if frontal and opened:
-            self._neutral_yaw.append(obs.yaw_deg)
+            if self.step > 0:  # (step 0 took every frame already)
+                self._neutral_yaw.append(obs.yaw_deg)
             self._open.append(obs.openness)
             if self.prompt_due is None:
                 self.prompt_due = obs.t + self.rng.uniform(*s.pause_s)
@@ -231,7 +242,11 @@ class Challenge:
         if other:
             self.fail("wrong_action", f"turned the other way when {action} was asked", obs.t)
             return
-        if self._begun_at is None and sign * rel >= s.turn_deg / 2:
+        # begun: half-way, and a quarter turn past where the head was at the prompt (a head
+        # still coming back from the last turn is not already answering)
+        if self._begun_at is None and sign * rel >= max(
+            s.turn_deg / 2, sign * self._prompt_rel + s.turn_deg / 4
+        ):
             self._begun_at = obs.t
         if self._begun_at is not None and self._begun_at < self.prompted_at + s.min_reaction_s:
             self.fail("too_early", "the turn began before the prompt could be seen", obs.t)

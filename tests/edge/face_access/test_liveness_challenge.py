@@ -185,7 +185,8 @@ def test_the_prompt_waits_for_a_frontal_face() -> None:
     """A head that is turned when the prompt would be due is not prompted (a turn already
     under way would otherwise answer it)."""
     c = challenge("turn_left")
-    c.observe(Observation(0.0, 0.0, OPEN, project(HEAD, 0.0), SCALE))
+    for k in range(5):  # the resting pose: the median of the frames before the first prompt
+        c.observe(Observation(k * 0.01, 0.0, OPEN, project(HEAD, 0.0), SCALE))
     assert c.prompt_due is not None
     turned = Observation(1.0, 10.0, OPEN, project(HEAD, 10.0), SCALE)
     c.observe(turned)
