@@ -35,7 +35,9 @@ def test_the_mesh_finds_the_face_of_a_portrait(
     pipeline: FacePipeline, model_store: ModelStore, photo: str
 ) -> None:
     assert pipeline.liveness is not None
-    rgb = rgb_of(cv2.imread(str(model_store.asset(photo))))
+    bgr = cv2.imread(str(model_store.asset(photo)))
+    assert bgr is not None
+    rgb = rgb_of(bgr)
     face = max(pipeline.detector.detect(rgb), key=lambda f: f.size)
     mesh = pipeline.liveness.mesh.landmarks(rgb, face.box)
     assert mesh.points.shape == (468, 3) and np.isfinite(mesh.points).all()
