@@ -82,7 +82,7 @@ async def decision_latency(liveness: str, **settings: Any) -> dict[str, float]:
     clock = VirtualClock()
     metrics = GatewayMetrics()
 
-    async def deliver(_e: env.EnvelopeModel) -> None:
+    async def deliver(_e: env.Outgoing) -> None:
         return None
 
     writer = RelayClock()

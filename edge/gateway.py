@@ -44,7 +44,7 @@ from edge.readings import ReadingBatch
 from edge.registry import PluginInfo, info_for, load
 from edge.remote_config import RemoteConfig
 from edge.supervisor import ChildSpec, Supervisor, cancel_and_wait
-from protocols.envelope import EnvelopeModel
+from protocols.envelope import Outgoing
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -105,13 +105,13 @@ class Gateway:
         self.app_frames: dict[str, tuple[PluginConfig, Channel[Frame]]] = {}
         self.emitter = Emitter(cfg.site, cfg.gateway, self.clock, self._deliver, self.metrics)
         self.actuators = Actuators(self.metrics)
-        self.sink_outboxes: dict[str, Channel[EnvelopeModel]] = {}
+        self.sink_outboxes: dict[str, Channel[Outgoing]] = {}
         self.app_inboxes: dict[str, Channel[ReadingBatch]] = {}
         self.sources: list[BuiltPlugin] = []
         self.apps: list[BuiltPlugin] = []
         self.sinks: list[BuiltPlugin] = []
         for sink in cfg.sinks:
-            box: Channel[EnvelopeModel] = Channel(
+            box: Channel[Outgoing] = Channel(
                 f"sink:{sink.name}", ch.sink_outbox.capacity, ch.sink_outbox.overflow
             )
             self.sink_outboxes[sink.name] = box
@@ -191,13 +191,13 @@ class Gateway:
                 out.update(built.plugin.device_health())
         return out
 
-    async def _deliver(self, envelope: EnvelopeModel) -> None:
+    async def _deliver(self, envelope: Outgoing) -> None:
         for box in self.sink_outboxes.values():
             await box.put(envelope)
 
     async def _dispatch(self) -> None:
         async for batch in self.readings:
-            await self.emitter.send(self.emitter.telemetry(batch))
+            await self.emitter.send(self.emitter.encoded_telemetry(batch))
             for inbox in self.app_inboxes.values():
                 await inbox.put(batch)
         for inbox in self.app_inboxes.values():
