@@ -12,6 +12,7 @@ from rich.console import Console
 BENCHMARKS = {
     "e2e": "bench.e2e",
     "faces": "bench.faces",
+    "liveness": "bench.liveness",
     "nodes": "bench.nodes",
     "fieldbus": "bench.fieldbus",
     "traffic": "bench.traffic",

@@ -78,7 +78,8 @@ class RelayClock:
         return value
 
 
-async def decision_latency(liveness: str) -> dict[str, float]:
+async def decision_latency(liveness: str, **settings: Any) -> dict[str, float]:
+    """Frame to relay command, p50/p95/max, under ``liveness`` (and other app ``settings``)."""
     clock = VirtualClock()
     metrics = GatewayMetrics()
 
@@ -100,6 +101,7 @@ async def decision_latency(liveness: str) -> dict[str, float]:
                 "store_dir": tmp,
                 "liveness": liveness,
                 "cooldown_s": 0,
+                **settings,
             }
         )
         ctx = AppContext(

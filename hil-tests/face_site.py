@@ -54,13 +54,17 @@ def make_site(
     segments: list[Segment],
     *,
     broker: Broker | None = None,
-    liveness: str = "enforce",
+    liveness: str = "challenge_always",
     extra: str = "",
+    camera_url: str | None = None,
     cooldown_s: float = 3,
     loop: bool = False,
     sources: str = "",
 ) -> GateSite:
-    write_video(workdir / "gate.avi", segments, fps=10)
+    """The site; its camera plays ``segments`` from a video file, or reads ``camera_url`` (a
+    live stream) when given."""
+    if camera_url is None:
+        write_video(workdir / "gate.avi", segments, fps=10)
     modbus, control, http = free_port(), free_port(), free_port()
     start_simulator(procs, workdir, "gate-controller", modbus, control)
     sinks = (
@@ -82,7 +86,7 @@ sources:
     port: {modbus}
     timeout_s: 1
     devices: [{{name: gate-1, profile: gate-controller, poll_interval_s: 0.5}}]
-  - {{type: camera, name: cam, camera: cam-1, url: gate.avi, fps: 10, loop: {str(loop).lower()}}}
+  - {{type: camera, name: cam, camera: cam-1, url: "{camera_url or "gate.avi"}", fps: 10, loop: {str(loop).lower()}}}
 {sources}apps:
   - type: face_access
     name: gate

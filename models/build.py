@@ -7,9 +7,9 @@ For every model and test image in ``models/manifest.yaml``:
    unless a file with the pinned sha256 is already there;
 2. check the archive's sha256, then the sha256 of each member it reads — and stop on the first
    mismatch, naming the file and both digests;
-3. convert (``copy``, ``faceapi-resnet``, ``tflite``, ``tfjs-centernet``, ``keras-h5``) into
-   ``models/build/onnx/`` and check the result's sha256 against the manifest too, so a build
-   that differs is refused rather than run. The models we train (``train``) are never trained
+3. convert (``copy``, ``faceapi-resnet``, ``tflite``, ``tfjs-centernet``, ``tfjs-graph``,
+   ``keras-h5``) into ``models/build/onnx/`` and check the result's sha256 against the manifest
+   too, so a build that differs is refused rather than run. The models we train (``train``) are never trained
    here: their committed files (``models/trained/``) are copied and checked the same way;
    ``make retrain`` (:mod:`models.retrain`) is what trains;
 4. measure the trained models and the hygiene app's registry models once per built file
@@ -208,6 +208,18 @@ class Builder:
             from models import tfjs_graph
 
             tfjs_graph.convert_centernet(inputs[0], inputs[1], partial)
+        elif entry.convert == "tfjs-graph":  # sources: model.json, then its weight shards
+            from models import tfjs_graph
+
+            tfjs_graph.convert_graph(
+                inputs[0],
+                inputs[1:],
+                partial,
+                input_name=entry.input.name,
+                input_shape=entry.input.shape,
+                outputs=entry.outputs,
+                graph_name=entry.name,
+            )
         elif entry.convert == "keras-h5":
             from models import keras_h5
 

@@ -1,20 +1,28 @@
-"""A TensorFlow.js *graph model* (``model.json`` + weight shards) → ONNX, for CNN detectors.
+"""A TensorFlow.js *graph model* (``model.json`` + weight shards) → ONNX, for small CNNs.
 
-Written for CenterNet MobileNetV3 as shipped by ``@vladmandic/human`` (``models/centernet``:
-a frozen TF graph converted by tfjs-converter, weights float16-quantised). No registry converter
-reads tfjs graph models without TensorFlow, so this walks the graph's nodes and writes ONNX op
-by op; anything it does not know stops the conversion with the op's name.
+Written for the graphs ``@vladmandic/human`` ships (frozen TF graphs converted by
+tfjs-converter, weights often float16-quantised): CenterNet MobileNetV3, the ``antispoof`` and
+``liveness`` classifiers, MediaPipe's ``facemesh`` and ``iris``. No registry converter reads tfjs
+graph models without TensorFlow, so this walks the graph's nodes and writes ONNX op by op;
+anything it does not know stops the conversion with the op's name.
 
 Layout: tfjs graphs are NHWC. The ONNX graph transposes its input to NCHW once, keeps every
 4-D activation NCHW inside (constants broadcast per channel are reshaped to ``[1, C, 1, 1]``,
-axes of ``Mean`` and ``ConcatV2`` are remapped), and transposes each output back to NHWC.
+axes of ``Mean``, ``ConcatV2`` and ``Pad`` are remapped), and transposes each 4-D output back to
+NHWC. A ``Reshape`` of a 4-D activation (a Keras ``Flatten``) first transposes it back to NHWC,
+so the flattened order — which the following dense layer's weights assume — is TF's. Lower-rank
+activations (after a ``Reshape``) are kept as TF has them, and constants next to them too.
 
 Supported ops: ``Placeholder``, ``Const``, ``Identity``, ``Conv2D``, ``_FusedConv2D`` and
-``FusedDepthwiseConv2dNative`` (fused ``BiasAdd`` then optionally ``Relu`` / ``Relu6``),
-``DepthwiseConv2dNative``, ``Add``, ``AddV2``, ``Sub``, ``Mul``, ``Relu``, ``Relu6``,
-``Sigmoid``, ``Mean`` (over H and W), ``ConcatV2`` (4-D), ``ResizeBilinear`` (constant size,
-``align_corners`` false, ``half_pixel_centers`` false → ONNX ``asymmetric``), ``MaxPool``.
-``padding: SAME`` is TF's (extra padding at the end) = ONNX ``SAME_UPPER``.
+``FusedDepthwiseConv2dNative`` (fused ``BiasAdd`` then optionally ``Relu`` / ``Relu6`` /
+``Prelu``), ``DepthwiseConv2dNative``, ``Add``, ``AddV2``, ``Sub``, ``Mul``, ``Relu``,
+``Relu6``, ``Sigmoid``, ``Prelu`` (a per-channel slope), ``Softmax`` (last axis), ``Mean`` (over
+H and W), ``ConcatV2`` (4-D), ``Pad`` (constant zeros), ``Reshape`` (constant shape),
+``MatMul`` and ``_FusedMatMul`` (constant weights; fused ``BiasAdd`` then optionally ``Relu``),
+``ResizeBilinear`` (constant size, ``align_corners`` false, ``half_pixel_centers`` false → ONNX
+``asymmetric``), ``MaxPool``. ``padding: SAME`` is TF's (extra padding at the end) = ONNX
+``SAME_UPPER``. tfjs' ``Prelu(x, alpha)`` is ``x if x > 0 else alpha * x`` (its converter folds
+Keras' ``relu(x) - alpha * relu(-x)`` into it; the constant keeps the name ``.../Neg``).
 
 The caller names the output nodes to keep; the rest of the graph (for CenterNet, the top-k box
 decoding, which is plain numpy in :mod:`edge.hygiene.people`) is not converted. With
@@ -72,6 +80,7 @@ class _Converter:
         self.by_name = {n["name"]: n for n in self.graph_nodes}
         self.consts: dict[str, np.ndarray] = dict(weights)
         self.names: dict[str, str] = {}  # tfjs tensor -> onnx tensor (NCHW for 4-D activations)
+        self.rank: dict[str, int] = {}  # onnx activation -> its rank (4: NCHW inside)
         self.nodes: list[onnx.NodeProto] = []
         self.inits: dict[str, onnx.TensorProto] = {}
         self.counter = 0
@@ -86,9 +95,13 @@ class _Converter:
         self.inits[name] = numpy_helper.from_array(np.ascontiguousarray(value), name)
         return name
 
-    def node(self, op: str, inputs: list[str], **attrs: Any) -> str:
+    def node(self, op: str, inputs: list[str], rank: int | None = None, **attrs: Any) -> str:
+        """Add ``op``; its output has ``rank`` (default: that of its first activation input)."""
         out = self.fresh(op)
         self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
+        if rank is None:
+            rank = next((self.rank[i] for i in inputs if i in self.rank), 4)
+        self.rank[out] = rank
         return out
 
     def constant(self, ref: str) -> np.ndarray | None:
@@ -101,12 +114,17 @@ class _Converter:
             return self.names[ref]
         raise UnsupportedOp(f"input {ref!r} is not produced by a converted node")
 
-    def operand(self, ref: str) -> str:
-        """A binary op's operand: activations as they are, constants made NCHW-broadcastable."""
+    def operand(self, ref: str, rank: int = 4) -> str:
+        """A binary op's operand: activations as they are, constants made NCHW-broadcastable
+        next to a 4-D activation (and left as they are next to a lower-rank one)."""
         value = self.constant(ref)
         if value is None:
             return self.tensor(ref)
         value = value.astype(np.float32)
+        if rank != 4:
+            if value.ndim > rank:
+                raise UnsupportedOp(f"constant {ref} of shape {value.shape} next to rank {rank}")
+            return self.const(value, "k")
         if value.ndim == 1 and value.size > 1:
             value = value.reshape(1, -1, 1, 1)
         elif value.ndim == 4:
@@ -156,10 +174,35 @@ class _Converter:
             auto_pad="SAME_UPPER" if padding == "SAME" else "VALID",
         )
         for extra in fused[1:]:
+            y = self.activation(extra, y, n["name"], ins[3] if len(ins) > 3 else None)
+        return y
+
+    def matmul(self, n: dict[str, Any]) -> str:
+        """``MatMul`` / ``_FusedMatMul`` of a 2-D activation by constant weights."""
+        ins = [i for i in n["input"] if not i.startswith("^")]
+        x = self.tensor(ins[0])
+        if self.rank[x] != 2 or _attr(n, "transpose_a", False):
+            raise UnsupportedOp(f"{n['name']}: MatMul of a rank-{self.rank[x]} activation")
+        w = self.weight(ins[1], n["name"])
+        if _attr(n, "transpose_b", False):
+            w = w.T
+        y = self.node("MatMul", [x, self.const(np.ascontiguousarray(w), "w")])
+        fused = _attr(n, "fused_ops", []) if n["op"] == "_FusedMatMul" else []
+        if fused:
+            if fused[0] != "BiasAdd":
+                raise UnsupportedOp(f"{n['name']}: fused ops {fused}")
+            y = self.node("Add", [y, self.const(self.weight(ins[2], n["name"]).reshape(-1), "b")])
+        for extra in fused[1:]:
             y = self.activation(extra, y, n["name"])
         return y
 
-    def activation(self, op: str, x: str, where: str) -> str:
+    def activation(self, op: str, x: str, where: str, alpha: str | None = None) -> str:
+        if op == "Prelu":
+            if alpha is None:
+                raise UnsupportedOp(f"{where}: Prelu without its slope")
+            flat = self.weight(alpha, where).reshape(-1)
+            slope = flat.reshape(-1, 1, 1) if self.rank[x] == 4 else flat
+            return self.node("PRelu", [x, self.const(slope, "alpha")])
         if op == "Relu":
             return self.node("Relu", [x])
         if op == "Relu6":
@@ -187,9 +230,33 @@ class _Converter:
             onnx_op = {"AddV2": "Add"}.get(op, op)
             if all(self.constant(i) is not None for i in ins):
                 raise UnsupportedOp(f"{name}: {op} of two constants (fold them first)")
-            y = self.node(onnx_op, [self.operand(ins[0]), self.operand(ins[1])])
+            rank = max(self.rank[self.tensor(i)] for i in ins if self.constant(i) is None)
+            y = self.node(onnx_op, [self.operand(ins[0], rank), self.operand(ins[1], rank)])
         elif op in ("Relu", "Relu6", "Sigmoid"):
             y = self.activation(op, self.tensor(ins[0]), name)
+        elif op == "Prelu":
+            y = self.activation(op, self.tensor(ins[0]), name, ins[1])
+        elif op == "Softmax":
+            y = self.node("Softmax", [self.tensor(ins[0])], axis=-1)
+        elif op in ("MatMul", "_FusedMatMul"):
+            y = self.matmul(n)
+        elif op == "Reshape":
+            shape = self.constant(ins[1])
+            if shape is None:
+                raise UnsupportedOp(f"{name}: non-constant shape")
+            x = self.tensor(ins[0])
+            if self.rank[x] == 4:  # back to TF's order before flattening
+                x = self.node("Transpose", [x], perm=[0, 2, 3, 1])
+            target = self.const(shape.astype(np.int64).reshape(-1), "shape")
+            y = self.node("Reshape", [x, target], rank=int(shape.size))
+        elif op == "Pad":
+            pads = self.constant(ins[1])
+            x = self.tensor(ins[0])
+            if pads is None or pads.shape != (4, 2) or self.rank[x] != 4:
+                raise UnsupportedOp(f"{name}: only constant padding of a 4-D activation")
+            nchw = pads[[0, 3, 1, 2]].astype(np.int64)
+            onnx_pads = self.const(np.concatenate([nchw[:, 0], nchw[:, 1]]), "pads")
+            y = self.node("Pad", [x, onnx_pads], mode="constant")
         elif op == "Identity":
             y = self.tensor(ins[0])
         elif op == "Mean":
@@ -204,6 +271,8 @@ class _Converter:
             axis_value = self.constant(ins[-1])
             if axis_value is None:
                 raise UnsupportedOp(f"{name}: non-constant axis")
+            if any(self.rank[self.tensor(i)] != 4 for i in ins[:-1]):
+                raise UnsupportedOp(f"{name}: ConcatV2 of activations that are not 4-D")
             axis = _NHWC_TO_NCHW_AXIS[int(axis_value.reshape(-1)[0])]
             y = self.node("Concat", [self.tensor(i) for i in ins[:-1]], axis=axis)
         elif op == "ResizeBilinear":
@@ -270,22 +339,23 @@ class _Converter:
         placeholders = [n["name"] for n in self.graph_nodes if n["op"] == "Placeholder"]
         if len(placeholders) != 1:
             raise UnsupportedOp(f"expected one Placeholder, found {placeholders}")
-        self.names[placeholders[0]] = self.node("Transpose", [input_name], perm=[0, 3, 1, 2])
+        self.names[placeholders[0]] = self.node(
+            "Transpose", [input_name], rank=4, perm=[0, 3, 1, 2]
+        )
         for n in self.needed(list(outputs)):
             self.convert_node(n)
         graph_outputs = []
         for tf_name, out_name in outputs.items():
-            self.nodes.append(
-                helper.make_node(
-                    "Transpose",
-                    [self.tensor(tf_name)],
-                    [out_name],
-                    perm=[0, 2, 3, 1],
-                    name=out_name,
+            y = self.tensor(tf_name)
+            rank = self.rank[y]
+            if rank == 4:
+                self.nodes.append(
+                    helper.make_node("Transpose", [y], [out_name], perm=[0, 2, 3, 1], name=out_name)
                 )
-            )
+            else:
+                self.nodes.append(helper.make_node("Identity", [y], [out_name], name=out_name))
             graph_outputs.append(
-                helper.make_tensor_value_info(out_name, TensorProto.FLOAT, [None] * 4)
+                helper.make_tensor_value_info(out_name, TensorProto.FLOAT, [None] * rank)
             )
         if peaks_of is not None:
             heat = self.tensor(peaks_of)
@@ -324,6 +394,47 @@ def convert_centernet(model_json: Path, weights_bin: Path, out: Path) -> None:
         {"tower_0/keypoints": "heatmap", "tower_0/wh": "wh"},
         peaks_of="tower_0/keypoints",
         graph_name="centernet_mobilenetv3",
+    )
+    save(onnx_model, out)
+
+
+def _tensor_name(ref: str) -> str:
+    return ref.split(":")[0]
+
+
+def signature(model: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(inputs, outputs) of a graph model's signature: ``key`` (``:0`` dropped) -> its node.
+    tfjs-converter writes it at the top level or, in older files, in ``userDefinedMetadata``."""
+    sig = model.get("signature") or (model.get("userDefinedMetadata") or {}).get("signature")
+    if not sig:
+        raise UnsupportedOp("the model has no signature naming its inputs and outputs")
+    return tuple(  # type: ignore[return-value]
+        {_tensor_name(k): _tensor_name(v["name"]) for k, v in sig[part].items()}
+        for part in ("inputs", "outputs")
+    )
+
+
+def convert_graph(
+    model_json: Path,
+    shards: list[Path],
+    out: Path,
+    *,
+    input_name: str,
+    input_shape: list[int | None],
+    outputs: list[str],
+    graph_name: str,
+) -> None:
+    """A graph model → ONNX whose input and outputs carry the names of the model's signature
+    (``input_name`` and ``outputs`` must be among them: the manifest says which it keeps)."""
+    model, weights = load(model_json, shards)
+    inputs, outs = signature(model)
+    if list(inputs) != [input_name]:
+        raise UnsupportedOp(f"{model_json.name}: signature inputs {list(inputs)}, not {input_name}")
+    unknown = [o for o in outputs if o not in outs]
+    if unknown:
+        raise UnsupportedOp(f"{model_json.name}: no outputs {unknown} (it has {list(outs)})")
+    onnx_model = _Converter(model, weights).convert(
+        input_name, input_shape, {outs[o]: o for o in outputs}, None, graph_name
     )
     save(onnx_model, out)
 

@@ -140,14 +140,50 @@ class AccessDecision(StrEnum):
     DENIED = "denied"
 
 
-class LivenessCheck(ContractModel):
-    """What the liveness (anti-spoofing) model said about the face, and how it was used."""
+class PassiveLiveness(ContractModel):
+    """What the passive liveness models said about one frame of the face."""
 
-    score: float | None = Field(description="Model score, lower is more live; null if not run")
-    live: bool | None = Field(description="score under the limit; null if not run")
-    policy: Literal["enforce", "record", "off"] = Field(
-        description="enforce: not live is refused; record: reported only; off: not run"
+    antispoof: float = Field(ge=0, le=1, description="human-antispoof score, higher is more real")
+    liveness: float = Field(ge=0, le=1, description="human-liveness probability of 'live'")
+    score: float = Field(ge=0, le=1, description="Their mean, compared with the limit")
+    limit: float = Field(ge=0, le=1, description="passive_limit of the gate")
+
+
+class ChallengeResult(ContractModel):
+    """How an active challenge went (blinks and head turns asked in a random order)."""
+
+    actions: list[Literal["blink", "turn_left", "turn_right"]] = Field(
+        min_length=1, description="What was asked, in order ('turn_left': the person's left)"
     )
+    done: int = Field(ge=0, description="How many of them were answered")
+    outcome: Literal[
+        "passed", "timeout", "wrong_action", "too_early", "face_lost", "flat", "other_person"
+    ] = Field(
+        description="passed; timeout (no answer in time); wrong_action; too_early (moved "
+        "before a person could have read the prompt); face_lost; flat (the turns had no "
+        "parallax: a photo or a screen); other_person (another face finished)"
+    )
+    seconds: float | None = Field(
+        ge=0, description="From the start of the challenge to its outcome"
+    )
+    planarity: float | None = Field(
+        ge=0,
+        description="Parallax of the head turns (residual of the best plane over the eye "
+        "distance); null without a turn",
+    )
+    planarity_limit: float = Field(ge=0, description="Smallest parallax taken as a head")
+
+
+class LivenessCheck(ContractModel):
+    """How the gate decided that the face was a live person (never an image)."""
+
+    policy: Literal["off", "record", "passive", "challenge_on_doubt", "challenge_always"] = Field(
+        description="off: not checked; record: models reported only; passive: the models "
+        "decide; challenge_on_doubt: a challenge when the models doubt; challenge_always"
+    )
+    live: bool | None = Field(description="The verdict; null when not checked")
+    passive: PassiveLiveness | None = Field(description="The passive models; null if not run")
+    challenge: ChallengeResult | None = Field(description="The challenge; null if none ran")
 
 
 AccessMethod = Literal["face", "pass", "card", "pin"]
@@ -188,7 +224,8 @@ class AccessPayload(ContractModel):
         "wrong-gate, not-yet-valid, expired, too-long, used); a card or PIN: unknown, locked",
     )
     liveness: LivenessCheck | None = Field(
-        default=None, description="Face: liveness score and policy; null for other methods"
+        default=None,
+        description="Face: liveness policy, passive scores, challenge; null for other methods",
     )
     latency_ms: float = Field(ge=0, description="From frame capture to relay command (or decision)")
     camera: Ident | None = Field(

@@ -6,10 +6,12 @@ shared vision runtime's (:mod:`edge.vision.face_detector`, hygiene uses it too).
 ::
 
     frame ─▶ detect (MTCNN) ─▶ quality (size, blur, pose) ─▶ align (5 points → 150x150 chip)
-          ─▶ liveness (FaceAntiSpoofing) ─▶ embed (dlib ResNet, 128-d) ─▶ 1:N match (gallery)
-          ─▶ decision ─▶ gate relay (actuator path) + access event + audit entry
+          ─▶ passive liveness (human antispoof + liveness) ─▶ embed (dlib ResNet, 128-d)
+          ─▶ 1:N match (gallery) ─▶ [challenge: random blink / turns on the tracked face,
+          planarity, the embedding again] ─▶ decision ─▶ gate relay (actuator path) + access event + audit entry
 
-- :mod:`edge.face_access.pipeline`  quality checks, alignment, liveness, embedding;
+- :mod:`edge.face_access.pipeline`  quality checks, alignment, passive liveness, embedding;
+- :mod:`edge.face_access.liveness`  passive models, face mesh and iris, the challenge, planarity;
 - :mod:`edge.face_access.gallery`   1:N nearest-neighbour search over the enrolled templates;
 - :mod:`edge.face_access.store`     templates encrypted at rest (AES-GCM), erasure, re-enrolment;
 - :mod:`edge.face_access.audit`     the tamper-evident, hash-chained audit log and its verifier;

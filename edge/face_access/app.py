@@ -1,16 +1,23 @@
 """App ``face_access``: recognise residents at a gate, open the relay, report the decision.
 
 Per frame of a watched camera (motion-gated by the camera source, and skipped while the app is
-busy — its frames channel drops newest): detect → quality → align → liveness → embed → 1:N match,
-all in the app's own worker thread. Then, on the event loop:
+busy — its frames channel drops newest): detect → quality → align → passive liveness → embed →
+1:N match, all in the app's own worker thread. Then, on the event loop:
 
 - no face, or a face that fails the quality checks: nothing is decided (the gate screen asks the
   person to face the camera);
-- a match within ``threshold`` that is live (or liveness is only recorded): **granted** — the
-  relay is set through the spine's actuator path (the Modbus source writes and reads back), and
-  cleared ``gate.open_s`` later. One opening per decision: while a gate cycle runs, another
-  decision does not set the relay again (``relay: busy``), and a person decided about is
-  ignored for ``cooldown_s`` (tailgating guard);
+- a match within ``threshold`` under the ``liveness`` policy (:meth:`FaceAccessApp.decide`):
+  ``off``/``record`` grant on the match; ``passive`` refuses a passive score under
+  ``passive_limit``; ``challenge_on_doubt`` challenges such a face, ``challenge_always`` every
+  face (both refuse outright under ``refuse_below``). A challenge (:mod:`.liveness`) takes the
+  following frames of the same tracked face: the screen shows each random action
+  (``{"state": "challenge", "action", "seconds_left", "step", "steps"}``), and the attempt ends
+  passed or failed (wrong action, too early, timeout, face lost, flat, another person at the
+  end); no frame for ``step_s`` ends it too. Other faces wait meanwhile;
+- live and matched: **granted** — the relay is set through the spine's actuator path (the
+  Modbus source writes and reads back), and cleared ``gate.open_s`` later. One opening per
+  decision: while a gate cycle runs, another decision does not set the relay again (``relay:
+  busy``), and a person decided about is ignored for ``cooldown_s`` (tailgating guard);
 - otherwise **denied**: unknown face (reported at most every ``unknown_interval_s``) or not live.
 
 Face is not the only way in: a visitor pass (a signed QR code, :mod:`protocols.visitor_pass`)
@@ -33,6 +40,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
+import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -45,12 +54,15 @@ from prometheus_client import CollectorRegistry, Gauge
 from edge.errors import EdgeError
 from edge.face_access.config import HOUR_S, FaceAccessConfig
 from edge.face_access.gallery import Gallery
+from edge.face_access.liveness.challenge import ChallengeSettings
+from edge.face_access.liveness.runner import ChallengeRun
 from edge.face_access.passes import PassLedger, PassScanner
 from edge.face_access.pipeline import FaceAnalysis
 from edge.face_access.service import FaceService
 from edge.face_access.web import ScreenFeed, face_routes, mask_name
 from edge.plugin import AppContext, Plugin, ServesRoutes
 from edge.readings import Credential
+from edge.vision.face_detector import FaceBox
 from edge.vision.frames import Frame
 from edge.vision.session import limit_blas_threads
 from protocols import envelope as env
@@ -71,6 +83,31 @@ class Decision:
     score: float | None
     reason: str
     liveness: env.LivenessCheck
+    challenge: bool = False  # not decided yet: the face must answer a challenge first
+
+
+def challenge_settings(config: FaceAccessConfig) -> ChallengeSettings:
+    c = config.challenge
+    return ChallengeSettings(
+        actions=tuple(c.actions),
+        steps=c.steps,
+        step_s=c.step_s,
+        min_reaction_s=c.min_reaction_s,
+        answer_s=c.answer_s,
+        turn_deg=c.turn_deg,
+        planarity_limit=c.planarity_limit,
+    )
+
+
+@dataclass
+class ChallengeAttempt:
+    """A challenge that runs: the models' side, the latest frame, what was decided before it."""
+
+    run: ChallengeRun
+    frame: Frame
+    check: env.LivenessCheck
+    score: float | None
+    shown_left: int = -1  # the seconds_left last put on the screen
 
 
 @dataclass(frozen=True)
@@ -131,6 +168,8 @@ class FaceAccessApp(Plugin, ServesRoutes):
         self._reader_locked: dict[str, float] = {}  # reader -> monotonic end of the lockout
         self._gate_task: asyncio.Task[None] | None = None
         self._store_version = -1
+        self.challenge: ChallengeAttempt | None = None  # the challenge that runs, if one does
+        self.rng = random.SystemRandom()  # the challenge must not be predictable
         self.door_closed: bool | None = None
         self.decisions = 0
         self._latency_ms = 0.0  # from capture to the relay command, of the last opening
@@ -182,6 +221,7 @@ class FaceAccessApp(Plugin, ServesRoutes):
                     tg.create_task(self._drain_inbox()),
                     tg.create_task(self._watch_store()),
                     tg.create_task(self._process_credentials()),
+                    tg.create_task(self._expire_challenges()),
                 ]
                 await self._process_frames()
                 for h in helpers:
@@ -233,29 +273,57 @@ class FaceAccessApp(Plugin, ServesRoutes):
                 self.frames_seen += 1
                 continue
             try:
-                analysis = await self.call(self._analyse, frame)
+                if self.challenge is not None:
+                    await self._challenge_frame(self.challenge, frame)
+                else:
+                    analysis = await self.call(self._analyse, frame)
+                    await self.handle(frame, analysis)
             except (ValueError, cv2.error) as err:
                 log.warning("camera %s frame %d: cannot analyse: %s", frame.camera, frame.seq, err)
-            else:
-                await self.handle(frame, analysis)
             self.frames_seen += 1
 
     def decide(self, analysis: FaceAnalysis, gallery: Gallery) -> Decision | None:
+        """The decision on one analysed frame; ``challenge=True`` when the policy wants the
+        face to answer a challenge first."""
         if analysis.embedding is None:
             return None
         c = self.config
         match = gallery.search(analysis.embedding)
         matched = match is not None and match.distance <= c.threshold
         score = match.distance if match is not None else None
-        live: bool | None = None
-        if analysis.liveness is not None:
-            live = analysis.liveness < c.liveness_limit
-        check = env.LivenessCheck(score=analysis.liveness, live=live, policy=c.liveness)
+        p = analysis.passive
+        passive = (
+            None
+            if p is None
+            else env.PassiveLiveness(
+                antispoof=round(p.antispoof, 4),
+                liveness=round(p.liveness, 4),
+                score=round(p.score, 4),
+                limit=c.passive_limit,
+            )
+        )
+        doubt = p is None or p.score < c.passive_limit  # no score: no reason to trust it
+        live = None if p is None or c.liveness in ("off", "record") else not doubt
+        check = env.LivenessCheck(policy=c.liveness, live=live, passive=passive, challenge=None)
         person = match.person if matched and match is not None else "unknown"
         if not matched:
             return Decision(False, "unknown", score, "unknown face", check)
-        if c.liveness == "enforce" and live is False:
-            return Decision(False, person, score, "not live (replay or print suspected)", check)
+        if c.liveness in ("off", "record"):
+            return Decision(True, person, score, "matched", check)
+        if c.liveness == "passive":
+            if p is None:  # never open on a check that did not run
+                why = "not live: the passive liveness models did not run"
+                return Decision(False, person, score, why, check.model_copy(update={"live": False}))
+            if doubt:
+                why = f"not live: passive score {p.score:.2f} < {c.passive_limit:g}"
+                return Decision(False, person, score, why, check)
+            return Decision(True, person, score, "matched", check)
+        if p is not None and p.score < c.refuse_below:
+            why = f"not live: passive score {p.score:.2f} < {c.refuse_below:g} (refuse_below)"
+            return Decision(False, person, score, why, check.model_copy(update={"live": False}))
+        if c.liveness == "challenge_always" or doubt:
+            pending = check.model_copy(update={"live": None})
+            return Decision(False, person, score, "challenge", pending, challenge=True)
         return Decision(True, person, score, "matched", check)
 
     async def handle(self, frame: Frame, analysis: FaceAnalysis) -> Decision | None:
@@ -272,7 +340,17 @@ class FaceAccessApp(Plugin, ServesRoutes):
         quiet = self.config.unknown_interval_s if key == "unknown" else self.config.cooldown_s
         if now - self._last.get(key, -float("inf")) < quiet:
             return None
-        self._last[key] = now
+        if decision.challenge:
+            assert analysis.face is not None
+            self._start_challenge(frame, analysis.face, decision)
+            return decision
+        await self._admit_face(frame, decision)
+        return decision
+
+    async def _admit_face(self, frame: Frame, decision: Decision) -> None:
+        """A face decided (at once, or after its challenge): the gate, the report, and the
+        person's cooldown."""
+        self._last[decision.person] = time.monotonic()
         state = "spoof" if decision.person != "unknown" else "unknown"
         await self.admit(
             Attempt(
@@ -288,7 +366,89 @@ class FaceAccessApp(Plugin, ServesRoutes):
                 screen={"state": "granted" if decision.granted else state},
             )
         )
-        return decision
+
+    # -- the active challenge ----------------------------------------------------------------
+    def _start_challenge(self, frame: Frame, face: FaceBox, d: Decision) -> None:
+        run = ChallengeRun.start(
+            challenge_settings(self.config),
+            self.rng,
+            face,
+            d.person,
+            self.gallery.templates_of(d.person),
+            self.config.threshold,
+            frame.captured_mono,
+        )
+        self.challenge = ChallengeAttempt(run, frame, d.liveness, d.score)
+        log.info(
+            "gate %s: challenge for %s: %s",
+            self.config.gate.device,
+            d.person,
+            ", ".join(run.challenge.actions),
+        )
+
+    def _show_challenge(self, attempt: ChallengeAttempt, now: float) -> None:
+        """Prompt the next action when it is due, and count its seconds down on the screen."""
+        c = attempt.run.challenge
+        if c.want_prompt(now):
+            c.prompted(now)
+            attempt.shown_left = -1
+        if c.phase != "prompted" or c.action is None:
+            return
+        left = math.ceil(c.seconds_left(now))
+        if left != attempt.shown_left:  # each prompt, then once a second
+            attempt.shown_left = left
+            self.screen.publish(
+                {
+                    "state": "challenge",
+                    "action": c.action,
+                    "seconds_left": left,
+                    "step": c.step + 1,
+                    "steps": len(c.actions),
+                }
+            )
+
+    async def _challenge_frame(self, attempt: ChallengeAttempt, frame: Frame) -> None:
+        rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
+        pipeline = self.service.pipeline
+        assert pipeline.liveness is not None
+        attempt.frame = frame
+        await self.call(attempt.run.step, pipeline.liveness, pipeline, rgb, frame.captured_mono)
+        if attempt.run.challenge.done:
+            await self._end_challenge(attempt, frame)
+        else:  # on the frames' own timeline (the camera stamps them with time.monotonic)
+            self._show_challenge(attempt, time.monotonic())
+
+    async def _expire_challenges(self) -> None:
+        """End an attempt whose face sent no frame for ``step_s`` (the camera skips still
+        frames, or the face left): the screen must not keep asking."""
+        while True:
+            await self.ctx.clock.sleep(0.5)
+            attempt = self.challenge
+            if attempt is None:
+                continue
+            now = time.monotonic()  # the frames' timeline, as above
+            if now - attempt.frame.captured_mono > self.config.challenge.step_s:
+                attempt.run.challenge.fail("face_lost", "no frame of the face came", now)
+                await self._end_challenge(attempt, attempt.frame)
+
+    async def _end_challenge(self, attempt: ChallengeAttempt, frame: Frame) -> None:
+        if self.challenge is not attempt:
+            return
+        self.challenge = None
+        c = attempt.run.challenge
+        passed = c.outcome == "passed"
+        result = env.ChallengeResult(
+            actions=list(c.actions),
+            done=c.step,
+            outcome=c.outcome,
+            seconds=None if c.elapsed is None else round(max(c.elapsed, 0.0), 2),
+            planarity=None if c.planarity is None else round(c.planarity, 4),
+            planarity_limit=c.settings.planarity_limit,
+        )
+        liveness = attempt.check.model_copy(update={"live": passed, "challenge": result})
+        reason = "matched" if passed else f"not live: challenge {c.outcome} ({c.detail})"
+        person = attempt.run.person
+        await self._admit_face(frame, Decision(passed, person, attempt.score, reason, liveness))
 
     # -- passes, cards, PINs -------------------------------------------------------------------
     async def handle_pass(self, frame: Frame, text: str) -> Attempt | None:

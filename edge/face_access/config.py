@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import binascii
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from edge.config.base import Catalog, Loc, PluginConfig, StrictModel
 from edge.config.problems import did_you_mean
@@ -137,6 +137,87 @@ class ReadersConfig(StrictModel):
     )
 
 
+LivenessPolicy = Literal["off", "record", "passive", "challenge_on_doubt", "challenge_always"]
+ChallengeAction = Literal["blink", "turn_left", "turn_right"]
+_ENFORCE_GONE = (
+    "'enforce' is no longer a policy: write 'passive' for what it did (the liveness models alone "
+    "refuse what they call a spoof), or 'challenge_always' / 'challenge_on_doubt' to ask for a "
+    "random blink or head turn as well (see models/cards/human-liveness.md)"
+)
+_LIMIT_GONE = (
+    "liveness_limit belonged to the FaceAntiSpoofing model (lower was live), which the gate no "
+    "longer runs: remove it; the passive models' score is higher-is-live, set passive_limit "
+    "(0-1) instead if you must (see models/cards/human-liveness.md)"
+)
+
+
+class ChallengeConfig(StrictModel):
+    """The active challenge: a random sequence of blinks and head turns (see
+    edge/face_access/liveness/challenge.py for the rules)."""
+
+    actions: list[ChallengeAction] = Field(
+        default=["blink", "turn_left", "turn_right"],
+        min_length=1,
+        description="Actions a challenge draws from ('turn_left': the person's own left)",
+    )
+    steps: int = Field(
+        default=2,
+        ge=1,
+        le=4,
+        description="Actions per challenge, drawn independently: a replayed recording guesses "
+        "right 1 in (number of actions)^steps",
+    )
+    step_s: float = Field(
+        default=4.0,
+        gt=0.5,
+        le=30,
+        description="Time to answer one prompt (and to face the camera again between steps)",
+    )
+    min_reaction_s: float = Field(
+        default=0.15,
+        ge=0,
+        le=1,
+        description="An answer that starts sooner after the prompt is not a person's",
+    )
+    answer_s: float = Field(
+        default=1.5,
+        gt=0,
+        le=10,
+        description="An answer must begin this soon after the prompt (a head half-way turned, "
+        "the eyes closed): a person who read it reacts within a second or so, a recording "
+        "whose gesture merely falls somewhere in the step does not",
+    )
+    turn_deg: float = Field(default=15.0, ge=5, le=60, description="Head turn that counts")
+    planarity_limit: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="Smallest parallax of a head turn (landmark residual of the best plane, "
+        "over the eye distance) that is not a photo or a screen; 0: not checked",
+    )
+
+    @field_validator("actions")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("each action once")
+        return v
+
+    @model_validator(mode="after")
+    def _answer_within_step(self) -> ChallengeConfig:
+        if self.answer_s > self.step_s:
+            raise ValueError(
+                f"answer_s ({self.answer_s:g}) is longer than step_s ({self.step_s:g}): an answer "
+                "must begin within the step; raise step_s or lower answer_s"
+            )
+        if self.min_reaction_s >= self.answer_s:
+            raise ValueError(
+                f"min_reaction_s ({self.min_reaction_s:g}) leaves no time to answer before "
+                f"answer_s ({self.answer_s:g}): lower it"
+            )
+        return self
+
+
 class FaceAccessConfig(PluginConfig):
     """Open a gate for enrolled residents recognised by a camera; report every decision."""
 
@@ -162,12 +243,28 @@ class FaceAccessConfig(PluginConfig):
         lt=2,
         description="Largest L2 distance accepted as the same person (see the model card)",
     )
-    liveness: Literal["enforce", "record", "off"] = Field(
-        default="enforce",
-        description="enforce: refuse faces the liveness model calls spoofed; record: only report",
+    liveness: LivenessPolicy = Field(
+        default="challenge_always",
+        description="challenge_always: every recognised face answers a random challenge; "
+        "challenge_on_doubt: only when the passive score is under passive_limit; passive: the "
+        "liveness models alone refuse; record: the models only report; off: not run",
     )
-    liveness_limit: float = Field(
-        default=0.2, gt=0, description="Liveness scores at or above this are 'not live'"
+    passive_limit: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Passive liveness score (mean of the two models, higher is live) under which "
+        "a face is not live (passive) or is challenged (challenge_on_doubt)",
+    )
+    refuse_below: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Challenge policies: a passive score under this is refused without a "
+        "challenge (0: never)",
+    )
+    challenge: ChallengeConfig = Field(
+        default_factory=ChallengeConfig, description="The active challenge"
     )
     quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality checks")
     cooldown_s: float = Field(
@@ -198,6 +295,20 @@ class FaceAccessConfig(PluginConfig):
         le=365,
         description="Longest an opted-in enrolment image may be kept (0: never kept)",
     )
+
+    @field_validator("liveness", mode="before")
+    @classmethod
+    def _enforce_renamed(cls, v: Any) -> Any:
+        if v == "enforce":
+            raise ValueError(_ENFORCE_GONE)
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _limit_removed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "liveness_limit" in data:
+            raise ValueError(_LIMIT_GONE)
+        return data
 
     def wants_frames(self, camera: str) -> bool:
         return camera in self.cameras

@@ -40,6 +40,11 @@ class Gallery:
     def __len__(self) -> int:
         return len(self.people)
 
+    def templates_of(self, person: str) -> np.ndarray:
+        """The templates of one person (K x dim; none: 0 x dim)."""
+        rows: np.ndarray = self.templates[[i for i, p in enumerate(self.people) if p == person]]
+        return rows
+
     def distances(self, query: np.ndarray) -> np.ndarray:
         q = np.asarray(query, dtype=np.float32)
         d2 = self._norms - 2.0 * (self.templates @ q) + float(q @ q)

@@ -11,8 +11,9 @@ thread so the event loop never waits on a model.
 - align: a similarity transform maps the five landmarks onto where dlib's
   ``get_face_chip_details(size=150, padding=0.25)`` puts the same points of its mean face, and
   the 150x150 chip is resampled (the embedding net was trained on such chips).
-- liveness: FaceAntiSpoofing on the detector's box made square, 256x256, RGB/255; its score is
-  ``sum(|class| * leaf mask)``, lower is more live; the model's authors use 0.2 as the limit.
+- liveness (passive): the two small classifiers of :mod:`edge.face_access.liveness.passive` on
+  the box made square and enlarged 1.4x; their mean score is higher-is-live. The active
+  challenge (blinks, head turns, planarity) runs over the following frames, in the app.
 - embed: the chip through the dlib ResNet: 128 numbers; people are compared by L2 distance.
 """
 
@@ -25,6 +26,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from edge.face_access.liveness.models import LivenessModels
+from edge.face_access.liveness.passive import PassiveScores
 from edge.vision.face_detector import FaceBox, MtcnnDetector
 from edge.vision.imageops import laplacian_variance, similarity_transform
 from edge.vision.manifest import ModelStore
@@ -46,8 +49,6 @@ _MEAN_5 = np.array(
 )
 CHIP_LANDMARKS = (0.25 + _MEAN_5) / 1.5 * CHIP
 EMBEDDING_MODEL = "dlib-resnet-embedding"
-LIVENESS_MODEL = "face-antispoofing"
-LIVENESS_INPUT = 256
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class FaceAnalysis:
     faces: int
     face: FaceBox | None = None
     quality: Quality | None = None
-    liveness: float | None = None
+    passive: PassiveScores | None = None
     embedding: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -110,6 +111,7 @@ class FacePipeline:
         threads: int = 1,
         quality: QualitySettings | None = None,
         detector_min_face_px: int | None = None,
+        liveness: bool = True,
     ) -> None:
         self.settings = quality or QualitySettings()
         self.detector = MtcnnDetector(
@@ -118,11 +120,12 @@ class FacePipeline:
             min_face_px=detector_min_face_px or max(20, self.settings.min_face_px * 2 // 3),
         )
         self.embedder = ModelSession(store, EMBEDDING_MODEL, threads=threads)
-        self.antispoof = ModelSession(store, LIVENESS_MODEL, threads=threads)
+        self.liveness = LivenessModels(store, threads=threads) if liveness else None
 
     @property
     def sessions(self) -> tuple[ModelSession, ...]:
-        return (*self.detector.sessions, self.embedder, self.antispoof)
+        extra = self.liveness.sessions if self.liveness is not None else ()
+        return (*self.detector.sessions, self.embedder, *extra)
 
     @property
     def model_versions(self) -> dict[str, str]:
@@ -135,7 +138,8 @@ class FacePipeline:
     def warm(self) -> None:
         self.detector.warm()
         self.embedder.warm()
-        self.antispoof.warm()
+        if self.liveness is not None:
+            self.liveness.warm()
 
     # -- steps -------------------------------------------------------------------------------
     def align(self, rgb: np.ndarray, face: FaceBox) -> np.ndarray:
@@ -161,21 +165,6 @@ class FacePipeline:
             problems.append(f"tilted (roll {roll:.0f}°)")
         return Quality(face.size, sharp, yaw, roll, tuple(problems))
 
-    def liveness(self, rgb: np.ndarray, face: FaceBox) -> float:
-        h, w = rgb.shape[:2]
-        x1, y1, x2, y2 = face.box
-        side = max(x2 - x1, y2 - y1)
-        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        side = min(side, w, h)
-        ox = round(min(max(cx - side / 2, 0), w - side))
-        oy = round(min(max(cy - side / 2, 0), h - side))
-        s = int(side)
-        crop = rgb[oy : oy + s, ox : ox + s]
-        x = cv2.resize(crop, (LIVENESS_INPUT, LIVENESS_INPUT), interpolation=cv2.INTER_LINEAR)
-        x = (x.astype(np.float32) / 255.0)[None]
-        clss, mask = self.antispoof.run(x)
-        return float(np.sum(np.abs(clss[0]) * mask[0]))
-
     def embed(self, chip: np.ndarray) -> np.ndarray:
         out = self.embedder.run(chip.astype(np.float32)[None])[0][0]
         result: np.ndarray = out.astype(np.float32)
@@ -199,8 +188,8 @@ class FacePipeline:
         result.timings_ms["align"] = (t2 - t1) * 1000
         if require_quality and not result.quality.ok:
             return result
-        if liveness:
-            result.liveness = self.liveness(rgb, face)
+        if liveness and self.liveness is not None:
+            result.passive = self.liveness.passive.scores(rgb, face.box)
         t3 = time.perf_counter()
         result.timings_ms["liveness"] = (t3 - t2) * 1000
         result.embedding = self.embed(chip)

@@ -142,6 +142,7 @@ class FaceService:
                 quality=QualitySettings(
                     q.min_face_px, q.min_sharpness, q.max_yaw_deg, q.max_roll_deg
                 ),
+                liveness=self.config.liveness != "off",
             )
             self._pipeline.warm()
         return self._pipeline

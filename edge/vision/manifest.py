@@ -127,9 +127,9 @@ class ModelEntry(_Strict):
     task: str = Field(description="What it does, e.g. face-detection, face-embedding, liveness")
     file: str = Field(description="ONNX file name in the built models folder")
     sha256: Sha256 = Field(description="sha256 of the built ONNX file")
-    convert: Literal["copy", "faceapi-resnet", "tflite", "tfjs-centernet", "keras-h5", "train"] = (
-        Field(description="How the build makes the file from its sources ('train': trains it)")
-    )
+    convert: Literal[
+        "copy", "faceapi-resnet", "tflite", "tfjs-centernet", "tfjs-graph", "keras-h5", "train"
+    ] = Field(description="How the build makes the file from its sources ('train': trains it)")
     sources: list[Member] = Field(
         default_factory=list, description="Files the conversion reads (none when trained)"
     )

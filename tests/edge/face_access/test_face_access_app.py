@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edge.face_access.app import FaceAccessApp
+from edge.face_access.liveness.passive import PassiveScores
 from edge.face_access.pipeline import FaceAnalysis
 from edge.readings import Reading, ReadingBatch
 from protocols import envelope as env
@@ -31,13 +33,17 @@ async def test_an_enrolled_person_opens_the_relay_for_the_set_time(harness: Harn
     assert a.score is not None and a.threshold == 0.5 and a.score <= a.threshold
     assert a.method == "face" and a.camera == "cam-1" and a.reader is None
     assert a.liveness is not None
-    assert a.liveness.policy == "record" and a.liveness.score is not None
+    assert a.liveness.policy == "record" and a.liveness.passive is not None
+    assert a.liveness.live is None and a.liveness.challenge is None  # record: reported only
     assert set(a.models) == {
         "mtcnn-pnet",
         "mtcnn-rnet",
         "mtcnn-onet",
         "dlib-resnet-embedding",
-        "face-antispoofing",
+        "human-antispoof",
+        "human-liveness",
+        "facemesh",
+        "iris",
     }
     assert a.latency_ms > 0
     assert h.gate.writes == [("relay", True)]
@@ -159,19 +165,37 @@ async def test_the_door_contact_is_followed_and_readings_do_not_pile_up(harness:
     assert h.app.door_closed is False and h.inbox.depth == 0
 
 
-def analysis(embedding: np.ndarray | None, liveness: float | None) -> FaceAnalysis:
-    return FaceAnalysis(faces=1, embedding=embedding, liveness=liveness)
+def analysis(embedding: np.ndarray | None, live: float | None) -> FaceAnalysis:
+    passive = None if live is None else PassiveScores(live, live)
+    return FaceAnalysis(faces=1, embedding=embedding, passive=passive)
 
 
 @pytest.mark.parametrize(
-    ("policy", "distance", "live_score", "granted", "person", "reason"),
+    ("policy", "distance", "live_score", "granted", "person", "reason", "live"),
     [
-        ("enforce", 0.3, 0.05, True, "p", "matched"),
-        ("enforce", 0.3, 0.9, False, "p", "not live (replay or print suspected)"),
-        ("record", 0.3, 0.9, True, "p", "matched"),
-        ("off", 0.3, None, True, "p", "matched"),
-        ("enforce", 0.7, 0.05, False, "unknown", "unknown face"),
-        ("record", 0.5, 0.05, True, "p", "matched"),  # the threshold itself is accepted
+        ("passive", 0.3, 0.9, True, "p", "matched", True),
+        ("passive", 0.3, 0.2, False, "p", "not live: passive score 0.20 < 0.5", False),
+        ("passive", 0.3, 0.5, True, "p", "matched", True),  # the limit itself is live
+        (
+            "passive",
+            0.3,
+            None,
+            False,
+            "p",
+            "not live: the passive liveness models did not run",
+            False,
+        ),
+        ("record", 0.3, 0.1, True, "p", "matched", None),
+        ("off", 0.3, None, True, "p", "matched", None),
+        ("passive", 0.7, 0.9, False, "unknown", "unknown face", True),
+        ("record", 0.5, 0.9, True, "p", "matched", None),  # the threshold itself is accepted
+        # challenge policies: not decided yet, a challenge first
+        ("challenge_always", 0.3, 0.9, False, "p", "challenge", None),
+        ("challenge_on_doubt", 0.3, 0.2, False, "p", "challenge", None),
+        ("challenge_on_doubt", 0.3, 0.9, True, "p", "matched", True),
+        ("challenge_always", 0.7, 0.9, False, "unknown", "unknown face", True),
+        # without the passive models' score a challenge policy still challenges
+        ("challenge_always", 0.3, None, False, "p", "challenge", None),
     ],
 )
 def test_decision_table(
@@ -182,6 +206,7 @@ def test_decision_table(
     granted: bool,
     person: str,
     reason: str,
+    live: bool | None,
 ) -> None:
     from edge.face_access.gallery import Gallery
 
@@ -194,6 +219,79 @@ def test_decision_table(
     d = app.decide(analysis(q, live_score), Gallery(["p"], t[None]))
     assert d is not None
     assert (d.granted, d.person, d.reason) == (granted, person, reason)
-    assert d.liveness is not None
-    assert d.liveness.live == (None if live_score is None else live_score < 0.2)
+    assert d.challenge == (reason == "challenge")
+    assert d.liveness.live == live
+    assert d.liveness.policy == policy
+
+
+def test_refuse_below_refuses_without_a_challenge(tmp_path: Path) -> None:
+    from edge.face_access.gallery import Gallery
+
+    cfg = config(tmp_path, liveness="challenge_always", refuse_below=0.3)
+    app = FaceAccessApp.__new__(FaceAccessApp)
+    app.config = cfg
+    t = np.zeros(128, np.float32)
+    d = app.decide(analysis(t, 0.1), Gallery(["p"], t[None]))
+    assert d is not None and not d.granted and not d.challenge
+    assert d.reason == "not live: passive score 0.10 < 0.3 (refuse_below)"
+    assert d.liveness.live is False
     assert app.decide(analysis(None, 0.1), Gallery(["p"], t[None])) is None
+
+
+CHALLENGE = {"liveness": "challenge_always", "challenge": {"step_s": 1.0, "answer_s": 0.8}}
+
+
+async def feed_for(h: Harness, image: np.ndarray, seconds: float, seq: int = 1) -> int:
+    """The same picture as camera frames about 10 per second for ``seconds`` of real time (the
+    frames carry their real capture time, as the camera source stamps them)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not h.access():
+        await h.feed(image, seq)
+        seq += 1
+        await asyncio.sleep(0.1)
+    return seq
+
+
+@pytest.mark.parametrize("harness", [CHALLENGE], indirect=True)
+async def test_a_photo_held_still_is_challenged_and_refused(harness: Harness) -> None:
+    """challenge_always: the match alone opens nothing; the screen asks for an action, a photo
+    cannot give it, and the attempt ends refused with what was asked and why."""
+    h = harness
+    screen = h.app.screen.subscribe()
+    await h.feed(still("obama2.jpg"))
+    assert h.access() == [] and h.app.challenge is not None  # challenged, not decided
+    await feed_for(h, still("obama2.jpg"), 6.0, seq=2)
+    [a] = h.access()
+    assert (a.decision, a.person, a.relay) == (env.AccessDecision.DENIED, "p-obama", "not_opened")
+    assert a.liveness is not None
+    assert a.liveness.policy == "challenge_always" and a.liveness.live is False
+    c = a.liveness.challenge
+    assert c is not None and c.outcome == "timeout" and c.done == 0, c
+    assert a.reason.startswith("not live: challenge timeout (no ")
+    assert a.liveness.passive is not None  # the passive scores travel beside it
+    assert h.gate.writes == [] and h.app.challenge is None
+    shown = []
+    while not screen.empty():
+        shown.append(screen.get_nowait())
+    prompts = [s for s in shown if s["state"] == "challenge"]
+    assert prompts and prompts[0]["action"] == c.actions[0], shown
+    assert all(set(s) >= {"action", "seconds_left"} for s in prompts)
+    assert all(isinstance(s["seconds_left"], int) and 0 <= s["seconds_left"] <= 1 for s in prompts)
+    assert shown[-1]["state"] != "challenge"  # the screen does not keep asking
+
+
+@pytest.mark.parametrize("harness", [CHALLENGE], indirect=True)
+async def test_a_face_that_leaves_during_the_challenge_ends_it(harness: Harness) -> None:
+    h = harness
+    await h.feed(still("obama2.jpg"))
+    assert h.app.challenge is not None
+    await asyncio.sleep(1.1)  # no frame for longer than step_s (real time, as frames carry)
+    for _ in range(3):
+        await h.clock.advance(0.5)  # the app's watchdog looks every 0.5 s of its clock
+        if h.access():
+            break
+    [a] = h.access()
+    assert a.decision == env.AccessDecision.DENIED and a.relay == "not_opened"
+    assert a.liveness is not None and a.liveness.challenge is not None
+    assert a.liveness.challenge.outcome == "face_lost"
+    assert h.app.challenge is None and h.gate.writes == []
