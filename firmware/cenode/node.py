@@ -178,7 +178,7 @@ def main(root: str) -> None:
     from cenode import hal, net
 
     cfg = node_config.load(root)
-    for done in ("cenode.config", "cenode.util"):  # read once; their code need not stay
+    for done in ("cenode.config", "cenode.appschema", "cenode.util"):  # read once; their code need not stay
         sys.modules.pop(done, None)
     node_config = None
     board = hal.Board(cfg["app"].get("pins", {}), cfg["watchdog_ms"])
