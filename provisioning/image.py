@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -306,7 +307,11 @@ def mpremote_copy(
         if reset:
             argv += ["+", "reset"]
         proc = subprocess.Popen(  # noqa: S603 - argv is ours
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},  # each "cp" line as it happens
         )
         assert proc.stdout is not None
         tail: list[str] = []

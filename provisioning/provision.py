@@ -246,9 +246,9 @@ def provision_node(site: Site, req: NodeRequest, progress: Progress = quiet) -> 
             total = len(files)
             done = [0]
 
-            def copied(_name: str) -> None:
+            def copied(name: str) -> None:  # mpremote starts on this file
                 done[0] += 1
-                progress("copy", done[0] / total)
+                progress("copy", (done[0] - 1) / total, f"{name} ({done[0]}/{total})")
 
             # then a reset: the board (or the VM of 'provision vm') boots the node from its files
             image.mpremote_copy(req.copy_to, files, copied)

@@ -19,9 +19,12 @@ Like a board:
 The bridge speaks the raw REPL to the client (MicroPython's ``pyexec`` protocol): Ctrl-A
 enters raw mode and answers ``raw REPL; CTRL-B to exit\\r\\n>``; a block ends with Ctrl-D and is
 answered ``OK`` + output + ``\\x04`` + error + ``\\x04>``; Ctrl-D on an empty block is a soft reset
-(a fresh REPL; as on a board, the raw REPL's soft reset does not run ``main.py``); raw-paste
-(``\\x05A\\x01``) is answered "not supported" (``R\\x00``). What the node prints goes to the
-console callback and, like a serial console, to the connected client.
+(a fresh REPL; as on a board, the raw REPL's soft reset does not run ``main.py``). Raw-paste
+(``\\x05A\\x01``, which mpremote asks first) is granted: ``R\\x01`` and a window size (u16 LE);
+``\\x01`` grants another window each time one is consumed; the client ends with Ctrl-D, answered
+``\\x04``, then output + ``\\x04`` + error + ``\\x04>`` (without it mpremote sends 256 bytes
+every 10 ms). What the node prints goes to the console callback and, like a serial console, to
+the connected client.
 
 Used by ``cityedge provision vm``, the provisioning hil-test and its benchmark.
 """
@@ -48,6 +51,7 @@ ERR = b"\x00ERR\x00"
 RESET = b"\x00RESET\x00"
 RESET_EXIT_CODE = 75  # firmware/sim/machine.py: machine.reset()
 WATCHDOG_S = 1.0
+PASTE_WINDOW = 4096  # raw-paste flow control: bytes per window (MicroPython's is smaller)
 # the sensors of every node kind, on the pins of the unix target (the ESP32 defaults): a bin
 # 50 % full of a 1200 mm bin at 20 °C (echo on 18, TMP36 on 34), the water probes on 34/35/32,
 # the gate's door contact on 27
@@ -237,9 +241,22 @@ class VmBridge:
         reset = err == RESET
         return out.replace(b"\n", b"\r\n"), b"" if reset else err.replace(b"\n", b"\r\n"), reset
 
+    async def _run_block(self, writer: asyncio.StreamWriter, code: bytes, ok: bytes) -> bool:
+        """Run a block and answer as the raw REPL does; True when it reset the board."""
+        writer.write(ok)
+        out, err, reset = await self.run_code(code)
+        writer.write(out + b"\x04" + err + b"\x04>")
+        if reset:
+            await writer.drain()
+            self._say(b"[vm] machine.reset(): booting\n")
+            await self.boot()
+        return reset
+
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raw = False
         block = bytearray()
+        paste: bytearray | None = None  # raw-paste mode: the code so far
+        window = 0  # raw-paste: bytes the client may still send before we grant more
         self.client = writer
         try:
             while True:
@@ -253,6 +270,18 @@ class VmBridge:
                             await self._start_vm()
                             writer.write(b"\r\nKeyboardInterrupt:\r\n>>> ")
                         continue  # a running program takes no REPL input
+                    if paste is not None:
+                        if b != 0x04:
+                            paste.append(b)
+                            window -= 1
+                            if window == 0:  # consumed: the client may send another window
+                                window = PASTE_WINDOW
+                                writer.write(b"\x01")
+                            continue
+                        code, paste = bytes(paste), None
+                        if await self._run_block(writer, code, b"\x04"):
+                            raw = False
+                        continue
                     if not raw:
                         if b == 0x01:
                             raw, block = True, bytearray()
@@ -275,19 +304,13 @@ class VmBridge:
                             writer.write(b"soft reboot\r\n" + BANNER + b">")
                             continue
                         code, block = bytes(block), bytearray()
-                        writer.write(b"OK")
-                        out, err, reset = await self.run_code(code)
-                        writer.write(out + b"\x04" + err + b"\x04>")
-                        if reset:
+                        if await self._run_block(writer, code, b"OK"):
                             raw = False
-                            await writer.drain()
-                            self._say(b"[vm] machine.reset(): booting\n")
-                            await self.boot()
                     else:
                         block.append(b)
-                        if block == b"\x05A\x01":  # raw-paste request: not supported here
-                            block = bytearray()
-                            writer.write(b"R\x00")
+                        if block == b"\x05A\x01":  # raw-paste: granted, with a window
+                            block, paste, window = bytearray(), bytearray(), PASTE_WINDOW
+                            writer.write(b"R\x01" + PASTE_WINDOW.to_bytes(2, "little"))
                 await writer.drain()
         except ConnectionError:
             return  # the client went away (mpremote closes without a goodbye)
