@@ -134,49 +134,46 @@ def raw_paho_one_thread(port: int, recs: list[Record]) -> float:
 
 
 async def through_bridge(port: int, work: Path, recs: list[Record]) -> float:
-    bridge = await Bridge.open(settings(port, work / "throughput.db"))
-    run = asyncio.create_task(bridge.run())
-    t0 = time.perf_counter()
-    for r in recs:
-        await bridge.put(r)
-    bridge.close_intake()
-    await run
-    rate = len(recs) / (time.perf_counter() - t0)
-    await bridge.aclose()
-    return rate
+    async with Bridge.open(settings(port, work / "throughput.db")) as bridge:
+        run = asyncio.create_task(bridge.run())
+        t0 = time.perf_counter()
+        for r in recs:
+            await bridge.put(r)
+        bridge.close_intake()
+        await run
+        return len(recs) / (time.perf_counter() - t0)
 
 
 async def drain(broker: Broker, work: Path, console: Console) -> dict[str, float]:
-    bridge = await Bridge.open(settings(broker.port, work / "drain.db"))
-    run = asyncio.create_task(bridge.run())
-    stop = asyncio.Event()
+    async with Bridge.open(settings(broker.port, work / "drain.db")) as bridge:
+        run = asyncio.create_task(bridge.run())
+        stop = asyncio.Event()
 
-    async def feed() -> None:
-        batch = RATE // 10
-        while not stop.is_set():
-            t = time.perf_counter()
-            for r in records(batch):
-                await bridge.put(r)
-            await asyncio.sleep(max(0.0, 0.1 - (time.perf_counter() - t)))
+        async def feed() -> None:
+            batch = RATE // 10
+            while not stop.is_set():
+                t = time.perf_counter()
+                for r in records(batch):
+                    await bridge.put(r)
+                await asyncio.sleep(max(0.0, 0.1 - (time.perf_counter() - t)))
 
-    feeder = asyncio.create_task(feed())
-    await asyncio.sleep(5)
-    await asyncio.to_thread(broker.stop)
-    console.print(f"drain: broker stopped for {OUTAGE_S:.0f} s at {RATE}/s", highlight=False)
-    await asyncio.sleep(OUTAGE_S)
-    backlog = bridge.backlog
-    published0 = sum(bridge.counters.published.values())
-    await asyncio.to_thread(broker.restart)
-    t0 = time.perf_counter()
-    while bridge.backlog > RATE:  # noqa: ASYNC110 - polling a figure; back to steady state
-        await asyncio.sleep(0.2)
-    elapsed = time.perf_counter() - t0
-    acked = sum(bridge.counters.published.values()) - published0
-    stop.set()
-    await feeder
-    bridge.close_intake()
-    await run
-    await bridge.aclose()
+        feeder = asyncio.create_task(feed())
+        await asyncio.sleep(5)
+        await asyncio.to_thread(broker.stop)
+        console.print(f"drain: broker stopped for {OUTAGE_S:.0f} s at {RATE}/s", highlight=False)
+        await asyncio.sleep(OUTAGE_S)
+        backlog = bridge.backlog
+        published0 = sum(bridge.counters.published.values())
+        await asyncio.to_thread(broker.restart)
+        t0 = time.perf_counter()
+        while bridge.backlog > RATE:  # noqa: ASYNC110 - polling a figure; back to steady state
+            await asyncio.sleep(0.2)
+        elapsed = time.perf_counter() - t0
+        acked = sum(bridge.counters.published.values()) - published0
+        stop.set()
+        await feeder
+        bridge.close_intake()
+        await run
     return {"backlog": backlog, "seconds": elapsed, "drain_rate": acked / elapsed}
 
 
@@ -184,19 +181,19 @@ def backlog_child(outbox: str, port: int, n: int) -> None:
     """Run in a child process: a bridge whose broker is away takes ``n`` envelopes."""
 
     async def main() -> None:
-        bridge = await Bridge.open(settings(port, Path(outbox)))
-        run = asyncio.create_task(bridge.run())
-        made = 0
-        while made < n:
-            for r in records(min(10_000, n - made)):
-                await bridge.put(r)
-            made += 10_000
-            print(f"made {made}", flush=True)
-        while bridge.backlog < n:  # noqa: ASYNC110 - polling a figure
-            await asyncio.sleep(0.1)
-        print("ready", flush=True)
-        await asyncio.sleep(3600)
-        run.cancel()
+        async with Bridge.open(settings(port, Path(outbox))) as bridge:
+            run = asyncio.create_task(bridge.run())
+            made = 0
+            while made < n:
+                for r in records(min(10_000, n - made)):
+                    await bridge.put(r)
+                made += 10_000
+                print(f"made {made}", flush=True)
+            while bridge.backlog < n:  # noqa: ASYNC110 - polling a figure
+                await asyncio.sleep(0.1)
+            print("ready", flush=True)
+            await asyncio.sleep(3600)
+            run.cancel()
 
     asyncio.run(main())
 

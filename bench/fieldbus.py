@@ -397,8 +397,8 @@ def report(results: list[Result], points: int, naive: int, planned: int) -> str:
         "dissolved oxygen decodes wrongly there (the request count and the work are the same). The plain loop "
         "reads the same merged blocks as cityedge and decodes with the same codec: the difference to it is the "
         "framework (envelopes, QoS 1 in-flight window, availability, metrics). With the broker stopped, "
-        "cityedge's MQTT sink holds up to its `buffer_capacity` (10 000 envelopes) and then drops the oldest "
-        "telemetry, and its channels block the polls: its memory rises to that bound and stays. The plain "
-        "loop's paho client queues without bound.",
+        "cityedge's MQTT sink goes on committing every envelope to its durable outbox on disk (SQLite, up "
+        "to `outbox.budget_bytes`, 256 MiB by default, beyond which the oldest telemetry is dropped): its "
+        "memory stays flat. The plain loop's paho client queues without bound.",
     ]
     return "\n".join(lines)

@@ -4,7 +4,8 @@ Exit codes (all commands, :class:`protocols.codes.ExitCode`): 0 success; 1 the i
 (config problems, an out-of-date file, an argument's value); 2 usage error (unknown option,
 missing argument); 3 the program could not run (a missing optional dependency, a port in use, a
 broker or device unreachable at start, a command that is not part of this install); 4 the work
-was done but its check failed (``provision node --wait-s``: the node never reported).
+was done but its check failed (``provision node --wait-s``: the node never reported); 130
+stopped by Ctrl-C. No room declares exit codes of its own.
 
 Every error prints ``CEnnn: message`` and ``  hint: ...`` on stderr (one meaning per code,
 ``docs/errors.md``; ``cityedge errors CODE`` explains one); with ``--json`` it is one JSON

@@ -279,7 +279,7 @@ def report(err: BaseException, *, as_json: bool, command: str = "cityedge") -> i
     if isinstance(err, SystemExit):
         return err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
     if isinstance(err, KeyboardInterrupt):
-        return 130
+        return ExitCode.INTERRUPTED
     if isinstance(err, typer.Abort):
         return 1
     if isinstance(err, BrokenPipeError):  # the reader went away (| head): nothing to say

@@ -3,7 +3,11 @@
 - shared: :mod:`cloud_bridge.link`, one MQTT connection driven from the event loop (paho-mqtt's
   socket callbacks; no extra thread), with a bounded in-flight window sized from the broker's
   receive maximum, MQTT 5 with a 3.1.1 fallback, TLS and client certificates;
-  :mod:`cloud_bridge.backoff`, capped and jittered exponential backoff.
+  :mod:`cloud_bridge.session`, the reconnecting session around it that the bridge, the node
+  source, the ingest and the live view share; :mod:`cloud_bridge.backoff`, capped and jittered
+  exponential backoff; :mod:`cloud_bridge.aio`, the injected clock and ``open()`` for
+  ``async with``;
+  :mod:`cloud_bridge.errors`, the roots of the exception tree below.
 - :mod:`cloud_bridge.uplink`, what a gateway runs: the durable outbox, the bridge (session,
   birth and death, sequence numbers) and the signed downlink commands.
 - :mod:`cloud_bridge.citybrain`, the city brain's side: the ingest workers, the store (one file
@@ -12,13 +16,24 @@
 Neither half imports the other, and nothing here imports ``edge``, ``sim`` or ``provisioning``
 (import-linter contracts in ``pyproject.toml``).
 
-Exception trees::
+One exception tree (:mod:`cloud_bridge.errors`; transient and permanent errors are different
+types; where each class lives in brackets)::
 
-    LinkError               the connection failed or was lost; retry with backoff
-    ├── LinkLost            it was up and went down; in-flight publishes are not acknowledged
-    └── LinkRefused         the broker said no (credentials, client id, not authorised)
+    BridgeError                     every error cloud_bridge raises on purpose
+    ├── TransientBridgeError        may clear by itself: keep what you hold, try again with backoff
+    │   ├── LinkError               the connection failed or was lost            [link]
+    │   │   ├── LinkLost            it was up and went down; in-flight publishes are not acknowledged
+    │   │   └── LinkRefused         the broker said no (credentials, client id, not authorised);
+    │   │                           tried again, as the broker's ACL is fixed on the broker
+    │   ├── OutboxError             the outbox cannot be opened or written        [uplink.outbox]
+    │   │   ├── OutboxFull          the disk is full and no telemetry is left to drop; keep, retry
+    │   │   └── OutboxDamaged       SQLite found the file damaged; opening it again sets it aside
+    │   └── StoreError              the ingest's database cannot be reached or written; the batch
+    │                               is not acknowledged and is written again  [citybrain.store]
+    └── PermanentBridgeError        the same again fails again
+        └── CommandError            a handler refuses a downlink command: the reply says why
+                                    (``bad-args`` or ``failed``)              [uplink.commands]
 
-    OutboxError             the outbox cannot be opened or written (permissions, I/O error)
-    ├── OutboxFull          the disk is full and no telemetry is left to drop; keep, retry later
-    └── OutboxDamaged       SQLite found the file damaged while running; reopening sets it aside
+Commands turn them into coded errors for people (:mod:`protocols.codes`: ``CE600`` the store,
+``CE610`` the broker, ``CE620``/``CE621`` a command).
 """

@@ -11,6 +11,13 @@ unacknowledged QoS 1 publishes than it announced (MQTT 5.0, 3.2.2.3.3), and paho
 the caller decides what to resend (at-least-once).
 
 Only the blocking TCP/TLS connect runs in a worker thread, under ``connect_timeout_s``.
+
+Use as ``async with MqttLink.open(settings) as link`` (closed on the way out, within
+:data:`CLOSE_TIMEOUT_S`), as aiomqtt's client is used; ``link = await MqttLink.open(settings)``
+leaves :meth:`MqttLink.close` to the caller. The link owns the one task it runs (paho's
+keepalive, once a second): if it fails, the link is lost and :attr:`MqttLink.crash` holds the
+exception, which the ``async with`` block (and :class:`cloud_bridge.session.MqttSession`) raise.
+A link does not reconnect: :class:`cloud_bridge.session.MqttSession` does, with backoff.
 """
 
 from __future__ import annotations
@@ -22,19 +29,24 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from cloud_bridge.aio import Opening
+from cloud_bridge.errors import TransientBridgeError
+
 log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT_S: Final = 2.0  # the longest a clean close waits for the broker to hang up
 
 Protocol = Literal["auto", "5", "3.1.1"]
 
 
-class LinkError(Exception):
+class LinkError(TransientBridgeError):
     """The connection failed or was lost; retry with backoff."""
 
 
@@ -99,6 +111,9 @@ class Message:
 class MqttLink:
     """Use :meth:`open`; one instance is one connection (make a new one to reconnect)."""
 
+    crash: BaseException | None
+    """Why the link's own task failed (the link is lost then), or None."""
+
     def __init__(self, settings: LinkSettings) -> None:
         self.settings = settings
         self.protocol_used: Literal["5", "3.1.1"] | None = None
@@ -114,6 +129,8 @@ class MqttLink:
         self._lost = asyncio.Event()
         self._lost_reason = "not connected"
         self._misc: asyncio.Task[None] | None = None
+        self._closed = False  # torn down: a socket that opens late is closed at once
+        self.crash = None
         self._messages: asyncio.Queue[Message] = asyncio.Queue(settings.message_queue)
         self._subacks: dict[int, asyncio.Future[None]] = {}
         self._waiting = 0
@@ -122,8 +139,17 @@ class MqttLink:
     # -- connection ---------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, settings: LinkSettings) -> MqttLink:
-        """Connect, trying MQTT 5 first and 3.1.1 after when ``protocol`` is ``auto``."""
+    def open(cls, settings: LinkSettings) -> Opening[MqttLink]:
+        """Connect, trying MQTT 5 first and 3.1.1 after when ``protocol`` is ``auto``; raises
+        :class:`LinkError` (:class:`LinkRefused` when the broker said no).
+
+        ``async with MqttLink.open(settings) as link`` closes it on the way out and raises
+        :attr:`crash` if the link's task failed; ``await MqttLink.open(settings)`` leaves
+        :meth:`close` to the caller."""
+        return Opening(lambda: cls._open(settings), _close_link)
+
+    @classmethod
+    async def _open(cls, settings: LinkSettings) -> MqttLink:
         link = cls(settings)
         versions: list[Literal["5", "3.1.1"]] = (
             ["5", "3.1.1"] if settings.protocol == "auto" else [settings.protocol]
@@ -219,7 +245,7 @@ class MqttLink:
         except OSError as err:
             self._teardown()
             raise LinkError(f"cannot connect to {where}: {err.strerror or err}") from err
-        except LinkError:
+        except BaseException:  # LinkError, or a cancel: no socket or task is left behind
             self._teardown()
             raise
         if reason.is_failure:
@@ -253,31 +279,37 @@ class MqttLink:
         )
 
     def _teardown(self) -> None:
+        self._closed = True
         client = self._client
         if client is not None:
             client.on_disconnect = None
             client.disconnect()
+            if client.socket() is not None:
+                # the DISCONNECT now (the broker then sends no will); paho closes the socket
+                client.loop_write()
             sock = client.socket()
-            if sock is not None:
+            if sock is not None:  # not written (a connect given up, a full send buffer)
                 self._unwatch(sock)
-            client.loop_misc()
+                sock.close()
         if self._misc is not None:
             self._misc.cancel()
         self._fail_pending("link closed")
 
-    async def close(self, timeout_s: float = 2.0) -> None:
-        """Disconnect cleanly (no will is sent); unacknowledged publishes fail with LinkLost."""
+    async def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Disconnect cleanly (no will is sent) within ``timeout_s``; unacknowledged publishes
+        fail with LinkLost. Never raises: :attr:`crash` says whether the link's task failed."""
         client = self._client
-        if client is None or self._lost.is_set():
-            self._teardown()
-            return
-        client.disconnect()
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._lost.wait()
-        except TimeoutError:
-            log.debug("broker did not close within %.1f s", timeout_s)
+        if client is not None and not self._lost.is_set():
+            client.disconnect()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._lost.wait()
+            except TimeoutError:
+                log.debug("broker did not close within %.1f s", timeout_s)
         self._teardown()
+        misc, self._misc = self._misc, None
+        if misc is not None:  # cancelled by the teardown: wait for it to end, it is ours
+            await asyncio.wait({misc}, timeout=timeout_s)
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -360,6 +392,12 @@ class MqttLink:
             raise LinkLost(self._lost_reason)
         raise TimeoutError
 
+    def receive_nowait(self) -> Message | None:
+        """The next message if one was received and not taken yet; None otherwise."""
+        if self._messages.empty():
+            return None
+        return self._took(self._messages.get_nowait())
+
     async def messages(self) -> AsyncIterator[Message]:
         """Incoming messages until the link is lost (then what was received before it)."""
         while True:
@@ -388,20 +426,21 @@ class MqttLink:
     def _on_disconnect(
         self, client: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
     ) -> None:
-        def lost() -> None:
-            self._lost_reason = (
-                f"disconnected: {reason.getName() if reason else 'connection closed'}"
-            )
-            self._lost.set()
-            if self._connack is not None and not self._connack.done():
-                self._connack.set_exception(LinkError(self._lost_reason))
-            self._fail_pending(self._lost_reason)
-            if self._window is not None:
-                # wake every sender waiting for a slot so it sees the loss and raises
-                for _ in range(self._waiting + 1):
-                    self._window.release()
+        why = f"disconnected: {reason.getName() if reason else 'connection closed'}"
+        self._in_loop(lambda: self._mark_lost(why))
 
-        self._in_loop(lost)
+    def _mark_lost(self, why: str) -> None:
+        if self._lost.is_set():
+            return
+        self._lost_reason = why
+        self._lost.set()
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_exception(LinkError(self._lost_reason))
+        self._fail_pending(self._lost_reason)
+        if self._window is not None:
+            # wake every sender waiting for a slot so it sees the loss and raises
+            for _ in range(self._waiting + 1):
+                self._window.release()
 
     def _fail_pending(self, why: str) -> None:
         pending, self._pending = self._pending, {}
@@ -478,10 +517,29 @@ class MqttLink:
 
     def _on_socket_open(self, client: mqtt.Client, _u: Any, sock: Any) -> None:
         def watch() -> None:
+            if self._closed:  # the connect was given up (a timeout, a cancel) meanwhile
+                sock.close()
+                return
             self._loop.add_reader(sock, client.loop_read)
-            self._misc = self._loop.create_task(self._misc_loop(client))
+            self._misc = self._loop.create_task(
+                self._misc_loop(client), name=f"mqtt keepalive {self.settings.client_id}"
+            )
+            self._misc.add_done_callback(self._misc_ended)
 
         self._in_loop(watch)
+
+    def _misc_ended(self, task: asyncio.Task[None]) -> None:
+        """The keepalive task ended: if it failed, the link is lost and says why (no silent
+        death: the link would look up while nothing pings the broker)."""
+        err = None if task.cancelled() else task.exception()
+        if err is None:
+            return
+        err.add_note(f"in the MQTT link's keepalive task ({self.settings.client_id or 'no id'})")
+        self.crash = err
+        self._mark_lost(f"the link's keepalive task failed: {err!r}")
+        sock = self._client.socket() if self._client is not None else None
+        if sock is not None:
+            self._unwatch(sock)
 
     def _unwatch(self, sock: Any) -> None:
         self._loop.remove_reader(sock)
@@ -505,3 +563,11 @@ class MqttLink:
         """Keepalive pings and timeouts (paho's loop_misc), once a second."""
         while client.loop_misc() == MQTTErrorCode.MQTT_ERR_SUCCESS:  # noqa: ASYNC110 - a tick
             await asyncio.sleep(1.0)
+
+
+async def _close_link(link: MqttLink, exc: BaseException | None) -> None:
+    """The end of ``async with MqttLink.open(...)``: close, and raise what killed the link's
+    task unless another exception is already on its way."""
+    await link.close()
+    if link.crash is not None and exc is None:
+        raise link.crash

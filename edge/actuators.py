@@ -10,6 +10,10 @@ request, so the device takes them together or not at all (a Modbus signal contro
 one fc 16 over adjacent holding registers). Sources that can do that implement
 :class:`MultiWriter`; for others it is an :class:`ActuationError`.
 
+Writes are counted in ``cityedge_writes_total{device,point,result}`` (``ok`` / ``failed``;
+several points in one request: ``point`` is ``a+b``, or ``a+N`` for more), declared here
+(:class:`ActuatorMetrics`).
+
 Errors: :class:`ActuationError` (a :class:`~edge.errors.PermanentError`: unknown device, a
 read-only point, a value the point cannot hold) and :class:`~edge.errors.DeviceError` (no reply,
 an exception code, or a read-back that differs from what was written).
@@ -20,6 +24,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
+
+from prometheus_client import CollectorRegistry, Counter
 
 from edge.errors import PermanentError
 from edge.metrics import GatewayMetrics
@@ -32,7 +38,11 @@ class ActuationError(PermanentError):
     code = "CE210"
 
 
+@runtime_checkable
 class Writer(Protocol):
+    """A source's ability: write to the devices it owns (the gateway routes apps' writes to
+    it). Checked with ``isinstance`` when the gateway is built."""
+
     async def write(self, device: str, point: str, value: Value) -> Value:
         """Write ``value`` to ``point`` of ``device``; return the value read back."""
         ...
@@ -40,9 +50,21 @@ class Writer(Protocol):
 
 @runtime_checkable
 class MultiWriter(Protocol):
+    """A source's ability: write several points of a device in one request."""
+
     async def write_many(self, device: str, values: Mapping[str, Value]) -> dict[str, Value]:
         """Write all ``values`` in one request; return them as read back."""
         ...
+
+
+class ActuatorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.writes = Counter(
+            "cityedge_writes",
+            "Writes to devices by apps",
+            ["device", "point", "result"],
+            registry=registry,
+        )
 
 
 class Actuators:
@@ -50,7 +72,7 @@ class Actuators:
 
     def __init__(self, metrics: GatewayMetrics) -> None:
         self._writers: dict[str, Writer] = {}
-        self._metrics = metrics
+        self._writes = metrics.own(ActuatorMetrics).writes
 
     def register(self, device: str, writer: Writer) -> None:
         self._writers[device] = writer
@@ -69,9 +91,9 @@ class Actuators:
         try:
             result = await writer.write(device, point, value)
         except Exception:
-            self._metrics.writes.labels(device, point, "failed").inc()
+            self._writes.labels(device, point, "failed").inc()
             raise
-        self._metrics.writes.labels(device, point, "ok").inc()
+        self._writes.labels(device, point, "ok").inc()
         log.info("device %s: wrote %s=%r (read back %r)", device, point, value, result)
         return result
 
@@ -87,8 +109,8 @@ class Actuators:
         try:
             result = await writer.write_many(device, values)
         except Exception:
-            self._metrics.writes.labels(device, label, "failed").inc()
+            self._writes.labels(device, label, "failed").inc()
             raise
-        self._metrics.writes.labels(device, label, "ok").inc()
+        self._writes.labels(device, label, "ok").inc()
         log.debug("device %s: wrote %d points (%s)", device, len(values), ", ".join(values))
         return result

@@ -84,6 +84,7 @@ def run(
     """Run the gateway until SIGINT or SIGTERM, then stop cleanly, flushing what was accepted."""
     from edge.config.site import load_site
     from edge.gateway import Gateway
+    from edge.mqtt_sink.config import MqttSinkConfig
 
     if log_level is not None and log_level.lower() not in LEVELS:
         fail(codes.BAD_VALUE, f"--log-level {log_level!r}: use one of {', '.join(LEVELS)}")
@@ -106,7 +107,9 @@ def run(
             loop.add_signal_handler(sig, stop.set)
         slow = asyncio.create_task(_report_slow_shutdown(stop, site.config.shutdown_flush_s + 15))
         rollback = [
-            s.commands.rollback_after_s for s in site.config.sinks if hasattr(s, "commands")
+            s.commands.rollback_after_s
+            for s in site.config.sinks
+            if isinstance(s, MqttSinkConfig)  # the sink that takes downlink commands
         ]
         remote = RemoteConfig(config, rollback[0] if rollback else 60.0)
         current = site

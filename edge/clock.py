@@ -12,35 +12,12 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import time
-from typing import Protocol
 
+# Clock and SystemClock live in cloud_bridge.aio: the bridge, the MQTT session and the ingest
+# take them too, and cloud_bridge may not import edge (as with edge.backoff)
+from cloud_bridge.aio import Clock, SystemClock
 
-class Clock(Protocol):
-    def time(self) -> float:
-        """Wall-clock Unix time in seconds."""
-        ...
-
-    def monotonic(self) -> float:
-        """Seconds on a clock that never goes backwards."""
-        ...
-
-    async def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` on the monotonic clock (returns at once for <= 0)."""
-        ...
-
-
-class SystemClock:
-    """The real clock."""
-
-    def time(self) -> float:
-        return time.time()
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds))
+__all__ = ["Clock", "SystemClock", "VirtualClock"]
 
 
 class VirtualClock:

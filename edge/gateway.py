@@ -19,15 +19,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from edge.actuators import Actuators
+from edge.actuators import Actuators, Writer
 from edge.channel import Channel
 from edge.clock import Clock, SystemClock
+from edge.config.base import PluginConfig
 from edge.config.site import LoadedSite
 from edge.http import HttpEndpoint
 from edge.metrics import GatewayMetrics
-from edge.plugin import AppContext, Emitter, Plugin, PluginContext, SinkContext, SourceContext
+from edge.plugin import (
+    AppContext,
+    Emitter,
+    Plugin,
+    PluginContext,
+    ReportsHealth,
+    ServesRoutes,
+    SinkContext,
+    SourceContext,
+    TracksDevices,
+)
 from edge.readings import ReadingBatch
 from edge.registry import PluginInfo, info_for, load
 from edge.remote_config import RemoteConfig
@@ -35,6 +47,8 @@ from edge.supervisor import ChildSpec, Supervisor, cancel_and_wait
 from protocols.envelope import EnvelopeModel
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from edge.vision.frames import Frame
 
 log = logging.getLogger(__name__)
@@ -42,6 +56,32 @@ log = logging.getLogger(__name__)
 # A stage cancelled at the flush deadline gets this long before it is cancelled again; the mqtt
 # sink's clean-up is bounded by cloud_bridge.uplink.bridge.SHUTDOWN_S (5 s).
 STAGE_CLEANUP_S = 6.0
+
+
+@dataclass(frozen=True)
+class BuiltPlugin:
+    """One plug-in of the site as the gateway holds it: its registry entry, its config and the
+    object built from them."""
+
+    info: PluginInfo
+    config: PluginConfig
+    plugin: Plugin
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def spec(self) -> ChildSpec:
+        """How the supervisor runs it."""
+        r = self.config.restart
+        return ChildSpec(
+            name=self.name,
+            role=self.info.role,
+            run=self.plugin.run,
+            restart=r.policy,
+            backoff_initial_s=r.backoff_initial_s,
+            backoff_max_s=r.backoff_max_s,
+        )
 
 
 class Gateway:
@@ -54,7 +94,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.supervisor = Supervisor(self.clock)
         self.metrics.watch_supervisor(self.supervisor)
-        self.routes: list[Any] = []
+        self.routes: list[web.RouteDef] = []
         ch = cfg.channels
         self.readings: Channel[ReadingBatch] = Channel(
             "readings", ch.readings.capacity, ch.readings.overflow
@@ -62,14 +102,14 @@ class Gateway:
         self.metrics.watch_channel(self.readings)
         self.frames: Channel[Frame] = Channel("frames", ch.frames.capacity, ch.frames.overflow)
         self.metrics.watch_channel(self.frames)
-        self.app_frames: dict[str, tuple[Any, Channel[Frame]]] = {}
+        self.app_frames: dict[str, tuple[PluginConfig, Channel[Frame]]] = {}
         self.emitter = Emitter(cfg.site, cfg.gateway, self.clock, self._deliver, self.metrics)
         self.actuators = Actuators(self.metrics)
         self.sink_outboxes: dict[str, Channel[EnvelopeModel]] = {}
         self.app_inboxes: dict[str, Channel[ReadingBatch]] = {}
-        self.sources: list[tuple[PluginInfo, Any, Plugin]] = []
-        self.apps: list[tuple[PluginInfo, Any, Plugin]] = []
-        self.sinks: list[tuple[PluginInfo, Any, Plugin]] = []
+        self.sources: list[BuiltPlugin] = []
+        self.apps: list[BuiltPlugin] = []
+        self.sinks: list[BuiltPlugin] = []
         for sink in cfg.sinks:
             box: Channel[EnvelopeModel] = Channel(
                 f"sink:{sink.name}", ch.sink_outbox.capacity, ch.sink_outbox.overflow
@@ -107,12 +147,11 @@ class Gateway:
                     ),
                 )
             )
-        for _, _, plugin in self.sources:
-            write = getattr(plugin, "write", None)
-            if callable(write):
+        for built in self.sources:
+            if isinstance(built.plugin, Writer):
                 for device in site.catalog.devices:
-                    if site.catalog.owners.get(device) == getattr(plugin, "name", None):
-                        self.actuators.register(device, plugin)  # type: ignore[arg-type]
+                    if site.catalog.owners.get(device) == built.name:
+                        self.actuators.register(device, built.plugin)
         self.http = HttpEndpoint(cfg.http, self) if cfg.http.enabled else None
 
     def _common(self, name: str) -> dict[str, Any]:
@@ -126,33 +165,30 @@ class Gateway:
             "check": self.site.check,
         }
 
-    def _build(self, config: Any, ctx: PluginContext) -> tuple[PluginInfo, Any, Plugin]:
+    def _build(self, config: PluginConfig, ctx: PluginContext) -> BuiltPlugin:
         info = info_for(config)
-        factory = load(info)
-        plugin: Plugin = factory(config, ctx)
-        if hasattr(plugin, "routes"):
+        plugin = load(info)(config, ctx)
+        if isinstance(plugin, ServesRoutes):
             self.routes.extend(plugin.routes)
-        return info, config, plugin
+        return BuiltPlugin(info, config, plugin)
 
     def health(self) -> tuple[list[str], list[str]]:
         """Why the gateway works only in part now (crashed plug-ins, a full outbox disk), and
         what people should know though all works (an outbox set aside): for ``/healthz``."""
         reasons = self.supervisor.degraded()
         notices: list[str] = []
-        for _, config, plugin in (*self.sources, *self.apps, *self.sinks):
-            for what, out in (("health", reasons), ("notices", notices)):
-                report = getattr(plugin, what, None)
-                if callable(report):
-                    out.extend(f"{config.name}: {r}" for r in report())
+        for built in (*self.sources, *self.apps, *self.sinks):
+            if isinstance(built.plugin, ReportsHealth):
+                reasons.extend(f"{built.name}: {r}" for r in built.plugin.health())
+                notices.extend(f"{built.name}: {n}" for n in built.plugin.notices())
         return reasons, notices
 
     def device_health(self) -> dict[str, str]:
         """Each polled device's health ('unknown', 'up', 'down'), from sources that track it."""
         out: dict[str, str] = {}
-        for _, _, plugin in self.sources:
-            health = getattr(plugin, "device_health", None)
-            if callable(health):
-                out.update(health())
+        for built in self.sources:
+            if isinstance(built.plugin, TracksDevices):
+                out.update(built.plugin.device_health())
         return out
 
     async def _deliver(self, envelope: EnvelopeModel) -> None:
@@ -175,18 +211,6 @@ class Gateway:
         for _, box in self.app_frames.values():
             box.close()
 
-    @staticmethod
-    def _spec(info: PluginInfo, config: Any, plugin: Plugin) -> ChildSpec:
-        r = config.restart
-        return ChildSpec(
-            name=config.name,
-            role=info.role,
-            run=plugin.run,
-            restart=r.policy,
-            backoff_initial_s=r.backoff_initial_s,
-            backoff_max_s=r.backoff_max_s,
-        )
-
     async def run(self, stop: asyncio.Event) -> None:
         sup = self.supervisor
         log.info(
@@ -203,17 +227,17 @@ class Gateway:
                 http_task = tg.create_task(
                     sup.supervise(ChildSpec("http", "service", self.http.run))
                 )
-            sinks = tg.create_task(sup.run_to_end(self._spec(*s) for s in self.sinks))
+            sinks = tg.create_task(sup.run_to_end(s.spec() for s in self.sinks))
             apps = tg.create_task(
                 sup.run_to_end(
                     [
                         ChildSpec("dispatcher", "service", self._dispatch),
                         ChildSpec("frame-dispatcher", "service", self._dispatch_frames),
-                        *(self._spec(*a) for a in self.apps),
+                        *(a.spec() for a in self.apps),
                     ]
                 )
             )
-            await sup.run_until((self._spec(*s) for s in self.sources), stop)
+            await sup.run_until((s.spec() for s in self.sources), stop)
             deadline = asyncio.get_running_loop().time() + self.config.shutdown_flush_s
             log.info("stopping: sources stopped; draining %d readings", self.readings.depth)
             self.readings.close()

@@ -9,7 +9,8 @@
   unhealthy (that is news for the city brain, not a reason to restart the gateway).
 - ``GET /metrics``  Prometheus text format (see :mod:`edge.metrics`).
 
-Plug-ins may add routes (the gate screen, enrolment API) through ``ctx.routes``.
+Plug-ins add routes (the gate screen, the enrolment API) by having ``routes``
+(:class:`~edge.plugin.ServesRoutes`); the gateway collects them when it builds the plug-ins.
 """
 
 from __future__ import annotations

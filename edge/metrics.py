@@ -1,38 +1,49 @@
 """The gateway's Prometheus metrics, in one registry per gateway (no global state).
 
-Names (counters end in ``_total`` on the wire):
+The core declares the metrics every plug-in of a role shares (names; counters end in
+``_total`` on the wire):
 
-- ``cityedge_polls_total{source,device}``, ``cityedge_poll_errors_total{source,device,reason}``,
-  ``cityedge_poll_latency_seconds{source,device}`` (histogram), ``cityedge_readings_total``
-- ``cityedge_device_up{source,device}`` 1 answering, 0 unavailable
-- ``cityedge_writes_total{device,point,result}`` writes by apps (``ok`` / ``failed``)
-- ``cityedge_frames_total{source,camera,outcome}`` camera frames: ``emitted``, ``static``
-  (skipped by motion gating), ``rate`` (over the configured fps), ``dropped`` (channel full)
-- ``cityedge_faces_enrolled{app,status}`` people enrolled (``current``) and ``stale`` ones
-- ``cityedge_events_total{kind}`` envelopes made,
-  ``cityedge_published_total{sink,kind}`` acknowledged by the broker,
-  ``cityedge_publish_errors_total{sink}``
-- ``cityedge_outbox_depth{sink,class}``, ``cityedge_outbox_bytes{sink}``,
-  ``cityedge_outbox_oldest_age_seconds{sink}``, ``cityedge_sink_dropped_total{sink,class}``
-  (dropped under the outbox's disk budget, or refused by the broker),
-  ``cityedge_link_up{sink}``, ``cityedge_link_session{sink}``
-- ``cityedge_channel_depth{channel}``, ``cityedge_channel_capacity{channel}``,
+- sources: ``cityedge_polls_total{source,device}``,
+  ``cityedge_poll_errors_total{source,device,reason}``,
+  ``cityedge_poll_latency_seconds{source,device}`` (histogram), ``cityedge_readings_total``,
+  ``cityedge_device_up{source,device}`` 1 answering, 0 unavailable
+- the emitter: ``cityedge_events_total{kind}`` envelopes made
+- sinks: ``cityedge_published_total{sink,kind}`` acknowledged by the peer,
+  ``cityedge_publish_errors_total{sink}``, ``cityedge_sink_dropped_total{sink,class}``
+  (dropped under the outbox's disk budget, refused by the broker, or unsendable)
+- channels: ``cityedge_channel_depth{channel}``, ``cityedge_channel_capacity{channel}``,
   ``cityedge_channel_dropped_total{channel}`` — read from the channels at scrape time
-- ``cityedge_outbox_disk_full{sink}`` 1 while the outbox's disk is full (see ``/healthz``)
-- ``cityedge_plugin_restarts_total{plugin,role}``, ``cityedge_plugin_crashes_total{plugin,role}``
-  (ended with an exception), ``cityedge_plugin_up{plugin,role}``
+- the supervisor: ``cityedge_plugin_restarts_total{plugin,role}``,
+  ``cityedge_plugin_crashes_total{plugin,role}`` (ended with an exception),
+  ``cityedge_plugin_up{plugin,role}``
+
+A part's own metrics are declared where it lives, as a class built with the registry and got
+through :meth:`GatewayMetrics.own` (once per gateway, however many instances use it):
+
+- :class:`edge.actuators.ActuatorMetrics`: ``cityedge_writes_total{device,point,result}``
+- :class:`edge.camera.source.CameraMetrics`: ``cityedge_frames_total{source,camera,outcome}``
+- :class:`edge.face_access.app.FaceAccessMetrics`: ``cityedge_faces_enrolled{app,status}``
+- :class:`edge.mqtt_sink.sink.MqttSinkMetrics`: ``cityedge_outbox_depth{sink,class}``,
+  ``cityedge_outbox_bytes{sink}``, ``cityedge_outbox_oldest_age_seconds{sink}``,
+  ``cityedge_outbox_disk_full{sink}``, ``cityedge_link_up{sink}``, ``cityedge_link_session{sink}``
+- :class:`edge.hj212_sink.sink.Hj212SinkMetrics`: ``cityedge_sink_buffer_depth{sink}``
+
+A family is on ``/metrics`` once a part that declares it is built. Names and labels are what
+dashboards use: never change them (``tests/edge/test_metrics.py`` holds the list).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from edge.supervisor import ChildState, Supervisor
+
+M = TypeVar("M")
 
 _LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -104,54 +115,20 @@ class GatewayMetrics:
         self.publish_errors = Counter(
             "cityedge_publish_errors", "Failed publishes and connects", ["sink"], registry=r
         )
-        self.writes = Counter(
-            "cityedge_writes",
-            "Writes to devices by apps",
-            ["device", "point", "result"],
-            registry=r,
-        )
-        self.frames = Counter(
-            "cityedge_frames",
-            "Camera frames by outcome",
-            ["source", "camera", "outcome"],
-            registry=r,
-        )
-        self.faces_enrolled = Gauge(
-            "cityedge_faces_enrolled",
-            "People in a face store: current, or stale (enrolled with another model)",
-            ["app", "status"],
-            registry=r,
-        )
-        self.outbox_depth = Gauge(
-            "cityedge_outbox_depth", "Envelopes in the outbox", ["sink", "class"], registry=r
-        )
-        self.outbox_bytes = Gauge(
-            "cityedge_outbox_bytes", "Bytes held in the outbox", ["sink"], registry=r
-        )
-        self.outbox_oldest_age = Gauge(
-            "cityedge_outbox_oldest_age_seconds",
-            "Age of the oldest envelope waiting",
-            ["sink"],
-            registry=r,
-        )
-        self.link_up = Gauge("cityedge_link_up", "1 connected to the broker", ["sink"], registry=r)
-        self.outbox_disk_full = Gauge(
-            "cityedge_outbox_disk_full", "1 while the outbox's disk is full", ["sink"], registry=r
-        )
-        self.link_session = Gauge(
-            "cityedge_link_session", "Session number of the link", ["sink"], registry=r
-        )
-        self.sink_buffer = Gauge(
-            "cityedge_sink_buffer_depth",
-            "Envelopes a sink without an outbox holds in memory (e.g. hj212)",
-            ["sink"],
-            registry=r,
-        )
         self.sink_dropped = Counter(
             "cityedge_sink_dropped", "Envelopes a sink dropped", ["sink", "class"], registry=r
         )
         self._runtime = _RuntimeCollector()
         r.register(self._runtime)
+        self._own: dict[Callable[[CollectorRegistry], object], object] = {}
+
+    def own(self, declare: Callable[[CollectorRegistry], M]) -> M:
+        """The metrics a part declares itself: ``declare`` (its metrics class) is built with
+        this gateway's registry the first time and shared by every later caller (two camera
+        sources count into one ``cityedge_frames_total``, told apart by label)."""
+        if declare not in self._own:
+            self._own[declare] = declare(self.registry)
+        return cast(M, self._own[declare])
 
     def watch_channel(self, channel: Any) -> None:
         self._runtime.channels.append(channel)

@@ -1,11 +1,14 @@
 """The one plug-in contract for sources, apps and sinks.
 
 A plug-in is a class built as ``Plugin(config, ctx)`` whose ``async run()`` does its work until
-cancelled (sources) or until its input channel closes (apps, sinks). It is chosen by ``type:``
-in YAML from the explicit registry in :mod:`edge.registry`. What it may touch comes in ``ctx``:
+cancelled (sources) or until its input channel closes (apps, sinks): :class:`Plugin`. It is
+chosen by ``type:`` in YAML from the explicit registry in :mod:`edge.registry`, which imports
+the class only when the gateway builds it and checks it is a :class:`Plugin` (a
+:class:`PluginFactory`). What it may touch comes in ``ctx``:
 
-- every plug-in: its name, the site and gateway ids, the clock, the metrics, the
-  :class:`Emitter` (to send events) and the check context (where profiles live);
+- every plug-in: its name, the site and gateway ids, the clock, the metrics (a plug-in declares
+  its own with :meth:`~edge.metrics.GatewayMetrics.own`), the :class:`Emitter` (to send events)
+  and the check context (where profiles live);
 - a source: ``readings``, the channel it puts :class:`~edge.readings.ReadingBatch` into, and
   ``frames``, the channel it puts camera :class:`~edge.vision.frames.Frame` s into (a camera
   source uses the second, a Modbus source the first);
@@ -14,14 +17,23 @@ in YAML from the explicit registry in :mod:`edge.registry`. What it may touch co
   ``drop_newest`` by default, so a busy app skips frames and they are counted), and
   ``actuators`` to write to devices;
 - a sink: ``outbox``, its own channel of envelopes to deliver.
+
+Optional abilities are Protocols too. A plug-in names those it has among its base classes (so
+mypy checks their signatures), and the gateway finds them with ``isinstance``:
+
+- :class:`~edge.actuators.Writer` (and :class:`~edge.actuators.MultiWriter`): a source writes
+  to the devices it owns; the gateway routes apps' writes to it;
+- :class:`TracksDevices`: a source says how each of its devices is (``/healthz`` ``devices``);
+- :class:`ServesRoutes`: HTTP routes beside ``/healthz`` and ``/metrics`` (the gate screen);
+- :class:`ReportsHealth`: reasons the gateway works only in part, and notices (``/healthz``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from edge.actuators import Actuators
 from edge.channel import Channel, Overflow
@@ -33,13 +45,56 @@ from protocols import envelope as env
 from protocols.ids import Uuid7Generator
 
 if TYPE_CHECKING:  # numpy is only installed with the vision extra
+    from aiohttp import web
+
     from edge.vision.frames import Frame
 
 E = TypeVar("E", bound=env.EnvelopeModel)
 
 
+@runtime_checkable
 class Plugin(Protocol):
-    async def run(self) -> None: ...
+    """What every source, app and sink is."""
+
+    async def run(self) -> None:
+        """Work until cancelled (a source) or until the input channel closes (an app, a sink)."""
+        ...
+
+
+class PluginFactory(Protocol):
+    """What a registry entry names: a class built as ``factory(config, ctx)`` (``config`` the
+    entry's config model, ``ctx`` the context of its role)."""
+
+    def __call__(self, config: Any, ctx: Any, /) -> Plugin: ...
+
+
+@runtime_checkable
+class TracksDevices(Protocol):
+    """A source's ability: the health of each device it polls."""
+
+    def device_health(self) -> dict[str, str]:
+        """Device name → ``unknown``, ``up`` or ``down``."""
+        ...
+
+
+@runtime_checkable
+class ServesRoutes(Protocol):
+    """A plug-in's ability: routes the gateway's HTTP endpoint serves (set when it is built)."""
+
+    routes: Sequence[web.RouteDef]
+
+
+@runtime_checkable
+class ReportsHealth(Protocol):
+    """A plug-in's ability: what ``/healthz`` should say about it beyond the supervisor's view."""
+
+    def health(self) -> list[str]:
+        """Why the plug-in works only in part now (``/healthz`` says degraded); empty: all well."""
+        ...
+
+    def notices(self) -> list[str]:
+        """What people should know though all works (e.g. an outbox set aside at start)."""
+        ...
 
 
 class Emitter:

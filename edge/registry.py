@@ -3,18 +3,19 @@
 Nothing is discovered by import side effects. Each entry names its config model (imported here;
 pydantic only, so ``check-config`` works without optional packages) and its implementation as
 ``"module:Class"``, imported only when the gateway builds it. When that import fails for a
-missing optional dependency, :func:`load` says which extra to install.
+missing optional dependency, :func:`load` says which extra to install; what it returns is
+checked to be a :class:`~edge.plugin.Plugin` class (a :class:`~edge.plugin.PluginFactory`).
 
 To add a plug-in: write a package ``edge/<name>/`` with ``config.py`` (the pydantic model, no
-optional imports) and its implementation (``source.py``, ``app.py`` or ``sink.py``), and add one
-:class:`PluginInfo` line below.
+optional imports) and its implementation (``source.py``, ``app.py`` or ``sink.py``), add one
+:class:`PluginInfo` line below, and its class to its role's table in
+``tests/edge/test_contract.py`` (where mypy checks it is built as ``(config, ctx)``).
 """
 
 from __future__ import annotations
 
 import builtins
 import importlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
@@ -32,6 +33,7 @@ from edge.hygiene.config import HygieneConfig
 from edge.modbus.config import ModbusSourceConfig
 from edge.mqtt_sink.config import MqttSinkConfig
 from edge.node_mqtt.config import MqttSourceConfig
+from edge.plugin import Plugin, PluginFactory
 from edge.thresholds.config import ThresholdsConfig
 from edge.traffic_signal.config import TrafficSignalConfig
 
@@ -176,8 +178,10 @@ def info_for(config: PluginConfig) -> PluginInfo:
     raise KeyError(type(config).__name__)
 
 
-def load(info: PluginInfo) -> Callable[..., Any]:
-    """The implementation class; :class:`MissingExtraError` names the extra when one is missing."""
+def load(info: PluginInfo) -> PluginFactory:
+    """The implementation class; :class:`MissingExtraError` names the extra when one is missing.
+    Raises :class:`TypeError` when the entry does not name a :class:`~edge.plugin.Plugin` class
+    (a mistake in this file, caught by the tests)."""
     module_name, _, attr = info.implementation.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -188,5 +192,11 @@ def load(info: PluginInfo) -> Callable[..., Any]:
             "which is not installed",
             hint=f"pip install 'cityedge[{extra}]'",
         ) from err
-    factory: Callable[..., Any] = getattr(module, attr)
+    factory: PluginFactory = getattr(module, attr)
+    if not _is_plugin_class(factory):
+        raise TypeError(f"{info.implementation} ({info.role} {info.type!r}) is not a Plugin class")
     return factory
+
+
+def _is_plugin_class(obj: object) -> bool:
+    return isinstance(obj, type) and issubclass(obj, Plugin)

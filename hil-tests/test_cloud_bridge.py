@@ -92,52 +92,48 @@ async def test_disk_budget_during_a_long_outage_drops_telemetry_oldest_first_kee
 ) -> None:
     start_ingest(procs, tmp_path, mosquitto.port, pg_url, "w1")
     budget = 100_000
-    bridge = await Bridge.open(
-        bridge_settings(mosquitto.port, tmp_path / "outbox.db", budget=budget)
-    )
-    run = asyncio.create_task(bridge.run())
-    await wait_until(bridge.connected.is_set, 20, "the bridge to connect")
-    mosquitto.stop()  # a long outage: far more than the budget arrives meanwhile
-    telemetry_made = alarms_made = 0
-    peak_main = peak_wal = 0
-    for i in range(3000):
-        await bridge.put(record_of(telemetry(f"dev-{i % 3}", i)))
-        telemetry_made += 1
-        if i % 50 == 25:
-            await bridge.put(record_of(alarm(i)))
-            alarms_made += 1
-        if i % 100 == 0:
-            await asyncio.sleep(0.05)  # let group commits happen as they would over time
-            main, wal = bridge.outbox.file_sizes()
-            peak_main, peak_wal = max(peak_main, main), max(peak_wal, wal)
-    await wait_until(lambda: not bridge._pending, 10, "everything committed")
-    dropped = bridge.outbox.dropped
-    assert dropped[OutboxClass.EVENT] == 0
-    assert dropped[OutboxClass.TELEMETRY] > 2000
-    assert bridge.outbox.bytes <= budget
-    # the files on disk stay within the stated bounds: the database about 1.5 x the budget
-    # (b-tree pages are not full), the WAL its limit plus one group commit (here < 200 kB)
-    assert peak_main <= 1.5 * budget + 64 * 1024, peak_main
-    assert peak_wal <= 256 * 1024 + 200 * 1024, peak_wal
+    settings = bridge_settings(mosquitto.port, tmp_path / "outbox.db", budget=budget)
+    async with Bridge.open(settings) as bridge:
+        run = asyncio.create_task(bridge.run())
+        await wait_until(bridge.connected.is_set, 20, "the bridge to connect")
+        mosquitto.stop()  # a long outage: far more than the budget arrives meanwhile
+        telemetry_made = alarms_made = 0
+        peak_main = peak_wal = 0
+        for i in range(3000):
+            await bridge.put(record_of(telemetry(f"dev-{i % 3}", i)))
+            telemetry_made += 1
+            if i % 50 == 25:
+                await bridge.put(record_of(alarm(i)))
+                alarms_made += 1
+            if i % 100 == 0:
+                await asyncio.sleep(0.05)  # let group commits happen as they would over time
+                main, wal = bridge.outbox.file_sizes()
+                peak_main, peak_wal = max(peak_main, main), max(peak_wal, wal)
+        await wait_until(lambda: not bridge._pending, 10, "everything committed")
+        dropped = bridge.outbox.dropped
+        assert dropped[OutboxClass.EVENT] == 0
+        assert dropped[OutboxClass.TELEMETRY] > 2000
+        assert bridge.outbox.bytes <= budget
+        # the files on disk stay within the stated bounds: the database about 1.5 x the budget
+        # (b-tree pages are not full), the WAL its limit plus one group commit (here < 200 kB)
+        assert peak_main <= 1.5 * budget + 64 * 1024, peak_main
+        assert peak_wal <= 256 * 1024 + 200 * 1024, peak_wal
 
-    mosquitto.restart()
-    reader = await MqttLink.open(
-        LinkSettings("127.0.0.1", mosquitto.port, client_id="state-reader")
-    )
-    await reader.subscribe(topics.state_topic(SITE, "gw-a"))
-    await wait_until(lambda: bridge.backlog == 0, 60, "the outbox to drain")
-    bridge.close_intake()
-    await asyncio.wait_for(run, 30)
-    # the drops are reported in the birth the gateway published after the outage
-    births = []
-    while True:
-        try:
-            msg = await reader.receive(2.0)
-        except TimeoutError:
-            break
-        births.append(decode_state(msg.payload))
-    await reader.close()
-    await bridge.aclose()
+        mosquitto.restart()
+        state_reader = LinkSettings("127.0.0.1", mosquitto.port, client_id="state-reader")
+        async with MqttLink.open(state_reader) as reader:
+            await reader.subscribe(topics.state_topic(SITE, "gw-a"))
+            await wait_until(lambda: bridge.backlog == 0, 60, "the outbox to drain")
+            bridge.close_intake()
+            await asyncio.wait_for(run, 30)
+            # the drops are reported in the birth the gateway published after the outage
+            births = []
+            while True:
+                try:
+                    msg = await reader.receive(2.0)
+                except TimeoutError:
+                    break
+                births.append(decode_state(msg.payload))
     reported = [b.outbox.classes["telemetry"].dropped for b in births if b.outbox is not None]
     assert reported and reported[-1] == dropped[OutboxClass.TELEMETRY]
 
@@ -165,14 +161,13 @@ async def test_two_ingest_workers_split_the_load_and_store_nothing_twice(
 ) -> None:
     start_ingest(procs, tmp_path, mosquitto.port, pg_url, "w1")
     start_ingest(procs, tmp_path, mosquitto.port, pg_url, "w2")
-    bridge = await Bridge.open(bridge_settings(mosquitto.port, tmp_path / "outbox.db"))
-    run = asyncio.create_task(bridge.run())
     total = 6000
-    for i in range(total):
-        await bridge.put(record_of(telemetry(f"dev-{i % 4}", i, pad=10)))
-    bridge.close_intake()
-    await asyncio.wait_for(run, 120)
-    await bridge.aclose()
+    async with Bridge.open(bridge_settings(mosquitto.port, tmp_path / "outbox.db")) as bridge:
+        run = asyncio.create_task(bridge.run())
+        for i in range(total):
+            await bridge.put(record_of(telemetry(f"dev-{i % 4}", i, pad=10)))
+        bridge.close_intake()
+        await asyncio.wait_for(run, 120)
     wait_stored(pg_url, total, 60)
     (count, distinct, lo, hi) = pg(
         pg_url, "SELECT count(*), count(DISTINCT id), min(pos), max(pos) FROM events"
@@ -216,49 +211,49 @@ def tls_link(files: Any, who: str, client_id: str, port: int | None = None) -> L
 
 async def test_the_brokers_acl_confines_each_gateway_to_its_own_prefix(secure_broker: Any) -> None:
     files = secure_broker
-    brain = await MqttLink.open(tls_link(files, "city-brain", "brain"))
-    await brain.subscribe(f"{topics.ROOT}/#")
-    gw_a = await MqttLink.open(tls_link(files, "gw-a", "gw-a"))
-    # its own prefix: fine
-    await gw_a.publish(topics.data_topic(SITE, "gw-a", "telemetry", "d"), b"own")
-    # another gateway's prefix: refused by the broker (MQTT 5 PUBACK "Not authorized")
-    with pytest.raises(LinkRefused, match="authori"):
-        await gw_a.publish(topics.data_topic(SITE, "gw-b", "telemetry", "d"), b"forged")
-    # another gateway's commands: mosquitto 2.0 grants the subscription but checks the ACL on
-    # every delivery, so nothing of gw-b's reaches gw-a; its own commands do arrive
-    await gw_a.subscribe(topics.command_request_topic(SITE, "gw-b"))
-    await gw_a.subscribe(topics.command_request_topic(SITE, "gw-a"))
-    await brain.publish(topics.command_request_topic(SITE, "gw-b"), b"for b")
-    await brain.publish(topics.command_request_topic(SITE, "gw-a"), b"for a")
-    to_a = []
-    while True:
-        try:
-            to_a.append(await gw_a.receive(1.5))
-        except TimeoutError:
-            break
-    assert [(m.topic, m.payload) for m in to_a] == [
-        (topics.command_request_topic(SITE, "gw-a"), b"for a")
-    ]
-    got = []
-    while True:
-        try:
-            got.append(await brain.receive(1.0))
-        except TimeoutError:
-            break
-    assert [m.payload for m in got if "telemetry" in m.topic] == [b"own"]
-    # without a certificate of the site CA there is no connection at all
-    with pytest.raises(Exception, match=r"(?i)certificate|ssl|tls|handshake|refused|connect"):
-        await MqttLink.open(
-            LinkSettings(
-                "127.0.0.1",
-                files.port,
-                client_id="x",
-                tls=TlsSettings(ca_file=files.ca),
-                connect_timeout_s=5,
+    async with (
+        MqttLink.open(tls_link(files, "city-brain", "brain")) as brain,
+        MqttLink.open(tls_link(files, "gw-a", "gw-a")) as gw_a,
+    ):
+        await brain.subscribe(f"{topics.ROOT}/#")
+        # its own prefix: fine
+        await gw_a.publish(topics.data_topic(SITE, "gw-a", "telemetry", "d"), b"own")
+        # another gateway's prefix: refused by the broker (MQTT 5 PUBACK "Not authorized")
+        with pytest.raises(LinkRefused, match="authori"):
+            await gw_a.publish(topics.data_topic(SITE, "gw-b", "telemetry", "d"), b"forged")
+        # another gateway's commands: mosquitto 2.0 grants the subscription but checks the ACL on
+        # every delivery, so nothing of gw-b's reaches gw-a; its own commands do arrive
+        await gw_a.subscribe(topics.command_request_topic(SITE, "gw-b"))
+        await gw_a.subscribe(topics.command_request_topic(SITE, "gw-a"))
+        await brain.publish(topics.command_request_topic(SITE, "gw-b"), b"for b")
+        await brain.publish(topics.command_request_topic(SITE, "gw-a"), b"for a")
+        to_a = []
+        while True:
+            try:
+                to_a.append(await gw_a.receive(1.5))
+            except TimeoutError:
+                break
+        assert [(m.topic, m.payload) for m in to_a] == [
+            (topics.command_request_topic(SITE, "gw-a"), b"for a")
+        ]
+        got = []
+        while True:
+            try:
+                got.append(await brain.receive(1.0))
+            except TimeoutError:
+                break
+        assert [m.payload for m in got if "telemetry" in m.topic] == [b"own"]
+        # without a certificate of the site CA there is no connection at all
+        with pytest.raises(Exception, match=r"(?i)certificate|ssl|tls|handshake|refused|connect"):
+            await MqttLink.open(
+                LinkSettings(
+                    "127.0.0.1",
+                    files.port,
+                    client_id="x",
+                    tls=TlsSettings(ca_file=files.ca),
+                    connect_timeout_s=5,
+                )
             )
-        )
-    await gw_a.close()
-    await brain.close()
 
 
 async def test_signed_commands_unsigned_expired_replayed_or_wrongly_signed_are_refused(
@@ -274,63 +269,66 @@ async def test_signed_commands_unsigned_expired_replayed_or_wrongly_signed_are_r
         command_keys={"ops": ops.public_key()},
         wait_for_ingest=None,
     )
-    bridge = await Bridge.open(settings)
-    run = asyncio.create_task(bridge.run())
-    brain = await MqttLink.open(tls_link(files, "city-brain", "brain"))
-    await brain.subscribe(topics.command_reply_topic(SITE, "gw-a"))
-    await wait_until(bridge.connected.is_set, 20, "the gateway's link")
+    async with (
+        MqttLink.open(tls_link(files, "city-brain", "brain")) as brain,
+        Bridge.open(settings) as bridge,
+    ):
+        run = asyncio.create_task(bridge.run())
+        await brain.subscribe(topics.command_reply_topic(SITE, "gw-a"))
+        await wait_until(bridge.connected.is_set, 20, "the gateway's link")
 
-    def request(rid: str, gateway: str = "gw-a", command: str = "ping") -> bytes:
-        return commands.encode_request(
-            commands.CommandRequest(id=rid, site=SITE, gateway=gateway, command=command)
-        )
+        def request(rid: str, gateway: str = "gw-a", command: str = "ping") -> bytes:
+            return commands.encode_request(
+                commands.CommandRequest(id=rid, site=SITE, gateway=gateway, command=command)
+            )
 
-    def sign(body: bytes, key: Ed25519PrivateKey = ops, kid: str = "ops", ttl: int = 60) -> bytes:
-        return signed.sign(
-            body, purpose="command", kid=kid, key=key, expires_at=int(time.time()) + ttl
-        )
+        def sign(
+            body: bytes, key: Ed25519PrivateKey = ops, kid: str = "ops", ttl: int = 60
+        ) -> bytes:
+            return signed.sign(
+                body, purpose="command", kid=kid, key=key, expires_at=int(time.time()) + ttl
+            )
 
-    good = sign(request("r-ok"))
-    cases = [
-        ("r-ok", good, True, None),
-        ("r-ok", good, False, "replayed"),
-        ("r-unsigned", request("r-unsigned"), False, "unsigned"),
-        ("r-expired", sign(request("r-expired"), ttl=-5), False, "expired"),
-        (
-            "r-stranger",
-            sign(request("r-stranger"), key=stranger, kid="stranger"),
-            False,
-            "unknown-key",
-        ),
-        ("r-forged", sign(request("r-forged"), key=stranger), False, "bad-signature"),
-        (None, b"\x00not json", False, "malformed"),
-        ("r-other", sign(request("r-other", gateway="gw-b")), False, "wrong-target"),
-        ("r-stats", sign(request("r-stats", command="outbox.stats")), True, None),
-        ("r-nope", sign(request("r-nope", command="reboot")), False, "unknown-command"),
-    ]
-    req_topic = topics.command_request_topic(SITE, "gw-a")
-    for rid, data, ok, reason in cases:
-        await brain.publish(req_topic, data)
-        reply = commands.decode_reply((await brain.receive(10)).payload)
-        assert (reply.request, reply.ok, reply.reason) == (rid, ok, reason), reply
-        assert reply.message
-    # the gateway kept running and recorded every command
-    audit = await bridge.audit_log()
-    assert [(a["request"], a["reason"]) for a in audit] == [(c[0], c[3]) for c in cases]
-    bridge.close_intake()
-    await asyncio.wait_for(run, 20)
-    await bridge.aclose()
-    # a replay after a restart is still refused: the nonces live in the outbox's database
-    bridge = await Bridge.open(settings)
-    run = asyncio.create_task(bridge.run())
-    await wait_until(bridge.connected.is_set, 20, "the gateway's link again")
-    await brain.publish(req_topic, good)
-    reply = commands.decode_reply((await brain.receive(10)).payload)
-    assert (reply.request, reply.ok, reply.reason) == ("r-ok", False, "replayed")
-    bridge.close_intake()
-    await asyncio.wait_for(run, 20)
-    await bridge.aclose()
-    await brain.close()
+        good = sign(request("r-ok"))
+        cases = [
+            ("r-ok", good, True, None),
+            ("r-ok", good, False, "replayed"),
+            ("r-unsigned", request("r-unsigned"), False, "unsigned"),
+            ("r-expired", sign(request("r-expired"), ttl=-5), False, "expired"),
+            (
+                "r-stranger",
+                sign(request("r-stranger"), key=stranger, kid="stranger"),
+                False,
+                "unknown-key",
+            ),
+            ("r-forged", sign(request("r-forged"), key=stranger), False, "bad-signature"),
+            (None, b"\x00not json", False, "malformed"),
+            ("r-other", sign(request("r-other", gateway="gw-b")), False, "wrong-target"),
+            ("r-stats", sign(request("r-stats", command="outbox.stats")), True, None),
+            ("r-nope", sign(request("r-nope", command="reboot")), False, "unknown-command"),
+        ]
+        req_topic = topics.command_request_topic(SITE, "gw-a")
+        for rid, data, ok, reason in cases:
+            await brain.publish(req_topic, data)
+            reply = commands.decode_reply((await brain.receive(10)).payload)
+            assert (reply.request, reply.ok, reply.reason) == (rid, ok, reason), reply
+            assert reply.message
+        # the gateway kept running and recorded every command
+        audit = await bridge.audit_log()
+        assert [(a["request"], a["reason"]) for a in audit] == [(c[0], c[3]) for c in cases]
+        bridge.close_intake()
+        await asyncio.wait_for(run, 20)
+        bridge.close_intake()
+        await asyncio.wait_for(run, 20)
+        # a replay after a restart is still refused: the nonces live in the outbox's database
+        async with Bridge.open(settings) as bridge:
+            run = asyncio.create_task(bridge.run())
+            await wait_until(bridge.connected.is_set, 20, "the gateway's link again")
+            await brain.publish(req_topic, good)
+            reply = commands.decode_reply((await brain.receive(10)).payload)
+            assert (reply.request, reply.ok, reply.reason) == ("r-ok", False, "replayed")
+            bridge.close_intake()
+            await asyncio.wait_for(run, 20)
     assert json.loads(reply.model_dump_json())["gateway"] == "gw-a"
 
 
@@ -346,41 +344,41 @@ async def test_a_gateways_certificate_cannot_knock_another_gateway_offline(
     tls = ["--ca", str(files.ca), "--cert", str(brain.cert), "--key", str(brain.key)]
     for worker in ("w1", "w2"):
         start_ingest(procs, tmp_path, files.brain_port, pg_url, worker, *tls)
-    watcher = await MqttLink.open(tls_link(files, "city-brain", "watcher"))
-    await watcher.subscribe(topics.state_topic(SITE, "gw-a"), qos=1)
-    bridge = await Bridge.open(
-        bridge_settings(
-            files.port, tmp_path / "outbox.db", link=tls_link(files, "gw-a", "hil-gw-a")
-        )
+    gw_a = bridge_settings(
+        files.port, tmp_path / "outbox.db", link=tls_link(files, "gw-a", "hil-gw-a")
     )
-    run = asyncio.create_task(bridge.run())
-    await wait_until(bridge.connected.is_set, 20, "gw-a's link")
-    birth = decode_state((await watcher.receive(10)).payload)
-    assert (birth.state.value, birth.session) == ("online", bridge.counters.session)
+    async with (
+        MqttLink.open(tls_link(files, "city-brain", "watcher")) as watcher,
+        Bridge.open(gw_a) as bridge,
+    ):
+        await watcher.subscribe(topics.state_topic(SITE, "gw-a"), qos=1)
+        run = asyncio.create_task(bridge.run())
+        await wait_until(bridge.connected.is_set, 20, "gw-a's link")
+        birth = decode_state((await watcher.receive(10)).payload)
+        assert (birth.state.value, birth.session) == ("online", bridge.counters.session)
 
-    for stolen_id in ("hil-gw-a", "hil.gw-a"):
-        thief = await MqttLink.open(tls_link(files, "gw-b", stolen_id))
-        await asyncio.sleep(2.0)  # a takeover closes gw-a's socket at once
-        assert thief.connected and bridge.connected.is_set()
-        await thief.close()
-    assert (bridge.counters.connects, bridge.counters.connect_failures) == (1, 0)
-    with pytest.raises(TimeoutError):  # no death (the will) of gw-a, no new birth
-        await watcher.receive(3)
+        for stolen_id in ("hil-gw-a", "hil.gw-a"):
+            async with MqttLink.open(tls_link(files, "gw-b", stolen_id)) as thief:
+                await asyncio.sleep(2.0)  # a takeover closes gw-a's socket at once
+                assert thief.connected and bridge.connected.is_set()
+        assert (bridge.counters.connects, bridge.counters.connect_failures) == (1, 0)
+        with pytest.raises(TimeoutError):  # no death (the will) of gw-a, no new birth
+            await watcher.receive(3)
 
-    # a gateway's certificate is not admitted on the city brain's port, nor the brain's on the
-    # gateways' port
-    for who, port in (("gw-b", files.brain_port), ("city-brain", files.port)):
-        with pytest.raises(Exception, match=r"(?i)certificate|ssl|tls|handshake|refused|connect"):
-            await MqttLink.open(
-                dataclasses.replace(tls_link(files, who, "x", port=port), connect_timeout_s=5)
-            )
+        # a gateway's certificate is not admitted on the city brain's port, nor the brain's on the
+        # gateways' port
+        for who, port in (("gw-b", files.brain_port), ("city-brain", files.port)):
+            with pytest.raises(
+                Exception, match=r"(?i)certificate|ssl|tls|handshake|refused|connect"
+            ):
+                await MqttLink.open(
+                    dataclasses.replace(tls_link(files, who, "x", port=port), connect_timeout_s=5)
+                )
 
-    # the ingest workers (heartbeats gw-a waits for: wait_for_ingest) and the gateway still work
-    for i in range(50):
-        await bridge.put(record_of(telemetry("sonde", i)))
-    await asyncio.to_thread(wait_stored, pg_url, 50, 60)
-    assert bridge.connected.is_set() and bridge.counters.connects == 1
-    bridge.close_intake()
-    await asyncio.wait_for(run, 20)
-    await bridge.aclose()
-    await watcher.close()
+        # the ingest workers (heartbeats gw-a waits for: wait_for_ingest) and the gateway still work
+        for i in range(50):
+            await bridge.put(record_of(telemetry("sonde", i)))
+        await asyncio.to_thread(wait_stored, pg_url, 50, 60)
+        assert bridge.connected.is_set() and bridge.counters.connects == 1
+        bridge.close_intake()
+        await asyncio.wait_for(run, 20)

@@ -82,9 +82,9 @@ async def test_config_apply_is_validated_confirmed_or_rolled_back(
     config = tmp_path / "site.yaml"
     config.write_text(site_yaml(sim, mosquitto.port, http))
     gateway = start_gateway(procs, tmp_path, config, http)
-    brain = await MqttLink.open(LinkSettings("127.0.0.1", mosquitto.port, client_id="brain"))
-    await brain.subscribe(topics.command_reply_topic("hil", "gw-cfg"))
-    try:
+    brain_link = LinkSettings("127.0.0.1", mosquitto.port, client_id="brain")
+    async with MqttLink.open(brain_link) as brain:
+        await brain.subscribe(topics.command_reply_topic("hil", "gw-cfg"))
         got = await ask_until_up(brain, "config.get")
         assert got.ok and got.result is not None
         first_sha = got.result["sha256"]
@@ -117,5 +117,3 @@ async def test_config_apply_is_validated_confirmed_or_rolled_back(
         )
         assert config.read_text() == new_text
         assert gateway.alive()
-    finally:
-        await brain.close()

@@ -53,6 +53,9 @@ from edge.vision.manifest import (
     sha256_file,
     tolerance_range,
 )
+from models.errors import BuildError as BuildError  # the build's errors, importable from here too
+from models.errors import ChecksumMismatch as ChecksumMismatch
+from models.errors import FetchError as FetchError
 from protocols import codes
 
 HERE = Path(__file__).resolve().parent
@@ -60,21 +63,6 @@ MANIFEST_YAML = HERE / "manifest.yaml"
 TRAINED = HERE / "trained"  # the files of the models we train, committed
 METRICS = HERE / "metrics"  # what each measured model's committed file measured, committed
 FETCH_TIMEOUT_S = 600
-
-
-class BuildError(Exception):
-    code = "CE700"  # codes and exit codes: protocols/codes.py
-    exit_code = 1
-
-
-class ChecksumMismatch(BuildError):
-    code = "CE701"
-    exit_code = 1
-
-
-class FetchError(BuildError):
-    code = "CE702"
-    exit_code = 3
 
 
 def load_manifest(path: Path = MANIFEST_YAML) -> Manifest:
@@ -396,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.manifest.is_file():
         print(codes.for_humans("CE002", f"no manifest {args.manifest}"), file=sys.stderr)
-        return 1
+        return int(codes.lookup("CE002").exit)
     try:
         builder = Builder(load_manifest(args.manifest), args.out)
         try:

@@ -32,11 +32,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from models.errors import UnsupportedModel
 from models.onnx_out import finish, save
 
 
-class UnsupportedLayer(ValueError):
-    pass
+class UnsupportedLayer(UnsupportedModel):
+    """A Keras layer (or a use of one) this converter does not convert."""
 
 
 class _Converter:

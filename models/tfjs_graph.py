@@ -33,14 +33,15 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from models.errors import UnsupportedModel
 from models.onnx_out import finish, save
 from models.tfjs_weights import decode_weights
 
 _NHWC_TO_NCHW_AXIS = {0: 0, 1: 2, 2: 3, 3: 1, -1: 1}
 
 
-class UnsupportedOp(ValueError):
-    pass
+class UnsupportedOp(UnsupportedModel):
+    """An op (or a use of one) this converter does not convert."""
 
 
 def _attr(node: dict[str, Any], key: str, default: Any = None) -> Any:

@@ -26,6 +26,7 @@ from tflite.BuiltinOperator import BuiltinOperator
 from tflite.Padding import Padding
 from tflite.TensorType import TensorType
 
+from models.errors import UnsupportedModel
 from models.onnx_out import finish, save
 
 _OP_NAMES = {v: k for k, v in vars(BuiltinOperator).items() if not k.startswith("_")}
@@ -45,8 +46,8 @@ _ONNX_TYPES = {
 }
 
 
-class UnsupportedOp(ValueError):
-    pass
+class UnsupportedOp(UnsupportedModel):
+    """An op (or a use of one) this converter does not convert."""
 
 
 def _options(op: Any, cls: Any) -> Any:

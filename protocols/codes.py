@@ -29,6 +29,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # unknown option or missing argument
     RUNTIME = 3  # could not run: a missing optional package, a port in use, a peer unreachable
     VERIFY = 4  # the work was done but its check failed (a provisioned node never reported)
+    INTERRUPTED = 130  # stopped by Ctrl-C (SIGINT), as a shell counts it (128 + 2)
 
 
 EXIT_MEANING: Final[dict[ExitCode, str]] = {
@@ -37,6 +38,7 @@ EXIT_MEANING: Final[dict[ExitCode, str]] = {
     ExitCode.USAGE: "the command line is wrong (unknown option, missing argument)",
     ExitCode.RUNTIME: "could not run (a port in use, a device or peer unreachable, a missing package)",
     ExitCode.VERIFY: "the work was done but its check failed",
+    ExitCode.INTERRUPTED: "stopped by Ctrl-C before it was done",
 }
 
 

@@ -21,6 +21,7 @@ Reasons for a refusal (``reason``), stable for scripts and audit records: every
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Final
 
@@ -31,13 +32,14 @@ from pydantic import (
     TypeAdapter,
 )
 
-from protocols import boundedjson
+from protocols import boundedjson, signed
 from protocols.envelope import ContractModel, Ident, decode_with
 from protocols.errors import DecodeError
 
 COMMANDS: Final = ("ping", "config.get", "config.apply", "outbox.stats")
 MAX_REQUEST_BYTES: Final = 768 * 1024  # the signed body; a config.apply carries a site file
 REQUEST_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+_REQUEST_ID: Final = re.compile(REQUEST_ID_PATTERN)
 
 RequestId = Annotated[
     str,
@@ -106,3 +108,20 @@ def encode_reply(reply: CommandReply) -> bytes:
 
 def decode_reply(data: bytes | str) -> CommandReply:
     return decode_with(REPLY_ADAPTER, data, "command reply")
+
+
+def peek_request_id(data: bytes) -> str | None:
+    """The request id of a signed command that failed its checks, when one can be read within
+    the limits and is a well-formed id: for the reply's correlation only, nothing else of an
+    unchecked body is trusted. None when there is none (never raises)."""
+    try:
+        doc = boundedjson.loads(data, max_bytes=signed.MAX_ENVELOPE_BYTES)
+        if not isinstance(doc, dict):
+            return None
+        body = doc
+        if isinstance(doc.get("body"), str):
+            body = boundedjson.loads(signed.unb64url(doc["body"]), max_bytes=len(data))
+        rid = body.get("id") if isinstance(body, dict) else None
+    except (ValueError, TypeError):  # DecodeError, and binascii.Error from base64
+        return None
+    return rid if isinstance(rid, str) and _REQUEST_ID.fullmatch(rid) else None

@@ -28,6 +28,8 @@ from typing import Final
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from protocols.errors import ProtocolError
+
 P: Final = 2**255 - 19
 L: Final = 2**252 + 27742317777372353535851937790883648493  # order of the base point
 _D: Final = -121665 * pow(121666, P - 2, P) % P
@@ -53,7 +55,7 @@ _PUBLISHED: Final = frozenset(
 )
 
 
-class WeakKey(ValueError):
+class WeakKey(ProtocolError):
     """A public key that must not be trusted; the message says why (see :data:`RULE`)."""
 
 

@@ -40,7 +40,8 @@ from pydantic import (
     field_validator,
 )
 
-from protocols.errors import DecodeError
+from protocols.errors import DecodeError, EncodeError
+from protocols.limits import shown
 
 SCHEMA_VERSION: Final = 1
 
@@ -434,6 +435,24 @@ TELEMETRY_KINDS: Final = frozenset({"telemetry"})
 def encode(envelope: EnvelopeModel) -> bytes:
     """UTF-8 JSON of an envelope."""
     return envelope.model_dump_json().encode()
+
+
+def with_link(encoded: bytes, session: int, seq: int, pos: int) -> bytes:
+    """``encoded`` (what :func:`encode` made of an envelope without ``link``) with its
+    :class:`LinkInfo` added as the last member, without parsing it again: the gateway sends
+    each envelope stored in its outbox this way, once per session.
+
+    The result decodes to the same envelope with ``link`` set. Raises
+    :class:`~protocols.errors.EncodeError` for bytes that do not end a JSON object, or for
+    numbers that are not what :class:`LinkInfo` allows.
+    """
+    if not encoded.endswith(b"}") or session < 0 or seq < 1 or pos < 1:
+        raise EncodeError(
+            f"cannot add link (session {session}, seq {seq}, pos {pos}) to "
+            f"{shown(encoded[-16:])}: expected an encoded envelope and session >= 0, seq and "
+            "pos >= 1"
+        )
+    return b'%s,"link":{"session":%d,"seq":%d,"pos":%d}}' % (encoded[:-1], session, seq, pos)
 
 
 def decode_with(adapter: TypeAdapter[T], data: bytes | bytearray | str, what: str) -> T:

@@ -138,19 +138,32 @@ _LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CHANNELS: Final = ("up", "status", "cmd", "res", "ota", "ota/data")
 
 
+def _level(what: str, value: str) -> str:
+    if not _LEVEL.fullmatch(value):  # match() let "node\n" through (its $)
+        raise TopicError(
+            f"{what} {value!r} cannot be a topic level: use 1-64 letters, digits, '_', '.', '-'"
+        )
+    return value
+
+
+def _channel(channel: str) -> str:
+    if channel not in CHANNELS:
+        raise TopicError(f"no node channel {channel!r}; one of {', '.join(CHANNELS)}")
+    return channel
+
+
 def node_prefix(site: str, node: str) -> str:
-    for what, value in (("site", site), ("node", node)):
-        if not _LEVEL.fullmatch(value):  # match() let "node\n" through (its $)
-            raise TopicError(
-                f"{what} {value!r} cannot be a topic level: use 1-64 letters, digits, '_', '.', '-'"
-            )
-    return f"{ROOT}/{site}/{node}"
+    return f"{ROOT}/{_level('site', site)}/{_level('node', node)}"
 
 
 def node_topic(site: str, node: str, channel: str) -> str:
-    if channel not in CHANNELS:
-        raise TopicError(f"no node channel {channel!r}; one of {', '.join(CHANNELS)}")
-    return f"{node_prefix(site, node)}/{channel}"
+    return f"{node_prefix(site, node)}/{_channel(channel)}"
+
+
+def site_filter(site: str, channel: str) -> str:
+    """``cityedge/node/v1/{site}/+/{channel}``: one channel of every node of ``site`` (what the
+    gateway subscribes to, and a line of the site broker's ACL)."""
+    return f"{ROOT}/{_level('site', site)}/+/{_channel(channel)}"
 
 
 def parse_node_topic(topic: str) -> tuple[str, str, str]:

@@ -17,6 +17,7 @@ Each level is an :data:`~protocols.envelope.Ident`, so no level can contain '/',
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -28,6 +29,12 @@ STATE: Final = "state"
 COMMAND: Final = "cmd"
 RESERVED_KINDS: Final = frozenset({STATE, COMMAND})
 SUBSCRIBE_ALL: Final = f"{ROOT}/#"
+#: every gateway's envelopes (and command topics, which the ingest tells apart): its subscription
+DATA_FILTER: Final = f"{ROOT}/+/+/+/+"
+#: every gateway's birth and death
+STATE_FILTER: Final = f"{ROOT}/+/+/{STATE}"
+#: every gateway's command requests (what the city brain may publish)
+COMMAND_REQUEST_FILTER: Final = f"{ROOT}/+/+/{COMMAND}/req"
 
 _LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -51,6 +58,21 @@ def host_state_topic(group: str, worker: str) -> str:
 
 def host_state_filter(group: str) -> str:
     return f"{HOST_ROOT}/{_check('group', group)}/+"
+
+
+def shared(group: str, topic_filter: str) -> str:
+    """``$share/{group}/{filter}``: a shared subscription (MQTT 5.0, 4.8.2): the broker gives each
+    message to one subscriber of ``group`` (the ingest workers share one work queue)."""
+    return f"$share/{_check('group', group)}/{topic_filter}"
+
+
+#: every ingest worker's heartbeat, of every group
+HOST_FILTER: Final = f"{HOST_ROOT}/#"
+
+
+def is_host_state(topic: str) -> bool:
+    """True for a topic below ``cityedge/host/`` (an ingest worker's heartbeat)."""
+    return topic.startswith(HOST_ROOT + "/")
 
 
 def gateway_prefix(site: str, gateway: str) -> str:
@@ -89,7 +111,14 @@ class Topic:
 
 
 def parse(topic: str) -> Topic:
-    """Split a topic of the tree; raises :class:`~protocols.errors.TopicError` for anything else."""
+    """Split a topic of the tree; raises :class:`~protocols.errors.TopicError` for anything else.
+    The last topics parsed are remembered (a gateway parses the same few for every envelope it
+    counts; a bounded cache, so topics from outside cannot grow it)."""
+    return _parse(topic)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse(topic: str) -> Topic:
     parts = topic.split("/")
     if len(parts) < 5 or "/".join(parts[:2]) != ROOT:
         raise TopicError(f"{topic!r} is not below {ROOT}/")

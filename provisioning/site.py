@@ -79,11 +79,11 @@ def node_acl(site: str, node: str) -> str:
 
 
 def gateway_node_acl(site: str, gateway: str) -> str:
-    base = f"{nodewire.ROOT}/{site}/+"
+    f = nodewire.site_filter
     return pki.acl_block(
         pki.gateway_identity(site, gateway),
-        read=[f"{base}/{c}" for c in ("up", "status", "res")],
-        write=[f"{base}/{c}" for c in ("cmd", "ota", "ota/data")],
+        read=[f(site, c) for c in ("up", "status", "res")],
+        write=[f(site, c) for c in ("cmd", "ota", "ota/data")],
     )
 
 
@@ -94,12 +94,12 @@ def acl_probe_topic(site: str, generation: str) -> str:
 
 
 def technician_acl(site: str, generation: str | None = None) -> str:
-    base = f"{nodewire.ROOT}/{site}/+"
+    f = nodewire.site_filter
     probe = [acl_probe_topic(site, generation)] if generation else []
     return pki.acl_block(
         technician_identity(site),
-        read=[f"{base}/status", f"{base}/up"],
-        write=[f"{base}/ota", f"{base}/ota/data", *probe],
+        read=[f(site, "status"), f(site, "up")],
+        write=[f(site, "ota"), f(site, "ota/data"), *probe],
     )
 
 

@@ -10,4 +10,10 @@ every room, and only tools import it (the umbrella CLI lazily, ``models``, ``ben
 - :mod:`sim.localsite` starts brokers, PostgreSQL, simulators and gateways on free ports;
 - :mod:`sim.liveview`  what the city brain receives, live; :mod:`sim.demo` ``cityedge demo``;
 - :mod:`sim.cli`       ``cityedge simulate ...`` and ``cityedge demo``.
+
+Errors: one class of its own, ``sim.junction.cabinet.CommandRefused`` (a ``ValueError``: the
+simulated cabinet refuses a command's values and answers Modbus exception 3). A program the
+launcher starts that does not come up raises ``OSError``, ``RuntimeError`` or ``TimeoutError``
+with its last log lines; the commands turn that into ``CE007`` (:mod:`protocols.codes`) through
+:mod:`cityedge.console`, as they do every error for people.
 """

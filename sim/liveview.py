@@ -10,6 +10,10 @@ standard 80x24 terminal the readings, the open alarms and the newest events are 
 Messages on a gateway's ``state`` topic (its retained birth, its death) are not envelopes but
 they are valid: they set the gateway's online/offline line; ``cmd`` requests and replies are
 counted and otherwise ignored. Only what fails to decode is counted as invalid.
+
+The view's connection is a :class:`cloud_bridge.session.MqttSession`: while the broker is away
+(a restart) it reconnects with backoff and the status line says so, instead of a log line
+that would run through the screen.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from rich.table import Table
 from rich.text import Text
 
 from cloud_bridge.citybrain.store import SqliteStore, StoreError, Summary
-from cloud_bridge.link import LinkError, LinkSettings, MqttLink
+from cloud_bridge.link import LinkSettings
+from cloud_bridge.session import MqttSession, SessionSettings, Subscription
 from protocols import envelope as env
 from protocols import session, topics
 from protocols.errors import ProtocolError
@@ -104,6 +109,7 @@ class BrainState:
     received: int = 0
     invalid: int = 0
     ingest: list[str] = field(default_factory=list)  # what the ingest stored (from its database)
+    broker: str | None = None  # why the broker cannot be read now, or None
     title: str = "What the city brain receives · Ctrl-C stops everything"
     started: float = field(default_factory=time.monotonic)
 
@@ -182,8 +188,9 @@ class BrainState:
             for _, s in sorted(self.gateways.items())
         )
         rate = self.received / max(now - self.started, 1e-6)
+        outage = f"{self.broker}; reconnecting · " if self.broker else ""
         return (
-            f"{gws or 'no gateway birth seen yet'} · {self.received} messages "
+            f"{outage}{gws or 'no gateway birth seen yet'} · {self.received} messages "
             f"({rate:.1f}/s), {self.invalid} invalid"
         )
 
@@ -366,20 +373,28 @@ async def watch(
     """Subscribe and keep ``state`` current until ``stop``; reconnects while the broker restarts."""
     from rich.live import Live
 
+    session = MqttSession(
+        SessionSettings(
+            link=settings,
+            subscriptions=(Subscription(topics.SUBSCRIBE_ALL, qos=1),),
+            reconnect_initial_s=0.5,
+            reconnect_max_s=2.0,
+            name="live view",
+        ),
+        stop=stop,
+        logger=None,  # the status line says it: a log line would run through the screen
+    )
+
     def screen() -> Group:
         # one line fewer than the terminal: the cursor's line, so the view never scrolls
         size = console.size
+        state.broker = session.unavailable
         return state.render(size.width, max(8, size.height - 1))
-
-    async def consume(link: MqttLink) -> None:
-        async for msg in link.messages():
-            line = state.add(msg.topic, msg.payload)
-            if line and plain:
-                console.print(line, highlight=False, markup=False)
 
     async def summary() -> None:
         while True:
             await asyncio.sleep(5)
+            state.broker = session.unavailable
             parts = []
             for device, points in sorted(state.latest.items()):
                 vals = ", ".join(f"{p}={shown(v, u)}" for p, (v, u, _) in sorted(points.items()))
@@ -405,19 +420,11 @@ async def watch(
 
             ticker = tg.create_task(refresh())
         try:
-            while not stop.is_set():
-                try:
-                    link = await MqttLink.open(settings)
-                    await link.subscribe(topics.SUBSCRIBE_ALL, qos=1)
-                except LinkError:
-                    await asyncio.sleep(1)
-                    continue
-                reader = asyncio.ensure_future(consume(link))
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                stopper.cancel()
-                reader.cancel()
-                await link.close()
+            async with session:
+                async for msg in session.messages():
+                    line = state.add(msg.topic, msg.payload)
+                    if line and plain:
+                        console.print(line, highlight=False, markup=False)
         finally:
             if ticker is not None:
                 ticker.cancel()

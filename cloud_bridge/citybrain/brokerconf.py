@@ -72,9 +72,9 @@ def _write_key(path: Path, data: bytes) -> None:
 def city_brain_acl() -> str:
     return pki.acl_block(
         CITY_BRAIN,
-        read=[f"{topics.ROOT}/#"],
-        write=[f"{topics.ROOT}/+/+/{topics.COMMAND}/req"],
-        readwrite=[f"{topics.HOST_ROOT}/#"],
+        read=[topics.SUBSCRIBE_ALL],
+        write=[topics.COMMAND_REQUEST_FILTER],
+        readwrite=[topics.HOST_FILTER],
     )
 
 
@@ -126,7 +126,7 @@ def write_site_broker(
     for gw in gateways:
         result.gateways[gw] = client(pki.gateway_identity(site, gw), f"gateway-{gw}")
         # a gateway also hears the ingest's heartbeats (it may wait for them: wait_for_ingest)
-        blocks.append(pki.gateway_acl(site, gw) + f"topic read {topics.HOST_ROOT}/#\n")
+        blocks.append(pki.gateway_acl(site, gw) + f"topic read {topics.HOST_FILTER}\n")
     result.city_brain = client(CITY_BRAIN, CITY_BRAIN, (brain_key, brain_cert))
     result.acl.write_text("\n".join(blocks))
     user, blocked = brokerfiles.run_as_line(folder, account)

@@ -1,5 +1,6 @@
-"""The cloud side's commands: ``cityedge ingest``, ``cityedge broker-config``,
-``cityedge command-key`` and ``cityedge command``.
+"""The cloud side's commands: ``cityedge ingest`` (and its operator's page),
+``cityedge operator-account``, ``cityedge broker-config``, ``cityedge command-key`` and
+``cityedge command``.
 
 Exit codes and error codes as for every ``cityedge`` command (:mod:`protocols.codes`): 0 ok;
 1 the input is wrong (CE002 a file, CE005 an argument, CE630 a key that is not Ed25519); 3 could
@@ -10,6 +11,7 @@ are raised as :class:`~protocols.errors.HintedError`; the root command prints th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -17,8 +19,9 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -26,6 +29,9 @@ from cityedge.console import emit_json
 from cloud_bridge.link import LinkError, LinkSettings, TlsSettings
 from protocols import codes
 from protocols.errors import HintedError
+
+if TYPE_CHECKING:
+    from cloud_bridge.citybrain.operator.server import OperatorPage, OperatorSettings
 
 BrokerOpt = Annotated[str, typer.Option(help="Broker host:port")]
 CaOpt = Annotated[Path | None, typer.Option(help="CA certificate of the broker (enables TLS)")]
@@ -87,8 +93,46 @@ def ingest(
         bool, typer.Option(help="Print what the database holds (JSON) and exit")
     ] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    operator_listen: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve the operator's page on host:port (e.g. 127.0.0.1:8480); an address "
+            "other than loopback needs --operator-tls-cert/--operator-tls-key",
+            rich_help_panel="Operator's page",
+        ),
+    ] = None,
+    operator_accounts: Annotated[
+        Path | None,
+        typer.Option(
+            help="Operator accounts (made by 'cityedge operator-account')",
+            rich_help_panel="Operator's page",
+        ),
+    ] = None,
+    operator_tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="TLS certificate of the page (PEM)", rich_help_panel="Operator's page"),
+    ] = None,
+    operator_tls_key: Annotated[
+        Path | None,
+        typer.Option(help="Its private key (PEM)", rich_help_panel="Operator's page"),
+    ] = None,
+    operator_insecure_listen: Annotated[
+        bool,
+        typer.Option(
+            help="Allow an address other than loopback without TLS (logs a warning)",
+            rich_help_panel="Operator's page",
+        ),
+    ] = False,
+    operator_only: Annotated[
+        bool,
+        typer.Option(
+            help="Serve the page only, consume nothing (other workers ingest)",
+            rich_help_panel="Operator's page",
+        ),
+    ] = False,
 ) -> None:
-    """The city brain's ingest: validate, dedupe and store every envelope; track gateways."""
+    """The city brain's ingest: validate, dedupe and store every envelope; track gateways;
+    serve the operator's page (--operator-listen)."""
     from cloud_bridge.citybrain.ingest import Ingest, IngestSettings, default_worker
     from cloud_bridge.citybrain.store import StoreError, dump, open_store, sqlite_path
 
@@ -100,6 +144,15 @@ def ingest(
                 hint="check --db: the ingest creates the file when it runs, --status never does",
                 code=codes.BAD_PATH,
             )
+    page = _operator_settings(
+        operator_listen,
+        operator_accounts,
+        operator_tls_cert,
+        operator_tls_key,
+        insecure=operator_insecure_listen,
+        only=operator_only,
+        status=status,
+    )
     _logging(log_level)
     name = worker or default_worker()
     settings = IngestSettings(
@@ -129,9 +182,15 @@ def ingest(
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            service = Ingest(settings, store)
-            await service.run(stop)
-            await service.check_gaps()
+            async with _operator_page(page, db) as operator:
+                if operator_only:
+                    await stop.wait()
+                    return
+                service = Ingest(settings, store)
+                if operator is not None:
+                    service.on_batch = operator.on_batch  # the page hears of a batch at once
+                await service.run(stop)
+                await service.check_gaps()
             logging.getLogger("cloud_bridge.citybrain.ingest").info(
                 "ingest %s stopped: %d stored, %d duplicates, %d dead letters",
                 name,
@@ -146,6 +205,105 @@ def ingest(
         asyncio.run(main())
     except StoreError as err:
         raise HintedError(str(err), code="CE600") from None
+
+
+def _operator_settings(
+    listen: str | None,
+    accounts: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    *,
+    insecure: bool,
+    only: bool,
+    status: bool,
+) -> OperatorSettings | None:
+    """The page's settings, checked before anything starts (None: no page)."""
+    from cloud_bridge.citybrain.operator.server import OperatorSettings, parse_listen, validate
+
+    given = [
+        o
+        for o, v in (
+            ("--operator-accounts", accounts),
+            ("--operator-tls-cert", cert),
+            ("--operator-tls-key", key),
+        )
+        if v is not None
+    ]
+    given += [
+        o for o, v in (("--operator-insecure-listen", insecure), ("--operator-only", only)) if v
+    ]
+    if listen is None:
+        if given:
+            raise HintedError(f"{given[0]} needs --operator-listen host:port", code=codes.BAD_VALUE)
+        return None
+    if status:
+        raise HintedError("--status prints and exits: it serves no page", code=codes.BAD_VALUE)
+    if accounts is None:
+        raise HintedError(
+            "--operator-listen needs --operator-accounts FILE: nobody may see the page unsigned",
+            hint="make the file with 'cityedge operator-account --accounts FILE --name NAME'",
+            code=codes.BAD_VALUE,
+        )
+    host, port = parse_listen(listen)
+    settings = OperatorSettings(
+        host, port, accounts, tls_cert=cert, tls_key=key, allow_insecure=insecure
+    )
+    validate(settings)
+    return settings
+
+
+@contextlib.asynccontextmanager
+async def _operator_page(
+    settings: OperatorSettings | None, db: str
+) -> AsyncIterator[OperatorPage | None]:
+    """The operator's page beside the ingest, on a read-only connection of its own."""
+    if settings is None:
+        yield None
+        return
+    from cloud_bridge.citybrain.operator.server import OperatorPage
+    from cloud_bridge.citybrain.store.operator_common import open_reads
+
+    reads = await open_reads(db)
+    try:
+        page = OperatorPage(settings, reads)
+        await page.start()
+        try:
+            yield page
+        finally:
+            await page.close()
+    finally:
+        await reads.close()
+
+
+def operator_account(
+    accounts: Annotated[Path, typer.Option(help="The accounts file (made if missing, mode 0600)")],
+    name: Annotated[str, typer.Option(help="The operator's sign-in name")],
+    password_stdin: Annotated[
+        bool, typer.Option(help="Read the password from standard input (its first line)")
+    ] = False,
+    remove: Annotated[bool, typer.Option(help="Remove the account instead")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Add an operator account for the operator's page, set its password, or remove it; the
+    password is kept as a scrypt hash."""
+    from cloud_bridge.citybrain.operator.auth import write_account
+
+    password: str | None = None
+    if not remove:
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = typer.prompt(
+                f"Password for {name}", hide_input=True, confirmation_prompt=True
+            )
+    existed = write_account(accounts, name, password)
+    if remove and not existed:
+        raise HintedError(f"{accounts} has no account {name!r}", code=codes.BAD_VALUE)
+    done = "removed" if remove else ("changed" if existed else "added")
+    if as_json:
+        emit_json({"ok": True, "accounts": str(accounts), "name": name, "done": done})
+    else:
+        typer.echo(f"{done} operator account {name} in {accounts}")
 
 
 def broker_config(
@@ -289,8 +447,7 @@ def command(
     settings = _link(broker, f"cmd-{secrets.token_hex(4)}", ca, cert, key)
 
     async def main() -> commands.CommandReply:
-        link = await MqttLink.open(settings)
-        try:
+        async with MqttLink.open(settings) as link:
             await link.subscribe(topics.command_reply_topic(site, gateway), qos=1)
             await link.publish(topics.command_request_topic(site, gateway), data)
             async with asyncio.timeout(timeout_s):
@@ -299,8 +456,6 @@ def command(
                     reply = commands.decode_reply(msg.payload)
                     if reply.request == request.id:
                         return reply
-        finally:
-            await link.close()
 
     try:
         reply = asyncio.run(main())
@@ -320,6 +475,7 @@ def command(
 def register(app: typer.Typer) -> None:
     """Add the city brain's commands to the root command (:mod:`cityedge.cli`)."""
     app.command("ingest")(ingest)
+    app.command("operator-account")(operator_account)
     app.command("broker-config")(broker_config)
     app.command("command-key")(command_key)
     app.command("command")(command)

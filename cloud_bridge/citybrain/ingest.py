@@ -28,13 +28,16 @@
   wait, what gateways publish between the broker's restart and the workers' return is lost.
 - **Gateways and gaps.** Births and deaths keep each gateway's state and session; when a session
   has ended, its sequence numbers are checked and missing ones recorded in ``gaps`` and logged.
+- **The connection** is a :class:`cloud_bridge.session.MqttSession` (reconnects with backoff,
+  subscribes again, says an outage once). The heartbeat (per connection) and the gap check run
+  as tasks of the ingest's own task groups, on the injected clock: a failure in either ends
+  :meth:`Ingest.run` with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import socket
@@ -43,9 +46,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from cloud_bridge.aio import Clock, SystemClock, unless_stopped
 from cloud_bridge.backoff import Backoff
 from cloud_bridge.citybrain.store import Batch, DeadLetter, Incoming, SessionKey, Store, StoreError
 from cloud_bridge.link import LinkError, LinkLost, LinkSettings, Message, MqttLink, Will
+from cloud_bridge.session import MqttSession, SessionSettings, Subscription
 from protocols import envelope as env
 from protocols import topics
 from protocols.commands import decode_reply
@@ -54,8 +59,8 @@ from protocols.session import HostState, LinkState, decode_state
 
 log = logging.getLogger(__name__)
 
-DATA_FILTER = f"{topics.ROOT}/+/+/+/+"
-STATE_FILTER = f"{topics.ROOT}/+/+/{topics.STATE}"
+DATA_FILTER = topics.DATA_FILTER
+STATE_FILTER = topics.STATE_FILTER
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,7 @@ class IngestSettings:
 
     @property
     def data_filter(self) -> str:
-        return f"$share/{self.group}/{DATA_FILTER}" if self.group else DATA_FILTER
+        return topics.shared(self.group, DATA_FILTER) if self.group else DATA_FILTER
 
 
 def default_worker() -> str:
@@ -112,59 +117,60 @@ def classify(msg: Message, batch: Batch) -> None:
 
 
 class Ingest:
-    def __init__(self, settings: IngestSettings, store: Store) -> None:
+    def __init__(self, settings: IngestSettings, store: Store, clock: Clock | None = None) -> None:
         self.settings = settings
         self.store = store
+        self.clock: Clock = clock or SystemClock()
         self.worker = settings.worker or default_worker()
         self.stored = 0
         self.duplicates = 0
         self.dead = 0
         self.on_batch: Callable[[Batch], None] | None = None
         self._sessions: set[SessionKey] = set()
-        self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s)
+        self._store_backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop``; reconnects with backoff while the broker is away."""
-        logged = False
-        gaps = asyncio.create_task(self._gap_loop(stop))
+        s = self.settings
+        session = MqttSession(
+            SessionSettings(
+                link=s.link,
+                subscriptions=(
+                    Subscription(s.data_filter, qos=1),
+                    Subscription(STATE_FILTER, qos=1),
+                ),
+                reconnect_initial_s=s.reconnect_initial_s,
+                reconnect_max_s=s.reconnect_max_s,
+                name=f"ingest {self.worker}",
+            ),
+            clock=self.clock,
+            stop=stop,
+            will=self._will,
+        )
+        async with asyncio.TaskGroup() as tg:
+            gaps = tg.create_task(self._gap_loop(stop), name=f"ingest {self.worker} gap check")
+            try:
+                async with session:
+                    async for link in session.links():
+                        await self._connected(link, stop)
+            finally:
+                gaps.cancel()
+
+    async def _connected(self, link: MqttLink, stop: asyncio.Event) -> None:
+        """One connection: heartbeats beside the consumer until the link is lost or ``stop``;
+        then, if it can, the worker says it went offline."""
         try:
-            while not stop.is_set():
-                try:
-                    link = await MqttLink.open(
-                        dataclasses.replace(self.settings.link, will=self._will())
-                    )
-                    await link.subscribe(self.settings.data_filter, qos=1)
-                    await link.subscribe(STATE_FILTER, qos=1)
-                except LinkError as err:
-                    if not logged:
-                        log.warning("ingest %s: broker unavailable: %s; retrying", self.worker, err)
-                        logged = True
-                    await _sleep_or_stop(self._backoff.next_delay(), stop)
-                    continue
-                self._backoff.reset()
-                logged = False
-                log.info(
-                    "ingest %s: subscribed to %s and %s",
-                    self.worker,
-                    self.settings.data_filter,
-                    STATE_FILTER,
-                )
-                beat = asyncio.create_task(self._heartbeat(link))
+            async with asyncio.TaskGroup() as tg:
+                beat = tg.create_task(self._heartbeat(link), name=f"ingest {self.worker} heartbeat")
                 try:
                     await self._consume(link, stop)
                 finally:
                     beat.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await beat
-                    if link.connected:
-                        with contextlib.suppress(LinkError, TimeoutError):
-                            async with asyncio.timeout(2):
-                                await link.publish(self._host_topic, self._host(LinkState.OFFLINE))
-                    await link.close()
         finally:
-            gaps.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await gaps
+            if link.connected:
+                with contextlib.suppress(LinkError, TimeoutError):
+                    async with asyncio.timeout(2):
+                        await link.publish(self._host_topic, self._host(LinkState.OFFLINE))
 
     @property
     def _host_topic(self) -> str:
@@ -176,14 +182,14 @@ class Ingest:
                 state=state,
                 group=self.settings.group or "ingest",
                 worker=self.worker,
-                time=datetime.now(UTC),
+                time=datetime.fromtimestamp(self.clock.time(), UTC),
                 interval_s=self.settings.heartbeat_s,
             )
             .model_dump_json()
             .encode()
         )
 
-    def _will(self) -> Will:
+    async def _will(self) -> Will:
         return Will(self._host_topic, self._host(LinkState.OFFLINE), qos=1, retain=False)
 
     async def _heartbeat(self, link: MqttLink) -> None:
@@ -193,7 +199,7 @@ class Ingest:
                 await link.send(self._host_topic, self._host(LinkState.ONLINE), qos=0)
             except LinkLost:
                 return
-            await asyncio.sleep(self.settings.heartbeat_s)
+            await self.clock.sleep(self.settings.heartbeat_s)
 
     async def _consume(self, link: MqttLink, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -201,9 +207,8 @@ class Ingest:
                 got = [await link.receive(timeout_s=0.5)]
             except TimeoutError:
                 continue
-            except LinkLost as err:
-                log.warning("ingest %s: link lost: %s", self.worker, err)
-                return
+            except LinkLost:
+                return  # the session says so (once an outage) and connects again
             deadline = time.monotonic() + self.settings.batch_wait_ms / 1000
             while len(got) < self.settings.batch_max:
                 try:
@@ -223,10 +228,10 @@ class Ingest:
             except StoreError as err:
                 # not acknowledged: the broker keeps the messages for this session
                 log.error("ingest %s: cannot store a batch: %s; retrying", self.worker, err)
-                await _sleep_or_stop(self._backoff.next_delay(), stop)
+                await unless_stopped(self.clock.sleep(self._store_backoff.next_delay()), stop)
                 if stop.is_set():
                     return
-        self._backoff.reset()
+        self._store_backoff.reset()
         for msg in got:
             link.ack(msg)
         self.stored += result.stored
@@ -240,7 +245,7 @@ class Ingest:
 
     async def _gap_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await _sleep_or_stop(self.settings.gap_check_s, stop)
+            await unless_stopped(self.clock.sleep(self.settings.gap_check_s), stop)
             await self.check_gaps()
 
     async def check_gaps(self) -> None:
@@ -264,9 +269,3 @@ class Ingest:
                 g.missing,
                 g.highest,
             )
-
-
-async def _sleep_or_stop(seconds: float, stop: asyncio.Event) -> None:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await stop.wait()

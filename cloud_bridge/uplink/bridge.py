@@ -16,12 +16,14 @@ the downlink commands, run as one unit.
 - **Sessions.** Each connection takes a new session number from the outbox's database (committed
   before use), registers the death as its will, subscribes to its commands and publishes the
   birth; both retained on the ``state`` topic. Every envelope published carries
-  ``link: {session, seq, pos}`` (see :class:`protocols.envelope.LinkInfo`), spliced into the
-  stored JSON so nothing is encoded twice.
+  ``link: {session, seq, pos}`` (see :class:`protocols.envelope.LinkInfo`), added to the
+  stored JSON by :func:`protocols.envelope.with_link` so nothing is encoded twice.
 - **Order.** Within a class rows go out in position order; events (alarms, availability) go
   before telemetry. After a reconnect the deliverer starts again from the oldest row still
   stored, while new envelopes keep being committed behind it.
-- **Reconnect** with capped, jittered exponential backoff.
+- **Reconnect** with capped, jittered exponential backoff: the MQTT session is a
+  :class:`cloud_bridge.session.MqttSession` (its will, subscriptions and birth are the bridge's;
+  it says an outage once, with what the outbox keeps, and the recovery once).
 - **A full disk** (see :mod:`cloud_bridge.uplink.outbox`): the outbox drops its oldest telemetry to make
   room; when none is left a commit stores nothing (:class:`~cloud_bridge.uplink.outbox.OutboxFull`) and
   the committer keeps its records, ahead of newer ones, and tries again with backoff. Pending
@@ -36,6 +38,7 @@ the downlink commands, run as one unit.
 - **Shutdown.** :meth:`Bridge.close_intake` then waiting on :meth:`Bridge.run` flushes; a cancel
   commits what is pending and publishes the death (``shutdown``) when it can, all within
   :data:`SHUTDOWN_S`. What is not yet acknowledged stays in the outbox for the next start.
+  ``async with Bridge.open(settings) as bridge`` closes the outbox on the way out.
 
 All SQLite work runs in one worker thread (:class:`DbThread`), in order, so the event loop never
 waits on a disk; the thread is a daemon, so a call stuck on a hung disk cannot keep the process
@@ -50,18 +53,19 @@ import functools
 import logging
 import queue
 import threading
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from cloud_bridge.aio import Clock, Opening, SystemClock
 from cloud_bridge.backoff import Backoff
 from cloud_bridge.link import LinkError, LinkLost, LinkRefused, LinkSettings, MqttLink, Will
+from cloud_bridge.session import MqttSession, SessionCounters, SessionSettings, Subscription
 from cloud_bridge.uplink.commands import Audit, CommandDesk, Handler
 from cloud_bridge.uplink.outbox import (
     CommitResult,
@@ -75,8 +79,9 @@ from cloud_bridge.uplink.outbox import (
     SqliteNonces,
 )
 from protocols import commands as cmd
+from protocols import envelope as env
 from protocols import topics
-from protocols.errors import ProtocolError
+from protocols.errors import ProtocolError, TopicError
 from protocols.session import GatewayState, LinkState, OutboxStats, decode_host, encode_state
 
 log = logging.getLogger(__name__)
@@ -131,22 +136,6 @@ def _stop_thread() -> None:  # the marker DbThread.stop() queues
     return None
 
 
-class Clock(Protocol):
-    """What the bridge needs of a clock (``edge.clock`` clocks fit)."""
-
-    def time(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class _WallClock:
-    def time(self) -> float:
-        return time.time()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds))
-
-
 @dataclass(frozen=True)
 class BridgeSettings:
     site: str
@@ -169,11 +158,9 @@ class BridgeSettings:
 
 
 @dataclass
-class BridgeCounters:
+class BridgeCounters(SessionCounters):  # connects, connect_failures: counted by the session
     published: dict[str, int] = field(default_factory=dict)  # by kind (topic level)
     refused: int = 0  # publishes the broker refused (ACL); the row is dropped and counted
-    connects: int = 0
-    connect_failures: int = 0
     session: int = 0
     dropped: dict[str, int] = field(default_factory=dict)  # by outbox class, this process
 
@@ -216,8 +203,6 @@ class Bridge:
         self._committed = asyncio.Event()
         self._intake_closed = False
         self._committer_done = asyncio.Event()
-        self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s)
-        self._outage_logged = False
         self._inflight = 0
         self._idle = asyncio.Event()
         self._hosts: dict[str, float] = {}  # ingest worker -> when its heartbeat expires
@@ -227,6 +212,23 @@ class Bridge:
         self._state_topic = topics.state_topic(s.site, s.gateway)
         self._req_topic = topics.command_request_topic(s.site, s.gateway)
         self._res_topic = topics.command_reply_topic(s.site, s.gateway)
+        subscriptions = [Subscription(self._req_topic, qos=1)]
+        if s.wait_for_ingest:
+            subscriptions.append(Subscription(topics.host_state_filter(s.wait_for_ingest), qos=0))
+        self.session = MqttSession(
+            SessionSettings(
+                link=s.link,
+                subscriptions=tuple(subscriptions),
+                reconnect_initial_s=s.reconnect_initial_s,
+                reconnect_max_s=s.reconnect_max_s,
+                name=f"bridge {s.site}/{s.gateway}",
+            ),
+            clock=clock,
+            will=self._will,
+            on_connect=self._birth,
+            context=lambda: f"{self.backlog} envelopes kept in the outbox",
+            counters=self.counters,
+        )
         self._nonces = nonces
         self.commands = CommandDesk(
             site=s.site,
@@ -240,16 +242,28 @@ class Bridge:
         )
 
     @classmethod
-    async def open(
+    def open(
         cls,
         settings: BridgeSettings,
         clock: Clock | None = None,
         handlers: Mapping[str, Handler] | None = None,
-    ) -> Bridge:
+    ) -> Opening[Bridge]:
         """Open (or create) the outbox — checking it, and setting a damaged file aside (see
-        :mod:`cloud_bridge.uplink.outbox`); raises :class:`~cloud_bridge.uplink.outbox.OutboxError`."""
+        :mod:`cloud_bridge.uplink.outbox`); raises :class:`~cloud_bridge.uplink.outbox.OutboxError`.
+
+        ``async with Bridge.open(...) as bridge`` closes it on the way out (:meth:`aclose`);
+        ``await Bridge.open(...)`` leaves that to the caller."""
+        return Opening(lambda: cls._open(settings, clock, handlers), _close_bridge)
+
+    @classmethod
+    async def _open(
+        cls,
+        settings: BridgeSettings,
+        clock: Clock | None,
+        handlers: Mapping[str, Handler] | None,
+    ) -> Bridge:
         db = DbThread("outbox")
-        clk = clock or _WallClock()
+        clk = clock or SystemClock()
         try:
             outbox = await asyncio.wrap_future(
                 db.submit(Outbox, settings.outbox_path, settings.outbox, clk.time)
@@ -374,7 +388,7 @@ class Bridge:
         self.link = None
         if link is not None:
             await self._goodbye(link, max(0.0, min(2.0, deadline - loop.time())))
-            await link.close(timeout_s=max(0.1, min(2.0, deadline - loop.time())))
+        await self.session.aclose(max(0.1, min(2.0, deadline - loop.time())), raise_crash=False)
         if self.outbox.depth:
             log.info(
                 "bridge %s/%s: %d envelopes stay in the outbox %s for the next start",
@@ -472,7 +486,7 @@ class Bridge:
             if n:
                 self.counters.dropped[c.value] = self.counters.dropped.get(c.value, 0) + n
                 self._drops_unlogged[why, c] = self._drops_unlogged.get((why, c), 0) + n
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if self._drops_unlogged and now - self._drops_logged_at >= DROP_LOG_EVERY_S:
             for (reason, c), n in self._drops_unlogged.items():
                 log.warning(
@@ -492,34 +506,28 @@ class Bridge:
         return self.outbox.depth == 0 and not self._acked and self._inflight == 0
 
     async def _deliverer(self) -> None:
-        while True:
-            if self._intake_closed and not self._pending and self._drained():
-                self._have_work.set()  # the committer may be waiting: it is done too
-                return
-            link = await self._connect()
+        while not (self._intake_closed and not self._pending and self._drained()):
+            link = await self.session.connect()  # backs off while the broker is away
+            if link is None:
+                return  # the session was closed: the bridge is stopping
+            self.link = link
+            self.connected.set()
             try:
                 await self._session(link)
                 await self._goodbye(link)  # drained after close_intake(): a clean stop
-                self._have_work.set()  # the committer may be waiting: it is done too
-            except LinkLost as err:
-                self._note_loss(str(err))
+            except LinkLost:
+                pass  # the session says so (once an outage); the rows stay stored
             finally:
                 self.connected.clear()
                 self.link = None
-                await link.close()
-                # in-flight rows failed with LinkLost and stay stored; flush acks, forget
-                # reservations, and start again from the oldest row on the next session
-                await self._flush_acks()
-                await self._db(self.outbox.release)
-
-    def _note_loss(self, why: str) -> None:
-        if not self._outage_logged:
-            log.warning(
-                "link to the broker lost (%s); %d envelopes kept in the outbox",
-                why,
-                self.backlog,
-            )
-            self._outage_logged = True
+                try:
+                    await self.session.end()  # raises what killed the link's task, if anything
+                finally:
+                    # in-flight rows failed with LinkLost and stay stored; flush acks, forget
+                    # reservations, and start again from the oldest row on the next session
+                    await self._flush_acks()
+                    await self._db(self.outbox.release)
+        self._have_work.set()  # the committer may be waiting: it is done too
 
     async def _flush_acks(self) -> None:
         if self._acked:
@@ -543,59 +551,26 @@ class Bridge:
             )
         )
 
-    async def _connect(self) -> MqttLink:
-        s = self.settings
-        where = f"{s.link.host}:{s.link.port}"
-        while True:
-            self.counters.session = await self._db(self.outbox.next_session)
-            will = Will(self._state_topic, self._state(LinkState.OFFLINE, "connection lost"))
-            try:
-                link = await MqttLink.open(dataclasses.replace(s.link, will=will))
-                await link.subscribe(self._req_topic, qos=1)
-                self._hosts.clear()
-                self._host_ok.clear()
-                if s.wait_for_ingest:
-                    await link.subscribe(topics.host_state_filter(s.wait_for_ingest), qos=0)
-                self.stats_cache = await self._db(self.outbox.stats)
-                async with asyncio.timeout(s.birth_timeout_s):
-                    await link.publish(
-                        self._state_topic,
-                        self._state(LinkState.ONLINE, with_stats=True),
-                        qos=1,
-                        retain=True,
-                    )
-            except (LinkError, TimeoutError) as err:
-                self.counters.connect_failures += 1
-                if not self._outage_logged:
-                    hint = (
-                        "check the client certificate, user name and the broker's ACL"
-                        if isinstance(err, LinkRefused)
-                        else "check the broker is running and reachable"
-                    )
-                    log.warning(
-                        "broker %s unavailable: %s (%s); retrying with backoff; %d envelopes "
-                        "kept in the outbox",
-                        where,
-                        err or "no birth acknowledgement",
-                        hint,
-                        self.backlog,
-                    )
-                    self._outage_logged = True
-                await self.clock.sleep(self._backoff.next_delay())
-                continue
-            self._backoff.reset()
-            self.counters.connects += 1
-            if self._outage_logged:
-                log.info(
-                    "broker %s reachable again (session %d); sending %d envelopes kept",
-                    where,
-                    self.counters.session,
-                    self.backlog,
-                )
-                self._outage_logged = False
-            self.link = link
-            self.connected.set()
-            return link
+    async def _will(self) -> Will:
+        """Before each connection: a new session number (committed before use), and the death
+        that says so as the will."""
+        self.counters.session = await self._db(self.outbox.next_session)
+        self._hosts.clear()  # heartbeats count from this connection on
+        self._host_ok.clear()
+        return Will(self._state_topic, self._state(LinkState.OFFLINE, "connection lost"))
+
+    async def _birth(self, link: MqttLink) -> None:
+        """Once subscribed: the birth, retained, with what the outbox holds. Unacknowledged
+        within ``birth_timeout_s``, the connection counts as failed."""
+        self.stats_cache = await self._db(self.outbox.stats)
+        birth = self._state(LinkState.ONLINE, with_stats=True)
+        try:
+            async with asyncio.timeout(self.settings.birth_timeout_s):
+                await link.publish(self._state_topic, birth, qos=1, retain=True)
+        except TimeoutError as err:
+            raise LinkError(
+                f"no acknowledgement of the birth within {self.settings.birth_timeout_s:g} s"
+            ) from err
 
     async def _session(self, link: MqttLink) -> None:
         """Send until drained or the link is lost, with the listener beside the sender: either
@@ -656,12 +631,7 @@ class Bridge:
                     continue
                 for row in rows:
                     seq += 1
-                    payload = b'%s,"link":{"session":%d,"seq":%d,"pos":%d}}' % (
-                        row.payload[:-1],
-                        session,
-                        seq,
-                        row.pos,
-                    )
+                    payload = env.with_link(row.payload, session, seq, row.pos)
                     ack = await link.send(row.topic, payload, qos=self.settings.qos)
                     self._inflight += 1
                     self._idle.clear()
@@ -671,7 +641,7 @@ class Bridge:
             lost.cancel()
 
     def _ingest_alive(self) -> bool:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for worker in [w for w, until in self._hosts.items() if until < now]:
             del self._hosts[worker]
         if not self._hosts:
@@ -703,7 +673,7 @@ class Bridge:
             log.warning("ignored a malformed ingest heartbeat")
             return
         if host.state is LinkState.ONLINE:
-            self._hosts[host.worker] = time.monotonic() + 3 * host.interval_s
+            self._hosts[host.worker] = self.clock.monotonic() + 3 * host.interval_s
             self._host_ok.set()
         else:
             self._hosts.pop(host.worker, None)
@@ -721,7 +691,10 @@ class Bridge:
         err = None if fut.cancelled() else fut.exception()
         if isinstance(err, LinkLost) or fut.cancelled():
             return  # stays stored; sent again in the next session
-        kind = row.topic.split("/", 5)[4] if row.topic.count("/") >= 4 else "?"
+        try:
+            kind = topics.parse(row.topic).kind
+        except TopicError:
+            kind = "?"
         if isinstance(err, LinkRefused):
             self.counters.refused += 1
             log.error(
@@ -744,7 +717,7 @@ class Bridge:
         broker refuses is logged, not raised."""
         try:
             async for msg in link.messages():
-                if msg.topic.startswith(topics.HOST_ROOT + "/"):
+                if topics.is_host_state(msg.topic):
                     self._host_message(msg.payload, msg.retain)
                     continue
                 if msg.topic != self._req_topic:
@@ -788,6 +761,10 @@ class Bridge:
     async def refresh_stats(self) -> OutboxStats:
         self.stats_cache = await self._db(self.outbox.stats)
         return self.stats_cache
+
+
+async def _close_bridge(bridge: Bridge, _exc: BaseException | None) -> None:
+    await bridge.aclose()
 
 
 async def _named(task: str, work: Awaitable[None]) -> None:

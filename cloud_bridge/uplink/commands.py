@@ -29,7 +29,6 @@ record and is counted in :attr:`CommandDesk.refused_by_reason`.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,25 +36,25 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from protocols import boundedjson, signed
+from cloud_bridge.errors import PermanentBridgeError
+from protocols import signed
 from protocols.commands import (
-    REQUEST_ID_PATTERN,
     CommandFailure,
     CommandReply,
     CommandRequest,
     decode_request,
+    peek_request_id,
 )
 from protocols.errors import DecodeError
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS: Final = 500  # of a reply's message (and its audit record and log line)
-_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
 Handler = Callable[[CommandRequest], Awaitable[dict[str, Any]]]
 
 
-class CommandError(Exception):
+class CommandError(PermanentBridgeError):
     """Raised by a handler: ``reason`` is ``bad-args`` or ``failed``; the message is the reply's."""
 
     def __init__(self, reason: CommandFailure, message: str) -> None:
@@ -201,7 +200,7 @@ class CommandDesk:
             await self._check_nonce(verified.nonce, verified.exp)
         except signed.SignatureRefused as err:
             reply = self._reply(
-                _peek_id(data) if request is None else request.id,
+                peek_request_id(data) if request is None else request.id,
                 False,
                 err.reason.value,
                 str(err).split(": ", 1)[-1],
@@ -255,23 +254,6 @@ class CommandDesk:
         except Exception:
             log.exception("could not write the audit record of command %s", reply.request)
         return reply
-
-
-def _peek_id(data: bytes) -> str | None:
-    """The request id of an envelope that failed its checks, when one can be read within the
-    limits and is a well-formed id (for the reply's correlation only; nothing else of an
-    unchecked body is trusted)."""
-    try:
-        doc = boundedjson.loads(data, max_bytes=signed.MAX_ENVELOPE_BYTES)
-        if not isinstance(doc, dict):
-            return None
-        body = doc
-        if isinstance(doc.get("body"), str):
-            body = boundedjson.loads(signed.unb64url(doc["body"]), max_bytes=len(data))
-        rid = body.get("id") if isinstance(body, dict) else None
-    except (ValueError, TypeError):  # DecodeError, and binascii.Error from base64
-        return None
-    return rid if isinstance(rid, str) and _REQUEST_ID.fullmatch(rid) else None
 
 
 def _printable(text: str) -> str:

@@ -76,6 +76,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from cloud_bridge.errors import TransientBridgeError
 from cloud_bridge.uplink.counters import POS_BLOCK, CounterFile, Counters
 from protocols import envelope as env
 from protocols import topics
@@ -169,8 +170,9 @@ class OutboxSettings:
         }
 
 
-class OutboxError(Exception):
-    """The outbox file cannot be opened or written (permissions, I/O error)."""
+class OutboxError(TransientBridgeError):
+    """The outbox file cannot be opened or written (permissions, I/O error): the sink fails and
+    the supervisor starts it again."""
 
 
 class OutboxFull(OutboxError):

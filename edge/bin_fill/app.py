@@ -28,7 +28,7 @@ from aiohttp import web
 
 from edge.bin_fill.config import BinConfig, BinFillConfig
 from edge.bin_fill.state import BinState, Change, Thresholds
-from edge.plugin import AppContext
+from edge.plugin import AppContext, Plugin, ServesRoutes
 from edge.readings import Reading, ReadingBatch
 from edge.vision.frames import Frame
 from edge.vision.session import ModelSession
@@ -52,7 +52,7 @@ def roi_crops(image: np.ndarray, rois: list[tuple[int, int, int, int]]) -> np.nd
     return out
 
 
-class BinFillApp:
+class BinFillApp(Plugin, ServesRoutes):
     def __init__(self, config: BinFillConfig, ctx: AppContext) -> None:
         self.config = config
         self.ctx = ctx

@@ -32,10 +32,11 @@ from typing import Any, TypeVar
 
 import cv2
 import numpy as np
+from prometheus_client import CollectorRegistry, Counter
 
 from edge.camera.config import CameraSourceConfig
 from edge.errors import TransientError
-from edge.plugin import SourceContext
+from edge.plugin import Plugin, SourceContext
 from edge.vision.frames import Frame
 from edge.vision.motion import MotionGate
 
@@ -48,7 +49,17 @@ class CameraError(TransientError):
     code = "CE410"
 
 
-class CameraSource:
+class CameraMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.frames = Counter(
+            "cityedge_frames",
+            "Camera frames by outcome",
+            ["source", "camera", "outcome"],
+            registry=registry,
+        )
+
+
+class CameraSource(Plugin):
     def __init__(self, config: CameraSourceConfig, ctx: SourceContext) -> None:
         self.config = config
         self.ctx = ctx
@@ -58,7 +69,7 @@ class CameraSource:
         self._cap: Any = None
         self.seq = 0
         self.counts = {"emitted": 0, "static": 0, "rate": 0, "dropped": 0}
-        self._counter = ctx.metrics.frames
+        self._counter = ctx.metrics.own(CameraMetrics).frames
         self._io: ThreadPoolExecutor | None = None
 
     async def _in_thread(self, fn: Callable[[], T]) -> T:

@@ -37,7 +37,7 @@ from aiocoap.numbers.constants import TransportTuning
 from edge.availability import Availability, AvailabilityChange
 from edge.coap.config import CoapDeviceConfig, CoapSourceConfig
 from edge.errors import DeviceError
-from edge.plugin import SourceContext
+from edge.plugin import Plugin, SourceContext, TracksDevices
 from edge.polling import report_availability
 from edge.readings import Reading, ReadingBatch
 from protocols import senml
@@ -157,7 +157,7 @@ def _match(values: Mapping[str, tuple[bool | int | float, str | None]], key: str
     return None
 
 
-class CoapSource:
+class CoapSource(Plugin, TracksDevices):
     def __init__(self, config: CoapSourceConfig, ctx: SourceContext) -> None:
         self.config = config
         self.ctx = ctx

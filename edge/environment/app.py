@@ -29,7 +29,7 @@ from typing import Literal
 
 from edge.environment import quality
 from edge.environment.config import EnvironmentConfig, StationConfig
-from edge.plugin import AppContext
+from edge.plugin import AppContext, Plugin
 from edge.readings import ReadingBatch
 from protocols import envelope as env
 
@@ -84,7 +84,7 @@ def _floor(t: float, size: float, offset: float = 0.0) -> float:
     return math.floor((t + offset) / size) * size - offset
 
 
-class EnvironmentApp:
+class EnvironmentApp(Plugin):
     def __init__(self, config: EnvironmentConfig, ctx: AppContext) -> None:
         self.config = config
         self.ctx = ctx

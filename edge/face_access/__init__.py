@@ -20,5 +20,6 @@ Errors (all :class:`~edge.errors.EdgeError`)::
 
     PermanentError ─┬─ ModelError (CE400)        model missing or checksum differs
                     ├─ FaceStoreError (CE420)    store unreadable: wrong key, tampered row
-                    └─ EnrollmentError (CE421)   no face, several faces, poor quality, bad id
+                    ├─ EnrollmentError (CE421)   no face, several faces, poor quality, bad id
+                    └─ BadPhoto (CE421)          a photo refused before decoding (size, format)
 """

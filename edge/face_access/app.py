@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec, TypeVar
 
 import cv2
+from prometheus_client import CollectorRegistry, Gauge
 
 from edge.errors import EdgeError
 from edge.face_access.config import FaceAccessConfig
@@ -36,7 +37,7 @@ from edge.face_access.gallery import Gallery
 from edge.face_access.pipeline import FaceAnalysis
 from edge.face_access.service import FaceService
 from edge.face_access.web import ScreenFeed, face_routes
-from edge.plugin import AppContext
+from edge.plugin import AppContext, Plugin, ServesRoutes
 from edge.vision.frames import Frame
 from edge.vision.session import limit_blas_threads
 from protocols import envelope as env
@@ -57,7 +58,17 @@ class Decision:
     liveness: env.LivenessCheck
 
 
-class FaceAccessApp:
+class FaceAccessMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.enrolled = Gauge(
+            "cityedge_faces_enrolled",
+            "People in a face store: current, or stale (enrolled with another model)",
+            ["app", "status"],
+            registry=registry,
+        )
+
+
+class FaceAccessApp(Plugin, ServesRoutes):
     def __init__(self, config: FaceAccessConfig, ctx: AppContext) -> None:
         self.config = config
         self.ctx = ctx
@@ -70,6 +81,7 @@ class FaceAccessApp:
         self.ready = asyncio.Event()
         self.screen = ScreenFeed()
         self.routes = face_routes(self)
+        self.enrolled_gauge = ctx.metrics.own(FaceAccessMetrics).enrolled
         self._last: dict[str, float] = {}  # person or "unknown" -> monotonic time of last decision
         self._gate_task: asyncio.Task[None] | None = None
         self._store_version = -1
@@ -103,8 +115,8 @@ class FaceAccessApp:
 
     async def reload(self) -> None:
         self.gallery, self.names, stale, self._store_version = await self.call(self._load_gallery)
-        self.ctx.metrics.faces_enrolled.labels(self.name, "current").set(len(self.names))
-        self.ctx.metrics.faces_enrolled.labels(self.name, "stale").set(stale)
+        self.enrolled_gauge.labels(self.name, "current").set(len(self.names))
+        self.enrolled_gauge.labels(self.name, "stale").set(stale)
 
     async def run(self) -> None:
         try:

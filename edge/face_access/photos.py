@@ -26,6 +26,8 @@ from typing import Final
 import cv2
 import numpy as np
 
+from edge.errors import PermanentError
+
 #: Largest photo accepted, in bytes (a 12-megapixel phone JPEG is 3-6 MB).
 MAX_PHOTO_BYTES: Final = 10 * 1024 * 1024
 #: Largest photo accepted, in pixels: 16 megapixels, e.g. 4618 x 3464 (decoding and the face
@@ -40,13 +42,13 @@ _SOF: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE: Final = frozenset({0x01, *range(0xD0, 0xD8), 0xD8, 0xD9})
 
 
-class BadPhoto(ValueError):
+class BadPhoto(PermanentError):
     """A photo refused before or while decoding; ``hint`` says what to send instead."""
 
+    code = "CE421"
+
     def __init__(self, message: str, hint: str = _HINT) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+        super().__init__(message, hint=hint)
 
 
 @dataclass(frozen=True, slots=True)

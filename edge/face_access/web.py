@@ -75,7 +75,7 @@ class ScreenFeed:
         self.publish(_CLOSED)
 
 
-class _BadBody(Exception):
+class _BadBody(EdgeError):
     """An enrolment body refused while it was read (status and message for the reply)."""
 
     def __init__(self, status: int, message: str) -> None:

@@ -37,9 +37,12 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
+from prometheus_client import CollectorRegistry, Gauge
+
 from edge.backoff import Backoff
+from edge.errors import PermanentError, TransientError
 from edge.hj212_sink.config import Hj212SinkConfig, Hj212StationConfig
-from edge.plugin import SinkContext
+from edge.plugin import Plugin, SinkContext
 from protocols import envelope as env
 from protocols import hj212
 from protocols.errors import EncodeError
@@ -60,12 +63,23 @@ _ANSWERED = frozenset(
 )
 
 
-class LinkLost(Exception):
-    """The TCP connection to the platform broke."""
+class PlatformLost(TransientError):
+    """The TCP connection to the platform broke (opened again with backoff)."""
 
 
-class _BadSetting(ValueError):
-    """A platform command asked for a setting outside what the site file allows."""
+class _BadSetting(PermanentError):
+    """A platform command asked for a setting outside what the site file allows (answered
+    with ExeRtn 3; never leaves this module)."""
+
+
+class Hj212SinkMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.buffer = Gauge(
+            "cityedge_sink_buffer_depth",
+            "Envelopes a sink without an outbox holds in memory (e.g. hj212)",
+            ["sink"],
+            registry=registry,
+        )
 
 
 def _setting(text: str | None, lo: float, hi: float, what: str) -> float:
@@ -85,11 +99,12 @@ class _Message:
     realtime: bool
 
 
-class Hj212Sink:
+class Hj212Sink(Plugin):
     def __init__(self, config: Hj212SinkConfig, ctx: SinkContext) -> None:
         self.config = config
         self.ctx = ctx
         self.name = config.name
+        self.buffer_depth = ctx.metrics.own(Hj212SinkMetrics).buffer.labels(config.name)
         self.pw = config.pw.get_secret_value()
         self.tz = timezone(timedelta(hours=config.utc_offset_h))
         self.stations = {s.device: s for s in config.stations}
@@ -206,7 +221,7 @@ class Hj212Sink:
                 self.name, "realtime" if victim.realtime else "data"
             ).inc()
         self.queue.append(message)
-        self.ctx.metrics.sink_buffer.labels(self.name).set(len(self.queue))
+        self.buffer_depth.set(len(self.queue))
         self._wake.set()
 
     # -- tasks -------------------------------------------------------------------------------
@@ -276,11 +291,11 @@ class Hj212Sink:
             receiver = asyncio.create_task(self._receive(reader))
             try:
                 await self._send_queue()
-            except LinkLost as err:
+            except PlatformLost as err:
                 log.warning("sink %s: lost the platform %s: %s", self.name, where, err)
             finally:
                 receiver.cancel()
-                with contextlib.suppress(asyncio.CancelledError, LinkLost):
+                with contextlib.suppress(asyncio.CancelledError, PlatformLost):
                     await receiver
                 self._close()
 
@@ -296,10 +311,10 @@ class Hj212Sink:
             for part in message.parts:
                 await self._send_answered(part)
             self.queue.popleft()
-            self.ctx.metrics.sink_buffer.labels(self.name).set(len(self.queue))
+            self.buffer_depth.set(len(self.queue))
 
     async def _send_answered(self, packet: Packet) -> None:
-        """Send, wait for the data answer, resend; raises LinkLost when the connection breaks."""
+        """Send, wait for the data answer, resend; raises PlatformLost when the connection breaks."""
         frame = packet.encode()
         qn = packet.qn or ""
         for attempt in range(self.resends + 1):
@@ -327,13 +342,13 @@ class Hj212Sink:
     async def _write(self, frame: bytes) -> None:
         writer = self._writer
         if writer is None or writer.is_closing():
-            raise LinkLost("connection closed")
+            raise PlatformLost("connection closed")
         try:
             writer.write(frame)
             async with asyncio.timeout(self.config.connect_timeout_s):
                 await writer.drain()
         except (OSError, TimeoutError) as err:
-            raise LinkLost(str(err) or type(err).__name__) from err
+            raise PlatformLost(str(err) or type(err).__name__) from err
 
     async def _receive(self, reader: asyncio.StreamReader) -> None:
         self._frames = FrameReader()  # a new connection starts a new stream
@@ -341,18 +356,18 @@ class Hj212Sink:
             try:
                 data = await reader.read(4096)
             except OSError as err:
-                raise LinkLost(str(err)) from err
+                raise PlatformLost(str(err)) from err
             if not data:
                 self._close()  # the writer sees it and the sender gives up the connection
                 for f in self._answers.values():
                     if not f.done():
-                        f.set_exception(LinkLost("platform closed the connection"))
-                raise LinkLost("platform closed the connection")
+                        f.set_exception(PlatformLost("platform closed the connection"))
+                raise PlatformLost("platform closed the connection")
             await self.received(data)
 
     async def received(self, data: bytes) -> None:
         """Bytes from the platform: answers end waits, commands are answered (public for tests
-        and fuzzing). Raises only :class:`LinkLost` (when an answer cannot be written)."""
+        and fuzzing). Raises only :class:`PlatformLost` (when an answer cannot be written)."""
         self._frames.feed(data)
         for event in self._frames.events():
             if isinstance(event, hj212.BadFrame):

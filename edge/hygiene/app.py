@@ -27,7 +27,7 @@ from edge.hygiene.config import HygieneConfig, ZoneConfig
 from edge.hygiene.evidence import Crop, EvidenceStore, evidence_crop
 from edge.hygiene.pipeline import HygienePipeline, PersonView
 from edge.hygiene.state import PersonState, Rules, Verdict
-from edge.plugin import AppContext
+from edge.plugin import AppContext, Plugin
 from edge.vision.frames import Frame
 from edge.vision.imageops import point_in_polygon
 from edge.vision.tracker import IouTracker
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 PURGE_INTERVAL_S = 3600.0
 
 
-class HygieneApp:
+class HygieneApp(Plugin):
     def __init__(self, config: HygieneConfig, ctx: AppContext) -> None:
         self.config = config
         self.ctx = ctx

@@ -37,12 +37,12 @@ from typing import Any
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 
-from edge.actuators import ActuationError
+from edge.actuators import ActuationError, MultiWriter, Writer
 from edge.availability import Availability, AvailabilityChange
 from edge.backoff import Backoff
 from edge.errors import DeviceError, PermanentError
 from edge.modbus.config import ModbusDeviceConfig, ModbusSourceConfig
-from edge.plugin import SourceContext
+from edge.plugin import Plugin, SourceContext, TracksDevices
 from edge.polling import report_availability
 from edge.readings import Reading, ReadingBatch
 from protocols.errors import DecodeError, EncodeError
@@ -109,7 +109,7 @@ class _Device:
     skipped: int = 0
 
 
-class ModbusSource:
+class ModbusSource(Plugin, Writer, MultiWriter, TracksDevices):
     def __init__(self, config: ModbusSourceConfig, ctx: SourceContext) -> None:
         self.config = config
         self.ctx = ctx

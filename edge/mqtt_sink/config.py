@@ -1,4 +1,5 @@
-"""Configuration of the ``mqtt`` sink (pydantic only)."""
+"""Configuration of the ``mqtt`` sink, and the broker connection it shares with the ``mqtt``
+source (pydantic only)."""
 
 from __future__ import annotations
 
@@ -118,33 +119,44 @@ class CommandsConfig(StrictModel):
         return v
 
 
-class MqttSinkConfig(PluginConfig):
-    """Publish envelopes to an MQTT broker at QoS 1, reconnecting with backoff."""
+class MqttConnectionConfig(PluginConfig):
+    """The broker connection of the ``mqtt`` plug-ins (the sink and the node source), declared
+    once; :func:`edge.mqtt_sink.sink.link_settings` turns it into the link's settings."""
 
     type: Literal["mqtt"] = Field(description="Plug-in type")
     host: str = Field(description="Broker host name or address")
     port: int = Field(default=1883, ge=1, le=65535, description="Broker port (8883 for TLS)")
     client_id: str | None = Field(
-        default=None, max_length=128, description="MQTT client id (default '<site>-<gateway>')"
+        default=None,
+        max_length=128,
+        description="MQTT client id (default '<site>-<gateway>'; the mqtt source adds '-nodes')",
     )
     username: str | None = Field(default=None, description="User name, if the broker needs one")
     password: SecretStr | None = Field(default=None, description="Password; use ${ENV} or !secret")
-    tls: TlsConfig | None = Field(default=None, description="TLS settings; omit for plain TCP")
+    tls: TlsConfig | None = Field(
+        default=None,
+        description="TLS settings (the CA, this gateway's certificate); omit for plain TCP",
+    )
     protocol: Literal["auto", "5", "3.1.1"] = Field(
         default="auto", description="MQTT version; auto tries 5 and falls back to 3.1.1"
     )
-    qos: Literal[0, 1] = Field(default=1, description="QoS of publishes (1: at least once)")
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive in seconds")
     connect_timeout_s: float = Field(default=10.0, gt=0, le=120, description="Deadline to connect")
+    reconnect_initial_s: float = Field(default=0.5, gt=0, le=60, description="First reconnect wait")
+    reconnect_max_s: float = Field(
+        default=30.0, gt=0, le=3600, description="Longest reconnect wait"
+    )
+
+
+class MqttSinkConfig(MqttConnectionConfig):
+    """Publish envelopes to an MQTT broker at QoS 1, reconnecting with backoff."""
+
+    qos: Literal[0, 1] = Field(default=1, description="QoS of publishes (1: at least once)")
     max_inflight: int = Field(
         default=100,
         ge=1,
         le=65535,
         description="Unacknowledged publishes at most (and <= broker's)",
-    )
-    reconnect_initial_s: float = Field(default=0.5, gt=0, le=60, description="First reconnect wait")
-    reconnect_max_s: float = Field(
-        default=30.0, gt=0, le=3600, description="Longest reconnect wait"
     )
     wait_for_ingest: str | None = Field(
         default=None,

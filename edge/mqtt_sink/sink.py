@@ -22,16 +22,15 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, Protocol
 
-from pydantic import SecretStr
+from prometheus_client import CollectorRegistry, Gauge
 
 from cloud_bridge.link import LinkSettings, TlsSettings
 from cloud_bridge.uplink.bridge import Bridge, BridgeSettings
 from cloud_bridge.uplink.commands import Handler
 from cloud_bridge.uplink.outbox import CommitResult, OutboxSettings, Record, record_of
-from edge.mqtt_sink.config import MqttSinkConfig, TlsConfig
-from edge.plugin import SinkContext
+from edge.mqtt_sink.config import MqttConnectionConfig, MqttSinkConfig
+from edge.plugin import Plugin, ReportsHealth, SinkContext
 from protocols.signed import public_key_from_raw, unb64url
 
 log = logging.getLogger(__name__)
@@ -39,32 +38,10 @@ log = logging.getLogger(__name__)
 STATS_INTERVAL_S = 1.0
 
 
-class BrokerConfig(Protocol):
-    """What a config needs to make a link (the ``mqtt`` sink's and the ``mqtt`` source's)."""
-
-    @property
-    def host(self) -> str: ...
-    @property
-    def port(self) -> int: ...
-    @property
-    def client_id(self) -> str | None: ...
-    @property
-    def username(self) -> str | None: ...
-    @property
-    def password(self) -> SecretStr | None: ...
-    @property
-    def tls(self) -> TlsConfig | None: ...
-    @property
-    def protocol(self) -> Literal["auto", "5", "3.1.1"]: ...
-    @property
-    def keepalive_s(self) -> int: ...
-    @property
-    def connect_timeout_s(self) -> float: ...
-
-
 def link_settings(
-    config: BrokerConfig, default_client_id: str, max_inflight: int = 100
+    config: MqttConnectionConfig, default_client_id: str, max_inflight: int = 100
 ) -> LinkSettings:
+    """The link's settings from the broker connection of an ``mqtt`` sink or source."""
     tls = None
     if config.tls is not None:
         tls = TlsSettings(
@@ -119,7 +96,33 @@ def bridge_settings(
     )
 
 
-class MqttSink:
+class MqttSinkMetrics:
+    """The outbox and the link of each ``mqtt`` sink, by ``sink`` (its name)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.outbox_depth = Gauge(
+            "cityedge_outbox_depth", "Envelopes in the outbox", ["sink", "class"], registry=r
+        )
+        self.outbox_bytes = Gauge(
+            "cityedge_outbox_bytes", "Bytes held in the outbox", ["sink"], registry=r
+        )
+        self.outbox_oldest_age = Gauge(
+            "cityedge_outbox_oldest_age_seconds",
+            "Age of the oldest envelope waiting",
+            ["sink"],
+            registry=r,
+        )
+        self.link_up = Gauge("cityedge_link_up", "1 connected to the broker", ["sink"], registry=r)
+        self.outbox_disk_full = Gauge(
+            "cityedge_outbox_disk_full", "1 while the outbox's disk is full", ["sink"], registry=r
+        )
+        self.link_session = Gauge(
+            "cityedge_link_session", "Session number of the link", ["sink"], registry=r
+        )
+
+
+class MqttSink(Plugin, ReportsHealth):
     def __init__(
         self,
         config: MqttSinkConfig,
@@ -130,6 +133,7 @@ class MqttSink:
         self.ctx = ctx
         self.settings = bridge_settings(config, ctx.site, ctx.gateway, ctx.check.base_dir)
         self.commands = dict(commands or ctx.commands)
+        self.metrics = ctx.metrics.own(MqttSinkMetrics)
         self._link_up_told = False
         self.bridge: Bridge | None = None
         # accepted, not stored by a bridge that stopped: the next one takes them first
@@ -139,25 +143,24 @@ class MqttSink:
         self._errors_seen = 0
 
     async def run(self) -> None:
-        bridge = await Bridge.open(self.settings, self.ctx.clock, self.commands)
-        self.bridge = bridge
-        bridge.on_commit = self._on_commit
-        stopped = False
-        try:
-            async with asyncio.TaskGroup() as tg:
-                stats = tg.create_task(self._stats_loop(bridge))
-                tg.create_task(self._intake(bridge))
-                await bridge.run()
-                stats.cancel()
-        except asyncio.CancelledError:
-            stopped = True
-            raise
-        finally:
-            self._carry[:0] = bridge.leftover()
-            if stopped:
-                self._lost_at_stop()
-            self._gauge(bridge)
-            await bridge.aclose()
+        async with Bridge.open(self.settings, self.ctx.clock, self.commands) as bridge:
+            self.bridge = bridge
+            bridge.on_commit = self._on_commit
+            stopped = False
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    stats = tg.create_task(self._stats_loop(bridge))
+                    tg.create_task(self._intake(bridge))
+                    await bridge.run()
+                    stats.cancel()
+            except asyncio.CancelledError:
+                stopped = True
+                raise
+            finally:
+                self._carry[:0] = bridge.leftover()
+                if stopped:
+                    self._lost_at_stop()
+                self._gauge(bridge)
 
     async def _intake(self, bridge: Bridge) -> None:
         while self._carry:  # from a bridge that stopped before storing them; oldest first
@@ -199,16 +202,16 @@ class MqttSink:
                 self.ctx.metrics.sink_dropped.labels(self.config.name, cls.value).inc(n)
 
     def _gauge(self, bridge: Bridge) -> None:
-        m, name = self.ctx.metrics, self.config.name
+        m, own, name = self.ctx.metrics, self.metrics, self.config.name
         st = bridge.stats_cache
         for cls, cs in st.classes.items():
-            m.outbox_depth.labels(name, cls).set(cs.depth)
-        m.outbox_bytes.labels(name).set(st.bytes)
+            own.outbox_depth.labels(name, cls).set(cs.depth)
+        own.outbox_bytes.labels(name).set(st.bytes)
         ages = [cs.oldest_age_s for cs in st.classes.values() if cs.oldest_age_s is not None]
-        m.outbox_oldest_age.labels(name).set(max(ages) if ages else 0.0)
-        m.link_up.labels(name).set(1 if bridge.connected.is_set() else 0)
-        m.link_session.labels(name).set(bridge.counters.session)
-        m.outbox_disk_full.labels(name).set(1 if bridge.outbox.disk_full is not None else 0)
+        own.outbox_oldest_age.labels(name).set(max(ages) if ages else 0.0)
+        own.link_up.labels(name).set(1 if bridge.connected.is_set() else 0)
+        own.link_session.labels(name).set(bridge.counters.session)
+        own.outbox_disk_full.labels(name).set(1 if bridge.outbox.disk_full is not None else 0)
         c = bridge.counters
         for kind, n in c.published.items():
             seen = self._published_seen.get(kind, 0)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from edge.config.base import CheckContext, PluginConfig, PointInfo, SourceCatalog, StrictModel
-from edge.mqtt_sink.config import TlsConfig
+from edge.config.base import CheckContext, PointInfo, SourceCatalog, StrictModel
+from edge.mqtt_sink.config import MqttConnectionConfig
 from protocols import nodewire
 from protocols.envelope import Ident
 
@@ -20,26 +20,14 @@ class MqttNodeConfig(StrictModel):
     kind: NodeKind = Field(description="What the node is: bin-fill, water or gate-relay")
 
 
-class MqttSourceConfig(PluginConfig):
+class MqttSourceConfig(MqttConnectionConfig):
     """Readings from MicroPython sensor nodes over the site's local MQTT broker."""
 
-    type: Literal["mqtt"] = Field(description="Plug-in type")
-    host: str = Field(description="Local broker host name or address")
-    port: int = Field(default=8883, ge=1, le=65535, description="Broker port (8883 for TLS)")
-    client_id: str | None = Field(
-        default=None,
-        max_length=128,
-        description="MQTT client id (default '<site>-<gateway>-nodes')",
+    # the broker connection is the mqtt sink's (MqttConnectionConfig); only the port's default
+    # differs: the site's local broker is reached over TLS
+    port: int = Field(
+        default=8883, ge=1, le=65535, description="Broker port (8883: the site's broker uses TLS)"
     )
-    username: str | None = Field(default=None, description="User name, if the broker needs one")
-    password: SecretStr | None = Field(default=None, description="Password; use ${ENV} or !secret")
-    tls: TlsConfig | None = Field(
-        default=None, description="TLS settings (the gateway's certificate from the site CA)"
-    )
-    protocol: Literal["auto", "5", "3.1.1"] = Field(
-        default="auto", description="MQTT version; auto tries 5 and falls back to 3.1.1"
-    )
-    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive in seconds")
     session_expiry_s: int = Field(
         default=86_400,
         ge=0,
@@ -49,11 +37,6 @@ class MqttSourceConfig(PluginConfig):
             "while the gateway is away (a persistent session; give the broker 'persistence true' "
             "to keep it across a broker restart); 0 = a clean session, frames sent meanwhile lost"
         ),
-    )
-    connect_timeout_s: float = Field(default=10.0, gt=0, le=120, description="Deadline to connect")
-    reconnect_initial_s: float = Field(default=0.5, gt=0, le=60, description="First reconnect wait")
-    reconnect_max_s: float = Field(
-        default=30.0, gt=0, le=3600, description="Longest reconnect wait"
     )
     node_site: Ident | None = Field(
         default=None, description="Site level of the node topics (default: this site's id)"

@@ -13,9 +13,10 @@ so node data flows through the same apps and sinks as Modbus devices. Per node:
 - status frames drive availability: the will (``offline``) makes the node unavailable once, any
   later frame recovers it; OTA results and rollbacks are logged with their reason.
 
-The link reconnects with capped, jittered backoff; the subscription is made again each time. The
-session is persistent (``session_expiry_s``): frames that nodes publish while the gateway is
-away are queued by the broker, not dropped.
+The connection is a :class:`cloud_bridge.session.MqttSession`: it reconnects with capped,
+jittered backoff, subscribes again each time and says an outage once. The MQTT session is
+persistent (``session_expiry_s``): frames that nodes publish while the gateway is away are queued
+by the broker, not dropped.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ import logging
 from collections import deque
 from dataclasses import replace
 
-from cloud_bridge.link import LinkError, LinkRefused, Message, MqttLink
-from edge.backoff import Backoff
+from cloud_bridge.link import Message
+from cloud_bridge.session import MqttSession, SessionSettings, Subscription
 from edge.mqtt_sink.sink import link_settings
 from edge.node_mqtt.config import MqttSourceConfig
-from edge.plugin import SourceContext
+from edge.plugin import Plugin, SourceContext, TracksDevices
 from edge.readings import Reading, ReadingBatch
 from protocols import envelope as env
 from protocols import nodewire
@@ -50,7 +51,7 @@ class _Node:
         self.bad_frames = 0
 
 
-class MqttSource:
+class MqttSource(Plugin, TracksDevices):
     def __init__(self, config: MqttSourceConfig, ctx: SourceContext) -> None:
         self.config = config
         self.ctx = ctx
@@ -59,68 +60,31 @@ class MqttSource:
         # a persistent session: node frames published while the gateway is away (a gateway
         # restart, or nodes reconnecting to a restarted broker before the gateway does) wait
         # at the broker instead of being dropped for want of a subscriber
-        self.settings = replace(
-            link_settings(config, f"{ctx.site}-{ctx.gateway}-nodes"),
-            clean_session=config.session_expiry_s == 0,
-            session_expiry_s=config.session_expiry_s,
+        self.settings = SessionSettings(
+            link=replace(
+                link_settings(config, f"{ctx.site}-{ctx.gateway}-nodes"),
+                clean_session=config.session_expiry_s == 0,
+                session_expiry_s=config.session_expiry_s,
+            ),
+            subscriptions=tuple(Subscription(f, qos=1) for f in self.filters()),
+            reconnect_initial_s=config.reconnect_initial_s,
+            reconnect_max_s=config.reconnect_max_s,
+            name=f"source {self.name}",
         )
         self.nodes = {n.name: _Node(n.name, config.dedupe_window) for n in config.nodes}
         self.unknown: set[str] = set()
         self.duplicates = 0
-        self._backoff = Backoff(config.reconnect_initial_s, config.reconnect_max_s)
-        self.link: MqttLink | None = None
 
     def device_health(self) -> dict[str, str]:
         return {n.name: n.health for n in self.nodes.values()}
 
     def filters(self) -> list[str]:
-        base = f"{nodewire.ROOT}/{self.site}/+"
-        return [f"{base}/{channel}" for channel in _READ]
+        return [nodewire.site_filter(self.site, channel) for channel in _READ]
 
     async def run(self) -> None:
-        where = f"{self.config.host}:{self.config.port}"
-        outage_logged = False
-        try:
-            while True:
-                try:
-                    self.link = await MqttLink.open(self.settings)
-                    for f in self.filters():
-                        await self.link.subscribe(f, qos=1, timeout_s=self.config.connect_timeout_s)
-                except (LinkError, TimeoutError) as err:
-                    if self.link is not None:
-                        await self.link.close()
-                        self.link = None
-                    if not outage_logged:
-                        hint = (
-                            "check the gateway's certificate and the broker's ACL"
-                            if isinstance(err, LinkRefused)
-                            else "check the local broker is running and reachable"
-                        )
-                        log.warning(
-                            "source %s: node broker %s unavailable: %s (%s); retrying",
-                            self.name,
-                            where,
-                            err,
-                            hint,
-                        )
-                        outage_logged = True
-                    await self.ctx.clock.sleep(self._backoff.next_delay())
-                    continue
-                self._backoff.reset()
-                log.info("source %s: subscribed to nodes on %s", self.name, where)
-                outage_logged = False
-                async for msg in self.link.messages():
-                    await self.handle(msg)
-                log.warning(
-                    "source %s: lost the node broker (%s); reconnecting",
-                    self.name,
-                    self.link.lost_reason,
-                )
-                await self.link.close()
-                self.link = None
-        finally:
-            if self.link is not None:
-                await self.link.close()
+        async with MqttSession(self.settings, clock=self.ctx.clock) as session:
+            async for msg in session.messages():
+                await self.handle(msg)
 
     async def handle(self, msg: Message) -> None:
         """One message from the broker (public for tests and benchmarks)."""

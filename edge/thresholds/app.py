@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass
 from enum import StrEnum
 
-from edge.plugin import AppContext
+from edge.plugin import AppContext, Plugin
 from edge.readings import ReadingBatch
 from edge.thresholds.config import ThresholdRule, ThresholdsConfig
 from protocols import envelope as env
@@ -84,7 +84,7 @@ class ThresholdTracker:
         return self.phase in (_Phase.RAISED, _Phase.CLEARING)
 
 
-class ThresholdsApp:
+class ThresholdsApp(Plugin):
     def __init__(self, config: ThresholdsConfig, ctx: AppContext) -> None:
         self.config = config
         self.ctx = ctx

@@ -22,7 +22,7 @@ import asyncio
 import logging
 
 from edge.errors import EdgeError
-from edge.plugin import AppContext
+from edge.plugin import AppContext, Plugin
 from edge.readings import ReadingBatch
 from edge.traffic_signal.config import TrafficSignalConfig
 from edge.traffic_signal.control import Event, FallbackChange, PlanChange, SignalControl
@@ -34,7 +34,7 @@ from protocols.signal_controller import ControllerState
 log = logging.getLogger(__name__)
 
 
-class TrafficSignalApp:
+class TrafficSignalApp(Plugin):
     def __init__(self, config: TrafficSignalConfig, ctx: AppContext) -> None:
         self.config = config
         self.ctx = ctx

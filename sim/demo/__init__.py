@@ -25,6 +25,7 @@ from pathlib import Path
 from rich.console import Console
 
 from cloud_bridge.link import LinkSettings
+from protocols.codes import ExitCode
 from sim.liveview import BrainState, watch
 from sim.localsite import Proc, cityedge_argv, free_port, start, start_broker, wait_port
 
@@ -134,7 +135,7 @@ def run_demo(
         return code
     except KeyboardInterrupt:  # a stop asked for before the view started
         clean = True
-        return 130
+        return ExitCode.INTERRUPTED
     finally:
         for sig in STOP_SIGNALS:  # stopping already: a second Ctrl-C must not cut it short
             signal.signal(sig, signal.SIG_IGN)

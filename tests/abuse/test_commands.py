@@ -111,20 +111,20 @@ async def open_desk(
         reconnect_max_s=0.5,
         command_keys=keys,
     )
-    bridge = await Bridge.open(settings, handlers=remote.handlers())
-    run = asyncio.create_task(bridge.run())
-    brain = await MqttLink.open(LinkSettings("127.0.0.1", mosquitto.port, client_id="brain"))
-    await brain.subscribe(topics.command_reply_topic(SITE, GW))
-    async with asyncio.timeout(20):
-        await bridge.connected.wait()
-    try:
-        yield Desk(bridge, brain, site_file)
-    finally:
-        await brain.close()
-        bridge.close_intake()
-        await asyncio.wait_for(run, 20)
-        await bridge.aclose()
-        remote.stop()
+    async with (
+        Bridge.open(settings, handlers=remote.handlers()) as bridge,
+        MqttLink.open(LinkSettings("127.0.0.1", mosquitto.port, client_id="brain")) as brain,
+    ):
+        run = asyncio.create_task(bridge.run())
+        await brain.subscribe(topics.command_reply_topic(SITE, GW))
+        async with asyncio.timeout(20):
+            await bridge.connected.wait()
+        try:
+            yield Desk(bridge, brain, site_file)
+        finally:
+            bridge.close_intake()
+            await asyncio.wait_for(run, 20)
+            remote.stop()
 
 
 @pytest.fixture

@@ -22,10 +22,7 @@ from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given
 
-from edge.actuators import Actuators
-from edge.channel import Channel
 from edge.clock import VirtualClock
-from edge.config.base import CheckContext
 from edge.face_access.app import FaceAccessApp
 from edge.face_access.photos import (
     MAX_PHOTO_BYTES,
@@ -36,12 +33,9 @@ from edge.face_access.photos import (
 )
 from edge.face_access.service import EnrollmentError, FaceService
 from edge.face_access.web import MAX_FIELD_BYTES, MAX_PARTS
-from edge.metrics import GatewayMetrics
-from edge.plugin import AppContext, Emitter
-from edge.readings import ReadingBatch
 from edge.vision.manifest import MANIFEST_JSON
-from protocols import envelope as env
 from tests.abuse.fuzz import FUZZ, fuzz_input
+from tests.edge import contexts
 from tests.edge.face_access.harness import config
 
 TOKEN = "an-admin-token-long-enough-for-any-rule-0123456789"
@@ -150,17 +144,7 @@ def test_enrolment_refuses_a_decompression_bomb_by_its_header(tmp_path: Path, bo
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     """The real enrolment routes of a face_access app (not running: no frames, no models)."""
-    clock = VirtualClock()
-    metrics = GatewayMetrics()
-
-    async def nowhere(_e: env.EnvelopeModel) -> None:
-        return None
-
-    ctx = AppContext(
-        name="gate", site="s", gateway="g", clock=clock, metrics=metrics,
-        emitter=Emitter("s", "g", clock, nowhere, metrics), check=CheckContext(tmp_path),
-        inbox=Channel[ReadingBatch]("app:gate", 10), actuators=Actuators(metrics),
-    )  # fmt: skip
+    ctx = contexts.app("gate", clock=VirtualClock(), base_dir=tmp_path).ctx
     svc = service(tmp_path)
     svc.close()
     app = FaceAccessApp(svc.config, ctx)

@@ -11,6 +11,7 @@ import pytest
 
 from cloud_bridge.link import LinkError, LinkLost, LinkRefused, LinkSettings, MqttLink
 from sim.localsite import Broker, free_port, start_broker
+from tests.cloud_bridge.test_session import broke_keepalive
 
 
 def settings(port: int, **kw: Any) -> LinkSettings:
@@ -19,22 +20,70 @@ def settings(port: int, **kw: Any) -> LinkSettings:
 
 
 async def test_publish_qos1_is_acknowledged_and_received(mosquitto: Broker) -> None:
-    sub = await MqttLink.open(settings(mosquitto.port, client_id="sub"))
-    await sub.subscribe("t/#", qos=1)
-    pub = await MqttLink.open(settings(mosquitto.port, client_id="pub"))
-    assert pub.protocol_used == "5"
-    acks = [await pub.send(f"t/{i}", str(i).encode()) for i in range(200)]
-    await asyncio.wait_for(asyncio.gather(*acks), 10)
-    got = []
-    async with asyncio.timeout(10):
-        async for msg in sub.messages():
-            got.append(int(msg.payload))
-            if len(got) == 200:
-                break
-    assert got == list(range(200))
-    assert pub.in_flight == 0
-    await pub.close()
-    await sub.close()
+    async with (
+        MqttLink.open(settings(mosquitto.port, client_id="sub")) as sub,
+        MqttLink.open(settings(mosquitto.port, client_id="pub")) as pub,
+    ):
+        await sub.subscribe("t/#", qos=1)
+        assert pub.protocol_used == "5"
+        acks = [await pub.send(f"t/{i}", str(i).encode()) for i in range(200)]
+        await asyncio.wait_for(asyncio.gather(*acks), 10)
+        got = []
+        async with asyncio.timeout(10):
+            async for msg in sub.messages():
+                got.append(int(msg.payload))
+                if len(got) == 200:
+                    break
+        assert got == list(range(200))
+        assert pub.in_flight == 0
+    assert not pub.connected and not sub.connected  # closed on the way out
+
+
+async def test_a_failing_keepalive_task_ends_the_link_and_is_raised(mosquitto: Broker) -> None:
+    """The link's one task (paho's loop_misc) used to be nobody's: when it failed, the link
+    looked up while nothing pinged the broker, and the error went to the loop's log."""
+
+    async def use_a_broken_link() -> None:
+        async with MqttLink.open(settings(mosquitto.port)) as link:
+            broke_keepalive(link)
+            why = await asyncio.wait_for(link.wait_lost(), 5)
+            assert "keepalive task failed" in why
+            assert isinstance(link.crash, RuntimeError)
+            with pytest.raises(LinkLost):
+                await link.publish("a", b"b")
+
+    with pytest.raises(RuntimeError, match="loop_misc broke"):  # leaving the block raises it
+        await use_a_broken_link()
+
+
+async def test_a_cancelled_connect_leaves_no_task_or_socket_behind() -> None:
+    """A peer that accepts TCP and never answers CONNECT; the connect is cancelled."""
+    closed = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(1024):
+            pass
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+
+        async def connect() -> MqttLink:
+            return await MqttLink.open(settings(port, protocol="5"))
+
+        opening = asyncio.create_task(connect())
+        await asyncio.sleep(0.5)  # connected, waiting for the CONNACK
+        opening.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+        await asyncio.wait_for(closed.wait(), 5)  # the socket was closed
+        await asyncio.sleep(0)
+        left = [t for t in asyncio.all_tasks() if t.get_name().startswith("mqtt keepalive")]
+        assert left == []
+    finally:
+        server.close()
 
 
 async def test_window_follows_the_brokers_receive_maximum(tmp_path: Path) -> None:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from edge.channel import Channel
-from edge.clock import Clock, SystemClock
-from edge.config.base import CheckContext
+from edge.clock import Clock
 from edge.metrics import GatewayMetrics
-from edge.plugin import Emitter, SourceContext
+from edge.plugin import SourceContext
 from edge.readings import ReadingBatch
 from protocols import envelope as env
+from tests.edge import contexts
 
 
 @dataclass
@@ -42,22 +41,6 @@ class Captured:
 
 
 def source_context(name: str = "bus", clock: Clock | None = None, capacity: int = 100) -> Captured:
-    clock = clock or SystemClock()
-    metrics = GatewayMetrics()
     readings: Channel[ReadingBatch] = Channel("readings", capacity)
-    events: list[env.EnvelopeModel] = []
-
-    async def deliver(e: env.EnvelopeModel) -> None:
-        events.append(e)
-
-    ctx = SourceContext(
-        name=name,
-        site="s",
-        gateway="g",
-        clock=clock,
-        metrics=metrics,
-        emitter=Emitter("s", "g", clock, deliver, metrics),
-        check=CheckContext(Path(".")),
-        readings=readings,
-    )
-    return Captured(ctx, metrics, readings, events)
+    built = contexts.source(name, readings=readings, clock=clock)
+    return Captured(built.ctx, built.metrics, readings, built.events)

@@ -62,7 +62,7 @@ async def test_a_crashing_sink_task_is_seen_counted_reported_and_restarted(
     sub = await MqttLink.open(LinkSettings("127.0.0.1", mosquitto.port, client_id="sub"))
     await sub.subscribe("cityedge/v1/s/g/availability/#")
     gw = gateway(tmp_path, mosquitto.port)
-    sink = gw.sinks[0][2]
+    sink = gw.sinks[0].plugin
     assert isinstance(sink, MqttSink)
     stop = asyncio.Event()
     run = asyncio.create_task(gw.run(stop))
@@ -78,9 +78,8 @@ async def test_a_crashing_sink_task_is_seen_counted_reported_and_restarted(
     first = sink.bridge
     assert first is not None
     first.commands = CrashingDesk()  # type: ignore[assignment]
-    link = await MqttLink.open(LinkSettings("127.0.0.1", mosquitto.port, client_id="ops"))
-    await link.publish(topics.command_request_topic("s", "g"), b"{}", qos=1)
-    await link.close()
+    async with MqttLink.open(LinkSettings("127.0.0.1", mosquitto.port, client_id="ops")) as ops:
+        await ops.publish(topics.command_request_topic("s", "g"), b"{}", qos=1)
 
     brain = gw.supervisor.status["brain"]
     await until(lambda: brain.crashes == 1, "the crash seen by the supervisor")

@@ -129,6 +129,15 @@ def test_topics() -> None:
         nodewire.node_topic("a", "b/c", "up")
 
 
+def test_site_filter_is_one_channel_of_every_node() -> None:
+    assert nodewire.site_filter("riverside", "up") == "cityedge/node/v1/riverside/+/up"
+    assert nodewire.site_filter("riverside", "ota/data") == "cityedge/node/v1/riverside/+/ota/data"
+    with pytest.raises(TopicError, match="site"):
+        nodewire.site_filter("river/side", "up")
+    with pytest.raises(TopicError, match="channel"):
+        nodewire.site_filter("riverside", "down")
+
+
 values = st.one_of(
     st.booleans(),
     st.integers(-(2**31), 2**31 - 1),

@@ -6,12 +6,13 @@ import contextlib
 from datetime import UTC, datetime
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols import commands, session
+from protocols import commands, session, signed
 from protocols import envelope as env
-from protocols.errors import DecodeError
+from protocols.errors import DecodeError, EncodeError
 from protocols.ids import Uuid7Generator
 
 NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
@@ -33,6 +34,18 @@ def test_link_is_absent_from_the_wire_until_set_and_decodes_when_spliced() -> No
     assert b'"link"' not in raw
     spliced = raw[:-1] + b',"link":{"session":3,"seq":7,"pos":42}}'
     assert env.decode(spliced).link == env.LinkInfo(session=3, seq=7, pos=42)
+
+
+def test_with_link_adds_the_link_to_the_stored_bytes() -> None:
+    envelope = tele()
+    raw = env.encode(envelope)
+    sent = env.with_link(raw, 3, 7, 42)
+    link = env.LinkInfo(session=3, seq=7, pos=42)
+    assert env.decode(sent) == envelope.model_copy(update={"link": link})
+    assert sent == raw[:-1] + b',"link":{"session":3,"seq":7,"pos":42}}'  # raw is not parsed again
+    for args in ((b"[1]", 3, 7, 42), (raw + b"\n", 3, 7, 42), (raw, -1, 7, 42), (raw, 3, 0, 42)):
+        with pytest.raises(EncodeError, match="cannot add link"):
+            env.with_link(*args)
 
 
 @pytest.mark.parametrize(
@@ -91,6 +104,25 @@ def test_command_request_and_reply_round_trip() -> None:
     ]:
         with pytest.raises(DecodeError, match=where):
             commands.decode_request(bad)
+
+
+def test_the_request_id_of_a_refused_command_is_peeked_only_when_well_formed() -> None:
+    def envelope(body: bytes) -> bytes:
+        key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+        return signed.sign(body, purpose="command", kid="k", key=key, expires_at=1)
+
+    assert commands.peek_request_id(envelope(b'{"id":"r-1","command":"ping"}')) == "r-1"
+    assert commands.peek_request_id(b'{"id":"r-2"}') == "r-2"  # not even signed
+    for data in (
+        envelope(b'{"id":"r 1"}'),  # not an id
+        envelope(b'{"id":7}'),
+        envelope(b"[1]"),
+        b'{"body":"!!"}',  # not base64url
+        b"[]",
+        b"\xff",
+        b"[" * 10_000,  # deeper than the limits: refused before parsing
+    ):
+        assert commands.peek_request_id(data) is None
 
 
 @given(st.binary(max_size=300))

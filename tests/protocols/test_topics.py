@@ -60,3 +60,24 @@ def test_parse_refuses(topic: str) -> None:
 def test_builders_refuse_what_would_break_the_tree(kind: str, device: str) -> None:
     with pytest.raises(TopicError):
         topics.data_topic("s", "g", kind, device)
+
+
+def test_filters_and_the_heartbeat_branch() -> None:
+    assert topics.DATA_FILTER == "cityedge/v1/+/+/+/+"
+    assert topics.STATE_FILTER == "cityedge/v1/+/+/state"
+    assert topics.COMMAND_REQUEST_FILTER == "cityedge/v1/+/+/cmd/req"
+    assert topics.HOST_FILTER == "cityedge/host/#"
+    assert topics.shared("ingest", topics.DATA_FILTER) == "$share/ingest/cityedge/v1/+/+/+/+"
+    with pytest.raises(TopicError, match="group"):
+        topics.shared("a/b", topics.DATA_FILTER)
+    assert topics.is_host_state(topics.host_state_topic("ingest", "w-1"))
+    assert not topics.is_host_state("cityedge/hostile/x")
+    assert not topics.is_host_state(topics.state_topic("s", "g"))
+
+
+def test_parse_remembers_but_still_refuses() -> None:
+    topic = "cityedge/v1/s/g/telemetry/d"
+    assert topics.parse(topic) is topics.parse(topic)
+    for _ in range(2):  # a refusal is not remembered as anything else
+        with pytest.raises(TopicError):
+            topics.parse("cityedge/v1/s/g/telemetry")

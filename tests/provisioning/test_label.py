@@ -18,6 +18,7 @@ def decode(png: Path) -> str:
     import cv2
 
     img = cv2.imread(str(png))
+    assert img is not None, png
     text, _points, _ = cv2.QRCodeDetector().detectAndDecode(img)
     return str(text)
 
@@ -27,6 +28,7 @@ def quiet_zone_modules(png: Path, scale: int) -> int:
     import cv2
 
     gray = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
+    assert gray is not None, png
     dark = np.argwhere(gray < 128)
     top, left = dark.min(axis=0)
     assert top == left

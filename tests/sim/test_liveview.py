@@ -1,8 +1,10 @@
 """The demo's live view: what it counts as invalid, how it rounds, and that a screen of any size
-shows the open alarms and the newest events without running past its last line."""
+shows the open alarms and the newest events without running past its last line; against the
+real mosquitto, that it reads the tree, stops at once, and says when the broker is away."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import uuid
@@ -13,9 +15,11 @@ from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
 
+from cloud_bridge.link import LinkSettings, MqttLink
 from protocols import envelope as env
 from protocols import session
-from sim.liveview import ALARM_ROW, MIN_EVENT_LINES, BrainState, shown
+from sim.liveview import ALARM_ROW, MIN_EVENT_LINES, BrainState, shown, watch
+from sim.localsite import Broker, free_port
 
 NOW = datetime(2026, 5, 1, 8, 30, tzinfo=UTC)
 PREFIX = "cityedge/v1/demo-city/gw-demo-01"
@@ -245,3 +249,46 @@ def test_the_screen_never_runs_past_the_terminal(width: int, height: int) -> Non
     missing = [p for p, _, _ in WATER + AIR if not re.search(rf"(^|\s){p}\s", body)]
     if missing:
         assert re.search(r" \d of [89] points|more devices", body), (missing, body)
+
+
+async def test_the_view_reads_the_tree_and_stops_at_once(mosquitto: Broker) -> None:
+    state, stop = BrainState(), asyncio.Event()
+    console = Console(file=io.StringIO(), width=80, height=24)
+    view = asyncio.create_task(
+        watch(
+            LinkSettings("127.0.0.1", mosquitto.port, client_id="view"),
+            state,
+            plain=True,
+            console=console,
+            stop=stop,
+        )
+    )
+    async with MqttLink.open(LinkSettings("127.0.0.1", mosquitto.port, client_id="gw")) as gw:
+        async with asyncio.timeout(10):
+            while not state.gateways:  # until the view has subscribed
+                await gw.publish(f"{PREFIX}/state", birth(1))
+                await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.wait_for(view, 3)
+    assert "gw-demo-01 online (session 1)" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
+async def test_the_status_line_says_when_the_broker_is_away() -> None:
+    state, stop, port = BrainState(), asyncio.Event(), free_port()
+    console = Console(file=io.StringIO(), width=80, height=24, force_terminal=True)
+    view = asyncio.create_task(
+        watch(
+            LinkSettings("127.0.0.1", port, client_id="view"),
+            state,
+            plain=False,
+            console=console,
+            stop=stop,
+        )
+    )
+    async with asyncio.timeout(10):
+        while state.broker is None:  # noqa: ASYNC110 - the screen's refresh sets it
+            await asyncio.sleep(0.1)
+    assert state.status().startswith(f"broker 127.0.0.1:{port} unavailable: cannot connect")
+    assert "; reconnecting · no gateway birth seen yet" in state.status()
+    stop.set()
+    await asyncio.wait_for(view, 3)

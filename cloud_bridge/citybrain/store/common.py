@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from cloud_bridge.errors import TransientBridgeError
 from protocols import envelope as env
 from protocols.commands import CommandReply
 from protocols.session import GatewayState
@@ -31,7 +32,7 @@ from protocols.session import GatewayState
 SessionKey = tuple[str, str, int]  # site, gateway, session
 
 
-class StoreError(Exception):
+class StoreError(TransientBridgeError):
     """The database cannot be reached or written; the batch is kept and retried."""
 
 

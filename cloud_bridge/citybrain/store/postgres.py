@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from cloud_bridge.citybrain.store import operator_pg
 from cloud_bridge.citybrain.store.common import (
     GAPS_SELECT,
     STATE_WHERE,
@@ -95,6 +96,7 @@ class PgStore:
                 # two workers starting together must not race on CREATE TABLE IF NOT EXISTS
                 await conn.execute("SELECT pg_advisory_xact_lock(424242)")
                 await conn.execute(_PG_SCHEMA)
+                await conn.execute(operator_pg.SCHEMA)  # the operator's page: table, indexes
         except psycopg.Error as err:
             raise StoreError(f"PostgreSQL: {err}".strip()) from err
         return cls(conn)
@@ -164,6 +166,7 @@ class PgStore:
                                 for s in batch.states
                             ],
                         )
+                        await operator_pg.record_sessions(c, batch.states)  # the operator's page
                     if batch.replies:
                         await c.executemany(
                             "INSERT INTO replies (site, gateway, request, ok, reason, body) "

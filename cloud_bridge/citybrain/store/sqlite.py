@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cloud_bridge.citybrain.store import operator_sqlite
 from cloud_bridge.citybrain.store.common import (
     GAPS_SELECT,
     STATE_WHERE,
@@ -93,6 +94,8 @@ class SqliteStore:
             for stmt in _SQLITE_SCHEMA.split(";"):
                 if stmt.strip():
                     db.execute(stmt)
+            for stmt in operator_sqlite.SCHEMA:  # the operator's page: its table and indexes
+                db.execute(stmt)
             db.execute("COMMIT")
         except sqlite3.Error as err:
             raise StoreError(f"SQLite {self.path}: {err}") from err
@@ -171,6 +174,7 @@ class SqliteStore:
                     for s in batch.states
                 ],
             )
+            operator_sqlite.record_sessions(db, batch.states, now)  # the operator's page
             db.executemany(
                 "INSERT INTO replies (received_at, site, gateway, request, ok, reason, body) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",

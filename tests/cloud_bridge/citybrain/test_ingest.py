@@ -1,20 +1,25 @@
 """The ingest's validation (pure) and its stores, SQLite and the real PostgreSQL, which must
-give the same answers: dedupe by id, gateway states by session, sequence gaps."""
+give the same answers: dedupe by id, gateway states by session, sequence gaps; and the ingest
+itself against the real mosquitto: heartbeats on its clock, its tasks its own."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from cloud_bridge.citybrain.ingest import classify
+from cloud_bridge.citybrain.ingest import Ingest, IngestSettings, classify
 from cloud_bridge.citybrain.store import Batch, Gap, Incoming, PgStore, SqliteStore, Store
-from cloud_bridge.link import Message
+from cloud_bridge.link import LinkSettings, Message, MqttLink
+from edge.clock import VirtualClock
 from protocols import envelope as env
+from protocols import topics
 from protocols.ids import Uuid7Generator
-from protocols.session import GatewayState, LinkState, encode_state
+from protocols.session import GatewayState, HostState, LinkState, encode_state
+from sim.localsite import Broker
 
 NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 IDS = Uuid7Generator()
@@ -135,3 +140,67 @@ async def test_gaps_of_ended_sessions_are_noticed_and_resends_fill_them(store: S
     found, still_open = await store.check_gaps(still_open)
     assert (found, still_open) == ([], set())
     assert (await store.summary()).gaps == [Gap("s", "g", 1, 1, 5)]
+
+
+def ingest_settings(port: int) -> IngestSettings:
+    link = LinkSettings(
+        "127.0.0.1",
+        port,
+        client_id="ingest-w1",
+        connect_timeout_s=5,
+        clean_session=False,
+        session_expiry_s=60,
+        manual_ack=True,
+    )
+    return IngestSettings(link=link, worker="w1", heartbeat_s=2.0, reconnect_max_s=0.5)
+
+
+async def test_the_ingest_beats_on_its_clock_stores_and_says_goodbye(
+    mosquitto: Broker, tmp_path: Path
+) -> None:
+    """Heartbeats are timed and stamped by the injected clock, and the worker's offline comes
+    when it stops (the heartbeat task is the ingest's own, no longer left running)."""
+    clock = VirtualClock(start_wall=NOW.timestamp())
+    store = await SqliteStore.connect(tmp_path / "ingest.db")
+    stop = asyncio.Event()
+    watcher = LinkSettings("127.0.0.1", mosquitto.port, client_id="watcher")
+    try:
+        async with MqttLink.open(watcher) as brain:
+            await brain.subscribe(topics.host_state_topic("ingest", "w1"), qos=1)
+            ingest = Ingest(ingest_settings(mosquitto.port), store, clock)
+            run = asyncio.create_task(ingest.run(stop))
+            first = HostState.model_validate_json((await brain.receive(10)).payload)
+            assert (first.state, first.worker, first.time) == (LinkState.ONLINE, "w1", NOW)
+            with pytest.raises(TimeoutError):  # the clock has not moved: no second beat
+                await brain.receive(0.5)
+            await clock.advance(2.0)
+            second = HostState.model_validate_json((await brain.receive(10)).payload)
+            assert second.time == datetime.fromtimestamp(NOW.timestamp() + 2, UTC)
+
+            await brain.publish(TOPIC, env.encode(envelope(1, 1, 1)))
+            async with asyncio.timeout(10):
+                while ingest.stored == 0:  # noqa: ASYNC110 - a figure the ingest keeps
+                    await asyncio.sleep(0.05)
+            stop.set()
+            await asyncio.wait_for(run, 10)
+            last = HostState.model_validate_json((await brain.receive(10)).payload)
+            assert last.state is LinkState.OFFLINE
+    finally:
+        await store.close()
+
+
+async def test_a_crash_in_the_heartbeat_ends_the_ingest_with_it(
+    mosquitto: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(self: Ingest, link: MqttLink) -> None:
+        raise RuntimeError("heartbeat broke")
+
+    monkeypatch.setattr(Ingest, "_heartbeat", broken)
+    store = await SqliteStore.connect(tmp_path / "ingest.db")
+    try:
+        ingest = Ingest(ingest_settings(mosquitto.port), store)
+        with pytest.raises(ExceptionGroup) as crash:
+            await asyncio.wait_for(ingest.run(asyncio.Event()), 10)
+        assert crash.value.subgroup(RuntimeError) is not None  # before: it died unseen
+    finally:
+        await store.close()

@@ -16,13 +16,9 @@ from pydantic import ValidationError
 from edge.camera.config import CameraSourceConfig
 from edge.camera.source import CameraError, CameraSource
 from edge.channel import Channel, Overflow
-from edge.clock import SystemClock
 from edge.config.base import CheckContext
-from edge.metrics import GatewayMetrics
-from edge.plugin import Emitter, SourceContext
-from edge.readings import ReadingBatch
 from edge.vision.frames import Frame
-from protocols import envelope as env
+from tests.edge import contexts
 
 
 def write_video(path: Path, xs: list[int | None], size: tuple[int, int] = (320, 240)) -> None:
@@ -46,23 +42,7 @@ def drain(frames: Channel[Frame]) -> list[Frame]:
 def make(tmp_path: Path, frames: Channel[Frame], **overrides: object) -> CameraSource:
     cfg = {"type": "camera", "name": "cam", "camera": "door-cam", "url": "v.avi", "fps": 500}
     cfg.update(overrides)
-    metrics = GatewayMetrics()
-    clock = SystemClock()
-
-    async def deliver(_e: env.EnvelopeModel) -> None:
-        return None
-
-    ctx = SourceContext(
-        name="cam",
-        site="s",
-        gateway="g",
-        clock=clock,
-        metrics=metrics,
-        emitter=Emitter("s", "g", clock, deliver, metrics),
-        check=CheckContext(tmp_path),
-        readings=Channel[ReadingBatch]("readings", 10),
-        frames=frames,
-    )
+    ctx = contexts.source("cam", base_dir=tmp_path, frames=frames).ctx
     return CameraSource(CameraSourceConfig.model_validate(cfg), ctx)
 
 

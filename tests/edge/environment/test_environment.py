@@ -4,21 +4,17 @@ and the AQI carried by the hourly and daily data."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from edge.actuators import Actuators
 from edge.channel import Channel
 from edge.clock import VirtualClock
-from edge.config.base import CheckContext
 from edge.environment.app import EnvironmentApp
 from edge.environment.config import EnvironmentConfig
-from edge.metrics import GatewayMetrics
-from edge.plugin import AppContext, Emitter
 from edge.readings import Reading, ReadingBatch
 from protocols import envelope as env
+from tests.edge import contexts
 
 T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC (08:00 in China): a whole hour and minute
 
@@ -28,18 +24,9 @@ class Rig:
         cfg = {"type": "environment", "name": "env", "grace_s": 0, **config}
         self.config = EnvironmentConfig.model_validate(cfg)
         self.clock = VirtualClock(start_wall=T0)
-        metrics = GatewayMetrics()
-        self.events: list[env.EnvelopeModel] = []
-
-        async def deliver(e: env.EnvelopeModel) -> None:
-            self.events.append(e)
-
-        ctx = AppContext(
-            name="env", site="s", gateway="g", clock=self.clock, metrics=metrics,
-            emitter=Emitter("s", "g", self.clock, deliver, metrics), check=CheckContext(Path(".")),
-            inbox=Channel("in", 10), actuators=Actuators(metrics),
-        )  # fmt: skip
-        self.app = EnvironmentApp(self.config, ctx)
+        built = contexts.app("env", clock=self.clock, inbox=Channel("in", 10))
+        self.events = built.events
+        self.app = EnvironmentApp(self.config, built.ctx)
 
     async def feed(
         self, device: str, start: float, seconds: float, step: float, **values: float

@@ -14,16 +14,15 @@ import numpy as np
 from edge.actuators import Actuators
 from edge.channel import Channel, Overflow
 from edge.clock import VirtualClock
-from edge.config.base import CheckContext
 from edge.errors import DeviceError
 from edge.face_access.app import FaceAccessApp
 from edge.face_access.config import FaceAccessConfig
 from edge.metrics import GatewayMetrics
-from edge.plugin import AppContext, Emitter
 from edge.readings import ReadingBatch
 from edge.vision.frames import Frame
 from edge.vision.manifest import ModelStore
 from protocols import envelope as env
+from tests.edge import contexts
 from tests.edge.face_access.scenes import frame
 
 OPEN_S = 2.0
@@ -86,28 +85,21 @@ async def make_harness(
 ) -> AsyncIterator[Harness]:
     clock = VirtualClock()
     metrics = GatewayMetrics()
-    events: list[env.EnvelopeModel] = []
-
-    async def deliver(e: env.EnvelopeModel) -> None:
-        events.append(e)
-
     gate = FakeGate()
     actuators = Actuators(metrics)
     actuators.register("gate-1", gate)
     frames: Channel[Frame] = Channel("frames:gate", 1, Overflow.DROP_NEWEST)
     inbox: Channel[ReadingBatch] = Channel("app:gate", 10)
-    ctx = AppContext(
-        name="gate",
-        site="s",
-        gateway="g",
+    built = contexts.app(
+        "gate",
         clock=clock,
         metrics=metrics,
-        emitter=Emitter("s", "g", clock, deliver, metrics),
-        check=CheckContext(tmp_path),
+        base_dir=tmp_path,
         inbox=inbox,
         actuators=actuators,
         frames=frames,
     )
+    ctx, events = built.ctx, built.events
     app = FaceAccessApp(config(tmp_path, **overrides), ctx)
     task = asyncio.create_task(app.run())
     await asyncio.wait_for(app.ready.wait(), 60)

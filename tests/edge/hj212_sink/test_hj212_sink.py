@@ -6,20 +6,16 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from edge.channel import Channel
-from edge.clock import SystemClock
-from edge.config.base import CheckContext
 from edge.hj212_sink.config import Hj212SinkConfig
 from edge.hj212_sink.sink import Hj212Sink
-from edge.metrics import GatewayMetrics
-from edge.plugin import Emitter, SinkContext
 from edge.readings import Reading, ReadingBatch
 from protocols import envelope as env
 from sim.devices.hj212_platform import Platform, serve
 from sim.localsite import free_port
+from tests.edge import contexts
 
 HOUR = datetime(2026, 1, 1, 4, tzinfo=UTC)  # 12:00 in China
 
@@ -48,18 +44,9 @@ class Uplink:
             **overrides,
         }  # fmt: skip
         self.config = Hj212SinkConfig.model_validate(cfg)
-        clock = SystemClock()
-        metrics = GatewayMetrics()
         self.outbox: Channel[env.EnvelopeModel] = Channel("out", 100)
-
-        async def nowhere(_e: env.EnvelopeModel) -> None:
-            return None
-
-        self.emitter = Emitter("s", "g", clock, nowhere, metrics)
-        ctx = SinkContext(
-            name="bureau", site="s", gateway="g", clock=clock, metrics=metrics, emitter=self.emitter,
-            check=CheckContext(Path(".")), outbox=self.outbox,
-        )  # fmt: skip
+        ctx = contexts.sink("bureau", outbox=self.outbox).ctx
+        self.emitter = ctx.emitter
         self.sink = Hj212Sink(self.config, ctx)
         self.task: asyncio.Task[None] | None = None
 

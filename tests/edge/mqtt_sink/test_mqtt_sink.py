@@ -13,15 +13,13 @@ import pytest
 
 from cloud_bridge.link import LinkSettings, MqttLink
 from edge.channel import Channel
-from edge.clock import SystemClock
-from edge.config.base import CheckContext
 from edge.metrics import GatewayMetrics
 from edge.mqtt_sink.config import MqttSinkConfig
 from edge.mqtt_sink.sink import MqttSink
-from edge.plugin import Emitter, SinkContext
 from protocols import envelope as env
 from protocols.ids import Uuid7Generator
 from sim.localsite import Broker
+from tests.edge import contexts
 
 GEN = Uuid7Generator()
 
@@ -53,23 +51,8 @@ def make_sink(
         }
     )
     box: Channel[env.EnvelopeModel] = Channel("sink", 1000)
-    metrics = GatewayMetrics()
-    clock = SystemClock()
-
-    async def nowhere(_e: env.EnvelopeModel) -> None:
-        return None
-
-    ctx = SinkContext(
-        name="brain",
-        site="s",
-        gateway="g",
-        clock=clock,
-        metrics=metrics,
-        emitter=Emitter("s", "g", clock, nowhere, metrics),
-        check=CheckContext(state_dir),
-        outbox=box,
-    )
-    return MqttSink(cfg, ctx), box, metrics
+    built = contexts.sink("brain", outbox=box, base_dir=state_dir)
+    return MqttSink(cfg, built.ctx), box, built.metrics
 
 
 @pytest.fixture
@@ -88,14 +71,13 @@ def subscriber_settings(port: int) -> LinkSettings:
 
 async def subscribe_then_leave(port: int) -> None:
     """Register a durable QoS 1 subscription, then disconnect: the broker queues for it."""
-    link = await MqttLink.open(subscriber_settings(port))
-    await link.subscribe("cityedge/v1/#", qos=1)
-    await link.close()
+    async with MqttLink.open(subscriber_settings(port)) as link:
+        await link.subscribe("cityedge/v1/#", qos=1)
 
 
 async def read_queued(port: int, n: int, timeout_s: float = 10) -> list[int]:
-    link = await MqttLink.open(subscriber_settings(port))
-    return await _read(link, n, timeout_s)
+    async with MqttLink.open(subscriber_settings(port)) as link:
+        return await _read(link, n, timeout_s)
 
 
 async def _read(link: MqttLink, n: int, timeout_s: float) -> list[int]:
@@ -110,7 +92,6 @@ async def _read(link: MqttLink, n: int, timeout_s: float) -> list[int]:
                 got.append(int(e.payload.readings[0].value))
                 if len(got) >= n:
                     break
-    await link.close()
     return got
 
 

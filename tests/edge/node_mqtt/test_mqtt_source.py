@@ -12,15 +12,14 @@ from cloud_bridge.link import LinkSettings, Message, MqttLink
 from edge.channel import Channel
 from edge.clock import Clock, SystemClock, VirtualClock
 from edge.config.base import CheckContext
-from edge.metrics import GatewayMetrics
 from edge.node_mqtt.config import MqttSourceConfig
 from edge.node_mqtt.source import MqttSource
-from edge.plugin import Emitter, SourceContext
 from edge.readings import ReadingBatch
 from protocols import envelope as env
 from protocols import nodewire
 from protocols.nodewire import NodeState
 from sim.localsite import Broker
+from tests.edge import contexts
 
 NOW = 1_795_500_000.0
 
@@ -42,25 +41,15 @@ def make(
             ],
         }
     )
-    clock = clock or VirtualClock(start_wall=NOW)
-    sent: list[env.EnvelopeModel] = []
-    metrics = GatewayMetrics()
-
-    async def deliver(e: env.EnvelopeModel) -> None:
-        sent.append(e)
-
     readings: Channel[ReadingBatch] = Channel("readings", 100)
-    ctx = SourceContext(
-        name="nodes",
+    built = contexts.source(
+        "nodes",
+        readings=readings,
+        clock=clock or VirtualClock(start_wall=NOW),
         site="riverside",
         gateway="gw-1",
-        clock=clock,
-        metrics=metrics,
-        emitter=Emitter("riverside", "gw-1", clock, deliver, metrics),
-        check=CheckContext(Path(".")),
-        readings=readings,
     )
-    return MqttSource(cfg, ctx), readings, sent
+    return MqttSource(cfg, built.ctx), readings, built.events
 
 
 def up(node: str, payload: bytes, channel: str = "up") -> Message:
@@ -143,33 +132,27 @@ def test_config_catalog_lists_the_points_of_each_kind() -> None:
         )
 
 
+def fake_node(port: int) -> LinkSettings:
+    return LinkSettings(host="127.0.0.1", port=port, client_id="fake-node")
+
+
 async def test_through_a_real_broker_with_reconnect(mosquitto: Broker) -> None:
     src, readings, _ = make(mosquitto.port, SystemClock())
     task = asyncio.create_task(src.run())
-    pub = await MqttLink.open(
-        LinkSettings(host="127.0.0.1", port=mosquitto.port, client_id="fake-node")
-    )
+    topic = nodewire.node_topic("riverside", "bin-17", "up")
     try:
-        async with asyncio.timeout(20):
+        async with MqttLink.open(fake_node(mosquitto.port)) as pub, asyncio.timeout(20):
             while readings.depth == 0:  # until the source has subscribed
-                await pub.publish(
-                    nodewire.node_topic("riverside", "bin-17", "up"), frame(0, 0, 1.0)
-                )
+                await pub.publish(topic, frame(0, 0, 1.0))
                 await asyncio.sleep(0.2)
         mosquitto.restart()
-        pub = await MqttLink.open(
-            LinkSettings(host="127.0.0.1", port=mosquitto.port, client_id="fake-node")
-        )
-        async with asyncio.timeout(20):
+        async with MqttLink.open(fake_node(mosquitto.port)) as pub, asyncio.timeout(20):
             seq = 1
             while not any(b.readings[0].value == 99.0 for b in list(drain(readings))):
-                await pub.publish(
-                    nodewire.node_topic("riverside", "bin-17", "up"), frame(seq, 0, 99.0)
-                )
+                await pub.publish(topic, frame(seq, 0, 99.0))
                 seq += 1
                 await asyncio.sleep(0.2)
     finally:
-        await pub.close()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -179,30 +162,27 @@ async def test_frames_sent_while_the_gateway_is_away_wait_at_the_broker(mosquitt
     """The source's session is persistent: a gateway restart loses no node frame."""
     src, readings, _ = make(mosquitto.port, SystemClock())
     task = asyncio.create_task(src.run())
-    pub = await MqttLink.open(
-        LinkSettings(host="127.0.0.1", port=mosquitto.port, client_id="fake-node")
-    )
     topic = nodewire.node_topic("riverside", "bin-17", "up")
     try:
-        async with asyncio.timeout(20):
-            while readings.depth == 0:  # until the source has subscribed
-                await pub.publish(topic, frame(0, 0, 1.0))
-                await asyncio.sleep(0.2)
-        task.cancel()  # the gateway stops
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        for seq in range(1, 6):  # the node goes on reporting
-            await pub.publish(topic, frame(seq, 0, 50.0 + seq))
-        src, readings, _ = make(mosquitto.port, SystemClock())  # the gateway starts again
-        task = asyncio.create_task(src.run())
-        got: list[float] = []
-        async with asyncio.timeout(20):
-            while len(got) < 5:
-                got += [float(b.readings[0].value) for b in drain(readings)]
-                await asyncio.sleep(0.1)
-        assert got == [51.0, 52.0, 53.0, 54.0, 55.0]
+        async with MqttLink.open(fake_node(mosquitto.port)) as pub:
+            async with asyncio.timeout(20):
+                while readings.depth == 0:  # until the source has subscribed
+                    await pub.publish(topic, frame(0, 0, 1.0))
+                    await asyncio.sleep(0.2)
+            task.cancel()  # the gateway stops
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            for seq in range(1, 6):  # the node goes on reporting
+                await pub.publish(topic, frame(seq, 0, 50.0 + seq))
+            src, readings, _ = make(mosquitto.port, SystemClock())  # the gateway starts again
+            task = asyncio.create_task(src.run())
+            got: list[float] = []
+            async with asyncio.timeout(20):
+                while len(got) < 5:
+                    got += [float(b.readings[0].value) for b in drain(readings)]
+                    await asyncio.sleep(0.1)
+            assert got == [51.0, 52.0, 53.0, 54.0, 55.0]
     finally:
-        await pub.close()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

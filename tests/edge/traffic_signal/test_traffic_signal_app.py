@@ -15,12 +15,10 @@ import pytest
 from pydantic import ValidationError
 
 from edge.actuators import Actuators
-from edge.channel import Channel
 from edge.clock import VirtualClock
-from edge.config.base import Catalog, CheckContext, PointInfo
+from edge.config.base import Catalog, PointInfo
 from edge.errors import DeviceError
 from edge.metrics import GatewayMetrics
-from edge.plugin import AppContext, Emitter
 from edge.readings import Reading, ReadingBatch
 from edge.traffic_signal import load_junction
 from edge.traffic_signal.app import TrafficSignalApp
@@ -30,6 +28,7 @@ from protocols.modbus import Value
 from protocols.signal_controller import Mode
 from sim.junction.cabinet import Cabinet
 from sim.junction.loop import through_registers
+from tests.edge import contexts
 
 J = load_junction("four-arm")
 
@@ -57,11 +56,6 @@ class CabinetWriter:
 def make_app(**config: Any) -> tuple[TrafficSignalApp, Cabinet, CabinetWriter, list[Any]]:
     clock = VirtualClock()
     metrics = GatewayMetrics()
-    events: list[env.EnvelopeModel] = []
-
-    async def deliver(e: env.EnvelopeModel) -> None:
-        events.append(e)
-
     cabinet = Cabinet(J)
     writer = CabinetWriter(cabinet)
     actuators = Actuators(metrics)
@@ -70,18 +64,8 @@ def make_app(**config: Any) -> tuple[TrafficSignalApp, Cabinet, CabinetWriter, l
         {"type": "traffic_signal", "name": "ctl", "device": "junction-1", "junction": "four-arm"}
         | config
     )
-    ctx = AppContext(
-        name="ctl",
-        site="s",
-        gateway="g",
-        clock=clock,
-        metrics=metrics,
-        emitter=Emitter("s", "g", clock, deliver, metrics),
-        check=CheckContext(Path(".")),
-        inbox=Channel("app:ctl", 100),
-        actuators=actuators,
-    )
-    return TrafficSignalApp(cfg, ctx), cabinet, writer, events
+    built = contexts.app("ctl", clock=clock, metrics=metrics, actuators=actuators)
+    return TrafficSignalApp(cfg, built.ctx), cabinet, writer, built.events
 
 
 def batch(cabinet: Cabinet, time: float) -> ReadingBatch:

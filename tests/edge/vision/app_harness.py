@@ -10,15 +10,13 @@ from typing import TypeVar
 
 import numpy as np
 
-from edge.actuators import Actuators
 from edge.channel import Channel, Overflow
 from edge.clock import VirtualClock
-from edge.config.base import CheckContext
-from edge.metrics import GatewayMetrics
-from edge.plugin import AppContext, Emitter
+from edge.plugin import AppContext
 from edge.readings import ReadingBatch
 from edge.vision.frames import Frame
 from protocols import envelope as env
+from tests.edge import contexts
 
 E = TypeVar("E", bound=env.EnvelopeModel)
 
@@ -32,25 +30,14 @@ class AppHarness:
     @classmethod
     def make(cls, tmp_path: Path, name: str) -> AppHarness:
         clock = VirtualClock()
-        metrics = GatewayMetrics()
-        events: list[env.EnvelopeModel] = []
-
-        async def deliver(e: env.EnvelopeModel) -> None:
-            events.append(e)
-
-        ctx = AppContext(
-            name=name,
-            site="s",
-            gateway="g",
+        built = contexts.app(
+            name,
             clock=clock,
-            metrics=metrics,
-            emitter=Emitter("s", "g", clock, deliver, metrics),
-            check=CheckContext(tmp_path),
+            base_dir=tmp_path,
             inbox=Channel(f"app:{name}", 16),
-            actuators=Actuators(metrics),
             frames=Channel(f"frames:{name}", 4, Overflow.BLOCK),
         )
-        return cls(ctx, clock, events)
+        return cls(built.ctx, clock, built.events)
 
     def of(self, cls: type[E]) -> list[E]:
         return [e for e in self.events if isinstance(e, cls)]

@@ -6,29 +6,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from edge.actuators import ActuationError, Actuators
 from edge.channel import Channel
 from edge.clock import SystemClock
-from edge.config.base import CheckContext
 from edge.errors import DeviceError
 from edge.metrics import GatewayMetrics
 from edge.modbus.config import ModbusSourceConfig
 from edge.modbus.source import ModbusSource
-from edge.plugin import Emitter, SourceContext
 from edge.readings import ReadingBatch
 from edge.traffic_signal import load_junction
 from edge.traffic_signal.safety import Guard, Proposal
-from protocols import envelope as env
 from protocols.signal_controller import CommandStatus, ControllerState, Interval, Mode
 from sim.devices.faults import FaultSchedule
 from sim.devices.modbus_device import serve
 from sim.junction.cabinet import Cabinet
 from sim.junction.server import CabinetDevice
 from sim.localsite import free_port
+from tests.edge import contexts
 
 J = load_junction("four-arm")
 
@@ -53,25 +50,8 @@ async def cabinet_on_modbus(
             "devices": [{"name": "junction", "profile": "signal-controller"}],
         }
     )
-    metrics = GatewayMetrics()
-    clock = SystemClock()
-    events: list[env.EnvelopeModel] = []
-
-    async def deliver(e: env.EnvelopeModel) -> None:
-        events.append(e)
-
     source = ModbusSource(
-        config,
-        SourceContext(
-            name="cabinet-link",
-            site="s",
-            gateway="g",
-            clock=clock,
-            metrics=metrics,
-            emitter=Emitter("s", "g", clock, deliver, metrics),
-            check=CheckContext(Path(".")),
-            readings=Channel("readings", 10),
-        ),
+        config, contexts.source("cabinet-link", readings=Channel("readings", 10)).ctx
     )
     try:
         yield cabinet, source
