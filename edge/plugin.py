@@ -97,6 +97,15 @@ class ReportsHealth(Protocol):
         ...
 
 
+@runtime_checkable
+class StoresDurably(Protocol):
+    """A sink's ability: it stores what it is given on disk before delivering it, and calls its
+    context's ``on_stored`` with the envelope ids once they are stored (a sensor node's
+    end-to-end acknowledgement waits for every such sink)."""
+
+    stores_durably: bool
+
+
 class Emitter:
     """Builds envelopes with ids and times from the injected clock, and sends them out."""
 
@@ -128,7 +137,8 @@ class Emitter:
         payload = env.TelemetryPayload(
             readings=[
                 env.PointValue(point=r.point, value=r.value, unit=r.unit) for r in batch.readings
-            ]
+            ],
+            origin=env.Origin(boot=batch.origin[0], seq=batch.origin[1]) if batch.origin else None,
         )
         return env.TelemetryEnvelope(**self._head(batch.device, batch.time), payload=payload)
 
@@ -198,3 +208,5 @@ class SinkContext(PluginContext):
     # when the sink's link to the broker is up (ends a config.apply trial)
     commands: Mapping[str, Any] = field(default_factory=dict)
     on_link_up: Callable[[], None] | None = None
+    # what a StoresDurably sink calls with the ids of envelopes it has stored on disk
+    on_stored: Callable[[Sequence[str]], None] | None = None

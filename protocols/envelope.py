@@ -90,10 +90,22 @@ class PointValue(ContractModel):
         return v
 
 
+class Origin(ContractModel):
+    """Which report of a sensor node this is: a node names each report by its boot and
+    sequence number and sends it again until the gateway has it; a repeat has the same pair."""
+
+    boot: int = Field(ge=0, le=0xFFFFFFFF, description="The node's boot id (random per boot)")
+    seq: int = Field(ge=0, le=0xFFFF, description="The report's sequence number in that boot")
+
+
 class TelemetryPayload(ContractModel):
     """The values read from one device in one poll."""
 
     readings: list[PointValue] = Field(min_length=1, description="Values read in this poll")
+    origin: Origin | None = Field(
+        default=None,
+        description="A sensor node's (boot, seq) of the report; null for polled devices",
+    )
 
 
 class AlarmState(StrEnum):

@@ -10,6 +10,10 @@ Downlink commands arrive on the gateway's ``cmd/req`` topic; ``ping`` and ``outb
 the bridge's own, ``config.get`` and ``config.apply`` come from the gateway (see
 :mod:`edge.remote_config`) through ``ctx.commands``.
 
+The sink :class:`~edge.plugin.StoresDurably`: after each commit it tells ``ctx.on_stored`` the
+ids of the envelopes committed (the bridge commits in the order it was given them), which is
+what a sensor node's end-to-end acknowledgement waits for.
+
 When the bridge fails (a task of it crashed, the outbox file went bad), the sink fails with it
 and the gateway's supervisor starts it again. What the sink had taken from its channel and the
 bridge had not stored yet is kept in memory and put first into the next bridge, so a restart
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,7 +35,7 @@ from cloud_bridge.uplink.bridge import Bridge, BridgeSettings
 from cloud_bridge.uplink.commands import Handler
 from cloud_bridge.uplink.outbox import CommitResult, OutboxSettings, Record, record_of
 from edge.mqtt_sink.config import MqttConnectionConfig, MqttSinkConfig
-from edge.plugin import Plugin, ReportsHealth, SinkContext
+from edge.plugin import Plugin, ReportsHealth, SinkContext, StoresDurably
 from protocols.signed import public_key_from_raw, unb64url
 
 log = logging.getLogger(__name__)
@@ -122,7 +127,9 @@ class MqttSinkMetrics:
         )
 
 
-class MqttSink(Plugin, ReportsHealth):
+class MqttSink(Plugin, ReportsHealth, StoresDurably):
+    stores_durably = True
+
     def __init__(
         self,
         config: MqttSinkConfig,
@@ -138,6 +145,8 @@ class MqttSink(Plugin, ReportsHealth):
         self.bridge: Bridge | None = None
         # accepted, not stored by a bridge that stopped: the next one takes them first
         self._carry: list[Record] = []
+        # ids of what was given to a bridge and not committed yet, in the order given
+        self._uncommitted: deque[str] = deque()
         self._published_seen: dict[str, int] = {}
         self._refused_seen = 0
         self._errors_seen = 0
@@ -167,7 +176,8 @@ class MqttSink(Plugin, ReportsHealth):
             await bridge.put(self._carry[0])
             del self._carry[0]
         async for item in self.ctx.outbox:
-            self._carry.append(record_of(item))  # held here until the bridge has it
+            self._carry.append(record_of(item))
+            self._uncommitted.append(str(item.id))  # held here until the bridge has it
             await bridge.put(self._carry[0])
             del self._carry[0]
         bridge.close_intake()
@@ -188,6 +198,7 @@ class MqttSink(Plugin, ReportsHealth):
             ", ".join(f"{n} {c}" for c, n in lost.items()),
         )
         self._carry.clear()
+        self._uncommitted.clear()
 
     def health(self) -> list[str]:
         """Why the sink works only in part now (``/healthz`` says degraded); empty: all well."""
@@ -197,6 +208,10 @@ class MqttSink(Plugin, ReportsHealth):
         return self.bridge.notices() if self.bridge is not None else []
 
     def _on_commit(self, result: CommitResult) -> None:
+        n = min(len(result.positions), len(self._uncommitted))
+        stored = [self._uncommitted.popleft() for _ in range(n)]
+        if stored and self.ctx.on_stored is not None:
+            self.ctx.on_stored(stored)
         for cls, n in result.dropped.items():
             if n:
                 self.ctx.metrics.sink_dropped.labels(self.config.name, cls.value).inc(n)

@@ -52,6 +52,9 @@ def check(doc: dict) -> dict:
     if not isinstance(interval, (int, float)) or interval <= 0:
         raise ConfigError("config.json: report_interval_s must be a positive number")
     doc.setdefault("queue_max", 32)
+    budget = doc.setdefault("queue_bytes", 65536)
+    if not isinstance(budget, int) or budget < 4096:
+        raise ConfigError("config.json: queue_bytes (the flash queue) must be at least 4096")
     doc.setdefault("watchdog_ms", 0)
     doc["app"] = check_app(doc["kind"], doc.get("app", {}))
     keys = {}
