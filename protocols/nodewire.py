@@ -125,6 +125,8 @@ class ReadingsFrame:
 class AckFrame:
     """The gateway has these reports of ``boot`` in its durable outbox."""
 
+    seq: int  # of the header: 0
+    time: int
     boot: int
     seqs: tuple[int, ...]
 
@@ -389,7 +391,7 @@ def decode(data: bytes) -> Frame:
         at += 5
         if count == 0 or len(data) != at + 2 * count:
             raise DecodeError(f"{len(data) - at} bytes of seqs for a count of {count}")
-        return AckFrame(boot, struct.unpack_from(f">{count}H", data, at))
+        return AckFrame(seq, time, boot, struct.unpack_from(f">{count}H", data, at))
     if ftype == FrameType.STATUS:
         _need(data, at, 5, "the status")
         state, packed = struct.unpack_from(">BI", data, at)
@@ -423,7 +425,7 @@ def encode(frame: Frame) -> bytes:
         readings = [(r.point, r.value) for r in frame.readings]
         return encode_readings(frame.seq, frame.time, readings, frame.boot)
     if isinstance(frame, AckFrame):
-        return encode_ack(frame.boot, frame.seqs)
+        return encode_ack(frame.boot, frame.seqs, frame.time)
     if isinstance(frame, StatusFrame):
         return encode_status(frame.seq, frame.time, frame.state, frame.version, frame.reason)
     return encode_reply(frame.seq, frame.time, frame.nonce, frame.result, frame.message)

@@ -105,7 +105,7 @@ async def test_queued_reports_once_by_boot_and_seq_acknowledged_only_once_stored
     await src.handle(up("bin-17", queued(2)))  # a repeat of a stored one: its ack was lost
     assert readings.depth == 0 and src._acks == {("bin-17", 9): [2]}
     ack = nodewire.decode(nodewire.encode_ack(9, [1, 2]))
-    assert ack == nodewire.AckFrame(9, (1, 2))
+    assert ack == nodewire.AckFrame(0, 0, 9, (1, 2))
 
 
 async def test_unknown_nodes_bad_frames_and_foreign_topics_are_counted_not_read() -> None:
