@@ -107,6 +107,7 @@ class NodeRunner:
     name: str
     boots: int = 0
     proc: Proc | None = None
+    env: dict[str, str] = field(default_factory=dict)  # more environment for the VM
 
     @classmethod
     def from_image(cls, procs: list[Proc], workdir: Path, image: Path, name: str) -> NodeRunner:
@@ -125,6 +126,7 @@ class NodeRunner:
         env = {
             "MICROPYPATH": f"{FIRMWARE / 'sim'}:{FIRMWARE / 'tools'}",
             "SIM_WORLD": str(self.workdir / "sim.json"),
+            **self.env,
         }
         argv = [
             micropython_path(),

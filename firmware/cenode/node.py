@@ -8,7 +8,7 @@ will (published by the broker if the node vanishes) says ``offline``.
 
 Reports go to the flash queue (:mod:`cenode.fqueue`, ``queue/`` in the node's folder) as
 queued-readings frames named by (boot, seq): ``boot`` is drawn at random at each boot (and when
-seq wraps). The link sends from that queue; a report leaves it only when the gateway
+seq wraps), seq counts the reports of a boot from 0 (status frames number their own). The link sends from that queue; a report leaves it only when the gateway
 acknowledges it on ``cmd`` (an ack frame), i.e. once it is in the gateway's durable outbox, not
 when the broker PUBACKs. Status frames stay on the link's RAM queue (retained: the last counts).
 
@@ -59,6 +59,7 @@ class Node:
         self.version = bootsel.version(root)
         self.seq = int.from_bytes(os.urandom(2), "big")  # a restart does not repeat recent seqs
         self.boot = int.from_bytes(os.urandom(4), "big")
+        self.report_seq = 0
         self.queue = FlashQueue(root + "/queue", wire.queued_key, config.get("queue_bytes", 65536))
         self.interval_ms = int(config["report_interval_s"] * 1000)
         self.next_report = ticks()
@@ -95,9 +96,15 @@ class Node:
 
     def next_seq(self) -> int:
         self.seq = (self.seq + 1) & 0xFFFF
-        if not self.seq:  # (boot, seq) must not repeat: a new boot id
-            self.boot = int.from_bytes(os.urandom(4), "big")
         return self.seq
+
+    def _next_report_seq(self) -> int:
+        """The next report's seq; a new boot id when seq wraps: (boot, seq) never repeats."""
+        if self.report_seq > 0xFFFF:
+            self.boot = int.from_bytes(os.urandom(4), "big")
+            self.report_seq = 0
+        self.report_seq += 1
+        return self.report_seq - 1
 
     def _feed(self):
         frame = self.queue.next(self.ticks())
@@ -119,7 +126,7 @@ class Node:
         readings = self.app.sample()
         if not readings:
             return
-        seq = self.next_seq()
+        seq = self._next_report_seq()
         self.queue.append(wire.encode_readings(seq, self.now(), readings, self.boot))
         self.reported += 1
         if not self.link.connected and not len(self.queue) % 50:
