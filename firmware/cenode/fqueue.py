@@ -55,6 +55,7 @@ class FlashQueue:
         self.size = 0  # bytes of all segments
         self.unacked = 0
         self.appendable = False  # the last segment takes more records
+        self.last = 0  # the highest segment number used: numbers are never reused
         self.stats = {"queued": 0, "acked": 0, "dropped": 0, "torn": 0}
         try:
             os.mkdir(folder)
@@ -64,6 +65,7 @@ class FlashQueue:
         names.sort()
         for n in names:
             self._scan(n)
+            self.last = n
         self.rewind()
 
     def _path(self, n: int) -> str:
@@ -107,8 +109,8 @@ class FlashQueue:
         while self.segs and self.size + len(rec) > self.max_bytes:
             self._drop_oldest()
         if not (self.appendable and self.segs and self.segs[-1][2] < self.seg_records):
-            n = self.segs[-1][0] + 1 if self.segs else 1
-            self.segs.append([n, 0, 0, 0])
+            self.last += 1
+            self.segs.append([self.last, 0, 0, 0])
             self.appendable = True
         seg = self.segs[-1]
         with open(self._path(seg[0]), "ab") as f:

@@ -44,6 +44,14 @@ def test_records_survive_a_reopen_in_order_until_acknowledged() -> None:
     eq(drain(b), [4, 5, 6, 7, 8, 9])  # 5 was acknowledged, its segment not yet deleted: again
     b.ack(7, [4, 5, 6, 7, 8, 9])
     eq(len(b), 0)
+    eq(sorted(os.listdir(d)), ["3"])  # the tail, all acknowledged, takes more
+    for s in range(10, 12):
+        b.append(frame(s))
+    b.ack(7, drain(b))  # segment 3 full and acknowledged: gone; the queue is empty
+    eq(os.listdir(d), [])
+    b.append(frame(12))  # into a new segment, numbered on: sent, not skipped
+    eq(drain(b), [12])
+    eq(os.listdir(d), ["4"])
 
 
 def test_a_torn_tail_is_dropped_and_nothing_before_it_lost() -> None:
