@@ -67,6 +67,21 @@ def provision_bin(site: Site, hwid: str, name: str, *extra: str) -> dict[str, An
     )
 
 
+def node_source_yaml(site_dir: Path, broker_port: int, nodes: list[str]) -> str:
+    """The gateway's ``mqtt`` source for bin-fill ``nodes`` on the site broker, as gw-1."""
+    gw = (site_dir / "gateways" / "gw-1").resolve()
+    listed = ", ".join(f"{{name: {n}, kind: bin-fill}}" for n in nodes)
+    return f"""
+  - type: mqtt
+    name: nodes
+    host: 127.0.0.1
+    port: {broker_port}
+    reconnect_initial_s: 0.2
+    reconnect_max_s: 1
+    tls: {{ca_file: {gw}/ca.pem, cert_file: {gw}/gateway.pem, key_file: {gw}/gateway.key}}
+    nodes: [{listed}]"""
+
+
 def make_site(tmp: Path, site: str = "riverside") -> Site:
     port = free_port()
     doc = cli(

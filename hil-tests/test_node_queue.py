@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from hil import start_gateway
-from nodes import NodeRunner, cli, fill_world, make_site, provision_bin, start_site_broker
+from nodes import (
+    NodeRunner,
+    cli,
+    fill_world,
+    make_site,
+    node_source_yaml,
+    provision_bin,
+    start_site_broker,
+)
 
 from provisioning.image import littlefs_image, read_littlefs
 from provisioning.site import Site
@@ -31,21 +39,11 @@ from sim.localsite import Broker, Proc, free_port
 def gateway_yaml(
     site_dir: Path, broker_port: int, outbox: Path, http: int, nodes: list[str]
 ) -> str:
-    gw = (site_dir / "gateways" / "gw-1").resolve()
-    listed = ", ".join(f"{{name: {n}, kind: bin-fill}}" for n in nodes)
     return f"""
 site: riverside
 gateway: gw-1
 http: {{port: {http}}}
-sources:
-  - type: mqtt
-    name: nodes
-    host: 127.0.0.1
-    port: {broker_port}
-    reconnect_initial_s: 0.2
-    reconnect_max_s: 1
-    tls: {{ca_file: {gw}/ca.pem, cert_file: {gw}/gateway.pem, key_file: {gw}/gateway.key}}
-    nodes: [{listed}]
+sources:{node_source_yaml(site_dir, broker_port, nodes)}
 sinks:
   - type: mqtt
     name: brain

@@ -31,7 +31,7 @@ from boards import (
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from nodes import FIRMWARE, cli
+from nodes import FIRMWARE, cli, provision_bin
 from paho.mqtt.enums import CallbackAPIVersion
 
 from provisioning.image import read_littlefs
@@ -43,23 +43,7 @@ INTERVAL_S = "2"
 
 
 def provision(site: Site, hwid: str, name: str, *extra: str) -> dict[str, Any]:
-    return cli(
-        "provision",
-        "node",
-        "-d",
-        str(site.root),
-        "--hwid",
-        hwid,
-        "--name",
-        name,
-        "--kind",
-        "bin-fill",
-        "--target",
-        "unix",
-        "--interval-s",
-        INTERVAL_S,
-        *extra,
-    )
+    return provision_bin(site, hwid, name, "--interval-s", INTERVAL_S, *extra)  # the last wins
 
 
 def listed(site: Site, *extra: str) -> dict[str, dict[str, Any]]:
@@ -188,7 +172,9 @@ def test_the_vm_trial_copy_boot_report_self_test_and_inventory(procs: list[Proc]
         assert sorted(built) == again["files"]
         assert b'"node": "bin-3"' in built["config.json"]
         vm.stop()
-        assert read_littlefs(board.read_bytes()) == built
+        on_board = read_littlefs(board.read_bytes())
+        assert {k: v for k, v in on_board.items() if not k.startswith("queue/")} == built
+        assert any(k.startswith("queue/") for k in on_board)  # the reports it queued in flash
         # and the built image mounts in MicroPython
         mounted = folder / "mounted.img"
         mounted.write_bytes(Path(str(again["image"])).read_bytes())
