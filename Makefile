@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cityedge-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
+# make test's pytest workers (pytest-xdist; a test file stays on one worker). TEST_WORKERS=0: one
+# process, as `make unit` and `make hil` run
+TEST_WORKERS ?= 2
 MODELS_ARGS ?=
 RETRAIN_ARGS ?=
 # MODELS_DIR=<folder>: tests, demo and benchmarks use that built models folder instead of
@@ -77,7 +80,7 @@ retrain: $(STAMP) models
 	$(BIN)/python -m models.retrain $(RETRAIN_ARGS)
 
 test: $(STAMP) sysdeps lint typecheck models
-	$(BIN)/pytest -q --durations=15 tests hil-tests $(PYTEST_ARGS)
+	$(BIN)/pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile tests hil-tests $(PYTEST_ARGS)
 
 bench: $(STAMP) sysdeps models
 	$(BIN)/python -m bench $(BENCH)

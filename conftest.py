@@ -7,9 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from edge.vision.manifest import ModelError, ModelStore
 from sim.localsite import Broker, Postgres, mosquitto_path
+
+# speed is measured by benchmarks, not asserted: no per-example deadline (the suite runs in two
+# workers on two cores, where one slow example says nothing about the code)
+settings.register_profile("cityedge", deadline=None)
+settings.load_profile("cityedge")
 
 
 @pytest.fixture

@@ -135,3 +135,15 @@ def measure_gateway(
     procs.append(gw)
     wait_port(http_port, proc=gw, timeout_s=start_timeout_s)
     return measure(gw.pid, warmup_s, measure_s)
+
+
+def previous_section(name: str) -> str:
+    """The body of section ``name`` in docs/benchmarks.md as the last run wrote it ("" if none):
+    read before :func:`write_section` replaces it, to show the old figures beside the new."""
+    if not RESULTS.exists():
+        return ""
+    text = RESULTS.read_text(encoding="utf-8")
+    found = re.search(
+        rf"<!-- bench:{re.escape(name)} -->(.*?)<!-- /bench:{re.escape(name)} -->", text, re.S
+    )
+    return found.group(1) if found else ""

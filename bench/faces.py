@@ -81,7 +81,7 @@ async def decision_latency(liveness: str) -> dict[str, float]:
     clock = VirtualClock()
     metrics = GatewayMetrics()
 
-    async def deliver(_e: env.EnvelopeModel) -> None:
+    async def deliver(_e: env.Outgoing) -> None:
         return None
 
     writer = RelayClock()

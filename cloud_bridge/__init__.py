@@ -31,8 +31,10 @@ types; where each class lives in brackets)::
     │   └── StoreError              the ingest's database cannot be reached or written; the batch
     │                               is not acknowledged and is written again  [citybrain.store]
     └── PermanentBridgeError        the same again fails again
-        └── CommandError            a handler refuses a downlink command: the reply says why
-                                    (``bad-args`` or ``failed``)              [uplink.commands]
+        ├── CommandError            a handler refuses a downlink command: the reply says why
+        │                           (``bad-args`` or ``failed``)              [uplink.commands]
+        └── AccountError            the operator accounts file or an account cannot be used
+                                    (also a HintedError, CE002)      [citybrain.operator.auth]
 
 Commands turn them into coded errors for people (:mod:`protocols.codes`: ``CE600`` the store,
 ``CE610`` the broker, ``CE620``/``CE621`` a command).

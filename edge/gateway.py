@@ -51,7 +51,7 @@ from edge.readings import ReadingBatch
 from edge.registry import PluginInfo, info_for, load
 from edge.remote_config import RemoteConfig
 from edge.supervisor import ChildSpec, Supervisor, cancel_and_wait
-from protocols.envelope import EnvelopeModel
+from protocols.envelope import Outgoing
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -112,7 +112,7 @@ class Gateway:
         self.app_frames: dict[str, tuple[PluginConfig, Channel[Frame]]] = {}
         self.emitter = Emitter(cfg.site, cfg.gateway, self.clock, self._deliver, self.metrics)
         self.actuators = Actuators(self.metrics)
-        self.sink_outboxes: dict[str, Channel[EnvelopeModel]] = {}
+        self.sink_outboxes: dict[str, Channel[Outgoing]] = {}
         # envelope id -> [the batch's receipt, durable sinks that have not stored it yet]
         self._receipts: dict[str, list[Any]] = {}
         self.app_inboxes: dict[str, Channel[ReadingBatch]] = {}
@@ -120,7 +120,7 @@ class Gateway:
         self.apps: list[BuiltPlugin] = []
         self.sinks: list[BuiltPlugin] = []
         for sink in cfg.sinks:
-            box: Channel[EnvelopeModel] = Channel(
+            box: Channel[Outgoing] = Channel(
                 f"sink:{sink.name}", ch.sink_outbox.capacity, ch.sink_outbox.overflow
             )
             self.sink_outboxes[sink.name] = box
@@ -202,16 +202,16 @@ class Gateway:
                 out.update(built.plugin.device_health())
         return out
 
-    async def _deliver(self, envelope: EnvelopeModel) -> None:
+    async def _deliver(self, envelope: Outgoing) -> None:
         for box in self.sink_outboxes.values():
             await box.put(envelope)
 
     async def _dispatch(self) -> None:
         async for batch in self.readings:
-            envelope = self.emitter.telemetry(batch)
+            item = self.emitter.encoded_telemetry(batch)
             if batch.receipt is not None and self._durable:
-                self._receipts[str(envelope.id)] = [batch.receipt, self._durable]
-            await self.emitter.send(envelope)
+                self._receipts[item.id] = [batch.receipt, self._durable]
+            await self.emitter.send(item)
             if batch.receipt is not None and not self._durable:
                 batch.receipt()  # no sink keeps it on disk: delivered is as far as it goes
             for inbox in self.app_inboxes.values():

@@ -16,7 +16,9 @@ the class only when the gateway builds it and checks it is a :class:`Plugin` (a
   frames of the cameras its config asks for (:meth:`~edge.config.base.PluginConfig.wants_frames`;
   ``drop_newest`` by default, so a busy app skips frames and they are counted), and
   ``actuators`` to write to devices;
-- a sink: ``outbox``, its own channel of envelopes to deliver.
+- a sink: ``outbox``, its own channel of envelopes to deliver: models, and telemetry already
+  encoded (:class:`~protocols.envelope.Encoded`; :func:`~protocols.envelope.as_model` gives
+  its model, :func:`~protocols.envelope.wire_bytes` anything's bytes).
 
 Optional abilities are Protocols too. A plug-in names those it has among its base classes (so
 mypy checks their signatures), and the gateway finds them with ``isinstance``:
@@ -114,7 +116,7 @@ class Emitter:
         site: str,
         gateway: str,
         clock: Clock,
-        deliver: Callable[[env.EnvelopeModel], Awaitable[None]],
+        deliver: Callable[[env.Outgoing], Awaitable[None]],
         metrics: GatewayMetrics,
     ) -> None:
         self.site = site
@@ -123,6 +125,8 @@ class Emitter:
         self._deliver = deliver
         self._metrics = metrics
         self._ids = Uuid7Generator()
+        self._encoder = env.TelemetryEncoder(site, gateway)
+        self._counted: dict[str, Any] = {}  # the events counter's child per kind
 
     def _head(self, device: str, time: float) -> dict[str, Any]:
         return {
@@ -141,6 +145,17 @@ class Emitter:
             origin=env.Origin(boot=batch.origin[0], seq=batch.origin[1]) if batch.origin else None,
         )
         return env.TelemetryEnvelope(**self._head(batch.device, batch.time), payload=payload)
+
+    def encoded_telemetry(self, batch: ReadingBatch) -> env.Encoded:
+        """The telemetry envelope of ``batch`` built straight as bytes (as :meth:`telemetry`
+        would encode, without the model: the gateway makes one per poll)."""
+        return self._encoder.encode(
+            str(self._ids.new(int(self.clock.time() * 1000))),
+            batch.device,
+            batch.time,
+            batch.readings,
+            batch.origin,
+        )
 
     def alarm(self, device: str, time: float, payload: env.AlarmPayload) -> env.AlarmEnvelope:
         return env.AlarmEnvelope(**self._head(device, time), payload=payload)
@@ -163,9 +178,12 @@ class Emitter:
         :class:`~protocols.envelope.SignalPlanEnvelope`)."""
         return cls(**self._head(device, time), payload=payload)
 
-    async def send(self, envelope: env.EnvelopeModel) -> None:
+    async def send(self, envelope: env.Outgoing) -> None:
         """Hand an envelope to every sink (waits while a sink's channel is full)."""
-        self._metrics.events.labels(envelope.kind).inc()
+        counted = self._counted.get(envelope.kind)
+        if counted is None:
+            counted = self._counted[envelope.kind] = self._metrics.events.labels(envelope.kind)
+        counted.inc()
         await self._deliver(envelope)
 
 
@@ -203,7 +221,7 @@ class AppContext(PluginContext):
 
 @dataclass
 class SinkContext(PluginContext):
-    outbox: Channel[env.EnvelopeModel]
+    outbox: Channel[env.Outgoing]  # models, and telemetry already encoded (env.Encoded)
     # downlink command handlers the gateway offers (config.get, config.apply), and what to call
     # when the sink's link to the broker is up (ends a config.apply trial)
     commands: Mapping[str, Any] = field(default_factory=dict)

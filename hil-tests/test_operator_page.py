@@ -221,8 +221,8 @@ def test_sign_in_first_then_every_section_shows_what_was_published(
 
     sign_in(page, site.url)
     assert page.url == site.url
+    page.wait_for_selector("#live[data-state='live']")  # after /api/me filled in who is signed in
     assert page.inner_text("#who") == "ops"
-    page.wait_for_selector("#live[data-state='live']")
     publish(mosquitto.port, msgs)  # while the page is open: it must update by itself
 
     page.wait_for_selector(

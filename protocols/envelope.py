@@ -22,7 +22,11 @@ Edge cases:
 
 from __future__ import annotations
 
+import json
 import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal, TypeVar
@@ -497,3 +501,140 @@ def json_schema() -> dict[str, Any]:
 def utc_datetime(epoch_s: float) -> datetime:
     """An aware UTC datetime from Unix seconds (helper for builders of envelopes)."""
     return datetime.fromtimestamp(epoch_s, tz=UTC)
+
+
+# -- envelopes made in bulk: built as bytes once ----------------------------------------------
+
+_IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_FRAGMENT_CACHE_MAX: Final = 65_536
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """An envelope already in its wire form (UTF-8 JSON that :func:`decode` accepts), made once
+    where envelopes are made in bulk (telemetry: :class:`TelemetryEncoder`). It carries what
+    routing needs (``kind``, ``site``, ``gateway``, ``device``, ``id``), so nothing parses the
+    bytes back; a consumer that needs the model calls :meth:`model`."""
+
+    kind: str
+    site: str
+    gateway: str
+    device: str
+    id: str
+    data: bytes
+
+    def model(self) -> EnvelopeModel:
+        return decode(self.data)
+
+
+#: What the gateway hands its sinks: a model, or an envelope already encoded.
+Outgoing = EnvelopeModel | Encoded
+
+
+def wire_bytes(item: Outgoing) -> bytes:
+    """The UTF-8 JSON of ``item`` (built now for a model, as it is for an :class:`Encoded`)."""
+    return item.data if isinstance(item, Encoded) else encode(item)
+
+
+def as_model(item: Outgoing) -> EnvelopeModel:
+    """``item`` as a model (decoded for an :class:`Encoded`)."""
+    return item.model() if isinstance(item, Encoded) else item
+
+
+def json_time(epoch_s: float) -> str:
+    """Unix seconds as the envelope's ``time`` is written: RFC 3339, UTC, ``Z``, microseconds
+    when there are any (as pydantic writes an aware datetime)."""
+    text = datetime.fromtimestamp(epoch_s, tz=UTC).isoformat()
+    return text[:-6] + "Z"
+
+
+class TelemetryEncoder:
+    """Writes ``telemetry`` envelopes straight to bytes that decode to the same
+    :class:`TelemetryEnvelope` the model would give: the per-point parts of the JSON (point name
+    and unit) are made and checked once per point, the values each time.
+
+    Raises :class:`ValueError` as the model would: a point name that is not an :data:`Ident`, a
+    value that is not a bool, an int or a finite float, no readings."""
+
+    def __init__(self, site: str, gateway: str) -> None:
+        for what, name in (("site", site), ("gateway", gateway)):
+            if not _IDENT.match(name):
+                raise ValueError(f"{what} {name!r} is not an identifier")
+        self.site = site
+        self.gateway = gateway
+        self._head = f',"site":{_js(site)},"gateway":{_js(gateway)},"device":'
+        self._devices: dict[str, str] = {}
+        self._points: dict[tuple[str, str | None], tuple[str, str]] = {}
+
+    def encode(
+        self,
+        id: str,
+        device: str,
+        time: float,
+        readings: Iterable[tuple[str, bool | int | float, str | None]],
+        origin: tuple[int, int] | None = None,
+    ) -> Encoded:
+        """The envelope of one poll of ``device`` (``readings``: point, value, unit; ``origin``:
+        a sensor node's (boot, seq) of the report)."""
+        dev = self._devices.get(device)
+        if dev is None:
+            if not _IDENT.match(device):
+                raise ValueError(f"device {device!r} is not an identifier")
+            if len(self._devices) >= _FRAGMENT_CACHE_MAX:
+                self._devices.clear()
+            dev = self._devices[device] = _js(device)
+        points = self._points
+        parts = []
+        for point, value, unit in readings:
+            frag = points.get((point, unit))
+            if frag is None:
+                frag = self._fragment(point, unit)
+            if value is True:
+                text = "true"
+            elif value is False:
+                text = "false"
+            elif type(value) is int:
+                text = str(value)
+            elif type(value) is float and value - value == 0.0:  # finite
+                text = repr(value)
+            else:
+                text = _number(point, value)
+            parts.append(frag[0] + text + frag[1])
+        if not parts:
+            raise ValueError("a telemetry envelope needs at least one reading")
+        tail = "}"
+        if origin is not None:
+            boot, seq = origin
+            if not (0 <= boot <= 0xFFFFFFFF and 0 <= seq <= 0xFFFF):
+                raise ValueError(f"origin {origin}: boot must fit u32, seq u16")
+            tail = f',"origin":{{"boot":{int(boot)},"seq":{int(seq)}}}}}'
+        data = (
+            f'{{"id":"{id}"{self._head}{dev},"time":"{json_time(time)}",'
+            f'"schema_version":1,"kind":"telemetry","payload":{{"readings":[{",".join(parts)}]{tail}}}'
+        ).encode()
+        return Encoded("telemetry", self.site, self.gateway, device, id, data)
+
+    def _fragment(self, point: str, unit: str | None) -> tuple[str, str]:
+        if not _IDENT.match(point):
+            raise ValueError(f"point {point!r} is not an identifier")
+        if len(self._points) >= _FRAGMENT_CACHE_MAX:  # names from outside (CoAP): bounded
+            self._points.clear()
+        frag = (f'{{"point":"{point}","value":', f',"unit":{_js(unit)}}}')
+        self._points[point, unit] = frag
+        return frag
+
+
+def _js(value: str | None) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _number(point: str, value: object) -> str:
+    """A value that is not a plain bool, int or finite float: subclasses as their base type;
+    anything else is refused as the model refuses it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(float(value))
+    raise ValueError(f"point {point}: value {value!r} is not a bool, an integer or a finite number")

@@ -297,6 +297,85 @@ class ReadBlock:
         return data[i : i + point.count]
 
 
+class BlockReader:
+    """Decodes every point of one :class:`ReadBlock` straight from the reply's data bytes
+    (registers two bytes each, high byte first; bits packed, first bit lowest): the same values
+    and errors as :func:`decode_value` on each point's registers, with the per-point work
+    (struct format, byte order, scale) decided once here instead of once per poll."""
+
+    __slots__ = ("_plan", "block", "size")
+
+    def __init__(self, block: ReadBlock) -> None:
+        self.block = block
+        bits = block.register_type.is_bit
+        self.size = (block.count + 7) // 8 if bits else 2 * block.count
+        plan: list[tuple[PointSpec, int, int, struct.Struct | None, tuple[int, ...] | None]] = []
+        for p in block.points:
+            i = p.address - block.start
+            if bits:
+                plan.append((p, _BIT, i, None, None))
+            elif p.dtype is DataType.BOOL:
+                plan.append((p, _REG_BIT, 2 * i, None, None))
+            else:
+                fmt, count = _FORMAT[p.dtype]
+                n = 2 * count
+                if p.byte_order is Order.BIG and p.word_order is Order.BIG:
+                    plan.append((p, _PLAIN, 2 * i, struct.Struct(fmt), None))
+                elif p.byte_order is Order.LITTLE and p.word_order is Order.LITTLE:
+                    plan.append((p, _PLAIN, 2 * i, struct.Struct("<" + fmt[1:]), None))
+                else:  # one word order reversed, or bytes swapped within words
+                    order = list(range(n))
+                    words = [order[k : k + 2] for k in range(0, n, 2)]
+                    if p.word_order is Order.LITTLE:
+                        words.reverse()
+                    if p.byte_order is Order.LITTLE:
+                        words = [w[::-1] for w in words]
+                    perm = tuple(2 * i + b for w in words for b in w)
+                    plan.append((p, _PERMUTED, 2 * i, struct.Struct(fmt), perm))
+        self._plan = tuple(plan)
+
+    def values(self, data: bytes) -> list[tuple[PointSpec, Value | DecodeError]]:
+        """Each point with its engineering value, or the :class:`DecodeError` of that point
+        alone (a float that is not finite: "no measurement"). ``data`` must be the block's
+        size (:attr:`size`; the caller checked the reply)."""
+        if len(data) != self.size:
+            raise DecodeError(f"block of {self.size} bytes got {len(data)}")
+        out: list[tuple[PointSpec, Value | DecodeError]] = []
+        for p, kind, at, unpack, perm in self._plan:
+            raw: int | float
+            if kind == _PLAIN:
+                raw = unpack.unpack_from(data, at)[0]  # type: ignore[union-attr]
+            elif kind == _PERMUTED:
+                raw = unpack.unpack(bytes([data[k] for k in perm]))[0]  # type: ignore[union-attr]
+            elif kind == _BIT:
+                out.append((p, bool(data[at >> 3] >> (at & 7) & 1)))
+                continue
+            else:  # one register as bool: a bit of it, or non-zero
+                word = data[at] << 8 | data[at + 1]
+                out.append((p, bool(word >> p.bit & 1) if p.bit is not None else word != 0))
+                continue
+            if p.scale == 1 and p.offset == 0:
+                if isinstance(raw, float) and not math.isfinite(raw):
+                    out.append((p, DecodeError(f"{p.name}: device sent {raw} (no measurement)")))
+                else:
+                    out.append((p, raw))
+                continue
+            if isinstance(raw, float) and not math.isfinite(raw):
+                out.append((p, DecodeError(f"{p.name}: device sent {raw} (no measurement)")))
+                continue
+            value = raw * p.scale + p.offset
+            if math.isfinite(value):
+                out.append((p, value))
+            else:
+                out.append(
+                    (p, DecodeError(f"{p.name}: {raw!r} x {p.scale} + {p.offset} is not finite"))
+                )
+        return out
+
+
+_PLAIN, _PERMUTED, _BIT, _REG_BIT = range(4)
+
+
 def plan_reads(
     points: Iterable[PointSpec],
     *,

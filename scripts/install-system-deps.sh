@@ -11,6 +11,7 @@ TEST_PACKAGES=(
   chromium fonts-noto-cjk             # face access: gate screen test in headless Chromium, CJK text
   nodejs                              # sensor nodes: pyright (firmware type check) runs on Node
   libcoap3-bin                        # field protocols: coap-server/coap-client for CoAP interop
+  libmodbus-dev gcc libc6-dev         # field buses: the benchmark's C fleet (libmodbus server, client)
   postgresql                          # cloud bridge: the ingest's database in hil-tests
   tmux openssl                        # README and demo: the demo on a real 80x24 terminal; secrets
 )

@@ -53,7 +53,7 @@ import functools
 import logging
 import queue
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -186,6 +186,9 @@ class Bridge:
         self.connected = asyncio.Event()
         self.stats_cache = stats
         self.on_commit: Callable[[CommitResult], None] | None = None
+        # told of each count as it moves, for metrics: ("published", kind), ("refused", kind)
+        self.on_count: Callable[[str, str], None] | None = None
+        self._kinds: dict[str, str] = {}  # topic -> kind
         self._unstored: list[Record] = []  # the clean-up's commit failed (see leftover())
         # why commits store nothing now (a full disk with no telemetry left to drop), or None
         self.holding: str | None = None
@@ -300,12 +303,17 @@ class Bridge:
     async def put(self, record: Record) -> None:
         """Accept one envelope; waits while ``max_pending`` wait for their commit (those of a
         commit under way included, so a full disk holds at most that many in memory)."""
+        await self.put_many((record,))
+
+    async def put_many(self, records: Sequence[Record]) -> None:
+        """Accept envelopes in order, all or (when cancelled while waiting) none; waits as
+        :meth:`put` does before taking them."""
         while len(self._pending) + self._in_commit >= self.settings.max_pending:
             self._room.clear()
             await self._room.wait()
         if self._intake_closed:
             raise RuntimeError("the bridge's intake is closed")
-        self._pending.append(record)
+        self._pending.extend(records)
         self._have_work.set()
 
     def close_intake(self) -> None:
@@ -691,10 +699,17 @@ class Bridge:
         err = None if fut.cancelled() else fut.exception()
         if isinstance(err, LinkLost) or fut.cancelled():
             return  # stays stored; sent again in the next session
-        try:
-            kind = topics.parse(row.topic).kind
-        except TopicError:
-            kind = "?"
+        kind = self._kinds.get(row.topic)
+        if kind is None:  # each topic's kind is read from it once
+            if len(self._kinds) >= 65_536:
+                self._kinds.clear()
+            try:
+                kind = topics.parse(row.topic).kind
+            except TopicError:
+                kind = "?"
+            self._kinds[row.topic] = kind
+        if self.on_count is not None:
+            self.on_count("refused" if isinstance(err, LinkRefused) else "published", kind)
         if isinstance(err, LinkRefused):
             self.counters.refused += 1
             log.error(

@@ -114,12 +114,14 @@ class Record:
         return len(self.topic.encode()) + len(self.payload) + ROW_OVERHEAD
 
 
-def record_of(item: env.EnvelopeModel) -> Record:
-    """An envelope as the outbox stores it: its data topic, its JSON bytes, and its class
-    (telemetry may be dropped under the budget, events never before telemetry)."""
+def record_of(item: env.Outgoing, topic: str | None = None) -> Record:
+    """An envelope as the outbox stores it: its data topic (``topic`` when the caller knows
+    it already), its JSON bytes (those of an :class:`~protocols.envelope.Encoded` as they
+    are), and its class (telemetry may be dropped under the budget, events never before
+    telemetry)."""
     return Record(
-        topics.data_topic(item.site, item.gateway, item.kind, item.device),
-        env.encode(item),
+        topic or topics.data_topic(item.site, item.gateway, item.kind, item.device),
+        env.wire_bytes(item),
         OutboxClass.TELEMETRY if item.kind in env.TELEMETRY_KINDS else OutboxClass.EVENT,
     )
 

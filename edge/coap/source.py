@@ -10,8 +10,10 @@
 - **Observe**: the first response must arrive within ``timeout_s``; then each notification
   within ``max_silence_s``, otherwise the poll counts as failed and the observation is
   registered again after ``poll_interval_s``.
-- **Availability** as for Modbus: one "unavailable" after ``unavailable_after`` failed polls,
-  one "recovered".
+- **Schedule and availability** are the shared poller's (:mod:`edge.polling`), as for Modbus:
+  staggered slots, missed ones skipped, one "unavailable" after ``unavailable_after`` failed
+  polls, one "recovered". No circuit breaker: each device is its own peer, so a silent one
+  costs no other device any time.
 - **Bad payloads** (not the format, too large — over 1 MiB —, nested too deep, numbers beyond
   the float range) fail that poll: counted in ``cityedge_poll_errors_total``, logged the first
   time and every 100th, and the device is polled on. A value that is not finite after
@@ -34,12 +36,12 @@ import aiocoap
 from aiocoap import error as coap_error
 from aiocoap.numbers.constants import TransportTuning
 
-from edge.availability import Availability, AvailabilityChange
+from edge.availability import Availability
 from edge.coap.config import CoapDeviceConfig, CoapSourceConfig
 from edge.errors import DeviceError
 from edge.plugin import Plugin, SourceContext, TracksDevices
-from edge.polling import report_availability
-from edge.readings import Reading, ReadingBatch
+from edge.polling import PolledDevice, Poller
+from edge.readings import Reading
 from protocols import senml
 from protocols.errors import DecodeError
 from protocols.limits import check_json_depth, check_size, shown
@@ -77,10 +79,9 @@ class DeadlineTuning(TransportTuning):  # type: ignore[misc]
         self.ACK_TIMEOUT = 0.8 * deadline_s / span
 
 
-@dataclass
-class _Device:
+@dataclass(kw_only=True)
+class _Device(PolledDevice):
     config: CoapDeviceConfig
-    availability: Availability
     missing: set[str] = field(default_factory=set)
     bad_points: set[str] = field(default_factory=set)
     bad_payloads: int = 0
@@ -164,8 +165,16 @@ class CoapSource(Plugin, TracksDevices):
         self.name = config.name
         now = ctx.clock.time()
         self.devices = [
-            _Device(d, Availability(config.unavailable_after, now)) for d in config.devices
+            _Device(
+                name=d.name,
+                poll_interval_s=d.poll_interval_s,
+                who=f"device {d.name} ({d.uri})",
+                availability=Availability(config.unavailable_after, now),
+                config=d,
+            )
+            for d in config.devices
         ]
+        self.poller = Poller(ctx, self.devices, self._read)
         self._coap: aiocoap.Context | None = None
         self._tuning = DeadlineTuning(config.timeout_s)
 
@@ -184,31 +193,14 @@ class CoapSource(Plugin, TracksDevices):
 
     async def run(self) -> None:
         await self.open()
-        n = len(self.devices)
         try:
             async with asyncio.TaskGroup() as tg:
-                for i, dev in enumerate(self.devices):
-                    stagger = dev.config.poll_interval_s * i / n
-                    loop = (
-                        self._observe_loop(dev)
-                        if dev.config.observe
-                        else self._poll_loop(dev, stagger)
-                    )
-                    tg.create_task(loop, name=f"coap-{dev.config.name}")
+                tg.create_task(self.poller.run([d for d in self.devices if not d.config.observe]))
+                for dev in self.devices:
+                    if dev.config.observe:
+                        tg.create_task(self._observe_loop(dev), name=f"coap-{dev.config.name}")
         finally:
             await self.close()
-
-    async def _poll_loop(self, dev: _Device, stagger: float) -> None:
-        clock = self.ctx.clock
-        interval = dev.config.poll_interval_s
-        due = clock.monotonic() + stagger
-        while True:
-            await clock.sleep(due - clock.monotonic())
-            await self.poll_once(dev)
-            due += interval
-            now = clock.monotonic()
-            if due <= now:
-                due += interval * (int((now - due) / interval) + 1)
 
     # -- one request -------------------------------------------------------------------------
 
@@ -260,41 +252,32 @@ class CoapSource(Plugin, TracksDevices):
         )
 
     async def poll_once(self, dev: _Device) -> None:
-        m = self.ctx.metrics
-        started = self.ctx.clock.monotonic()
-        m.polls.labels(self.name, dev.config.name).inc()
-        try:
-            response = await self.get(dev)
-        except DeviceError as err:
-            await self._failed(dev, err)
-            return
-        finally:
-            m.poll_latency.labels(self.name, dev.config.name).observe(
-                self.ctx.clock.monotonic() - started
-            )
-        await self.handle(dev, response)
+        await self.poller.poll_once(dev)
 
-    async def _failed(self, dev: _Device, err: DeviceError) -> None:
-        self.ctx.metrics.poll_errors.labels(self.name, dev.config.name, err.code).inc()
-        wall = self.ctx.clock.time()
-        await self._availability(dev, dev.availability.failure(wall, str(err)), wall)
+    async def _read(self, dev: _Device) -> list[Reading]:
+        return self._decode(dev, await self.get(dev), self.ctx.clock.time())
 
     async def handle(self, dev: _Device, response: aiocoap.Message) -> None:
-        """Decode one response or notification and emit its readings."""
+        """Decode one notification and emit its readings."""
         wall = self.ctx.clock.time()
+        try:
+            readings = self._decode(dev, response, wall)
+        except DeviceError as err:
+            await self.poller.failed(dev, err)
+            return
+        await self.poller.delivered(dev, readings, wall)
+
+    def _decode(self, dev: _Device, response: aiocoap.Message, wall: float) -> list[Reading]:
+        """The readings of one response; :class:`DeviceError` when its payload is not usable."""
         fmt: str = dev.config.format
         if fmt == "auto":
             cf = response.opt.content_format
             fmt = _FORMAT_OF_CF.get(int(cf) if cf is not None else senml.CF_TEXT, "")
             if not fmt:
-                await self._failed(
-                    dev,
-                    DeviceError(
-                        f"{dev.config.uri} sent Content-Format {cf}, which is not SenML, JSON or text",
-                        hint="set 'format' to what the device sends",
-                    ),
+                raise DeviceError(
+                    f"{dev.config.uri} sent Content-Format {cf}, which is not SenML, JSON or text",
+                    hint="set 'format' to what the device sends",
                 )
-                return
         try:
             values = values_of(response.payload, fmt, wall)
         except DecodeError as err:
@@ -308,15 +291,8 @@ class CoapSource(Plugin, TracksDevices):
                     err,
                 )
             hint = f"the device does not send {fmt}; check 'format'"
-            await self._failed(dev, DeviceError(f"{dev.config.uri}: {err}", hint=hint))
-            return
-        readings = self._readings(dev, values)
-        await self._availability(dev, dev.availability.success(wall), wall)
-        if readings:
-            self.ctx.metrics.readings.labels(self.name, dev.config.name).inc(len(readings))
-            await self.ctx.readings.put(
-                ReadingBatch(self.name, dev.config.name, wall, tuple(readings))
-            )
+            raise DeviceError(f"{dev.config.uri}: {err}", hint=hint) from err
+        return self._readings(dev, values)
 
     def _readings(
         self, dev: _Device, values: Mapping[str, tuple[bool | int | float, str | None]]
@@ -359,14 +335,6 @@ class CoapSource(Plugin, TracksDevices):
             out.append(Reading(p.name, value, p.unit or unit))
         return out
 
-    async def _availability(
-        self, dev: _Device, change: AvailabilityChange | None, now: float
-    ) -> None:
-        who = f"device {dev.config.name} ({dev.config.uri})"
-        await report_availability(
-            self.ctx, self.name, dev.config.name, who, dev.availability, change, now
-        )
-
     # -- observe -----------------------------------------------------------------------------
 
     async def _observe_loop(self, dev: _Device) -> None:
@@ -375,7 +343,7 @@ class CoapSource(Plugin, TracksDevices):
                 async for response in self.observe(dev):
                     await self.handle(dev, response)
             except DeviceError as err:
-                await self._failed(dev, err)
+                await self.poller.failed(dev, err)
             await self.ctx.clock.sleep(dev.config.poll_interval_s)
 
     async def observe(self, dev: _Device) -> AsyncIterator[aiocoap.Message]:

@@ -152,10 +152,11 @@ class Hj212Sink(Plugin):
             point = "water_temperature" if water else "air_temperature"
         return hj212.POLLUTANT_CODES.get(point)
 
-    def message_for(self, item: env.EnvelopeModel) -> _Message | None:
+    def message_for(self, item: env.Outgoing) -> _Message | None:
         station = self.stations.get(item.device)
         if station is None:
             return None
+        item = env.as_model(item)  # telemetry comes encoded: decoded for stations only
         if isinstance(item, env.TelemetryEnvelope):
             if self.realtime_interval_s <= 0:
                 return None

@@ -2,7 +2,7 @@
 line — with one or more devices (unit ids) on it, each with points from a shipped profile
 and/or listed inline.
 
-Only pydantic here, so ``check-config`` works without pymodbus installed.
+Only pydantic here, so ``check-config`` works without the plug-in's extras installed.
 """
 
 from __future__ import annotations
@@ -101,6 +101,14 @@ class ModbusDeviceConfig(StrictModel):
         le=MAX_REGISTERS_PER_READ,
         description="Override for devices that refuse long reads",
     )
+    max_in_flight: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Requests to this device on the wire at once (tcp). Keep 1 unless the "
+        "device's manual says it queues requests: many devices, and gateways to serial lines, "
+        "answer one at a time",
+    )
 
     @model_validator(mode="after")
     def _has_points(self) -> ModbusDeviceConfig:
@@ -140,8 +148,9 @@ class SerialConfig(StrictModel):
 
 class ModbusSourceConfig(PluginConfig):
     """Poll Modbus devices on one bus (a TCP connection or an RTU serial line) on an interval;
-    one request on the wire at a time; a dead unit is skipped with backoff; availability is
-    reported once per change."""
+    on TCP the devices in parallel, each with up to its max_in_flight requests on the wire; on
+    RTU one request at a time; a dead unit is skipped with backoff; availability is reported
+    once per change."""
 
     type: Literal["modbus"] = Field(description="Plug-in type")
     transport: Literal["tcp", "rtu"] = Field(
@@ -189,6 +198,10 @@ class ModbusSourceConfig(PluginConfig):
             raise ValueError("transport rtu needs 'serial: {device: /dev/ttyUSB0, baudrate: ...}'")
         if self.transport == "rtu" and self.host is not None:
             raise ValueError("'host' is for transport tcp; an rtu bus has 'serial'")
+        if self.transport == "rtu" and any(d.max_in_flight > 1 for d in self.devices):
+            raise ValueError(
+                "an rtu line carries one request at a time: max_in_flight is for transport tcp"
+            )
         units = [d.unit_id for d in self.devices]
         dup = sorted({u for u in units if units.count(u) > 1})
         if dup:

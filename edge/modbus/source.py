@@ -1,52 +1,56 @@
-"""Source ``modbus``: one coordinator per bus — a Modbus TCP connection or an RTU serial line.
+"""Source ``modbus``: one bus — a Modbus TCP connection or an RTU serial line — with its units.
 
-The coordinator is the only one that talks on the bus, one request at a time (apps' writes
-queue behind the poll request in flight), as a Home Assistant coordinator polls a device once
-for many entities:
+The schedule, the breaker per device and availability are the shared poller's
+(:mod:`edge.polling`); the wire is the plug-in's own client (:mod:`edge.modbus.client` on the
+sans-IO codec :mod:`protocols.modbus_wire`):
 
 - **Schedule.** Every device has a slot every ``poll_interval_s``; devices are staggered over
-  the interval; a slot missed because the bus was busy is skipped, not bunched up.
-- **Planning.** A device's points are merged into few reads (:func:`protocols.modbus.plan_reads`).
+  the interval; a slot missed because the device (or the line) was busy is skipped, not
+  bunched up.
+- **Planning.** A device's points are merged into few reads (:func:`protocols.modbus.plan_reads`),
+  each decoded straight from the reply's bytes (:class:`protocols.modbus.BlockReader`).
+- **In flight.** On TCP every device is polled by its own task: devices on one connection (a
+  Modbus gateway's units) are asked in parallel, each with at most ``max_in_flight`` of its
+  requests on the wire (default 1: many devices, and gateways to serial lines, answer one
+  request at a time). Replies are matched by transaction id, so a late or out-of-order answer
+  is never taken for another. An RTU line carries one request at a time, whoever asks.
 - **Circuit breaker per device.** A poll stops at its first unanswered request, so a dead unit
   costs at most one timeout. After that the unit is *open*: its slots are skipped (no request)
   until a retry time that doubles per failed try (``retry_dead_initial_s`` …
   ``retry_dead_max_s``). Tries of dead units share one budget per bus — one try per shortest
   poll interval — so however many units are dead, they cost the live ones at most one timeout
   per cycle. A unit that answers again closes its breaker at once.
-- **Availability** is decided here (:class:`~edge.availability.Availability`): one
-  "unavailable" after ``unavailable_after`` failed or skipped slots, one "recovered".
-- **RTU.** Between frames the coordinator keeps the line silent for t3.5 (Modbus over Serial
-  Line 2.5.1.1); messages name the line (``/dev/ttyUSB0 at 9600 8E1``) and what to check.
+- **Availability**: one "unavailable" after ``unavailable_after`` failed or skipped slots, one
+  "recovered".
+- **RTU.** Between frames the line stays silent for t3.5 (Modbus over Serial Line 2.5.1.1);
+  messages name the line (``/dev/ttyUSB0 at 9600 8E1``) and what to check.
 - **Exception codes** become messages a technician can act on
   (:data:`protocols.modbus.EXCEPTION_CODES`): the device answered, so they never trip the
   breaker.
 - **Writes** (:meth:`ModbusSource.write`, used through ``ctx.actuators``) go through the same
-  line, then the point is read back.
+  line and the device's in-flight limit, then the point is read back.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
+import collections
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException
 
 from edge.actuators import ActuationError, MultiWriter, Writer
-from edge.availability import Availability, AvailabilityChange
-from edge.backoff import Backoff
+from edge.availability import Availability
 from edge.errors import DeviceError, PermanentError
+from edge.modbus.client import BusDown, Line, NoReply, RtuLine, TcpLine
 from edge.modbus.config import ModbusDeviceConfig, ModbusSourceConfig
 from edge.plugin import Plugin, SourceContext, TracksDevices
-from edge.polling import report_availability
-from edge.readings import Reading, ReadingBatch
+from edge.polling import PolledDevice, Poller, dead_unit_breaker
+from edge.readings import Reading
 from protocols.errors import DecodeError, EncodeError
 from protocols.modbus import (
+    BlockReader,
     PointSpec,
     ReadBlock,
     RegisterType,
@@ -58,55 +62,57 @@ from protocols.modbus import (
     plan_reads,
     rtu_silence_s,
 )
+from protocols.modbus_wire import ExceptionReply, ReadReply, Reply, Request
 
 log = logging.getLogger(__name__)
-logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # we report failures ourselves, once
 
-Client = AsyncModbusTcpClient | AsyncModbusSerialClient
-
-
-class NoReply(DeviceError):
-    """A unit did not answer within the deadline (what trips its breaker)."""
-
-    code = "CE311"
+__all__ = ["BusDown", "ModbusSource", "NoReply"]
 
 
-class BusDown(DeviceError):
-    """The connection or serial line itself is unusable (no unit is to blame)."""
-
-    code = "CE312"
-
-
-@dataclass
-class Breaker:
-    """Per-device circuit breaker: closed, or open until ``retry_at`` (monotonic seconds)."""
-
-    backoff: Backoff
-    open: bool = False
-    retry_at: float = 0.0
-    trips: int = 0
-
-    def trip(self, now: float) -> float:
-        self.open = True
-        self.trips += 1
-        self.retry_at = now + self.backoff.next_delay()
-        return self.retry_at
-
-    def close(self) -> None:
-        self.open = False
-        self.backoff.reset()
-
-
-@dataclass
-class _Device:
+@dataclass(kw_only=True)
+class _Device(PolledDevice):
     config: ModbusDeviceConfig
     blocks: tuple[ReadBlock, ...]
-    availability: Availability
     points: dict[str, PointSpec]
-    breaker: Breaker
+    readers: tuple[tuple[Request, BlockReader], ...] = ()
+    slots: _Slots = field(default_factory=lambda: _Slots(1))
     bad_points: set[str] = field(default_factory=set)
-    polls: int = 0  # requests-free skips are not counted
-    skipped: int = 0
+
+
+class _Slots:
+    """A device's requests on the wire at once, at most ``limit`` (an ``asyncio.Semaphore``
+    without its cost when nobody waits: a poll asks one request after the other, and only an
+    app's write may have to wait for a slot)."""
+
+    __slots__ = ("_waiters", "in_use", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> None:
+        if self.in_use < self.limit and not self._waiters:
+            self.in_use += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut  # release() handed its slot over: in_use already counts it
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed over as we were cancelled: pass it on
+            else:
+                self._waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self.in_use -= 1
 
 
 class ModbusSource(Plugin, Writer, MultiWriter, TracksDevices):
@@ -121,299 +127,149 @@ class ModbusSource(Plugin, Writer, MultiWriter, TracksDevices):
                 hint="run 'cityedge check-config' on the site file",
             )
         now = ctx.clock.time()
-        self.devices = [
-            _Device(
-                config=d,
-                blocks=plan_reads(
-                    (p.spec() for p in points[d.name]),
-                    max_gap=config.max_gap if d.max_gap is None else d.max_gap,
-                    max_registers=d.max_registers_per_read or config.max_registers_per_read,
-                ),
-                availability=Availability(config.unavailable_after, now),
-                points={p.name: p.spec() for p in points[d.name]},
-                breaker=Breaker(
-                    Backoff(
-                        min(
-                            config.retry_dead_initial_s or d.poll_interval_s,
-                            config.retry_dead_max_s,
-                        ),
-                        config.retry_dead_max_s,
-                        jitter=0.2,
-                    )
-                ),
-            )
-            for d in config.devices
-        ]
-        self.name = config.name
-        self._by_name = {d.config.name: d for d in self.devices}
-        self._lock = asyncio.Lock()  # one request on the wire at a time
-        self._client: Client | None = None
-        self._next_connect = 0.0
-        self._reconnect = Backoff(0.5, config.reconnect_max_s)
         self._where = config.where
-        serial = config.serial
-        self._silence = 0.0
-        if serial is not None:
-            self._silence = (
-                serial.inter_frame_ms / 1000
-                if serial.inter_frame_ms is not None
-                else rtu_silence_s(serial.baudrate, char_bits(serial.parity, serial.stopbits))
+        self.devices: list[_Device] = []
+        for d in config.devices:
+            blocks = plan_reads(
+                (p.spec() for p in points[d.name]),
+                max_gap=config.max_gap if d.max_gap is None else d.max_gap,
+                max_registers=d.max_registers_per_read or config.max_registers_per_read,
             )
-        #: one try of a dead unit per this many seconds on the whole bus
-        self.probe_gap_s = min(d.poll_interval_s for d in config.devices)
-        self._last_probe = float("-inf")
-        self.requests = 0  # requests sent on the bus (benchmarks read it)
+            self.devices.append(
+                _Device(
+                    name=d.name,
+                    poll_interval_s=d.poll_interval_s,
+                    who=f"device {d.name} (unit {d.unit_id} on {self._where})",
+                    availability=Availability(config.unavailable_after, now),
+                    breaker=dead_unit_breaker(
+                        config.retry_dead_initial_s, config.retry_dead_max_s, d.poll_interval_s
+                    ),
+                    config=d,
+                    blocks=blocks,
+                    points={p.name: p.spec() for p in points[d.name]},
+                    readers=tuple(
+                        (Request(d.unit_id, b.function, b.start, b.count), BlockReader(b))
+                        for b in blocks
+                    ),
+                    slots=_Slots(d.max_in_flight),
+                )
+            )
+        self.name = config.name
+        self.poller = Poller(ctx, self.devices, self._read_device)
+        self._by_name = {d.config.name: d for d in self.devices}
+        self._timeout_s = config.timeout_s
+        self.line = self._new_line()
+
+    def _new_line(self) -> Line:
+        c = self.config
+        if c.serial is not None:
+            s = c.serial
+            silence = (
+                s.inter_frame_ms / 1000
+                if s.inter_frame_ms is not None
+                else rtu_silence_s(s.baudrate, char_bits(s.parity, s.stopbits))
+            )
+            return RtuLine(
+                s.device,
+                s.baudrate,
+                s.parity,
+                s.stopbits,
+                silence,
+                where=self._where,
+                bus_hint="check the USB/RS-485 adapter is plugged in, the device path "
+                "(ls /dev/serial/by-id) and that no other program holds the port",
+                no_reply_hint="check the unit is powered, its address (unit id) and line "
+                "settings, A/B polarity and termination",
+                connect_timeout_s=c.connect_timeout_s,
+                reconnect_max_s=c.reconnect_max_s,
+                now=self.ctx.clock.monotonic,
+            )
+        assert c.host is not None  # checked by the config model
+        return TcpLine(
+            c.host,
+            c.port,
+            len(self.devices),
+            where=self._where,
+            bus_hint="check the device's power, network, IP address and port",
+            no_reply_hint="check the device is powered, the unit id, and the network path",
+            connect_timeout_s=c.connect_timeout_s,
+            reconnect_max_s=c.reconnect_max_s,
+            now=self.ctx.clock.monotonic,
+        )
+
+    @property
+    def requests(self) -> int:
+        """Requests sent on the bus (benchmarks and tests read it)."""
+        return self.line.requests
 
     def device_health(self) -> dict[str, str]:
         return {d.config.name: d.availability.health.value for d in self.devices}
 
     async def run(self) -> None:
         try:
-            await self._coordinate()
+            await self.poller.run()
         finally:
             self.close()
 
     def close(self) -> None:
         """Close the connection or line (the next request opens it again)."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    # -- schedule -----------------------------------------------------------------------------
-
-    async def _coordinate(self) -> None:
-        clock = self.ctx.clock
-        n = len(self.devices)
-        start = clock.monotonic()
-        due: list[tuple[float, int]] = [
-            (start + d.config.poll_interval_s * i / n, i) for i, d in enumerate(self.devices)
-        ]
-        heapq.heapify(due)
-        while True:
-            when, i = due[0]
-            await clock.sleep(when - clock.monotonic())
-            heapq.heappop(due)
-            dev = self.devices[i]
-            await self.poll_once(dev)
-            interval = dev.config.poll_interval_s
-            nxt = when + interval
-            now = clock.monotonic()
-            if nxt <= now:  # overran: skip the slots we missed rather than bunching up
-                nxt += interval * (int((now - nxt) / interval) + 1)
-            heapq.heappush(due, (nxt, i))
+        self.line.close()
 
     async def poll_once(self, dev: _Device) -> None:
         """Poll one device now (or skip it while its breaker is open)."""
-        name = dev.config.name
-        m = self.ctx.metrics
-        mono = self.ctx.clock.monotonic()
-        wall = self.ctx.clock.time()
-        breaker = dev.breaker
-        if breaker.open:
-            if mono < breaker.retry_at or mono - self._last_probe < self.probe_gap_s:
-                dev.skipped += 1
-                m.poll_errors.labels(self.name, name, "circuit_open").inc()
-                reason = dev.availability.last_error or "not answering"
-                await self._availability(dev, dev.availability.failure(wall, reason), wall)
-                return
-            self._last_probe = mono
-        dev.polls += 1
-        m.polls.labels(self.name, name).inc()
-        try:
-            readings = await self._read_device(dev)
-        except NoReply as err:
-            retry_at = breaker.trip(self.ctx.clock.monotonic())
-            m.poll_errors.labels(self.name, name, err.code).inc()
-            if breaker.trips == 1 or breaker.trips % 10 == 0:
-                log.info(
-                    "device %s (unit %d on %s): no reply; skipped until the next try in %.1f s",
-                    name,
-                    dev.config.unit_id,
-                    self._where,
-                    retry_at - self.ctx.clock.monotonic(),
-                )
-            await self._availability(dev, dev.availability.failure(wall, str(err)), wall)
-            return
-        except DeviceError as err:
-            m.poll_errors.labels(self.name, name, err.code).inc()
-            await self._availability(dev, dev.availability.failure(wall, str(err)), wall)
-            return
-        finally:
-            m.poll_latency.labels(self.name, name).observe(self.ctx.clock.monotonic() - mono)
-        breaker.close()
-        await self._availability(dev, dev.availability.success(wall), wall)
-        if readings:
-            m.readings.labels(self.name, name).inc(len(readings))
-            await self.ctx.readings.put(ReadingBatch(self.name, name, wall, tuple(readings)))
-
-    async def _availability(
-        self, dev: _Device, change: AvailabilityChange | None, now: float
-    ) -> None:
-        who = f"device {dev.config.name} (unit {dev.config.unit_id} on {self._where})"
-        await report_availability(
-            self.ctx, self.name, dev.config.name, who, dev.availability, change, now
-        )
+        await self.poller.poll_once(dev)
 
     async def _read_device(self, dev: _Device) -> list[Reading]:
+        limit = dev.config.max_in_flight
+        readers = dev.readers
+        if limit == 1 or len(readers) == 1:
+            replies = [await self._request(dev, req) for req, _ in readers]
+        else:  # up to max_in_flight reads on the wire at once (the semaphore keeps the limit)
+            replies = list(await asyncio.gather(*(self._request(dev, req) for req, _ in readers)))
         readings: list[Reading] = []
-        for block in dev.blocks:
-            data = await self._read_block(dev, block)
-            for point in block.points:
-                try:
-                    value = decode_value(point, block.values_of(point, data))
-                except DecodeError as err:
-                    self.ctx.metrics.poll_errors.labels(self.name, dev.config.name, "decode").inc()
-                    if point.name not in dev.bad_points:
-                        dev.bad_points.add(point.name)
-                        log.warning("device %s point %s: %s", dev.config.name, point.name, err)
+        bad = dev.bad_points
+        for (_req, reader), reply in zip(readers, replies, strict=True):
+            assert isinstance(reply, ReadReply)  # _request checked the kind
+            for point, value in reader.values(reply.data):
+                if isinstance(value, DecodeError):
+                    self.ctx.metrics.poll_errors.labels(self.name, dev.name, "decode").inc()
+                    if point.name not in bad:
+                        bad.add(point.name)
+                        log.warning("device %s point %s: %s", dev.name, point.name, value)
                     continue
-                if point.name in dev.bad_points:
-                    dev.bad_points.discard(point.name)
-                    log.info("device %s point %s: good values again", dev.config.name, point.name)
+                if bad and point.name in bad:
+                    bad.discard(point.name)
+                    log.info("device %s point %s: good values again", dev.name, point.name)
                 readings.append(Reading(point.name, value, point.unit))
         return readings
 
     # -- the line -----------------------------------------------------------------------------
 
-    def _new_client(self) -> Client:
-        c = self.config
-        if c.serial is not None:
-            s = c.serial
-            client: Client = AsyncModbusSerialClient(
-                s.device,
-                baudrate=s.baudrate,
-                bytesize=s.bytesize,
-                parity=s.parity,
-                stopbits=s.stopbits,
-                name=c.name,
-                timeout=c.timeout_s,
-                retries=0,
-                reconnect_delay=0,  # reconnects are ours: backoff on the injected clock
-            )
-        else:
-            assert c.host is not None  # checked by the config model
-            client = AsyncModbusTcpClient(
-                c.host,
-                port=c.port,
-                name=c.name,
-                timeout=c.timeout_s,
-                retries=0,
-                reconnect_delay=0,
-            )
-        # a dead unit behind a TCP gateway must not close the connection the live ones use:
-        # only a run of unanswered requests longer than the bus has units does
-        client.set_max_no_responses(3 + len(self.devices))
-        return client
-
-    async def _connected(self) -> Client:
-        if self._client is None:
-            self._client = self._new_client()
-        client = self._client
-        if client.connected:
-            return client
-        now = self.ctx.clock.monotonic()
-        if now < self._next_connect:
-            raise BusDown(
-                f"no connection to {self._where}; next attempt in {self._next_connect - now:.1f} s",
-                hint=self._bus_hint(),
-            )
+    async def _request(self, dev: _Device, req: Request) -> Reply:
+        """One request within the device's in-flight limit, with its deadline; the device's
+        exception code turned into a :class:`DeviceError` a technician can act on."""
+        slots = dev.slots
+        await slots.acquire()
         try:
-            async with asyncio.timeout(self.config.connect_timeout_s):
-                ok = await client.connect()
-        except (TimeoutError, OSError):
-            ok = False
-        if not ok:
-            self._next_connect = now + self._reconnect.next_delay()
-            raise BusDown(
-                f"cannot {'open' if self.config.serial else 'connect to'} {self._where}",
-                hint=self._bus_hint(),
-            )
-        self._reconnect.reset()
-        log.info("%s %s", "opened" if self.config.serial else "connected to", self._where)
-        return client
-
-    def _bus_hint(self) -> str:
-        if self.config.serial is not None:
-            return (
-                "check the USB/RS-485 adapter is plugged in, the device path "
-                "(ls /dev/serial/by-id) and that no other program holds the port"
-            )
-        return "check the device's power, network, IP address and port"
-
-    def _no_reply_hint(self) -> str:
-        if self.config.serial is not None:
-            return (
-                "check the unit is powered, its address (unit id) and line settings, "
-                "A/B polarity and termination"
-            )
-        return "check the device is powered, the unit id, and the network path"
-
-    async def _request(
-        self,
-        unit: int,
-        function: int,
-        start: int,
-        count: int,
-        call: Callable[[Client], Awaitable[Any]],
-    ) -> Any:
-        """One request on the wire (under the bus lock) with its deadline, the RTU silence after
-        it, and the device's exception code turned into a :class:`DeviceError` a technician can
-        act on."""
-        async with self._lock:
-            client = await self._connected()
-            self.requests += 1
-            try:
-                async with asyncio.timeout(self.config.timeout_s + 0.25):
-                    response = await call(client)
-            except (TimeoutError, ModbusException) as err:
-                if isinstance(err, ConnectionException) or not client.connected:
-                    self._next_connect = self.ctx.clock.monotonic()
-                    raise BusDown(
-                        f"lost {self._where} during fc {function} to unit {unit}",
-                        hint=self._bus_hint(),
-                    ) from err
-                raise NoReply(
-                    f"no reply from unit {unit} on {self._where} (fc {function}, "
-                    f"{start}+{count}) within {self.config.timeout_s} s",
-                    hint=self._no_reply_hint(),
-                ) from err
-            finally:
-                if self._silence:
-                    await asyncio.sleep(self._silence)  # t3.5 before the next frame
-        if response.isError():
-            code = int(getattr(response, "exception_code", 0))
-            what, hint = describe_exception(code)
+            reply = await self.line.request(req, self._timeout_s)
+        finally:
+            slots.release()
+        if isinstance(reply, ExceptionReply):
+            what, hint = describe_exception(reply.code)
             raise DeviceError(
-                f"unit {unit} on {self._where} answered fc {function} "
-                f"{start}+{count} with exception {code} ({what})",
+                f"unit {req.unit} on {self._where} answered fc {req.function} "
+                f"{req.address}+{req.count} with exception {reply.code} ({what})",
                 hint=hint,
             )
-        return response
+        return reply
 
     async def _read_block(self, dev: _Device, block: ReadBlock) -> list[int] | list[bool]:
-        unit = dev.config.unit_id
-
-        def read(client: Client) -> Awaitable[Any]:
-            fn = {
-                RegisterType.COIL: client.read_coils,
-                RegisterType.DISCRETE_INPUT: client.read_discrete_inputs,
-                RegisterType.HOLDING: client.read_holding_registers,
-                RegisterType.INPUT: client.read_input_registers,
-            }[block.register_type]
-            return fn(block.start, count=block.count, device_id=unit)
-
-        response = await self._request(unit, block.function, block.start, block.count, read)
+        req = Request(dev.config.unit_id, block.function, block.start, block.count)
+        reply = await self._request(dev, req)
+        assert isinstance(reply, ReadReply)
         if block.register_type.is_bit:
-            bits = list(response.bits[: block.count])
-            if len(bits) < block.count:
-                raise DeviceError(f"unit {unit} sent {len(bits)} bits, expected {block.count}")
-            return bits
-        registers = list(response.registers)
-        if len(registers) != block.count:
-            raise DeviceError(
-                f"unit {unit} sent {len(registers)} registers, expected {block.count}"
-            )
-        return registers
+            return reply.bits(block.count)
+        return reply.registers()
 
     def _writable(self, device: str, point: str) -> tuple[_Device, PointSpec]:
         dev = self._by_name.get(device)
@@ -444,21 +300,15 @@ class ModbusSource(Plugin, Writer, MultiWriter, TracksDevices):
         except EncodeError as err:
             raise ActuationError(f"device {device} point {point}: {err}") from err
         unit = dev.config.unit_id
-
-        def send(client: Client) -> Awaitable[Any]:
-            if spec.register_type is RegisterType.COIL:
-                return client.write_coil(spec.address, bool(registers[0]), device_id=unit)
-            if len(registers) == 1:
-                return client.write_register(spec.address, registers[0], device_id=unit)
-            return client.write_registers(spec.address, registers, device_id=unit)
-
         function = (
             5 if spec.register_type is RegisterType.COIL else 6 if len(registers) == 1 else 16
         )
-        await self._request(unit, function, spec.address, spec.count, send)
+        await self._request(
+            dev, Request(unit, function, spec.address, len(registers), tuple(registers))
+        )
         block = ReadBlock(spec.register_type, spec.address, spec.count, (spec,))
         back = await self._read_block(dev, block)
-        dev.breaker.close()
+        self.poller.answered(dev)
         if [int(v) for v in back] != registers:
             raise DeviceError(
                 f"device {device} point {point}: wrote {registers}, read back {[int(v) for v in back]}",
@@ -494,14 +344,10 @@ class ModbusSource(Plugin, Writer, MultiWriter, TracksDevices):
             except EncodeError as err:
                 raise ActuationError(f"device {device} point {spec.name}: {err}") from err
         unit, start = dev.config.unit_id, specs[0].address
-
-        def send(client: Client) -> Awaitable[Any]:
-            return client.write_registers(start, registers, device_id=unit)
-
-        await self._request(unit, 16, start, len(registers), send)
+        await self._request(dev, Request(unit, 16, start, len(registers), tuple(registers)))
         block = ReadBlock(RegisterType.HOLDING, start, len(registers), tuple(specs))
         back = [int(v) for v in await self._read_block(dev, block)]
-        dev.breaker.close()
+        self.poller.answered(dev)
         if back != registers:
             raise DeviceError(
                 f"device {device}: wrote {registers} at {start}, read back {back}",

@@ -27,6 +27,7 @@ import logging
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
@@ -34,13 +35,17 @@ from cloud_bridge.link import LinkSettings, TlsSettings
 from cloud_bridge.uplink.bridge import Bridge, BridgeSettings
 from cloud_bridge.uplink.commands import Handler
 from cloud_bridge.uplink.outbox import CommitResult, OutboxSettings, Record, record_of
+from edge.channel import ChannelClosed
 from edge.mqtt_sink.config import MqttConnectionConfig, MqttSinkConfig
 from edge.plugin import Plugin, ReportsHealth, SinkContext, StoresDurably
+from protocols import envelope as env
 from protocols.signed import public_key_from_raw, unb64url
+from protocols.topics import data_topic
 
 log = logging.getLogger(__name__)
 
 STATS_INTERVAL_S = 1.0
+INTAKE_BATCH = 256  # envelopes taken from the channel and handed to the bridge at once
 
 
 def link_settings(
@@ -145,16 +150,17 @@ class MqttSink(Plugin, ReportsHealth, StoresDurably):
         self.bridge: Bridge | None = None
         # accepted, not stored by a bridge that stopped: the next one takes them first
         self._carry: list[Record] = []
+        self._topics: dict[tuple[str, str, str, str], str] = {}
+        self._counted: dict[tuple[str, str], list[Any]] = {}  # metric children by what, kind
+        self._failures_seen = 0  # the session's connect failures already counted
         # ids of what was given to a bridge and not committed yet, in the order given
         self._uncommitted: deque[str] = deque()
-        self._published_seen: dict[str, int] = {}
-        self._refused_seen = 0
-        self._errors_seen = 0
 
     async def run(self) -> None:
         async with Bridge.open(self.settings, self.ctx.clock, self.commands) as bridge:
             self.bridge = bridge
             bridge.on_commit = self._on_commit
+            bridge.on_count = self._count
             stopped = False
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -172,15 +178,29 @@ class MqttSink(Plugin, ReportsHealth, StoresDurably):
                 self._gauge(bridge)
 
     async def _intake(self, bridge: Bridge) -> None:
-        while self._carry:  # from a bridge that stopped before storing them; oldest first
-            await bridge.put(self._carry[0])
-            del self._carry[0]
-        async for item in self.ctx.outbox:
-            self._carry.append(record_of(item))
-            self._uncommitted.append(str(item.id))  # held here until the bridge has it
-            await bridge.put(self._carry[0])
-            del self._carry[0]
+        # what a bridge that stopped did not store comes first, then the channel, in batches
+        # of what waits there: held in _carry until the bridge has them
+        box = self.ctx.outbox
+        while True:
+            if self._carry:
+                await bridge.put_many(self._carry)
+                self._carry.clear()
+            try:
+                items = await box.get_batch(INTAKE_BATCH)
+            except ChannelClosed:
+                break
+            self._carry.extend(self._record(item) for item in items)
+            self._uncommitted.extend(str(item.id) for item in items)
         bridge.close_intake()
+
+    def _record(self, item: env.Outgoing) -> Record:
+        key = (item.site, item.gateway, item.kind, item.device)
+        topic = self._topics.get(key)
+        if topic is None:
+            if len(self._topics) >= 65_536:
+                self._topics.clear()
+            topic = self._topics[key] = data_topic(*key)
+        return record_of(item, topic)
 
     def _lost_at_stop(self) -> None:
         """The gateway stopped the sink past its flush deadline: what it holds is lost."""
@@ -227,19 +247,24 @@ class MqttSink(Plugin, ReportsHealth, StoresDurably):
         own.link_up.labels(name).set(1 if bridge.connected.is_set() else 0)
         own.link_session.labels(name).set(bridge.counters.session)
         own.outbox_disk_full.labels(name).set(1 if bridge.outbox.disk_full is not None else 0)
-        c = bridge.counters
-        for kind, n in c.published.items():
-            seen = self._published_seen.get(kind, 0)
-            if n > seen:
-                m.published.labels(name, kind).inc(n - seen)
-                self._published_seen[kind] = n
-        if c.refused > self._refused_seen:
-            m.sink_dropped.labels(name, "refused").inc(c.refused - self._refused_seen)
-            self._refused_seen = c.refused
-        errors = c.refused + c.connect_failures
-        if errors > self._errors_seen:
-            m.publish_errors.labels(name).inc(errors - self._errors_seen)
-            self._errors_seen = errors
+        failures = bridge.counters.connect_failures  # counted by the session, seldom
+        if failures > self._failures_seen:
+            m.publish_errors.labels(name).inc(failures - self._failures_seen)
+            self._failures_seen = failures
+
+    def _count(self, what: str, kind: str) -> None:
+        """The bridge counted a publish or a refusal: the metrics move now (a refusal is a
+        dropped envelope and a publish error)."""
+        children = self._counted.get((what, kind))
+        if children is None:
+            m, name = self.ctx.metrics, self.config.name
+            children = self._counted[what, kind] = (
+                [m.published.labels(name, kind)]
+                if what == "published"
+                else [m.sink_dropped.labels(name, "refused"), m.publish_errors.labels(name)]
+            )
+        for child in children:
+            child.inc()
 
     async def _stats_loop(self, bridge: Bridge) -> None:
         while True:

@@ -62,8 +62,8 @@ def build(
     metrics = metrics or GatewayMetrics()
     events: list[env.EnvelopeModel] = []
 
-    async def deliver(e: env.EnvelopeModel) -> None:
-        events.append(e)
+    async def deliver(e: env.Outgoing) -> None:
+        events.append(env.as_model(e))
 
     ctx = kind(
         name=name,

@@ -12,17 +12,21 @@ from hypothesis import strategies as st
 
 from protocols.errors import DecodeError, EncodeError
 from protocols.modbus import (
+    BlockReader,
     DataType,
     Order,
     PointSpec,
+    ReadBlock,
     RegisterType,
     bytes_to_registers,
     decode_raw,
     decode_value,
     encode_raw,
     encode_value,
+    plan_reads,
     registers_to_bytes,
 )
+from protocols.modbus_wire import pack_bits
 
 B, L = Order.BIG, Order.LITTLE
 
@@ -267,3 +271,57 @@ def test_fuzz_decode_raises_only_decode_error(
 ) -> None:
     with contextlib.suppress(DecodeError):
         decode_raw(dtype, regs, byte, word)
+
+
+@st.composite
+def blocks_with_data(draw: st.DrawFn) -> tuple[ReadBlock, bytes, list[int] | list[bool]]:
+    """A planned block of random points (any type, order, scale, status bits) and reply data."""
+    table = draw(st.sampled_from(list(RegisterType)))
+    specs = []
+    for i in range(draw(st.integers(1, 8))):
+        address = draw(st.integers(0, 40))
+        if table.is_bit:
+            specs.append(PointSpec(f"p{i}", address, table, DataType.BOOL))
+            continue
+        dtype = draw(st.sampled_from(list(DataType)))
+        bit = draw(st.none() | st.integers(0, 15)) if dtype is DataType.BOOL else None
+        scale = draw(st.sampled_from((1.0, 0.1, -2.0, 1e300)))
+        offset = draw(st.sampled_from((0.0, 0.0, 5.5)))
+        specs.append(
+            PointSpec(
+                f"p{i}", address, table, dtype, draw(orders), draw(orders), scale, offset, bit=bit
+            )
+        )
+    (block,) = plan_reads(specs, max_gap=125, max_registers=125, max_bits=2000)
+    if table.is_bit:
+        bits = draw(st.lists(st.booleans(), min_size=block.count, max_size=block.count))
+        return block, pack_bits(bits), bits
+    regs = draw(st.lists(st.integers(0, 0xFFFF), min_size=block.count, max_size=block.count))
+    return block, b"".join(r.to_bytes(2, "big") for r in regs), regs
+
+
+@given(blocks_with_data())
+def test_block_reader_decodes_as_decode_value_does(
+    found: tuple[ReadBlock, bytes, list[int] | list[bool]],
+) -> None:
+    """Decoding straight from the reply bytes gives each point what decode_value gives it
+    from its registers: the same value, or the same error."""
+    block, data, words = found
+    got = BlockReader(block).values(data)
+    assert [p for p, _ in got] == list(block.points)
+    for point, value in got:
+        expected: object
+        try:
+            expected = decode_value(point, block.values_of(point, words))
+        except DecodeError as err:
+            expected = err
+        if isinstance(expected, DecodeError):
+            assert isinstance(value, DecodeError) and str(value) == str(expected)
+        else:
+            assert type(value) is type(expected) and value == expected, point
+
+
+def test_block_reader_refuses_data_of_another_size() -> None:
+    (block,) = plan_reads([PointSpec("t", 0, RegisterType.INPUT, DataType.FLOAT32)])
+    with pytest.raises(DecodeError, match="block of 4 bytes got 2"):
+        BlockReader(block).values(b"\x00\x00")

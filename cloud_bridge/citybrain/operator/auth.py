@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from cloud_bridge.errors import PermanentBridgeError
 from protocols.errors import HintedError
 
 NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -51,8 +52,8 @@ _HASH = re.compile(
 )
 
 
-class AccountError(HintedError):
-    """The accounts file or an account cannot be used."""
+class AccountError(PermanentBridgeError, HintedError):
+    """The accounts file or an account cannot be used (coded for the command that says so)."""
 
     code = "CE002"
 

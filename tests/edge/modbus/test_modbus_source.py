@@ -217,9 +217,11 @@ async def test_a_dead_unit_costs_one_timeout_then_is_skipped_with_backoff() -> N
         Harness(port, devices=devices, retry_dead_max_s=5) as h,
     ):
         dead = h.source.devices[1]
+        breaker = dead.breaker
+        assert breaker is not None
         loop = asyncio.get_running_loop()
         assert await h.poll(1) == []
-        first_retry = dead.breaker.retry_at - loop.time()
+        first_retry = breaker.retry_at - loop.time()
         t0 = loop.time()
         for _ in range(5):
             assert await h.poll(1) == []  # skipped: no request, no timeout spent
@@ -227,8 +229,8 @@ async def test_a_dead_unit_costs_one_timeout_then_is_skipped_with_backoff() -> N
         assert (dead.polls, dead.skipped) == (1, 5)
         await asyncio.sleep(max(first_retry, 0) + 0.05)
         await h.poll(1)  # the retry: one more timeout, and the wait doubles
-        assert dead.polls == 2 and dead.breaker.trips == 2
-        second_retry = dead.breaker.retry_at - loop.time()
+        assert dead.polls == 2 and breaker.trips == 2
+        second_retry = breaker.retry_at - loop.time()
         assert second_retry > first_retry
         assert len(await h.poll(0)) == 1  # the live unit on the same connection answers
     avail = [e for e in h.events if isinstance(e, env.AvailabilityEnvelope)]
@@ -260,8 +262,10 @@ async def test_writes_reach_a_unit_whose_breaker_is_open_and_close_it() -> None:
     faults = FaultSchedule(manual_mode="silent")
     async with simulator(faults=faults) as (sim, port), Harness(port) as h:
         await h.poll()
-        assert h.source.devices[0].breaker.open
+        breaker = h.source.devices[0].breaker
+        assert breaker is not None
+        assert breaker.open
         faults.manual_mode = "normal"
         assert await h.source.write("sonde", "wiper_interval_min", 40) == 40
-        assert not h.source.devices[0].breaker.open
+        assert not breaker.open
         assert sim.held["wiper_interval_min"] == 40
