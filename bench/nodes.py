@@ -152,7 +152,9 @@ def provisioning_rows(
         provision_node(
             site,
             req,
-            lambda step, frac: marks.append((step, time.monotonic())) if frac == 0.0 else None,
+            lambda step, frac, _detail="": (
+                marks.append((step, time.monotonic())) if frac == 0.0 else None
+            ),
         )
         end = time.monotonic()
         steps: dict[str, float] = {}

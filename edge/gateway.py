@@ -4,6 +4,11 @@
 
     sources ──▶ readings ──▶ dispatcher ──▶ telemetry envelope ──▶ sink outboxes ──▶ sinks
                                   └──────▶ app inboxes ──▶ apps ──▶ events ──┘
+    a batch's receipt ◀── dispatcher ◀── every durable sink: "stored" (on_stored, by envelope id)
+
+A batch with a receipt (a sensor node's queued report) has it called once its telemetry is
+stored by every sink that :class:`~edge.plugin.StoresDurably` (at once when there is none): the
+node deletes the report only then.
     cameras ──▶ frames ──▶ frame dispatcher ──▶ app frame channels (drop_newest) ──▶ apps
     card/PIN readers ──▶ credentials ──▶ credential dispatcher ──▶ app credential channels ──▶ apps
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +45,7 @@ from edge.plugin import (
     ServesRoutes,
     SinkContext,
     SourceContext,
+    StoresDurably,
     TracksDevices,
 )
 from edge.readings import Credential, ReadingBatch
@@ -115,6 +122,8 @@ class Gateway:
         self.emitter = Emitter(cfg.site, cfg.gateway, self.clock, self._deliver, self.metrics)
         self.actuators = Actuators(self.metrics)
         self.sink_outboxes: dict[str, Channel[Outgoing]] = {}
+        # envelope id -> [the batch's receipt, durable sinks that have not stored it yet]
+        self._receipts: dict[str, list[Any]] = {}
         self.app_inboxes: dict[str, Channel[ReadingBatch]] = {}
         self.sources: list[BuiltPlugin] = []
         self.apps: list[BuiltPlugin] = []
@@ -130,8 +139,10 @@ class Gateway:
                 outbox=box,
                 commands=remote.handlers() if remote else {},
                 on_link_up=remote.link_up if remote else None,
+                on_stored=self._stored,
             )
             self.sinks.append(self._build(sink, sink_ctx))
+        self._durable = sum(isinstance(b.plugin, StoresDurably) for b in self.sinks)
         for app in cfg.apps:
             inbox: Channel[ReadingBatch] = Channel(
                 f"app:{app.name}", ch.app_inbox.capacity, ch.app_inbox.overflow
@@ -218,11 +229,26 @@ class Gateway:
 
     async def _dispatch(self) -> None:
         async for batch in self.readings:
-            await self.emitter.send(self.emitter.encoded_telemetry(batch))
+            item = self.emitter.encoded_telemetry(batch)
+            if batch.receipt is not None and self._durable:
+                self._receipts[item.id] = [batch.receipt, self._durable]
+            await self.emitter.send(item)
+            if batch.receipt is not None and not self._durable:
+                batch.receipt()  # no sink keeps it on disk: delivered is as far as it goes
             for inbox in self.app_inboxes.values():
                 await inbox.put(batch)
         for inbox in self.app_inboxes.values():
             inbox.close()
+
+    def _stored(self, ids: Sequence[str]) -> None:
+        for i in ids:
+            waiting = self._receipts.get(i)
+            if waiting is None:
+                continue
+            waiting[1] -= 1
+            if waiting[1] <= 0:
+                del self._receipts[i]
+                waiting[0]()
 
     async def _dispatch_frames(self) -> None:
         async for frame in self.frames:

@@ -101,6 +101,15 @@ class ReportsHealth(Protocol):
         ...
 
 
+@runtime_checkable
+class StoresDurably(Protocol):
+    """A sink's ability: it stores what it is given on disk before delivering it, and calls its
+    context's ``on_stored`` with the envelope ids once they are stored (a sensor node's
+    end-to-end acknowledgement waits for every such sink)."""
+
+    stores_durably: bool
+
+
 class Emitter:
     """Builds envelopes with ids and times from the injected clock, and sends them out."""
 
@@ -134,7 +143,8 @@ class Emitter:
         payload = env.TelemetryPayload(
             readings=[
                 env.PointValue(point=r.point, value=r.value, unit=r.unit) for r in batch.readings
-            ]
+            ],
+            origin=env.Origin(boot=batch.origin[0], seq=batch.origin[1]) if batch.origin else None,
         )
         return env.TelemetryEnvelope(**self._head(batch.device, batch.time), payload=payload)
 
@@ -146,6 +156,7 @@ class Emitter:
             batch.device,
             batch.time,
             batch.readings,
+            batch.origin,
         )
 
     def alarm(self, device: str, time: float, payload: env.AlarmPayload) -> env.AlarmEnvelope:
@@ -223,3 +234,5 @@ class SinkContext(PluginContext):
     # when the sink's link to the broker is up (ends a config.apply trial)
     commands: Mapping[str, Any] = field(default_factory=dict)
     on_link_up: Callable[[], None] | None = None
+    # what a StoresDurably sink calls with the ids of envelopes it has stored on disk
+    on_stored: Callable[[Sequence[str]], None] | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -24,6 +25,10 @@ class ReadingBatch:
     device: str
     time: float  # Unix seconds, from the injected clock
     readings: tuple[Reading, ...]
+    # a sensor node's report: its (boot, seq), and what to call once the telemetry of this
+    # batch is in every durable outbox of the gateway (the node's end-to-end acknowledgement)
+    origin: tuple[int, int] | None = None
+    receipt: Callable[[], None] | None = None
 
     def value_of(self, point: str) -> Reading | None:
         for r in self.readings:

@@ -67,6 +67,21 @@ def provision_bin(site: Site, hwid: str, name: str, *extra: str) -> dict[str, An
     )
 
 
+def node_source_yaml(site_dir: Path, broker_port: int, nodes: list[str]) -> str:
+    """The gateway's ``mqtt`` source for bin-fill ``nodes`` on the site broker, as gw-1."""
+    gw = (site_dir / "gateways" / "gw-1").resolve()
+    listed = ", ".join(f"{{name: {n}, kind: bin-fill}}" for n in nodes)
+    return f"""
+  - type: mqtt
+    name: nodes
+    host: 127.0.0.1
+    port: {broker_port}
+    reconnect_initial_s: 0.2
+    reconnect_max_s: 1
+    tls: {{ca_file: {gw}/ca.pem, cert_file: {gw}/gateway.pem, key_file: {gw}/gateway.key}}
+    nodes: [{listed}]"""
+
+
 def make_site(tmp: Path, site: str = "riverside") -> Site:
     port = free_port()
     doc = cli(
@@ -107,6 +122,7 @@ class NodeRunner:
     name: str
     boots: int = 0
     proc: Proc | None = None
+    env: dict[str, str] = field(default_factory=dict)  # more environment for the VM
 
     @classmethod
     def from_image(cls, procs: list[Proc], workdir: Path, image: Path, name: str) -> NodeRunner:
@@ -125,6 +141,7 @@ class NodeRunner:
         env = {
             "MICROPYPATH": f"{FIRMWARE / 'sim'}:{FIRMWARE / 'tools'}",
             "SIM_WORLD": str(self.workdir / "sim.json"),
+            **self.env,
         }
         argv = [
             micropython_path(),

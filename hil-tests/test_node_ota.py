@@ -4,6 +4,7 @@ restarts into it; an image that never reports healthy is rolled back after its b
 
 from __future__ import annotations
 
+import json
 import subprocess
 import tempfile
 import time
@@ -13,7 +14,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nodes import (
     NodeClient,
     NodeRunner,
-    cli,
     fill_world,
     make_site,
     provision_bin,
@@ -24,7 +24,7 @@ from nodes import (
 from protocols import nodewire
 from provisioning import image, ota
 from provisioning.site import Site
-from sim.localsite import Proc
+from sim.localsite import Proc, cityedge_argv
 
 RESET = 75  # firmware/sim/machine.py: machine.reset() ends the process with this code
 NodeState = nodewire.NodeState
@@ -122,27 +122,32 @@ def test_ota_refusals_a_good_update_and_a_rollback(tmp_path: Path, procs: list[P
             assert refused.version == (1, 0, 0)
         assert node.proc is not None and node.proc.alive(), node.log()
 
-        # good: the real command builds, signs and sends it; the node installs and restarts
+        # good: the real command builds, signs and sends it, and waits for the node's verdict
+        # while the node installs, restarts (the board's reset: booted again here) and reports
         since = time.monotonic()
-        sent = cli(
-            "provision",
-            "ota",
-            "-d",
-            str(site.root),
-            "--firmware-version",
-            "1.1.0",
-            "--target",
-            "unix",
-            "--node",
-            "bin-2",
-        )
-        assert sent["ok"] and sent["sent_chunks"]["bin-2"] > 1, sent
-        assert wait_state(tech, node, since, NodeState.OTA_APPLIED).reason == "1.1.0"
-        assert node.wait_exit(30) == RESET, node.log()
-        since = time.monotonic()
-        node.boot()
-        healthy = wait_state(tech, node, since, NodeState.HEALTHY)
-        assert healthy.version == (1, 1, 0)
+        tool = subprocess.Popen(
+            cityedge_argv(
+                "provision", "ota", "-d", str(site.root), "--firmware-version", "1.1.0",
+                "--target", "unix", "--node", "bin-2", "--wait-s", "120", "--json",
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )  # fmt: skip
+        try:
+            assert wait_state(tech, node, since, NodeState.OTA_APPLIED).reason == "1.1.0"
+            assert node.wait_exit(30) == RESET, node.log()
+            since = time.monotonic()
+            node.boot()
+            healthy = wait_state(tech, node, since, NodeState.HEALTHY)
+            assert healthy.version == (1, 1, 0)
+            out, _ = tool.communicate(timeout=120)
+        finally:
+            if tool.poll() is None:
+                tool.kill()
+        sent = json.loads(out)
+        assert tool.returncode == 0 and sent["ok"], sent
+        assert sent["nodes"]["bin-2"]["verdict"] == "kept" and sent["nodes"]["bin-2"]["chunks"] > 1
 
         # never healthy: installed, then it crashes at every boot; the third boot rolls back
         since = time.monotonic()

@@ -18,6 +18,7 @@ from nodes import (
     fill_world,
     gateway_client,
     make_site,
+    node_source_yaml,
     provision_bin,
     start_site_broker,
     technician,
@@ -29,21 +30,12 @@ from sim.localsite import Broker, Proc, free_port
 
 
 def gateway_yaml(site_dir: Path, broker_port: int, cloud_port: int, http_port: int) -> str:
-    gw = (site_dir / "gateways" / "gw-1").resolve()
     return f"""
 site: riverside
 gateway: gw-1
 http: {{port: {http_port}}}
 shutdown_flush_s: 5
-sources:
-  - type: mqtt
-    name: nodes
-    host: 127.0.0.1
-    port: {broker_port}
-    reconnect_initial_s: 0.2
-    reconnect_max_s: 1
-    tls: {{ca_file: {gw}/ca.pem, cert_file: {gw}/gateway.pem, key_file: {gw}/gateway.key}}
-    nodes: [{{name: bin-1, kind: bin-fill}}]
+sources:{node_source_yaml(site_dir, broker_port, ["bin-1"])}
 apps:
   - type: thresholds
     name: full-bins

@@ -236,6 +236,12 @@ _ALL = (
         "provisioning: everything was written but the node never reported (self-test)",
         "check the node's power, Wi-Fi and that the site broker was reloaded",
     ),
+    Code(
+        "CE530",
+        ExitCode.VERIFY,
+        "provisioning: a node refused an update or rolled it back",
+        "read the node's reason; a rolled-back build never reported healthy on that board",
+    ),
     # -- the city brain's side ------------------------------------------------------------------
     Code(
         "CE600",

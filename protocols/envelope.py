@@ -94,10 +94,22 @@ class PointValue(ContractModel):
         return v
 
 
+class Origin(ContractModel):
+    """Which report of a sensor node this is: a node names each report by its boot and
+    sequence number and sends it again until the gateway has it; a repeat has the same pair."""
+
+    boot: int = Field(ge=0, le=0xFFFFFFFF, description="The node's boot id (random per boot)")
+    seq: int = Field(ge=0, le=0xFFFF, description="The report's sequence number in that boot")
+
+
 class TelemetryPayload(ContractModel):
     """The values read from one device in one poll."""
 
     readings: list[PointValue] = Field(min_length=1, description="Values read in this poll")
+    origin: Origin | None = Field(
+        default=None,
+        description="A sensor node's (boot, seq) of the report; null for polled devices",
+    )
 
 
 class AlarmState(StrEnum):
@@ -642,8 +654,10 @@ class TelemetryEncoder:
         device: str,
         time: float,
         readings: Iterable[tuple[str, bool | int | float, str | None]],
+        origin: tuple[int, int] | None = None,
     ) -> Encoded:
-        """The envelope of one poll of ``device`` (``readings``: point, value, unit)."""
+        """The envelope of one poll of ``device`` (``readings``: point, value, unit; ``origin``:
+        a sensor node's (boot, seq) of the report)."""
         dev = self._devices.get(device)
         if dev is None:
             if not _IDENT.match(device):
@@ -670,9 +684,15 @@ class TelemetryEncoder:
             parts.append(frag[0] + text + frag[1])
         if not parts:
             raise ValueError("a telemetry envelope needs at least one reading")
+        tail = "}"
+        if origin is not None:
+            boot, seq = origin
+            if not (0 <= boot <= 0xFFFFFFFF and 0 <= seq <= 0xFFFF):
+                raise ValueError(f"origin {origin}: boot must fit u32, seq u16")
+            tail = f',"origin":{{"boot":{int(boot)},"seq":{int(seq)}}}}}'
         data = (
             f'{{"id":"{id}"{self._head}{dev},"time":"{json_time(time)}",'
-            f'"schema_version":1,"kind":"telemetry","payload":{{"readings":[{",".join(parts)}]}}}}'
+            f'"schema_version":1,"kind":"telemetry","payload":{{"readings":[{",".join(parts)}]{tail}}}'
         ).encode()
         return Encoded("telemetry", self.site, self.gateway, device, id, data)
 

@@ -18,6 +18,12 @@ Frames are small and binary (a node on a 64 KB heap should not build JSON). Big-
              (UTF-8, the rest of the frame, at most 64 bytes)
     type 3   reply: nonce length u8 | nonce (ASCII) | result u8 (0 done, 1 refused, 2 failed)
              | message (UTF-8, the rest, at most 64 bytes)
+    type 4   queued readings: boot u32 | then as type 1. A report from the node's flash queue,
+             kept there until the gateway acknowledges it; (node, boot, seq) names it, so the
+             gateway stores a resent one once
+    type 5   acknowledgement, gateway to node on the node's ``cmd`` topic: boot u32 | count u8
+             | count x seq u16: these reports of that boot are in the gateway's durable outbox
+             (the header's seq is 0; signed commands never start with the magic byte)
 
 Point ids name the point and its unit (:data:`POINTS`); the firmware keeps the same table
 (``firmware/cenode/wire.py``) and both are checked against the golden vectors in
@@ -73,6 +79,8 @@ class FrameType(IntEnum):
     READINGS = 1
     STATUS = 2
     REPLY = 3
+    QUEUED = 4
+    ACK = 5
 
 
 class NodeState(IntEnum):
@@ -110,6 +118,17 @@ class ReadingsFrame:
     seq: int
     time: int
     readings: tuple[NodeReading, ...]
+    boot: int | None = None  # set for a report from the node's flash queue (type 4)
+
+
+@dataclass(frozen=True, slots=True)
+class AckFrame:
+    """The gateway has these reports of ``boot`` in its durable outbox."""
+
+    seq: int  # of the header: 0
+    time: int
+    boot: int
+    seqs: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +149,8 @@ class ReplyFrame:
     message: str
 
 
-Frame = ReadingsFrame | StatusFrame | ReplyFrame
+Frame = ReadingsFrame | StatusFrame | ReplyFrame | AckFrame
+MAX_ACKS: Final = 255
 
 # -- topics -----------------------------------------------------------------------------------
 
@@ -234,10 +254,22 @@ def _value(value: Value) -> bytes:
     return struct.pack(">Bf", Tag.FLOAT32, value)
 
 
-def encode_readings(seq: int, time: int, readings: Sequence[tuple[str, Value]]) -> bytes:
+def _boot(boot: int) -> bytes:
+    if not 0 <= boot <= 0xFFFFFFFF:
+        raise EncodeError(f"boot {boot} does not fit u32")
+    return struct.pack(">I", boot)
+
+
+def encode_readings(
+    seq: int, time: int, readings: Sequence[tuple[str, Value]], boot: int | None = None
+) -> bytes:
+    """Type 1, or type 4 (a queued report) when ``boot`` is given."""
     if not 1 <= len(readings) <= MAX_READINGS:
         raise EncodeError(f"a frame carries 1-{MAX_READINGS} readings, not {len(readings)}")
-    out = bytearray(_header(FrameType.READINGS, seq, time))
+    if boot is None:
+        out = bytearray(_header(FrameType.READINGS, seq, time))
+    else:
+        out = bytearray(_header(FrameType.QUEUED, seq, time) + _boot(boot))
     out.append(len(readings))
     for name, value in readings:
         pid = POINT_IDS.get(name)
@@ -271,6 +303,20 @@ def encode_reply(seq: int, time: int, nonce: str, result: Result, message: str =
     )
 
 
+def encode_ack(boot: int, seqs: Sequence[int], time: int = 0) -> bytes:
+    """An acknowledgement of reports ``seqs`` of ``boot`` (1-255 of them)."""
+    if not 1 <= len(seqs) <= MAX_ACKS:
+        raise EncodeError(f"an acknowledgement carries 1-{MAX_ACKS} seqs, not {len(seqs)}")
+    if not all(0 <= s <= 0xFFFF for s in seqs):
+        raise EncodeError("every seq must fit u16")
+    return (
+        _header(FrameType.ACK, 0, time)
+        + _boot(boot)
+        + bytes((len(seqs),))
+        + struct.pack(f">{len(seqs)}H", *seqs)
+    )
+
+
 # -- decoding ---------------------------------------------------------------------------------
 
 
@@ -297,7 +343,12 @@ def decode(data: bytes) -> Frame:
     if version != VERSION:
         raise DecodeError(f"frame version {version}; this gateway reads version {VERSION}")
     at = HEADER.size
-    if ftype == FrameType.READINGS:
+    boot: int | None = None
+    if ftype == FrameType.QUEUED:
+        _need(data, at, 4, "the boot")
+        boot = struct.unpack_from(">I", data, at)[0]
+        at += 4
+    if ftype in (FrameType.READINGS, FrameType.QUEUED):
         _need(data, at, 1, "the reading count")
         count = data[at]
         at += 1
@@ -333,7 +384,14 @@ def decode(data: bytes) -> Frame:
             readings.append(NodeReading(name, value, unit))
         if at != len(data):
             raise DecodeError(f"{len(data) - at} bytes after the last reading")
-        return ReadingsFrame(seq, time, tuple(readings))
+        return ReadingsFrame(seq, time, tuple(readings), boot)
+    if ftype == FrameType.ACK:
+        _need(data, at, 5, "the boot and count")
+        boot, count = struct.unpack_from(">IB", data, at)
+        at += 5
+        if count == 0 or len(data) != at + 2 * count:
+            raise DecodeError(f"{len(data) - at} bytes of seqs for a count of {count}")
+        return AckFrame(seq, time, boot, struct.unpack_from(f">{count}H", data, at))
     if ftype == FrameType.STATUS:
         _need(data, at, 5, "the status")
         state, packed = struct.unpack_from(">BI", data, at)
@@ -364,7 +422,10 @@ def decode(data: bytes) -> Frame:
 def encode(frame: Frame) -> bytes:
     """The bytes of a decoded frame (for round trips and tests)."""
     if isinstance(frame, ReadingsFrame):
-        return encode_readings(frame.seq, frame.time, [(r.point, r.value) for r in frame.readings])
+        readings = [(r.point, r.value) for r in frame.readings]
+        return encode_readings(frame.seq, frame.time, readings, frame.boot)
+    if isinstance(frame, AckFrame):
+        return encode_ack(frame.boot, frame.seqs, frame.time)
     if isinstance(frame, StatusFrame):
         return encode_status(frame.seq, frame.time, frame.state, frame.version, frame.reason)
     return encode_reply(frame.seq, frame.time, frame.nonce, frame.result, frame.message)

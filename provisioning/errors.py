@@ -5,7 +5,8 @@
     ProvisionError
     ├── ProvisionInputError  CE500  the technician's input is wrong            (exit 1)
     ├── ProvisionRunError    CE510  a tool, a board or a broker failed          (exit 3)
-    └── SelfTestFailed       CE520  all was written but the node never reported (exit 4)
+    ├── SelfTestFailed       CE520  all was written but the node never reported (exit 4)
+    └── UpdateNotKept        CE530  a node refused an update or rolled it back    (exit 4)
 
 (The codes and their exit codes are registered in :mod:`protocols.codes`, shared by every
 command; ``provisioning`` imports only ``protocols``.)
@@ -30,3 +31,7 @@ class ProvisionRunError(ProvisionError):
 
 class SelfTestFailed(ProvisionError):
     code = "CE520"
+
+
+class UpdateNotKept(ProvisionError):
+    code = "CE530"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -207,7 +208,7 @@ def merge_bin(firmware: Path, fs_image: bytes, out: Path, tgt: Target, chip: str
     check_esp_firmware(firmware, chip)
     import esptool
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
         fs = Path(tmp) / "fs.img"
         fs.write_bytes(fs_image)
         try:
@@ -234,14 +235,38 @@ def flash(port: str, merged: Path, chip: str = "esp32", baud: int = 460800) -> N
     import esptool
 
     try:
-        esptool.main(
-            ["--chip", chip, "--port", port, "--baud", str(baud), "write-flash", "0x0", str(merged)]
-        )
+        # esptool reports on stdout: that is for the command's own output (--json)
+        with contextlib.redirect_stdout(sys.stderr):
+            esptool.main(
+                [
+                    "--chip",
+                    chip,
+                    "--port",
+                    port,
+                    "--baud",
+                    str(baud),
+                    "write-flash",
+                    "0x0",
+                    str(merged),
+                ]
+            )
     except (esptool.FatalError, OSError, SystemExit) as err:
         raise ProvisionRunError(
-            f"flashing over {port} failed: {err}",
+            f"flashing over {port} failed: {' '.join(str(err).split())}",
             hint="check the USB cable and the port; hold BOOT while pressing EN to enter the bootloader",
         ) from err
+
+
+def _last_words(lines: list[str]) -> str:
+    """What a tool said last, without its traceback: ``read failed: socket disconnected``."""
+    said = [
+        ln.strip()
+        for ln in lines
+        if ln.strip() and not ln.startswith((" ", "\t")) and not ln.startswith("Traceback")
+    ]
+    last = said[-1] if said else "no output"
+    head, sep, rest = last.partition(": ")
+    return rest if sep and "." in head and " " not in head else last  # drop "pkg.SomeError: "
 
 
 def mpremote_copy(
@@ -282,7 +307,11 @@ def mpremote_copy(
         if reset:
             argv += ["+", "reset"]
         proc = subprocess.Popen(  # noqa: S603 - argv is ours
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},  # each "cp" line as it happens
         )
         assert proc.stdout is not None
         tail: list[str] = []
@@ -298,6 +327,6 @@ def mpremote_copy(
             raise ProvisionRunError(f"mpremote did not finish within {timeout_s} s") from None
     if code != 0:
         raise ProvisionRunError(
-            f"mpremote could not copy onto {device}: {' / '.join(tail[-3:])}",
+            f"mpremote could not copy onto {device}: {_last_words(tail)}",
             hint="check the board is connected, running MicroPython, and not busy (press Ctrl-C in its REPL)",
         )

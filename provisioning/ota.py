@@ -9,6 +9,12 @@ The manifest body is JSON ``{"version", "size", "sha256", "format": "bundle"}`` 
 envelope (:func:`protocols.signed.sign`, purpose ``ota``), so the node checks who made the update,
 that it is newer than what runs, and that the bytes it received are the signed ones. The image is
 sent on ``.../ota/data`` as chunks of ``u32 offset + bytes`` (:func:`chunks`).
+
+:func:`deliver` sends an update to one node and waits for its verdict from its status frames
+(:class:`protocols.nodewire.NodeState`): ``refused`` (OTA_REFUSED, with the node's reason),
+``installed`` (OTA_APPLIED: written, restarting), ``kept`` (HEALTHY at the new version after
+the restart: its first report was acknowledged), ``rolled-back`` (ROLLED_BACK: the new build
+never reported healthy), or ``no-answer`` by the deadline.
 """
 
 from __future__ import annotations
@@ -19,10 +25,16 @@ import re
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocols import nodewire, signed
+from provisioning.progress import Progress, quiet
+
+if TYPE_CHECKING:
+    from provisioning.inventory import Inventory
+    from provisioning.sitebroker import Session
 
 BUNDLE_MAGIC = b"CEB1"
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$")
@@ -167,3 +179,82 @@ def publish_update(
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    node: str
+    outcome: str  # kept | installed | refused | rolled-back | no-answer
+    running: str  # the version the node said it runs, last heard
+    reason: str
+    chunks: int
+
+
+def _text(version: tuple[int, int, int]) -> str:
+    return ".".join(map(str, version))
+
+
+def deliver(
+    session: Session,
+    site: str,
+    node: str,
+    update: Update,
+    *,
+    timeout_s: float,
+    progress: Progress = quiet,
+    inventory: Inventory | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Verdict:
+    """Send ``update`` to ``node`` (already watched: :meth:`Session.watch` on its ``status``)
+    and wait up to ``timeout_s`` for its verdict; what it says goes into ``inventory``."""
+    from provisioning.observe import learn
+
+    step = f"{node}"
+    parts = list(chunks(update.image, chunk_size))
+    messages = [(nodewire.node_topic(site, node, "ota"), update.manifest)]
+    messages += [(nodewire.node_topic(site, node, "ota/data"), p) for p in parts]
+    started = session.clock()
+    until = started + timeout_s
+
+    def sent(n: int) -> None:
+        progress(step, 0.5 * n / len(messages), f"sending {max(0, n - 1)}/{len(parts)} chunks")
+
+    session.publish_many(messages, acked=sent)
+    stage, running, reason = "sent", "", ""
+    waiting = {
+        "sent": "waiting for the node to check and install it",
+        "installed": f"installed {update.version}; waiting for the node to restart into it",
+        "booted": f"running {update.version}; waiting for its first acknowledged report",
+    }
+    while True:
+        now = session.clock()
+        progress(step, 0.5 + 0.5 * min(1.0, (now - started) / timeout_s), waiting[stage])
+        heard = session.next(min(until, now + 0.5))
+        if heard is None:
+            if session.clock() >= until:
+                return Verdict(
+                    node,
+                    "no-answer" if stage == "sent" else stage,
+                    running,
+                    waiting[stage],
+                    len(parts),
+                )
+            continue
+        f = heard.frame
+        if heard.retained or heard.node != node or not isinstance(f, nodewire.StatusFrame):
+            continue
+        if inventory is not None:
+            learn(inventory, heard)
+        running, reason = _text(f.version), f.reason
+        state = f.state
+        if state is nodewire.NodeState.OTA_REFUSED:
+            return Verdict(node, "refused", running, reason, len(parts))
+        if state is nodewire.NodeState.ROLLED_BACK:
+            return Verdict(node, "rolled-back", running, reason, len(parts))
+        if state is nodewire.NodeState.OTA_APPLIED:
+            stage = "installed"
+        elif running == update.version and state is nodewire.NodeState.BOOT:
+            stage = "booted"
+        elif running == update.version and state is nodewire.NodeState.HEALTHY:
+            progress(step, 1.0, f"kept {update.version}")
+            return Verdict(node, "kept", running, reason, len(parts))

@@ -20,7 +20,11 @@ Under the ACL a gateway may publish only below ``cityedge/v1/{site}/{gateway}/``
 its own ``cmd/req`` (:func:`protocols.pki.gateway_acl`); the city brain reads the whole tree and
 may publish command requests. Nobody connects without a certificate.
 
-Private keys are written with mode 0600 and never printed.
+Private keys are written with mode 0600 and never printed; the one the broker reads
+(``server.key``) is 0640 with the broker's group, since mosquitto started as root (as Debian
+starts it) drops to its own user before it loads it (:mod:`cityedge.brokerfiles`). Persistence
+goes to ``data/``, which belongs to that user. Every path in ``mosquitto.conf`` is absolute (a
+broker started by systemd runs in ``/``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from cityedge import brokerfiles
 from protocols import pki, topics
 
 CITY_BRAIN = "city-brain"
@@ -56,6 +61,7 @@ class SiteBroker:
     brain_ca: Path  # signs the city brain's client certificates only
     gateways: dict[str, ClientFiles] = field(default_factory=dict)
     city_brain: ClientFiles | None = None
+    notes: list[str] = field(default_factory=list)  # what a person must do for the broker
 
 
 def _write_key(path: Path, data: bytes) -> None:
@@ -87,6 +93,8 @@ def write_site_broker(
     """Write CAs, certificates, ACL and ``mosquitto.conf`` into ``folder`` (made if missing);
     ``brain_port`` defaults to ``port + 1``."""
     folder.mkdir(parents=True, exist_ok=True)
+    folder = folder.resolve()
+    account = brokerfiles.broker_account()
 
     def authority(common_name: str, stem: str) -> tuple[pki.Key, x509.Certificate, Path]:
         key, cert = pki.make_ca(common_name)
@@ -100,6 +108,7 @@ def write_site_broker(
     skey, scert = pki.issue(ca_key, ca_cert, "broker", client=False, server_names=server_names)
     (folder / "server.crt").write_bytes(pki.cert_pem(scert))
     _write_key(folder / "server.key", pki.key_pem(skey))
+    shared = brokerfiles.share_with_broker(folder / "server.key", account)
 
     def client(
         name: str, stem: str, issuer: tuple[pki.Key, x509.Certificate] = (ca_key, ca_cert)
@@ -121,7 +130,11 @@ def write_site_broker(
         blocks.append(pki.gateway_acl(site, gw) + f"topic read {topics.HOST_FILTER}\n")
     result.city_brain = client(CITY_BRAIN, CITY_BRAIN, (brain_key, brain_cert))
     result.acl.write_text("\n".join(blocks))
-    user = "user root\n" if os.geteuid() == 0 else ""
+    user, blocked = brokerfiles.run_as_line(folder, account)
+    result.notes += [
+        n for n in (blocked, shared and f"the broker must read server.key: {shared}") if n
+    ]
+    data = brokerfiles.broker_folder(folder / "data", account)
 
     def listener(listen_port: int, client_ca: Path) -> str:
         return (
@@ -151,7 +164,7 @@ def write_site_broker(
         # dropped by mosquitto, which the ingest then reports as sequence gaps).
         "max_queued_messages 1000000\n"
         "persistence true\n"
-        f"persistence_location {folder}/\n"
+        f"persistence_location {data}/\n"
         "log_dest stdout\n"
         f"{extra_conf}"
     )

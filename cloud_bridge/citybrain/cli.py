@@ -474,9 +474,11 @@ def broker_config(
             gw: {"cert": str(f.cert), "key": str(f.key), "user": f.name}
             for gw, f in files.gateways.items()
         }
-        emit_json({"ok": True, "conf": str(files.conf), "gateways": gateways})
+        emit_json({"ok": True, "conf": str(files.conf), "gateways": gateways, "notes": files.notes})
         return
     typer.echo(f"wrote {files.conf}; run: mosquitto -c {files.conf}")
+    for note in files.notes:
+        typer.echo(f"  note: {note}", err=True)
     for gw, f in files.gateways.items():
         typer.echo(f"  gateway {gw} (port {files.port}): {f.cert} {f.key} (user {f.name})")
     if files.city_brain is not None:

@@ -10,6 +10,10 @@ Downlink commands arrive on the gateway's ``cmd/req`` topic; ``ping`` and ``outb
 the bridge's own, ``config.get`` and ``config.apply`` come from the gateway (see
 :mod:`edge.remote_config`) through ``ctx.commands``.
 
+The sink :class:`~edge.plugin.StoresDurably`: after each commit it tells ``ctx.on_stored`` the
+ids of the envelopes committed (the bridge commits in the order it was given them), which is
+what a sensor node's end-to-end acknowledgement waits for.
+
 When the bridge fails (a task of it crashed, the outbox file went bad), the sink fails with it
 and the gateway's supervisor starts it again. What the sink had taken from its channel and the
 bridge had not stored yet is kept in memory and put first into the next bridge, so a restart
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +38,7 @@ from cloud_bridge.uplink.commands import Handler
 from cloud_bridge.uplink.outbox import CommitResult, OutboxSettings, Record, record_of
 from edge.channel import ChannelClosed
 from edge.mqtt_sink.config import MqttConnectionConfig, MqttSinkConfig
-from edge.plugin import Plugin, ReportsHealth, SinkContext
+from edge.plugin import Plugin, ReportsHealth, SinkContext, StoresDurably
 from protocols import envelope as env
 from protocols.signed import public_key_from_raw, unb64url
 from protocols.topics import data_topic
@@ -136,7 +141,9 @@ class MqttSinkMetrics:
         )
 
 
-class MqttSink(Plugin, ReportsHealth):
+class MqttSink(Plugin, ReportsHealth, StoresDurably):
+    stores_durably = True
+
     def __init__(
         self,
         config: MqttSinkConfig,
@@ -155,6 +162,8 @@ class MqttSink(Plugin, ReportsHealth):
         self._topics: dict[tuple[str, str, str, str], str] = {}
         self._counted: dict[tuple[str, str], list[Any]] = {}  # metric children by what, kind
         self._failures_seen = 0  # the session's connect failures already counted
+        # ids of what was given to a bridge and not committed yet, in the order given
+        self._uncommitted: deque[str] = deque()
 
     async def run(self) -> None:
         async with Bridge.open(self.settings, self.ctx.clock, self.commands) as bridge:
@@ -190,6 +199,7 @@ class MqttSink(Plugin, ReportsHealth):
             except ChannelClosed:
                 break
             self._carry.extend(self._record(item) for item in items)
+            self._uncommitted.extend(str(item.id) for item in items)
         bridge.close_intake()
 
     def _record(self, item: env.Outgoing) -> Record:
@@ -217,6 +227,7 @@ class MqttSink(Plugin, ReportsHealth):
             ", ".join(f"{n} {c}" for c, n in lost.items()),
         )
         self._carry.clear()
+        self._uncommitted.clear()
 
     def health(self) -> list[str]:
         """Why the sink works only in part now (``/healthz`` says degraded); empty: all well."""
@@ -226,6 +237,10 @@ class MqttSink(Plugin, ReportsHealth):
         return self.bridge.notices() if self.bridge is not None else []
 
     def _on_commit(self, result: CommitResult) -> None:
+        n = min(len(result.positions), len(self._uncommitted))
+        stored = [self._uncommitted.popleft() for _ in range(n)]
+        if stored and self.ctx.on_stored is not None:
+            self.ctx.on_stored(stored)
         for cls, n in result.dropped.items():
             if n:
                 self.ctx.metrics.sink_dropped.labels(self.config.name, cls.value).inc(n)

@@ -6,8 +6,13 @@ so node data flows through the same apps and sinks as Modbus devices. Per node:
 
 - only configured nodes are accepted (the broker's ACL already keeps a node to its own topics);
   others are counted and logged once;
-- a frame that repeats one of the last ``dedupe_window`` frames byte for byte is dropped (a node
-  resends unacknowledged frames after a reconnect: at-least-once);
+- a queued report (from the node's flash queue) is named by (node, boot, seq): one seen before
+  is dropped (the last :data:`REMEMBERED_PER_NODE` per node are remembered). Once its telemetry
+  is in the gateway's durable outbox (the batch's receipt), the source acknowledges it on the
+  node's ``cmd`` topic (an ack frame, by seq); only then does the node delete it from flash. A
+  repeat of a stored report is acknowledged again (the first acknowledgement was lost);
+- any other frame that repeats one of the last ``dedupe_window`` frames byte for byte is
+  dropped (a node resends unacknowledged frames after a reconnect: at-least-once);
 - the frame's time is used when the node's clock is set and within ``max_clock_skew_s`` of the
   gateway's; otherwise the arrival time;
 - status frames drive availability: the will (``offline``) makes the node unavailable once, any
@@ -21,11 +26,13 @@ by the broker, not dropped.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import replace
 
-from cloud_bridge.link import Message
+from cloud_bridge.link import LinkError, Message
 from cloud_bridge.session import MqttSession, SessionSettings, Subscription
 from edge.mqtt_sink.sink import endpoints, link_settings
 from edge.node_mqtt.config import MqttSourceConfig
@@ -39,6 +46,8 @@ log = logging.getLogger(__name__)
 
 _READ = ("up", "status", "res")  # the node channels this source subscribes to
 MAX_UNKNOWN_LOGGED = 256  # unknown node names remembered (each logged once); more are counted
+REMEMBERED_PER_NODE = 4096  # queued reports remembered per node by (boot, seq), oldest forgotten
+ACK_TIMEOUT_S = 5.0  # for the broker's PUBACK of an acknowledgement; the node sends again else
 
 
 class _Node:
@@ -49,6 +58,8 @@ class _Node:
         self.health = "unknown"
         self.version: tuple[int, int, int] | None = None
         self.bad_frames = 0
+        # queued reports by (boot, seq): True once stored in the outbox, False until then
+        self.reports: OrderedDict[tuple[int, int], bool] = OrderedDict()
 
 
 class MqttSource(Plugin, TracksDevices):
@@ -75,6 +86,9 @@ class MqttSource(Plugin, TracksDevices):
         self.nodes = {n.name: _Node(n.name, config.dedupe_window) for n in config.nodes}
         self.unknown: set[str] = set()
         self.duplicates = 0
+        # stored reports to acknowledge: (node, boot) -> seqs; sent by _send_acks
+        self._acks: dict[tuple[str, int], list[int]] = {}
+        self._ack_wake = asyncio.Event()
 
     def device_health(self) -> dict[str, str]:
         return {n.name: n.health for n in self.nodes.values()}
@@ -83,9 +97,14 @@ class MqttSource(Plugin, TracksDevices):
         return [nodewire.site_filter(self.site, channel) for channel in _READ]
 
     async def run(self) -> None:
-        async with MqttSession(self.settings, clock=self.ctx.clock) as session:
+        async with (
+            MqttSession(self.settings, clock=self.ctx.clock) as session,
+            asyncio.TaskGroup() as tg,
+        ):
+            acks = tg.create_task(self._send_acks(session))
             async for msg in session.messages():
                 await self.handle(msg)
+            acks.cancel()
 
     async def handle(self, msg: Message) -> None:
         """One message from the broker (public for tests and benchmarks)."""
@@ -119,7 +138,19 @@ class MqttSource(Plugin, TracksDevices):
                     "node %s: bad frame on %s (%d so far): %s", name, channel, node.bad_frames, err
                 )
             return
-        if node.window:
+        key: tuple[int, int] | None = None
+        if isinstance(frame, nodewire.ReadingsFrame) and frame.boot is not None:
+            key = (frame.boot, frame.seq)
+            stored = node.reports.get(key)
+            if stored is not None:
+                self.duplicates += 1
+                if stored:
+                    self._ack(node.name, key)
+                return
+            node.reports[key] = False
+            if len(node.reports) > REMEMBERED_PER_NODE:
+                node.reports.popitem(last=False)
+        elif node.window:
             if msg.payload in node.recent:
                 self.duplicates += 1
                 return
@@ -135,11 +166,46 @@ class MqttSource(Plugin, TracksDevices):
                 at = now
             readings = tuple(Reading(r.point, r.value, r.unit) for r in frame.readings)
             self.ctx.metrics.readings.labels(self.name, name).inc(len(readings))
-            await self.ctx.readings.put(ReadingBatch(self.name, name, at, readings))
+            receipt = None if key is None else self._receipt(node, key)
+            await self.ctx.readings.put(ReadingBatch(self.name, name, at, readings, key, receipt))
         elif isinstance(frame, nodewire.ReplyFrame):
             log.info(
                 "node %s: command %s %s: %s", name, frame.nonce, frame.result.name, frame.message
             )
+
+    def _receipt(self, node: _Node, key: tuple[int, int]) -> Callable[[], None]:
+        def stored() -> None:
+            if key in node.reports:
+                node.reports[key] = True
+            self._ack(node.name, key)
+
+        return stored
+
+    def _ack(self, name: str, key: tuple[int, int]) -> None:
+        self._acks.setdefault((name, key[0]), []).append(key[1])
+        self._ack_wake.set()
+
+    async def _send_acks(self, session: MqttSession) -> None:
+        """Acknowledge stored reports to their nodes, a frame per node and boot. Lost ones
+        (no link, no PUBACK in time) are not retried: the node sends the report again, and
+        its repeat is acknowledged."""
+        while True:
+            await self._ack_wake.wait()
+            self._ack_wake.clear()
+            acks, self._acks = self._acks, {}
+            for (name, boot), seqs in acks.items():
+                topic = nodewire.node_topic(self.site, name, "cmd")
+                for i in range(0, len(seqs), nodewire.MAX_ACKS):
+                    link = session.link
+                    if link is None:
+                        break
+                    frame = nodewire.encode_ack(boot, seqs[i : i + nodewire.MAX_ACKS])
+                    try:
+                        async with asyncio.timeout(ACK_TIMEOUT_S):
+                            await link.publish(topic, frame, qos=1)
+                    except (LinkError, TimeoutError) as err:
+                        log.debug("acknowledgement to node %s not sent: %s", name, err)
+                        break
 
     async def _status(self, node: _Node, frame: nodewire.StatusFrame, now: float) -> None:
         node.version = frame.version

@@ -6,6 +6,9 @@
   ``drop_oldest``, counted in ``stats["dropped"]``) and removes one only when the broker sent its
   PUBACK; what was in flight when the link dropped goes back to the front, in order;
 - at most ``window`` publishes in flight;
+- when its own queue is empty, takes more from ``feed()`` (the node's flash queue: ``[topic,
+  payload, retain, True]`` or None); those are the flash queue's to keep, so a dropped link
+  forgets them (``on_connect()`` then lets the feeder send them again);
 - sends PINGREQ after ``keepalive_s / 2`` of silence and drops a link whose PINGRESP does not come
   within ``keepalive_s`` (a half-open TCP connection looks alive until then).
 
@@ -41,6 +44,8 @@ class Link:
         backoff_max_ms: int = 30000,
         connect_timeout_ms: int = 5000,
         on_message=None,
+        feed=None,
+        on_connect=None,
         ticks=ticks_ms,
         sleep=sleep_ms,
         log=None,
@@ -57,6 +62,8 @@ class Link:
         self.backoff_max_ms = backoff_max_ms
         self.connect_timeout_ms = connect_timeout_ms
         self.on_message = on_message
+        self.feed = feed
+        self.on_connect = on_connect
         self.ticks = ticks
         self.sleep = sleep
         self.log = log or (lambda *a: None)
@@ -116,7 +123,7 @@ class Link:
         self.reader = mqtt.Reader()
         self.ping_sent = None
         # unacknowledged publishes go back to the front, oldest first
-        back = [self.inflight[p] for p in sorted(self.inflight)]
+        back = [self.inflight[p] for p in sorted(self.inflight) if len(self.inflight[p]) < 4]
         self.inflight = {}
         self.queue = back + self.queue
         while len(self.queue) > self.queue_max:
@@ -171,6 +178,8 @@ class Link:
             self._send(
                 mqtt.subscribe_packet(self._next_pid(), [(t, 1) for t in self.subscriptions])
             )
+        if self.on_connect is not None:
+            self.on_connect()
         for p in packets[1:]:
             self._handle(p)
 
@@ -219,8 +228,13 @@ class Link:
             self._drop(str(err) or type(err).__name__)
 
     def _pump(self, wait_ms: int) -> None:
-        while self.queue and len(self.inflight) < self.window:
-            item = self.queue.pop(0)
+        while len(self.inflight) < self.window:
+            if self.queue:
+                item = self.queue.pop(0)
+            else:
+                item = self.feed() if self.feed is not None else None
+                if item is None:
+                    break
             pid = self._next_pid()
             self.inflight[pid] = item
             self._send(mqtt.publish_packet(item[0], item[1], 1, item[2], pid))

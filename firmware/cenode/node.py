@@ -6,6 +6,12 @@ gateway arrive through the link: signed commands (``cmd``), OTA manifests (``ota
 chunks (``ota/data``). Status frames are retained, so the gateway always sees the last state; the
 will (published by the broker if the node vanishes) says ``offline``.
 
+Reports go to the flash queue (:mod:`cenode.fqueue`, ``queue/`` in the node's folder) as
+queued-readings frames named by (boot, seq): ``boot`` is drawn at random at each boot (and when
+seq wraps), seq counts the reports of a boot from 0 (status frames number their own). The link sends from that queue; a report leaves it only when the gateway
+acknowledges it on ``cmd`` (an ack frame), i.e. once it is in the gateway's durable outbox, not
+when the broker PUBACKs. Status frames stay on the link's RAM queue (retained: the last counts).
+
 Health: the firmware counts as healthy once its first readings frame was acknowledged by the
 broker; a pending OTA image is then kept (:func:`bootsel.mark_healthy`).
 
@@ -19,6 +25,7 @@ import os
 import bootsel
 from cenode import wire
 from cenode.compat import clock_set, sleep_ms, ticks_add, ticks_diff, ticks_ms, unix_time
+from cenode.fqueue import FlashQueue
 from cenode.link import Link
 
 
@@ -51,6 +58,9 @@ class Node:
         self.nonces = None  # cenode.signed.Nonces, likewise for commands
         self.version = bootsel.version(root)
         self.seq = int.from_bytes(os.urandom(2), "big")  # a restart does not repeat recent seqs
+        self.boot = int.from_bytes(os.urandom(4), "big")
+        self.report_seq = 0
+        self.queue = FlashQueue(root + "/queue", wire.queued_key, config.get("queue_bytes", 65536))
         self.interval_ms = int(config["report_interval_s"] * 1000)
         self.next_report = ticks()
         self.healthy = False
@@ -66,6 +76,8 @@ class Node:
             will=will,
             queue_max=config["queue_max"],
             on_message=self.on_message,
+            feed=self._feed,
+            on_connect=self.queue.rewind,
             ticks=ticks,
             sleep=sleep or sleep_ms,
             log=log,
@@ -86,6 +98,18 @@ class Node:
         self.seq = (self.seq + 1) & 0xFFFF
         return self.seq
 
+    def _next_report_seq(self) -> int:
+        """The next report's seq; a new boot id when seq wraps: (boot, seq) never repeats."""
+        if self.report_seq > 0xFFFF:
+            self.boot = int.from_bytes(os.urandom(4), "big")
+            self.report_seq = 0
+        self.report_seq += 1
+        return self.report_seq - 1
+
+    def _feed(self):
+        frame = self.queue.next(self.ticks())
+        return None if frame is None else [self.topic("up"), frame, False, True]
+
     def now(self) -> int:
         """Unix seconds, or 0 while the clock is not set."""
         if self.wall is not None:
@@ -102,14 +126,16 @@ class Node:
         readings = self.app.sample()
         if not readings:
             return
-        frame = wire.encode_readings(self.next_seq(), self.now(), readings)
-        self.link.publish(self.topic("up"), frame)
+        seq = self._next_report_seq()
+        self.queue.append(wire.encode_readings(seq, self.now(), readings, self.boot))
         self.reported += 1
+        if not self.link.connected and not len(self.queue) % 50:
+            self.log("queued", len(self.queue), "reports in flash")
         gc.collect()  # between reports, so a long run does not fragment the heap
         if self.config.get("log_heap") and hasattr(gc, "mem_alloc"):
             self.log("heap", gc.mem_alloc(), gc.mem_free())  # type: ignore[attr-defined]
-        if self.health_after is None:
-            self.health_after = self.link.stats["acked"] + self.link.pending
+        if self.health_after is None:  # this report's PUBACK, after what the link had
+            self.health_after = self.link.stats["acked"] + self.link.pending + 1
 
     def _check_health(self) -> None:
         if self.healthy or self.health_after is None:
@@ -138,6 +164,11 @@ class Node:
     def on_message(self, topic: str, payload: bytes) -> None:
         channel = topic[topic.rfind(self.name) + len(self.name) + 1 :]
         if channel not in ("cmd", "ota", "ota/data"):
+            return
+        if channel == "cmd" and payload[:1] == b"\xce":  # the gateway has these reports
+            ack = wire.parse_ack(payload)
+            if ack is not None:
+                self.queue.ack(ack[0], ack[1])
             return
         try:
             from cenode import remote  # commands and updates: loaded when the first one comes
@@ -178,7 +209,7 @@ def main(root: str) -> None:
     from cenode import hal, net
 
     cfg = node_config.load(root)
-    for done in ("cenode.config", "cenode.util"):  # read once; their code need not stay
+    for done in ("cenode.config", "cenode.appschema", "cenode.util"):  # read once; their code need not stay
         sys.modules.pop(done, None)
     node_config = None
     board = hal.Board(cfg["app"].get("pins", {}), cfg["watchdog_ms"])

@@ -13,6 +13,8 @@ VERSION = const(1)
 READINGS = const(1)
 STATUS = const(2)
 REPLY = const(3)
+QUEUED = const(4)  # readings from the flash queue: boot u32, then as READINGS
+ACK = const(5)  # gateway -> node on cmd: boot u32, count u8, count x seq u16
 MAX_TEXT = const(64)
 MAX_READINGS = const(32)
 
@@ -61,11 +63,16 @@ def _text(text: str) -> bytes:
     return data[:i]
 
 
-def encode_readings(seq: int, time: int, readings: list) -> bytes:
-    """``readings``: (point name, value) pairs; value bool, int or float."""
+def encode_readings(seq: int, time: int, readings: list, boot=None) -> bytes:
+    """``readings``: (point name, value) pairs; value bool, int or float. With ``boot``: a
+    queued report (type 4), acknowledged by the gateway end to end."""
     if not 1 <= len(readings) <= MAX_READINGS:
         raise ValueError("a frame carries 1-32 readings")
-    out = bytearray(_header(READINGS, seq, time))
+    if boot is None:
+        out = bytearray(_header(READINGS, seq, time))
+    else:
+        out = bytearray(_header(QUEUED, seq, time))
+        out += struct.pack(">I", boot)
     out.append(len(readings))
     for name, value in readings:
         pid = POINT_IDS.get(name)
@@ -86,6 +93,21 @@ def encode_readings(seq: int, time: int, readings: list) -> bytes:
                 raise ValueError("value is not finite")
             out += struct.pack(">Bf", 4, value)
     return bytes(out)
+
+
+def parse_ack(data: bytes):
+    """``(boot, [seq, ...])`` of an acknowledgement frame, or None if it is not one."""
+    if len(data) < 14 or data[0] != MAGIC or data[1] != VERSION or data[2] != ACK:
+        return None
+    boot, count = struct.unpack_from(">IB", data, 9)
+    if not count or len(data) != 14 + 2 * count:
+        return None
+    return boot, struct.unpack_from(">" + str(count) + "H", data, 14)
+
+
+def queued_key(frame: bytes) -> tuple:
+    """``(boot, seq)`` of a queued report's bytes."""
+    return struct.unpack_from(">I", frame, 9)[0], frame[3] << 8 | frame[4]
 
 
 def pack_version(version: tuple) -> int:

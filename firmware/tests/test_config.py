@@ -54,3 +54,52 @@ def test_a_small_order_key_is_refused() -> None:
         eq("trusted_keys.ops-1 is refused" in str(r.value), True, v["name"])
     real = vectors("signed.json")["keys"]
     eq(len(config.check(dict(GOOD, trusted_keys=real))["trusted_keys"]), 1)
+
+
+def test_app_settings_are_checked_against_the_apps_schema() -> None:
+    c = config.check(dict(GOOD, app={"full_mm": 200, "pins": {"echo": 19}}))
+    eq(c["app"]["empty_mm"], 1200)
+    eq(c["app"]["full_mm"], 200)
+    eq(c["app"]["pins"], {"echo": 19})
+    cases = [
+        ({"full_mm": "abc"}, "app.full_mm must be a number"),
+        ({"fullmm": 200}, "app.fullmm is not a bin-fill setting"),
+        ({"full_mm": 5}, "app.full_mm must be 20-4900 mm"),
+        ({"pings": 2.5}, "app.pings must be an integer"),
+        ({"pings": True}, "app.pings must be an integer"),
+        ({"empty_mm": 300, "full_mm": 400}, "app.empty_mm must be larger than app.full_mm"),
+        ({"pins": {"echo": 99}}, "app.pins.echo must be 0-48"),
+        ({"pins": {"relay": 4}}, "app.pins.relay is not a pin of bin-fill"),
+        ("x", "app must be an object"),
+    ]
+    for app, words in cases:
+        with raises(config.ConfigError) as r:
+            config.check(dict(GOOD, app=app))
+        eq(words in str(r.value), True, words + " in " + str(r.value))
+    water = dict(GOOD, kind="water")
+    eq(config.check(dict(water))["app"]["calibration"]["ph"], [[1500, 7.0], [2030, 4.0]])
+    for app, words in [
+        ({"calibration": {"ph": [[1500, 7.0]]}}, "app.calibration.ph must be two"),
+        ({"calibration": {"ph": [[1500, 7.0], [1500, 4.0]]}}, "different mV"),
+        ({"calibration": {"ph": [[1500, 7.0], [2030, 15]]}}, "app.calibration.ph[1][1] must be 0-14 pH"),
+        ({"calibration": {"redox": []}}, "redox is not a probe"),
+    ]:
+        with raises(config.ConfigError) as r:
+            config.check(dict(water, app=app))
+        eq(words in str(r.value), True, words + " in " + str(r.value))
+    with raises(config.ConfigError) as r:
+        config.check(dict(GOOD, kind="toaster"))
+    eq("kind toaster is not one of" in str(r.value), True)
+
+
+def test_the_apps_defaults_are_the_schemas() -> None:
+    from fakes import Board
+
+    from cenode import apps
+    from cenode.appschema import SETTINGS
+
+    b = apps.make("bin-fill", Board(), {})
+    s = SETTINGS["bin-fill"]
+    eq((b.empty_mm, b.full_mm, b.pings), (s["empty_mm"]["default"], s["full_mm"]["default"], s["pings"]["default"]))
+    eq(apps.make("water", Board(), {}).samples, SETTINGS["water"]["samples"]["default"])
+    eq(apps.GateRelay(Board(), {}).max_pulse_ms, SETTINGS["gate-relay"]["max_pulse_ms"]["default"])

@@ -40,12 +40,34 @@ def run(n, clock, ms: int) -> None:
         n.step(50)
 
 
+def acking(n, broker, clock, ms: int) -> None:
+    """Run while a gateway acknowledges each queued report once it saw it."""
+    end = clock.ms + ms
+    done = 0
+    while clock.ms < end:
+        n.step(50)
+        frames = broker.of(topic("up"))
+        for f in frames[done:]:
+            boot, seq = wire.queued_key(f)
+            broker.send(topic("cmd"), ack(boot, [seq]))
+        done = len(frames)
+
+
+def ack(boot: int, seqs: list) -> bytes:
+    import struct
+
+    head = struct.pack(">BBBHIIB", 0xCE, 1, wire.ACK, 0, 0, boot, len(seqs))
+    return head + struct.pack(">" + str(len(seqs)) + "H", *seqs)
+
+
 def test_reports_status_and_readings_and_becomes_healthy() -> None:
     n, broker, clock = node("bin-fill")
-    run(n, clock, 25000)
+    acking(n, broker, clock, 25000)
     frames = broker.of(topic("up"))
-    eq(len(frames), 3)  # at 0, 10 and 20 s
-    eq(frames[0][:3], bytes((0xCE, 1, wire.READINGS)))
+    eq(len(frames), 3)  # at 0, 10 and 20 s: each acknowledged, none sent twice
+    eq(frames[0][:3], bytes((0xCE, 1, wire.QUEUED)))
+    eq(len(n.queue), 0)
+    eq(os.listdir(n.root + "/queue"), ["1"])  # the segment takes more; deleted once full and acked
     statuses = [p[9] for p in broker.of(topic("status"))]
     eq(statuses, [wire.BOOT, wire.HEALTHY])
     eq(broker.retained[topic("status")][9], wire.HEALTHY)
@@ -56,6 +78,24 @@ def test_reports_status_and_readings_and_becomes_healthy() -> None:
     eq(broker.retained[topic("status")][9], wire.OFFLINE)
     run(n, clock, 5000)
     eq(n.link.stats["connects"], 2)
+
+
+def test_unacknowledged_reports_stay_in_flash_and_are_sent_again() -> None:
+    n, broker, clock = node("bin-fill")
+    run(n, clock, 25000)  # no gateway: the broker PUBACKs, nobody acknowledges
+    sent = broker.of(topic("up"))
+    eq(len(n.queue), 3)
+    keys = sorted(set(wire.queued_key(f) for f in sent))
+    eq(len(keys), 3)
+    eq(len(sent) > 3, True)  # sent again after the acknowledgement timeout
+    again = Node(n.root, n.config, n.board, broker.open_stream, ticks=clock, sleep=clock.sleep,
+                 wall=lambda: 0, log=lambda *a: None)  # a reboot: the queue is read from flash
+    eq(len(again.queue), 3)
+    before = len(broker.of(topic("up")))
+    acking(again, broker, clock, 1000)
+    resent = set(wire.queued_key(f) for f in broker.of(topic("up"))[before:])
+    eq([k for k in keys if k in resent], keys)
+    eq(len(again.queue) <= 1, True)  # the three acknowledged (one new report may wait)
 
 
 def test_signed_commands_act_once_and_bad_ones_do_not() -> None:

@@ -19,6 +19,7 @@ TESTS = FIRMWARE / "tests"
 VECTORS = ROOT / "protocols" / "vectors"
 MODULES = (
     "test_wire",
+    "test_fqueue",
     "test_crypto",
     "test_mqtt",
     "test_link",

@@ -109,3 +109,29 @@ def test_refuses_what_the_model_refuses(
         env.TelemetryEncoder(site, "gw-1").encode(ID, device, 0.0, readings)  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         model_of(device, 0.0, readings, site)
+
+
+@given(
+    st.integers(min_value=0, max_value=0xFFFFFFFF),
+    st.integers(min_value=0, max_value=0xFFFF),
+)
+def test_a_node_reports_origin_is_written_as_the_model_writes_it(boot: int, seq: int) -> None:
+    readings = [("fill_pct", 47.5, "%")]
+    enc = env.TelemetryEncoder("riverside", "gw-1").encode(ID, "bin-1", 0.0, readings, (boot, seq))
+    want = env.TelemetryEnvelope(
+        id=ID,
+        site="riverside",
+        gateway="gw-1",
+        device="bin-1",
+        time=env.utc_datetime(0.0),
+        payload=env.TelemetryPayload(
+            readings=[env.PointValue(point="fill_pct", value=47.5, unit="%")],
+            origin=env.Origin(boot=boot, seq=seq),
+        ),
+    )
+    assert env.decode(enc.data) == want
+
+
+def test_an_origin_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="origin"):
+        env.TelemetryEncoder("riverside", "gw-1").encode(ID, "b", 0.0, [("p", 1, None)], (0, 70000))

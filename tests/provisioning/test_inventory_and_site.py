@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from cityedge import brokerfiles
 from provisioning.errors import ProvisionInputError
 from provisioning.inventory import Inventory, normalize_hwid
-from provisioning.site import Site, gateway_node_acl, node_acl
+from provisioning.site import Site, acl_probe_topic, gateway_node_acl, node_acl
 
 
 @pytest.mark.parametrize(
@@ -61,8 +62,14 @@ def test_a_known_board_is_updated_not_duplicated(tmp_path: Path) -> None:
 
 def test_site_init_refuses_to_overwrite_and_keeps_keys_private(tmp_path: Path) -> None:
     site = Site.init(tmp_path / "s", "riverside", "10.0.0.2", 8883)
-    for secret in ("ca.key", "broker.key", "technician.key", "ota.key"):
+    for secret in ("ca.key", "technician.key", "ota.key"):
         assert os.stat(site.root / secret).st_mode & 0o777 == 0o600, secret
+    # the broker's own key: never world-readable; its group's when this machine has mosquitto's
+    account = brokerfiles.broker_account()
+    st = os.stat(site.root / "broker.key")
+    if account is not None and os.geteuid() == 0:
+        assert (st.st_mode & 0o777, st.st_gid) == (0o640, account.gid)
+    assert st.st_mode & 0o007 == 0
     with pytest.raises(ProvisionInputError, match="already holds a site"):
         Site.init(tmp_path / "s", "riverside", "10.0.0.2")
     with pytest.raises(ProvisionInputError, match="not a site folder") as info:
@@ -91,3 +98,94 @@ def test_acl_entries() -> None:
         "topic read cityedge/node/v1/s/+/up" in gw
         and "topic write cityedge/node/v1/s/+/ota/data" in gw
     )
+
+
+OLD_SCHEMA = """CREATE TABLE devices (hwid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, role TEXT NOT NULL,
+kind TEXT NOT NULL, target TEXT NOT NULL, identity TEXT NOT NULL, cert_serial TEXT NOT NULL,
+cert_sha256 TEXT NOT NULL, firmware TEXT NOT NULL, revision INTEGER NOT NULL,
+first_provisioned TEXT NOT NULL, last_provisioned TEXT NOT NULL)"""
+
+
+def test_an_old_inventory_gains_the_new_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "inv.sqlite")
+    db.execute(OLD_SCHEMA)
+    db.execute(
+        "INSERT INTO devices VALUES ('0a0b0c0d0e01','bin-1','node','bin-fill','esp32','node.s.bin-1',"
+        "'1','x','1.0.0',1,'2026-01-01T00:00:00+00:00','2026-01-01T00:00:00+00:00')"
+    )
+    db.commit()
+    db.close()
+    inv = Inventory(tmp_path / "inv.sqlite")
+    (d,) = inv.all()
+    assert (d.name, d.firmware, d.last_seen, d.self_test, d.report_interval_s) == (
+        "bin-1",
+        "1.0.0",
+        None,
+        None,
+        None,
+    )
+    inv.close()
+
+
+def test_what_nodes_say_and_the_self_test_are_kept(tmp_path: Path) -> None:
+    import datetime as dt
+
+    inv = Inventory(tmp_path / "inv.sqlite")
+    record(inv, "0a0b0c0d0e01", "bin-1")
+    t1 = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC)
+    assert inv.seen("bin-1", at=t1, version="1.1.0", state="healthy")
+    assert inv.seen("bin-1", at=t1 - dt.timedelta(hours=1))  # older: last seen stays
+    assert not inv.seen("bin-99", at=t1)
+    inv.self_tested("bin-1", False, t1)
+    d = inv.by_name("bin-1")
+    assert d is not None
+    assert (d.firmware, d.state, d.last_seen) == ("1.1.0", "healthy", "2026-03-01T08:00:00+00:00")
+    assert (d.self_test, d.self_test_at) == ("failed", "2026-03-01T08:00:00+00:00")
+    # provisioned again: a new certificate and image, so the old verdict no longer holds
+    again, _ = record(inv, "0a0b0c0d0e01", "bin-1", serial="2")
+    assert again.self_test is None and again.last_seen == d.last_seen  # type: ignore[attr-defined]
+    inv.close()
+
+
+def test_the_broker_files_use_absolute_paths_and_name_the_acl_generation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    site = Site.init(Path("rel"), "riverside", "10.0.0.2", 18883)
+    conf = (site.root / "broker" / "mosquitto.conf").read_text()
+    paths = [
+        w
+        for line in conf.splitlines()
+        if not line.startswith("#")
+        for w in line.split()[1:]
+        if "/" in w
+    ]
+    assert paths and all(p.startswith("/") for p in paths), paths
+    assert "listener 18883\n" in conf and "pid_file /" in conf and "allow_anonymous false" in conf
+    assert site.broker_pid_file == str(site.root / "broker" / "run" / "mosquitto.pid")
+    g1 = site.acl_generation()
+    acl = (site.root / "broker" / "acl").read_text()
+    assert (
+        acl.startswith(f"# generation {g1}:")
+        and f"topic write {acl_probe_topic('riverside', g1)}" in acl
+    )
+    inv = site.inventory()
+    record(inv, "0a0b0c0d0e01", "bin-1")
+    inv.close()
+    g2 = site.write_broker_files()
+    assert g2 != g1 and site.write_broker_files() == g2  # the generation is the content's
+    assert site.write_broker_files(pending=("node", "bin-2")) not in (g1, g2)
+    assert "user node.riverside.bin-2" in (site.root / "broker" / "acl").read_text()
+    assert site.write_broker_files() == g2
+
+
+def test_reload_only_a_broker_the_tool_manages(tmp_path: Path) -> None:
+    site = Site.init(tmp_path / "s", "riverside", "10.0.0.2", 18883)
+    r = site.reload_broker()
+    assert not r.sent and "absent" in r.how and "systemctl reload mosquitto" in r.how
+    pid_file = Path(site.broker_pid_file or "")
+    pid_file.write_text(f"{os.getpid()}\n")  # this process: not a mosquitto, never signalled
+    r = site.reload_broker()
+    assert not r.sent and "not mosquitto" in r.how

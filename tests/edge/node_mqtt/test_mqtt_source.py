@@ -86,6 +86,28 @@ async def test_repeated_frames_are_dropped_once_seen() -> None:
     assert readings.depth == 3 and src.duplicates == 2
 
 
+async def test_queued_reports_once_by_boot_and_seq_acknowledged_only_once_stored() -> None:
+    src, readings, _ = make()
+
+    def queued(seq: int, boot: int = 9) -> bytes:
+        return nodewire.encode_readings(seq, int(NOW), [("fill_pct", 50.0)], boot)
+
+    for seq, boot in ((1, 9), (2, 9), (1, 9), (1, 10)):  # (9, 1) again before it was stored
+        await src.handle(up("bin-17", queued(seq, boot)))
+    batches = drain(readings)
+    assert [b.origin for b in batches] == [(9, 1), (9, 2), (10, 1)] and src.duplicates == 1
+    assert src._acks == {}  # nothing is acknowledged before the outbox has it
+    for b in batches[:2]:
+        assert b.receipt is not None
+        b.receipt()  # stored
+    assert src._acks == {("bin-17", 9): [1, 2]}
+    src._acks.clear()
+    await src.handle(up("bin-17", queued(2)))  # a repeat of a stored one: its ack was lost
+    assert readings.depth == 0 and src._acks == {("bin-17", 9): [2]}
+    ack = nodewire.decode(nodewire.encode_ack(9, [1, 2]))
+    assert ack == nodewire.AckFrame(0, 0, 9, (1, 2))
+
+
 async def test_unknown_nodes_bad_frames_and_foreign_topics_are_counted_not_read() -> None:
     src, readings, _ = make()
     await src.handle(up("stranger", frame(1, 0)))

@@ -1,0 +1,196 @@
+"""The node's reports, queued in flash until the gateway has them in its durable outbox.
+
+A folder of numbered segment files (``queue/1``, ``queue/2``, ...), each at most
+``seg_records`` records, only ever appended to and then deleted whole: no rewrite in place
+(LittleFS wears least that way). A record is ``0xA7 | length u16 | crc32 u32 | frame``; one
+``write`` and a close per record. At boot every segment is read back: a record whose header,
+length or CRC is wrong is a torn tail (power cut in the middle of a write): it and anything
+after it in that segment are ignored (``stats["torn"]``), nothing before it is lost, and new
+records go to a new segment.
+
+Sending: :meth:`next` hands out records oldest first, at most ``window`` waiting for the
+gateway; :meth:`ack` marks them (by the frame's ``(boot, seq)``); a segment whose records are
+all acknowledged is deleted. :meth:`rewind` (after a reconnect, or when no acknowledgement came
+within ``ack_timeout_ms``) sends the unacknowledged ones again: the gateway drops what it
+already has by (node, boot, seq). What was acknowledged before a reboot but still sits in an
+undeleted segment is sent once more for the same reason.
+
+Bounded by bytes (``max_bytes``): when a record would not fit, the oldest segment goes
+(overflow policy drop-oldest, its unacknowledged records counted in ``stats["dropped"]``).
+"""
+
+import os
+import struct
+from binascii import crc32
+
+from cenode.compat import const, ticks_diff
+
+_MAGIC = const(0xA7)
+_HEAD = const(7)
+
+
+def _record(frame: bytes) -> bytes:
+    return struct.pack(">BHI", _MAGIC, len(frame), crc32(frame) & 0xFFFFFFFF) + frame
+
+
+class FlashQueue:
+    def __init__(
+        self,
+        folder: str,
+        key,
+        max_bytes: int = 65536,
+        seg_records: int = 32,
+        window: int = 8,
+        ack_timeout_ms: int = 10000,
+    ) -> None:
+        self.folder = folder
+        self.key = key  # frame bytes -> (boot, seq)
+        self.max_bytes = max_bytes
+        self.seg_records = min(seg_records, 30)  # the acknowledged marks fit a small int
+        self.window = window
+        self.ack_timeout_ms = ack_timeout_ms
+        self.segs: list = []  # [number, bytes, records, acknowledged mask], oldest first
+        self.out: list = []  # [segment number, index, key, sent at]: waiting for the gateway
+        self.cur = [0, 0, 0]  # next to send: segment number, byte offset, index
+        self.size = 0  # bytes of all segments
+        self.unacked = 0
+        self.appendable = False  # the last segment takes more records
+        self.last = 0  # the highest segment number used: numbers are never reused
+        self.stats = {"queued": 0, "acked": 0, "dropped": 0, "torn": 0}
+        try:
+            os.mkdir(folder)
+        except OSError:
+            pass  # already there
+        names = [int(n) for n in os.listdir(folder) if n.isdigit()]
+        names.sort()
+        for n in names:
+            self._scan(n)
+            self.last = n
+        self.rewind()
+
+    def _path(self, n: int) -> str:
+        return self.folder + "/" + str(n)
+
+    def _scan(self, n: int) -> None:
+        """Count the good records of segment ``n``; a torn tail ends it."""
+        good = count = 0
+        torn = False
+        with open(self._path(n), "rb") as f:
+            while True:
+                head = f.read(_HEAD)
+                if not head:
+                    break
+                if len(head) < _HEAD or head[0] != _MAGIC:
+                    torn = True
+                    break
+                _m, length, crc = struct.unpack(">BHI", head)
+                frame = f.read(length)
+                if len(frame) != length or crc32(frame) & 0xFFFFFFFF != crc:
+                    torn = True
+                    break
+                good += _HEAD + length
+                count += 1
+        if torn:
+            self.stats["torn"] += 1
+        if not count:
+            os.remove(self._path(n))
+            return
+        self.segs.append([n, good, count, 0])
+        self.size += good
+        self.unacked += count
+        self.appendable = not torn and count < self.seg_records
+
+    def __len__(self) -> int:
+        """Records not yet acknowledged by the gateway."""
+        return self.unacked
+
+    def append(self, frame: bytes) -> None:
+        rec = _record(frame)
+        while self.segs and self.size + len(rec) > self.max_bytes:
+            self._drop_oldest()
+        if not (self.appendable and self.segs and self.segs[-1][2] < self.seg_records):
+            self.last += 1
+            self.segs.append([self.last, 0, 0, 0])
+            self.appendable = True
+        seg = self.segs[-1]
+        with open(self._path(seg[0]), "ab") as f:
+            f.write(rec)
+        seg[1] += len(rec)
+        seg[2] += 1
+        self.size += len(rec)
+        self.unacked += 1
+        self.stats["queued"] += 1
+
+    def _drop_oldest(self) -> None:
+        seg = self.segs.pop(0)
+        lost = seg[2] - bin(seg[3]).count("1")
+        self.stats["dropped"] += lost
+        self.unacked -= lost
+        self.size -= seg[1]
+        self.out = [o for o in self.out if o[0] != seg[0]]
+        if not self.segs:
+            self.appendable = False
+        os.remove(self._path(seg[0]))
+
+    def rewind(self) -> None:
+        """Send every unacknowledged record again, oldest first."""
+        self.out = []
+        self.cur = [self.segs[0][0] if self.segs else 0, 0, 0]
+
+    def next(self, now: int):
+        """The next record to send (its frame bytes), or None (nothing, or the window is full;
+        rewinds first when the oldest one sent waited ``ack_timeout_ms`` in vain)."""
+        if self.out and ticks_diff(now, self.out[0][3]) > self.ack_timeout_ms:
+            self.rewind()
+        if len(self.out) >= self.window:
+            return None
+        for seg in self.segs:
+            if seg[0] < self.cur[0]:
+                continue
+            if seg[0] > self.cur[0]:
+                self.cur = [seg[0], 0, 0]
+            if self.cur[2] >= seg[2]:
+                continue
+            with open(self._path(seg[0]), "rb") as f:
+                f.seek(self.cur[1])
+                while self.cur[2] < seg[2]:
+                    length = struct.unpack(">BHI", f.read(_HEAD))[1]
+                    frame = f.read(length)
+                    index = self.cur[2]
+                    self.cur[1] += _HEAD + length
+                    self.cur[2] += 1
+                    if not seg[3] & 1 << index:
+                        self.out.append([seg[0], index, self.key(frame), now])
+                        return frame
+        return None
+
+    def ack(self, boot: int, seqs) -> None:
+        """The gateway has these reports of ``boot``: forget them; delete full segments."""
+        for seq in seqs:
+            key = (boot, seq)
+            for i in range(len(self.out)):
+                o = self.out[i]
+                if o[2] == key:
+                    self.out.pop(i)
+                    self._mark(o[0], o[1])
+                    break
+
+    def _mark(self, n: int, index: int) -> None:
+        for i in range(len(self.segs)):
+            seg = self.segs[i]
+            if seg[0] != n:
+                continue
+            if seg[3] & 1 << index:
+                return
+            seg[3] |= 1 << index
+            self.unacked -= 1
+            self.stats["acked"] += 1
+            done = seg[3] == (1 << seg[2]) - 1
+            last = i == len(self.segs) - 1
+            if done and not (last and self.appendable and seg[2] < self.seg_records):
+                self.segs.pop(i)
+                self.size -= seg[1]
+                if last:
+                    self.appendable = False
+                os.remove(self._path(n))
+            return
