@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cityedge-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
-# make test's pytest workers (pytest-xdist; a test file stays on one worker). TEST_WORKERS=0: one
+# make test's pytest workers (pytest-xdist; tests marked xdist_group("heavy") run one after the
+# other on one worker). TEST_WORKERS=0: one
 # process, as `make unit` and `make hil` run
 TEST_WORKERS ?= 2
 MODELS_ARGS ?=
@@ -80,7 +81,7 @@ retrain: $(STAMP) models
 	$(BIN)/python -m models.retrain $(RETRAIN_ARGS)
 
 test: $(STAMP) sysdeps lint typecheck models
-	$(BIN)/pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile tests hil-tests $(PYTEST_ARGS)
+	$(BIN)/pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadgroup tests hil-tests $(PYTEST_ARGS)
 
 bench: $(STAMP) sysdeps models
 	$(BIN)/python -m bench $(BENCH)

@@ -336,15 +336,21 @@ class Runner:
             )
         r = _Running(c, popen, log)
         deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
-            ready = _listening(int(port[1])) if port else c.ready in r.output()
-            if ready:
-                return r, None
-            if popen.poll() is not None:
-                return None, Failure(
-                    c, f"exited with {popen.returncode} before it was ready ({c.ready})", r.output()
-                )
-            time.sleep(0.1)
+        try:
+            while time.monotonic() < deadline:
+                ready = _listening(int(port[1])) if port else c.ready in r.output()
+                if ready:
+                    return r, None
+                if popen.poll() is not None:
+                    return None, Failure(
+                        c,
+                        f"exited with {popen.returncode} before it was ready ({c.ready})",
+                        r.output(),
+                    )
+                time.sleep(0.1)
+        except BaseException:  # interrupted while waiting (the test's timeout): not left behind
+            self._stop([r])
+            raise
         failure = Failure(
             c,
             f"not ready within {self.ready_timeout_s:.0f} s: never printed {c.ready!r}",

@@ -23,6 +23,10 @@ from bridge_hil import (
 
 from sim.localsite import Broker, Proc
 
+# loads the machine (a fleet, a flood, or timing under load): with make test's two workers, these
+# run one after the other on one worker, never beside each other
+pytestmark = pytest.mark.xdist_group("heavy")
+
 RATE = 500  # envelopes per second offered (polls of simulated devices)
 # The scenario is 3 minutes with the broker away for 60 s in the middle; a developer can
 # shorten it while working (CITYEDGE_OUTAGE_SCALE=0.2), `make test` runs it at full length.

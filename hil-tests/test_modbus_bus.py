@@ -16,10 +16,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from hil import Subscriber, start_gateway
 
 from protocols import envelope as env
 from sim.localsite import Broker, Proc, cityedge_argv, free_port, start, start_pty_pair
+
+# loads the machine (a fleet, a flood, or timing under load): with make test's two workers, these
+# run one after the other on one worker, never beside each other
+pytestmark = pytest.mark.xdist_group("heavy")
 
 UNITS = 20
 DEAD = (4, 11, 17)

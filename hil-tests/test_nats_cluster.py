@@ -32,6 +32,10 @@ from protocols.ids import uuid7_from_parts
 from protocols.session import GatewayState, LinkState, encode_state
 from sim.localsite import NatsCluster, Proc, cityedge_argv, start
 
+# loads the machine (a fleet, a flood, or timing under load): with make test's two workers, these
+# run one after the other on one worker, never beside each other
+pytestmark = pytest.mark.xdist_group("heavy")
+
 
 def start_nats_ingest(
     procs: list[Proc], workdir: Path, cluster: NatsCluster, db: str, worker: str, *extra: str

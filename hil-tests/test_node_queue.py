@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hil import start_gateway
 from nodes import (
     NodeRunner,
@@ -34,6 +35,10 @@ from nodes import (
 from provisioning.image import littlefs_image, read_littlefs
 from provisioning.site import Site
 from sim.localsite import Broker, Proc, free_port
+
+# loads the machine (a fleet, a flood, or timing under load): with make test's two workers, these
+# run one after the other on one worker, never beside each other
+pytestmark = pytest.mark.xdist_group("heavy")
 
 
 def gateway_yaml(

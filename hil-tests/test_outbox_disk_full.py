@@ -32,6 +32,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sim.localsite import Broker, Proc
 
+# loads the machine (a fleet, a flood, or timing under load): with make test's two workers, these
+# run one after the other on one worker, never beside each other
+pytestmark = pytest.mark.xdist_group("heavy")
+
 RATE = 200  # envelopes per second offered
 FULL_S = 60  # how long the disk stays full
 

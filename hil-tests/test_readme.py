@@ -36,6 +36,7 @@ def runner_for(tmp_path: Path, markdown: str, ready_timeout_s: float = 90.0) -> 
     return Runner(checkout, env, tmp_path / "runner", ready_timeout_s=ready_timeout_s, slow=slow)
 
 
+@pytest.mark.timeout(900)  # every README command in turn; a busy machine takes minutes
 def test_readme_commands_run_as_written(tmp_path: Path) -> None:
     markdown = (ROOT / "README.md").read_text(encoding="utf-8")
     commands = parse(markdown)

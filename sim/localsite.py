@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -27,9 +28,36 @@ from pathlib import Path
 from typing import IO
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def _outside_ephemeral() -> range:
+    """Ports the kernel does not hand out to outgoing connections on its own. A port from its
+    ephemeral range (what ``bind(0)`` gives) can be taken by any client socket between being
+    chosen and being listened on; with many connections on the machine (tests in parallel,
+    simulated fleets) that happened."""
+    lo, hi = 32768, 60999  # Linux's default
+    with contextlib.suppress(OSError, ValueError):
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        lo, hi = int(text[0]), int(text[1])
+    if lo - 10000 >= 2000:
+        return range(10000, lo)
+    if 65535 - hi >= 2000:
+        return range(hi + 1, 65536)
+    return range(0)  # no room outside it: let the OS pick
+
+
+def free_port(host: str = "127.0.0.1", kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A TCP (or, with ``kind=SOCK_DGRAM``, UDP) port nobody uses right now, chosen at random
+    outside the kernel's ephemeral range where there is room (see :func:`_outside_ephemeral`)."""
+    ports = _outside_ephemeral()
+    rng = random.SystemRandom()
+    for _ in range(64 if ports else 0):
+        port = rng.choice(ports)
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
 

@@ -61,7 +61,7 @@ REFUSED = [
 
 @contextlib.asynccontextmanager
 async def coap_source(
-    uri: str = "coap://127.0.0.1:5683/air", **device: Any
+    uri: str = "coap://127.0.0.1:5683/air", timeout_s: float = 2, **device: Any
 ) -> AsyncIterator[tuple[CoapSource, Captured]]:
     if device.get("format") == "text":
         device = {"points": [{"name": "value"}], **device}  # text carries one named number
@@ -69,7 +69,7 @@ async def coap_source(
         {
             "type": "coap",
             "name": "coap",
-            "timeout_s": 2,
+            "timeout_s": timeout_s,
             "unavailable_after": 1,
             "devices": [{"name": "air", "uri": uri, "poll_interval_s": 0.05, **device}],
         }
@@ -180,7 +180,9 @@ async def test_hostile_payloads_do_not_stop_the_polling_of_a_device() -> None:
     port = free_udp_port()
     server = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port))
     try:
-        async with coap_source(f"coap://127.0.0.1:{port}/air") as (src, cap):
+        # each hostile reply must arrive within the poll's timeout to be counted as refused: on
+        # a busy machine (server and source share this loop) 2 s was once not enough
+        async with coap_source(f"coap://127.0.0.1:{port}/air", timeout_s=20) as (src, cap):
             task = asyncio.create_task(src.run())
             await cap.wait_batches(1, timeout_s=30)
             alive = not task.done()

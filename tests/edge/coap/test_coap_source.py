@@ -17,13 +17,12 @@ from protocols import envelope as env
 from protocols import senml
 from protocols.errors import DecodeError
 from sim.devices.coap_air import AirSensor, serve
+from sim.localsite import free_port
 from tests.edge.source_harness import Captured, source_context
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port(kind=socket.SOCK_DGRAM)
 
 
 @contextlib.asynccontextmanager
