@@ -64,6 +64,10 @@ TB_MIN_POLL_S = 0.05
 TB_POLL_PER_DEVICE_S = 0.002
 
 
+def _devices(n: int) -> str:
+    return f"{n:,} device{'s' if n != 1 else ''}"
+
+
 def tb_poll_s(devices: int) -> float:
     return max(TB_MIN_POLL_S, TB_POLL_PER_DEVICE_S * devices)
 
@@ -408,7 +412,7 @@ def run_size(
         argv = [sys.executable, "-m", "bench.plain_loop", *args]
         return start("plain", argv, work, {"PYTHONPATH": str(ROOT)})
 
-    console.rule(f"{devices} devices on {len(ports)} ports")
+    console.rule(f"{_devices(devices)} on {len(ports)} ports")
     out = [run_ceiling(client_exe, devices, fleet, layout, work)]
     console.print(out[-1], highlight=False)
     launchers: list[tuple[str, Callable[[], Proc]]] = [
@@ -468,7 +472,7 @@ def report(results: list[Result]) -> str:
             continue
         below = "below" if 0 < ce.cpu_ms_per_1000 < pl.cpu_ms_per_1000 else "**not** below"
         lines.append(
-            f"- {devices} devices: **{_ratio(ce.per_core, tb.per_core)} times** the ThingsBoard IoT Gateway's "
+            f"- {_devices(devices)}: **{_ratio(ce.per_core, tb.per_core)} times** the ThingsBoard IoT Gateway's "
             f"points per second per core (goal: 10) and {_ratio(ce.points_per_s, tb.points_per_s)} times its "
             f"points per second; {ce.cpu_ms_per_1000:.1f} CPU ms per 1000 points, {below} the plain pymodbus "
             f"loop's {pl.cpu_ms_per_1000:.1f} (goal: below)."
@@ -491,7 +495,7 @@ def report(results: list[Result]) -> str:
         "points/s at 50 ms, ~600 at 10 ms and nothing at 1 ms; 100 devices ~4,000 at 200 ms and ~1,100 at "
         f"50 ms). So it polls every {TB_MIN_POLL_S * 1000:g} ms, or every {TB_POLL_PER_DEVICE_S * 1000:g} ms "
         "per device where that is longer ("
-        + ", ".join(f"{n} devices: {tb_poll_s(n) * 1000:g} ms" for n in SIZES)
+        + ", ".join(f"{_devices(n)}: {tb_poll_s(n) * 1000:g} ms" for n in SIZES)
         + "), about the most it delivered.",
         "",
         "Notes: ThingsBoard's connector sets byte and word order per device, so the sonde's word-swapped "
