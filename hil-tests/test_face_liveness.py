@@ -40,13 +40,13 @@ from sim.scenes import liveness as scene
 REPLAY_CROP = (100, 40, 540, 480)  # the part of the camera frame the phone shows
 
 
-@pytest.fixture
 def liveness_of(p: env.AccessPayload) -> env.LivenessCheck:
     """The liveness of a face's access event (a face always has one; other methods do not)."""
     assert p.liveness is not None, p
     return p.liveness
 
 
+@pytest.fixture
 def doorway() -> Iterator[scene.LiveDoorway]:
     d = scene.LiveDoorway(fps=10)
     try:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -45,6 +46,8 @@ from protocols.modbus_wire import (
     encode_rtu,
     rtu_reply_size,
 )
+
+log = logging.getLogger(__name__)
 
 
 class NoReply(NoAnswer):
@@ -129,6 +132,8 @@ class Line:
             what = "open" if isinstance(self, RtuLine) else "connect to"
             raise BusDown(f"cannot {what} {self.where}", hint=self.bus_hint) from err
         self._reopen.reset()
+        # said at each (re)connection: the README and a technician wait for this line
+        log.info("%s %s", "opened" if isinstance(self, RtuLine) else "connected to", self.where)
 
     def lost(self) -> None:
         """The line went down under a request: the next one opens it again at once."""

@@ -120,4 +120,10 @@ def _wrap(raw, host: str, tls: dict):
     ctx.verify_mode = mtls.CERT_REQUIRED  # pyright: ignore[reportAttributeAccessIssue]  (not in the stubs)
     ctx.load_verify_locations(tls["ca"])
     ctx.load_cert_chain(tls["cert"], tls["key"])
-    return ctx.wrap_socket(raw, server_hostname=host)
+    try:
+        return ctx.wrap_socket(raw, server_hostname=host)
+    except ValueError as err:
+        # MicroPython's tls says a failed verification (wrong CN, another CA: a captive portal,
+        # a proxy, the wrong broker) with ValueError; to the link it is a failed connect, tried
+        # again with backoff, never a crash of the node
+        raise OSError("TLS: " + " ".join(str(err).split())) from err

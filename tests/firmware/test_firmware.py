@@ -131,3 +131,30 @@ def test_pyright_with_the_micropython_stubs_is_clean(config: str) -> None:
     )
     assert run.returncode == 0, run.stdout[-4000:]
     assert "0 errors" in run.stdout
+
+
+def test_a_tls_verification_failure_is_a_failed_connect_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MicroPython's tls says a wrong certificate (a proxy, a captive portal, the wrong broker)
+    with ValueError; the link retries OSError with backoff, so the node must see that, not
+    crash to its REPL (a README run met a TLS-intercepting egress proxy at the broker's address)."""
+    from types import SimpleNamespace
+
+    from cenode import net  # type: ignore[import-not-found]
+
+    class Context:
+        def __init__(self, _protocol: int) -> None:
+            self.verify_mode = 0
+
+        def load_verify_locations(self, _ca: bytes) -> None: ...
+
+        def load_cert_chain(self, _cert: bytes, _key: bytes) -> None: ...
+
+        def wrap_socket(self, _raw: object, server_hostname: str = "") -> object:
+            raise ValueError("\nThe certificate Common Name (CN) does not match with the expected CN\n")
+
+    fake = SimpleNamespace(PROTOCOL_TLS_CLIENT=0, CERT_REQUIRED=2, SSLContext=Context)
+    monkeypatch.setitem(sys.modules, "tls", fake)
+    with pytest.raises(OSError, match=r"^TLS: The certificate Common Name \(CN\) does not match"):
+        net._wrap(object(), "10.0.0.2", {"ca": b"", "cert": b"", "key": b""})

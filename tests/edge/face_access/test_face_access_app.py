@@ -272,7 +272,7 @@ async def test_a_photo_held_still_is_challenged_and_refused(harness: Harness) ->
     assert h.gate.writes == [] and h.app.challenge is None
     shown = []
     while not screen.empty():
-        shown.append(screen.get_nowait())
+        shown.append(screen.get_nowait()[1])  # (time, message)
     prompts = [s for s in shown if s["state"] == "challenge"]
     assert prompts and prompts[0]["action"] == c.actions[0], shown
     assert all(set(s) >= {"action", "seconds_left"} for s in prompts)
