@@ -23,6 +23,7 @@ means for people is the source's business.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import functools
@@ -66,8 +67,10 @@ class BadReply(DeviceError):
     """A unit answered with bytes that cannot answer the request (the peer broke Modbus)."""
 
 
-class Line:
+class Line(abc.ABC):
     """What :class:`TcpLine` and :class:`RtuLine` share: opening with backoff, messages."""
+
+    verbs = ("connect to", "connected to")  # how opening this kind of line is said
 
     def __init__(
         self,
@@ -90,18 +93,21 @@ class Line:
         self._opening: asyncio.Task[None] | None = None
 
     @property
+    @abc.abstractmethod
     def is_open(self) -> bool:
-        raise NotImplementedError
+        """The line can take a request now."""
 
+    @abc.abstractmethod
     async def _open(self) -> None:
-        raise NotImplementedError
+        """Connect or open the line (the caller bounds it with ``connect_timeout_s``)."""
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Let go of the line (the next request opens it again)."""
 
+    @abc.abstractmethod
     async def request(self, req: Request, timeout_s: float) -> Reply:
         """Send ``req`` and wait at most ``timeout_s`` for its reply."""
-        raise NotImplementedError
 
     async def ensure_open(self) -> None:
         """Open the line unless it is; :class:`BusDown` while it cannot be (with backoff)."""
@@ -129,11 +135,10 @@ class Line:
         except (TimeoutError, OSError) as err:
             self.close()
             self._next_open = self._now() + self._reopen.next_delay()
-            what = "open" if isinstance(self, RtuLine) else "connect to"
-            raise BusDown(f"cannot {what} {self.where}", hint=self.bus_hint) from err
+            raise BusDown(f"cannot {self.verbs[0]} {self.where}", hint=self.bus_hint) from err
         self._reopen.reset()
         # said at each (re)connection: the README and a technician wait for this line
-        log.info("%s %s", "opened" if isinstance(self, RtuLine) else "connected to", self.where)
+        log.info("%s %s", self.verbs[1], self.where)
 
     def lost(self) -> None:
         """The line went down under a request: the next one opens it again at once."""
@@ -290,6 +295,8 @@ def _wake(fut: asyncio.Future[None]) -> None:
 
 class RtuLine(Line):
     """One RTU serial line (see the module docstring). ``silence_s`` is t3.5."""
+
+    verbs = ("open", "opened")
 
     def __init__(
         self,
