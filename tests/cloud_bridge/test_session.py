@@ -100,10 +100,16 @@ async def test_backoff_waits_on_the_injected_clock_and_the_first_failure_is_said
         assert session.counters.connect_failures == 1
         await asyncio.sleep(0.2)
         assert session.counters.connect_failures == 1  # no real time passes a virtual wait
-        await clock.advance(60)
+        # delay n lies in [base/2, base] (base 10, 20, 40 s): each advance wakes exactly one
+        await clock.advance(10)
         await until(lambda: session.counters.connect_failures == 2, "a second attempt")
-        await clock.advance(60)
+        # the failure is counted before the backoff sleep is taken: advancing the clock in
+        # between would move time past a sleep that does not exist yet
+        await until(lambda: clock.sleepers == 1, "backing off again")
+        await clock.advance(20)
         await until(lambda: session.counters.connect_failures == 3, "a third attempt")
+        await until(lambda: clock.sleepers == 1, "backing off a third time")
+        assert session.counters.connect_failures == 3
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
