@@ -92,6 +92,13 @@ class GatewayMetrics:
             ["source", "device", "reason"],
             registry=r,
         )
+        self.poll_slots_missed = Counter(
+            "cityedge_poll_slots_missed",
+            "Poll slots that passed while a poll or its delivery was under way (a slow "
+            "device, or the sources waiting for the uplink)",
+            ["source", "device"],
+            registry=r,
+        )
         self.poll_latency = Histogram(
             "cityedge_poll_latency_seconds",
             "Time to poll a device",

@@ -5,10 +5,13 @@ A polled source gives the :class:`Poller` its devices and one coroutine that rea
 Home Assistant coordinator does:
 
 - **Schedule.** Every device has a slot every ``poll_interval_s``; the devices' first slots are
-  staggered over the interval; a slot missed because the read took longer is skipped, not
-  bunched up. Each device is polled by a task of its own, so devices that answer in parallel
-  (one connection each, or several requests in flight) are polled in parallel; a source whose
-  line carries one request at a time serialises them in its transport.
+  staggered over the interval; a slot missed because the read (or handing its readings on) took
+  longer is skipped, not bunched up, and counted (``cityedge_poll_slots_missed``): the readings
+  channel blocks when full, so an uplink that cannot keep up makes the pollers wait and miss
+  slots rather than queueing without bound (see the ``mqtt`` sink's ``hold_backlog``).
+  Each device is polled by a task of its own, so devices that answer in parallel (one
+  connection each, or several requests in flight) are polled in parallel; a source whose line
+  carries one request at a time serialises them in its transport.
 - **Availability** is decided here (:class:`~edge.availability.Availability`): one
   "unavailable" after ``unavailable_after`` failed (or skipped) slots and one "recovered", each
   logged once, set in the ``cityedge_device_up`` gauge and sent as an ``availability``
@@ -85,6 +88,7 @@ class PolledDevice:
     breaker: Breaker | None = None
     polls: int = 0  # reads tried (skips of an open breaker are not counted)
     skipped: int = 0
+    missed: int = 0  # slots that passed while a poll (or its delivery) was still under way
     _metrics: tuple[Any, ...] = field(default=(), repr=False)
     _up: int = field(default=-1, repr=False)  # the device_up gauge's last value
 
@@ -117,6 +121,7 @@ class Poller(Generic[D]):
                 m.device_up.labels(self.source, d.name),
             )
         #: one try of an open breaker per this many seconds on the whole poller
+        self._missed = m.poll_slots_missed
         self.probe_gap_s = min((d.poll_interval_s for d in devices), default=1.0)
         self._last_probe = float("-inf")
 
@@ -141,7 +146,10 @@ class Poller(Generic[D]):
             due += interval
             now = clock.monotonic()
             if due <= now:  # overran: skip the slots we missed rather than bunching up
-                due += interval * (int((now - due) / interval) + 1)
+                missed = int((now - due) / interval) + 1
+                due += interval * missed
+                dev.missed += missed
+                self._missed.labels(self.source, dev.name).inc(missed)
 
     async def poll_once(self, dev: D) -> None:
         """Poll one device now (or skip it while its breaker is open)."""

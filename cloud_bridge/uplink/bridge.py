@@ -29,6 +29,14 @@ the downlink commands, run as one unit.
   the committer keeps its records, ahead of newer ones, and tries again with backoff. Pending
   records are bounded by ``max_pending``: :meth:`Bridge.put` waits beyond it, so the sink stops
   taking envelopes and its channel applies its own policy. :meth:`Bridge.health` says so.
+- **Back pressure while sending.** When envelopes come faster than the broker takes them, the
+  outbox would grow without bound while the link is up and everything would arrive later and
+  later. So while the bridge is sending (connected, and not waiting for an ingest worker), the
+  intake waits once the backlog has grown ``hold_backlog`` envelopes above its lowest since the
+  link came up; it goes on as acknowledgements bring it down, or at once when the link is lost
+  (an outage is what the outbox is for: it takes everything then). A wait reaches the sources
+  through the gateway's blocking channels: pollers miss slots, counted, rather than the uplink
+  being starved of the CPU. ``hold_backlog: 0`` never waits.
 - **No task dies unseen.** The committer, the deliverer, and within each session the sender and
   the listener (downlink commands, ingest heartbeats) are owned: an unexpected exception in any
   of them ends :meth:`Bridge.run` with that exception (a note names the task), after the
@@ -151,6 +159,9 @@ class BridgeSettings:
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
     group_commit_ms: int = 100
     max_pending: int = 10_000  # accepted, not yet committed; put() waits beyond this
+    # while sending: put() waits once the backlog is this much above its lowest since the link
+    # came up (0: never; see "Back pressure while sending")
+    hold_backlog: int = 5_000
     qos: int = 1
     read_ahead: int = 256
     reconnect_initial_s: float = 0.5
@@ -171,6 +182,8 @@ class BridgeCounters(SessionCounters):  # connects, connect_failures: counted by
     refused: int = 0  # publishes the broker refused (ACL); the row is dropped and counted
     session: int = 0
     dropped: dict[str, int] = field(default_factory=dict)  # by outbox class, this process
+    held: int = 0  # times the intake waited for the broker to catch up (back pressure)
+    held_s: float = 0.0  # seconds it waited in all
 
 
 class Bridge:
@@ -212,6 +225,11 @@ class Bridge:
         self._room.set()
         self._in_commit = 0
         self._committed = asyncio.Event()
+        # back pressure: the lowest backlog since sending began (None: not sending), and what
+        # wakes a held intake (a commit moved the backlog, or sending stopped)
+        self._floor: int | None = None
+        self._progress = asyncio.Event()
+        self.holding_intake = False
         self._intake_closed = False
         self._committer_done = asyncio.Event()
         self._inflight = 0
@@ -320,6 +338,8 @@ class Bridge:
         while len(self._pending) + self._in_commit >= self.settings.max_pending:
             self._room.clear()
             await self._room.wait()
+        if self._over_backlog():
+            await self._hold()
         if self._intake_closed:
             raise RuntimeError("the bridge's intake is closed")
         self._pending.extend(records)
@@ -341,6 +361,46 @@ class Bridge:
         """Envelopes not yet acknowledged: waiting for their commit or in the outbox."""
         return len(self._pending) + self.outbox.depth
 
+    def _sending(self) -> bool:
+        return self.connected.is_set() and not self.waiting_for_ingest
+
+    def _over_backlog(self) -> bool:
+        """Back pressure (see the module docstring): True while the intake should wait."""
+        limit = self.settings.hold_backlog
+        if limit <= 0 or not self._sending():
+            self._floor = None
+            return False
+        backlog = self.backlog
+        if self._floor is None or backlog < self._floor:
+            self._floor = backlog
+        return backlog > self._floor + limit
+
+    async def _hold(self) -> None:
+        """Wait until the broker has brought the backlog down, or sending stopped."""
+        self.holding_intake = True
+        self.counters.held += 1
+        if self.counters.held == 1 or self.counters.held % 100 == 0:
+            log.info(
+                "bridge %s/%s: envelopes come faster than the broker takes them; the sources "
+                "wait (backlog %d; held %d times)",
+                self.settings.site,
+                self.settings.gateway,
+                self.backlog,
+                self.counters.held,
+            )
+        start = self.clock.monotonic()
+        try:
+            while self._over_backlog():
+                self._progress.clear()
+                await self._progress.wait()
+        finally:
+            self.holding_intake = False
+            self.counters.held_s += self.clock.monotonic() - start
+
+    def _moved(self) -> None:
+        """The backlog moved or sending stopped: a held intake looks again."""
+        self._progress.set()
+
     # -- running ------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -357,9 +417,17 @@ class Bridge:
 
     def health(self) -> list[str]:
         """Why the bridge works only in part now (empty: it does not), for ``/healthz``."""
+        held = (
+            [
+                f"the broker takes envelopes slower than the sources make them: they wait "
+                f"(backlog {self.backlog}; see cityedge_poll_slots_missed)"
+            ]
+            if self.holding_intake
+            else []
+        )
         full = self.outbox.disk_full
         if full is None:
-            return []
+            return held
         where = f"{self.settings.outbox_path}, {full.free_bytes} bytes free"
         if self.holding is not None:
             return [
@@ -368,7 +436,8 @@ class Bridge:
             ]
         return [
             f"outbox disk full ({where}): dropping the oldest telemetry to make room "
-            f"({full.dropped} dropped since it filled)"
+            f"({full.dropped} dropped since it filled)",
+            *held,
         ]
 
     def notices(self) -> list[str]:
@@ -518,6 +587,7 @@ class Bridge:
         if self.on_commit is not None:
             self.on_commit(result)
         self._committed.set()
+        self._moved()
 
     def _drained(self) -> bool:
         return self.outbox.depth == 0 and not self._acked and self._inflight == 0
@@ -536,6 +606,7 @@ class Bridge:
                 pass  # the session says so (once an outage); the rows stay stored
             finally:
                 self.connected.clear()
+                self._moved()
                 self.link = None
                 try:
                     await self.session.end()  # raises what killed the link's task, if anything
@@ -553,6 +624,7 @@ class Bridge:
                 await self._db(self.outbox.commit, [], acked)
             except OutboxFull:
                 self._acked[:0] = acked  # the committer tries again
+            self._moved()
 
     def _state(self, state: LinkState, reason: str = "", with_stats: bool = False) -> bytes:
         s = self.settings
@@ -672,6 +744,7 @@ class Bridge:
                 self.settings.wait_for_ingest,
             )
             self.waiting_for_ingest = True
+            self._moved()
         ok: asyncio.Future[Any] = asyncio.ensure_future(self._host_ok.wait())
         await asyncio.wait({ok, lost}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
         ok.cancel()

@@ -65,6 +65,14 @@ class OutboxConfig(StrictModel):
         description="Group commit interval: a crash or power cut loses at most this many "
         "milliseconds of envelopes (plus one fsync); none of them was published",
     )
+    hold_backlog: int = Field(
+        default=5_000,
+        ge=0,
+        le=10_000_000,
+        description="Back pressure while connected: once this many more envelopes wait than "
+        "the fewest since the link came up, the sources wait (pollers miss slots, counted) "
+        "until the broker catches up; never while the link is down; 0: never",
+    )
     telemetry_overflow: Overflow = Field(
         default="drop_oldest", description="Which telemetry goes first over the budget"
     )

@@ -95,6 +95,7 @@ def bridge_settings(
             event_overflow=o.event_overflow,
             wal_limit_bytes=o.wal_limit_bytes,
         ),
+        hold_backlog=o.hold_backlog,
         group_commit_ms=0 if o.durability == "fsync" else o.group_commit_ms,
         qos=config.qos,
         reconnect_initial_s=config.reconnect_initial_s,
@@ -136,6 +137,18 @@ class MqttSinkMetrics:
         self.outbox_disk_full = Gauge(
             "cityedge_outbox_disk_full", "1 while the outbox's disk is full", ["sink"], registry=r
         )
+        self.held = Gauge(
+            "cityedge_outbox_held",
+            "1 while the sources wait for the broker to catch up (back pressure)",
+            ["sink"],
+            registry=r,
+        )
+        self.held_seconds = Gauge(
+            "cityedge_outbox_held_seconds",
+            "Seconds the sources waited for the broker to catch up, since the start",
+            ["sink"],
+            registry=r,
+        )
         self.link_session = Gauge(
             "cityedge_link_session", "Session number of the link", ["sink"], registry=r
         )
@@ -162,6 +175,7 @@ class MqttSink(Plugin, ReportsHealth, StoresDurably):
         self._topics: dict[tuple[str, str, str, str], str] = {}
         self._counted: dict[tuple[str, str], list[Any]] = {}  # metric children by what, kind
         self._failures_seen = 0  # the session's connect failures already counted
+        self._held_before = 0.0  # seconds the sources waited, under bridges that stopped
         # ids of what was given to a bridge and not committed yet, in the order given
         self._uncommitted: deque[str] = deque()
 
@@ -185,6 +199,7 @@ class MqttSink(Plugin, ReportsHealth, StoresDurably):
                 if stopped:
                     self._lost_at_stop()
                 self._gauge(bridge)
+                self._held_before += bridge.counters.held_s
 
     async def _intake(self, bridge: Bridge) -> None:
         # what a bridge that stopped did not store comes first, then the channel, in batches
@@ -255,6 +270,8 @@ class MqttSink(Plugin, ReportsHealth, StoresDurably):
         own.outbox_oldest_age.labels(name).set(max(ages) if ages else 0.0)
         own.link_up.labels(name).set(1 if bridge.connected.is_set() else 0)
         own.link_session.labels(name).set(bridge.counters.session)
+        own.held.labels(name).set(1 if bridge.holding_intake else 0)
+        own.held_seconds.labels(name).set(self._held_before + bridge.counters.held_s)
         own.outbox_disk_full.labels(name).set(1 if bridge.outbox.disk_full is not None else 0)
         failures = bridge.counters.connect_failures  # counted by the session, seldom
         if failures > self._failures_seen:

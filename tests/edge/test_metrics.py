@@ -18,6 +18,13 @@ FAMILIES = {
     ("cityedge_polls", "counter", ("source", "device"), "Device polls"),
     ("cityedge_poll_errors", "counter", ("source", "device", "reason"), "Failed polls or points"),
     ("cityedge_poll_latency_seconds", "histogram", ("source", "device"), "Time to poll a device"),
+    (
+        "cityedge_poll_slots_missed",
+        "counter",
+        ("source", "device"),
+        "Poll slots that passed while a poll or its delivery was under way (a slow "
+        "device, or the sources waiting for the uplink)",
+    ),
     ("cityedge_readings", "counter", ("source", "device"), "Point values read"),
     ("cityedge_device_up", "gauge", ("source", "device"), "Device answering"),
     ("cityedge_events", "counter", ("kind",), "Envelopes made"),
@@ -43,6 +50,18 @@ FAMILIES = {
     ("cityedge_link_up", "gauge", ("sink",), "1 connected to the broker"),
     ("cityedge_outbox_disk_full", "gauge", ("sink",), "1 while the outbox's disk is full"),
     ("cityedge_link_session", "gauge", ("sink",), "Session number of the link"),
+    (
+        "cityedge_outbox_held",
+        "gauge",
+        ("sink",),
+        "1 while the sources wait for the broker to catch up (back pressure)",
+    ),
+    (
+        "cityedge_outbox_held_seconds",
+        "gauge",
+        ("sink",),
+        "Seconds the sources waited for the broker to catch up, since the start",
+    ),
     (
         "cityedge_sink_buffer_depth",
         "gauge",

@@ -88,14 +88,51 @@ async def test_first_slots_are_staggered_then_every_interval() -> None:
         ]
 
 
+def metric(cap: Captured, name: str, **labels: str) -> float | None:
+    return cap.metrics.registry.get_sample_value(name, labels)
+
+
 async def test_a_slot_missed_while_busy_is_skipped_not_bunched() -> None:
     clock = VirtualClock()
     bus = FakeBus(clock, answer_s=2.5)  # each read takes two and a half intervals
     t0 = clock.monotonic()
-    async with running(devices(["a"], 1.0), bus.read, clock):
+    devs = devices(["a"], 1.0)
+    async with running(devs, bus.read, clock) as (_poller, cap):
         await clock.advance(9.0)
     # read at 0 ends at 2.5: slots 1 and 2 are skipped, the next read is at 3, then 6, 9
     assert [round(t - t0, 3) for t in bus.times("a")] == [0.0, 3.0, 6.0, 9.0]
+    assert devs[0].missed == 6  # 1, 2, 4, 5, 7, 8
+    assert metric(cap, "cityedge_poll_slots_missed_total", source="bus", device="a") == 6
+
+
+async def test_a_full_readings_channel_makes_the_pollers_wait_and_miss_slots_counted() -> None:
+    """Back pressure: nobody takes the readings (an uplink that cannot keep up holds the sink,
+    the sink's channel, the dispatcher): the poller waits on the full channel instead of
+    reading on, and the slots that pass are counted, not queued."""
+    clock = VirtualClock()
+    bus = FakeBus(clock)
+    devs = devices(["a"], 1.0)
+    t0 = clock.monotonic()
+    cap = source_context("bus", clock=clock, capacity=2)
+    poller: Poller[PolledDevice] = Poller(cap.ctx, devs, bus.read)
+    task = asyncio.create_task(poller.run())
+    try:
+        await clock.advance(10.0)
+        assert len(bus.times("a")) == 3  # two fill the channel, the third waits to be put
+        assert cap.readings.depth == 2
+        for _ in range(2):  # taken: the waiting one goes in and polling resumes
+            await cap.readings.get()
+        await clock.advance(1.0)
+        # the next slot after the wait, not the eight that passed bunched up
+        assert [round(t - t0) for t in bus.times("a")] == [0, 1, 2, 11]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert devs[0].missed == 8  # 3 to 10
+    assert metric(cap, "cityedge_poll_slots_missed_total", source="bus", device="a") == (
+        devs[0].missed
+    )
 
 
 async def test_availability_changes_once_each_way_and_is_logged_once(
