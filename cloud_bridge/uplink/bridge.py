@@ -33,8 +33,10 @@ the downlink commands, run as one unit.
   outbox would grow without bound while the link is up and everything would arrive later and
   later. So while the bridge is sending (connected, and not waiting for an ingest worker), the
   intake waits once the backlog has grown ``hold_backlog`` envelopes above its lowest since the
-  link came up; it goes on as acknowledgements bring it down, or at once when the link is lost
-  (an outage is what the outbox is for: it takes everything then). A wait reaches the sources
+  link came up; it goes on as acknowledgements bring it down, at once when the link is lost
+  (an outage is what the outbox is for: it takes everything then), and when no acknowledgement
+  came for ``hold_stall_s`` (a broker that hangs with the connection open is an outage too, not
+  a slow broker). A wait reaches the sources
   through the gateway's blocking channels: pollers miss slots, counted, rather than the uplink
   being starved of the CPU. ``hold_backlog: 0`` never waits.
 - **No task dies unseen.** The committer, the deliverer, and within each session the sender and
@@ -162,6 +164,7 @@ class BridgeSettings:
     # while sending: put() waits once the backlog is this much above its lowest since the link
     # came up (0: never; see "Back pressure while sending")
     hold_backlog: int = 5_000
+    hold_stall_s: float = 2.0  # ... unless no acknowledgement came for this long
     qos: int = 1
     read_ahead: int = 256
     reconnect_initial_s: float = 0.5
@@ -229,6 +232,7 @@ class Bridge:
         # wakes a held intake (a commit moved the backlog, or sending stopped)
         self._floor: int | None = None
         self._progress = asyncio.Event()
+        self._acked_at = 0.0  # clock.monotonic() of the last acknowledgement (or connect)
         self.holding_intake = False
         self._intake_closed = False
         self._committer_done = asyncio.Event()
@@ -373,7 +377,12 @@ class Bridge:
         backlog = self.backlog
         if self._floor is None or backlog < self._floor:
             self._floor = backlog
-        return backlog > self._floor + limit
+        if backlog <= self._floor + limit:
+            return False
+        if self.clock.monotonic() - self._acked_at >= self.settings.hold_stall_s:
+            self._floor = None  # the broker takes nothing: an outage; measured afresh after
+            return False
+        return True
 
     async def _hold(self) -> None:
         """Wait until the broker has brought the backlog down, or sending stopped."""
@@ -392,7 +401,13 @@ class Bridge:
         try:
             while self._over_backlog():
                 self._progress.clear()
-                await self._progress.wait()
+                moved = asyncio.ensure_future(self._progress.wait())
+                stall = asyncio.ensure_future(self.clock.sleep(self.settings.hold_stall_s))
+                try:
+                    await asyncio.wait({moved, stall}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    moved.cancel()
+                    stall.cancel()
         finally:
             self.holding_intake = False
             self.counters.held_s += self.clock.monotonic() - start
@@ -598,6 +613,7 @@ class Bridge:
             if link is None:
                 return  # the session was closed: the bridge is stopping
             self.link = link
+            self._acked_at = self.clock.monotonic()
             self.connected.set()
             try:
                 await self._session(link)
@@ -781,6 +797,7 @@ class Bridge:
         err = None if fut.cancelled() else fut.exception()
         if isinstance(err, LinkLost) or fut.cancelled():
             return  # stays stored; sent again in the next session
+        self._acked_at = self.clock.monotonic()
         kind = self._kinds.get(row.topic)
         if kind is None:  # each topic's kind is read from it once
             if len(self._kinds) >= 65_536:

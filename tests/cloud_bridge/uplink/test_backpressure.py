@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import signal
 from pathlib import Path
 
 from cloud_bridge.link import LinkSettings, MqttLink
@@ -113,3 +115,34 @@ async def test_after_an_outage_the_backlog_drains_and_new_intake_is_held_above_i
                 await run
         finally:
             broker.stop()
+
+
+async def test_a_broker_that_hangs_with_the_connection_open_does_not_hold_the_sources(
+    mosquitto: Broker, tmp_path: Path
+) -> None:
+    """SIGSTOP: the link looks up but nothing is acknowledged. That is an outage, not a slow
+    broker: after ``hold_stall_s`` without an acknowledgement the intake goes on into the
+    outbox, and once the broker runs again everything arrives."""
+    total = 5_000
+    s = dataclasses.replace(
+        settings(mosquitto.port, tmp_path / "o.db"), hold_backlog=HOLD, hold_stall_s=0.5
+    )
+    async with MqttLink.open(LinkSettings("127.0.0.1", mosquitto.port, client_id="sub")) as sub:
+        await sub.subscribe("cityedge/v1/#")
+        async with Bridge.open(s) as bridge:
+            run = asyncio.create_task(bridge.run())
+            async with asyncio.timeout(10):
+                await bridge.connected.wait()
+            os.kill(mosquitto.proc.pid, signal.SIGSTOP)
+            try:
+                peaks: list[int] = []
+                async with asyncio.timeout(30):  # held at most a stall at a time
+                    await offer(bridge, total, peaks)
+                assert bridge.connected.is_set()  # it never looked down
+                assert max(peaks) >= total - 200  # all taken, past the mark
+            finally:
+                os.kill(mosquitto.proc.pid, signal.SIGCONT)
+            assert await count_arrivals(sub, total) == total
+            bridge.close_intake()
+            async with asyncio.timeout(30):
+                await run
