@@ -26,6 +26,7 @@ import asyncio
 import logging
 import ssl
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,9 +93,10 @@ class LinkSettings:
     message_queue: int = 10_000  # incoming messages held for the reader; more are dropped, counted
     # Subscribers that must not lose a message: acknowledge each with MqttLink.ack() once it is
     # safely stored, and ask the broker (MQTT 5 Receive Maximum) to keep few unacknowledged.
-    # Whatever the broker does, the link stops reading its socket while the queue is half full,
-    # and with manual_ack a full queue ends the connection (the broker then sends again)
-    # rather than dropping a message.
+    # Whatever the broker does, the link stops reading its socket while the queue is half full
+    # (except while a SUBACK is awaited: a kept session's queued messages come before it and
+    # are held in order past the queue), and with manual_ack a full queue ends the connection
+    # (the broker then sends again) rather than dropping a message.
     manual_ack: bool = False
     receive_maximum: int | None = None
 
@@ -132,6 +134,8 @@ class MqttLink:
         self._closed = False  # torn down: a socket that opens late is closed at once
         self.crash = None
         self._messages: asyncio.Queue[Message] = asyncio.Queue(settings.message_queue)
+        # received past a full queue while a SUBACK was awaited, in order, before what follows
+        self._overflow: deque[Message] = deque()
         self._subacks: dict[int, asyncio.Future[None]] = {}
         self._waiting = 0
         self._reading_paused = False
@@ -362,6 +366,7 @@ class MqttLink:
             raise LinkLost(f"subscribe failed: {mqtt.error_string(rc)}")
         fut: asyncio.Future[None] = self._loop.create_future()
         self._subacks[mid] = fut
+        self._resume_reading()  # the SUBACK must be read, whatever waits before it
         async with asyncio.timeout(timeout_s):
             await fut
 
@@ -474,6 +479,8 @@ class MqttLink:
         self, _c: mqtt.Client, _u: Any, mid: int, reasons: list[ReasonCode], _p: Any
     ) -> None:
         fut = self._subacks.pop(mid, None)
+        if not self._subacks:
+            self._pause_if_behind(_c)  # what came before the SUBACK, if the reader is behind
         if fut is None or fut.done():
             return
         bad = [r for r in reasons if r.is_failure]
@@ -483,10 +490,15 @@ class MqttLink:
             fut.set_result(None)
 
     def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        message = Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.mid)
+        if self._overflow or (self._subacks and self._messages.full()):
+            # a session the broker kept sends what it queued before the SUBACK: reading must go
+            # on until the SUBACK is read (the broker's Receive Maximum bounds what comes); what
+            # comes after waits behind it, in order, and reading pauses once the SUBACK is in
+            self._overflow.append(message)
+            return
         try:
-            self._messages.put_nowait(
-                Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.mid)
-            )
+            self._messages.put_nowait(message)
         except asyncio.QueueFull:
             self.dropped_messages += 1
             if self.settings.manual_ack and msg.qos > 0:
@@ -495,7 +507,12 @@ class MqttLink:
                 log.error("reader fell %d messages behind; reconnecting", self._messages.qsize())
                 client.disconnect()
             return
-        if self._messages.qsize() >= max(1, self._messages.maxsize // 2):
+        self._pause_if_behind(client)
+
+    def _pause_if_behind(self, client: mqtt.Client) -> None:
+        if self._subacks:
+            return  # a SUBACK is awaited behind what was sent: not now (see _on_message)
+        if self._overflow or self._messages.qsize() >= max(1, self._messages.maxsize // 2):
             self._pause_reading(client)
 
     def _pause_reading(self, client: mqtt.Client) -> None:
@@ -507,13 +524,19 @@ class MqttLink:
             self._loop.remove_reader(sock)
 
     def _took(self, message: Message) -> Message:
+        while self._overflow and not self._messages.full():
+            self._messages.put_nowait(self._overflow.popleft())
+        if not self._overflow and self._messages.qsize() <= self._messages.maxsize // 4:
+            self._resume_reading()
+        return message
+
+    def _resume_reading(self) -> None:
         client = self._client
-        if self._reading_paused and self._messages.qsize() <= self._messages.maxsize // 4:
+        if self._reading_paused:
             self._reading_paused = False
             sock = client.socket() if client is not None else None
             if sock is not None and client is not None and not self._lost.is_set():
                 self._loop.add_reader(sock, client.loop_read)
-        return message
 
     def _on_socket_open(self, client: mqtt.Client, _u: Any, sock: Any) -> None:
         def watch() -> None:

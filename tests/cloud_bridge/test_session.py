@@ -184,3 +184,55 @@ async def test_a_link_whose_own_task_died_is_raised_not_reconnected(mosquitto: B
             await read_all()
         assert any("keepalive task" in note for note in crash.value.__notes__)
         assert session.counters.connects == 1  # not hidden behind a reconnect
+
+
+async def test_a_persistent_session_with_a_backlog_larger_than_half_the_queue_gets_subscribed(
+    tmp_path: Any,
+) -> None:
+    """A worker coming back to a session the broker kept, with more queued than half its
+    queue: the queued messages arrive before the SUBACK. The link must not stop reading then
+    (the SUBACK would never be read, the subscribe would time out, and it would reconnect in a
+    loop); it reads on, and every message is received once the session is up."""
+    broker = Broker.start(tmp_path / "broker", extra_conf="max_queued_messages 10000\n")
+    try:
+        queued = 1_500
+        link = LinkSettings(
+            "127.0.0.1",
+            broker.port,
+            client_id="worker",
+            connect_timeout_s=3,
+            clean_session=False,
+            session_expiry_s=3600,
+            manual_ack=True,
+            receive_maximum=1000,
+            message_queue=200,
+        )
+        s = SessionSettings(
+            link=link,
+            subscriptions=(Subscription("t/#", qos=1), Subscription("u/#", qos=1)),
+            reconnect_initial_s=0.05,
+            reconnect_max_s=0.2,
+            name="worker",
+        )
+        async with MqttSession(s) as session:  # the broker learns the session, then it leaves
+            async with asyncio.timeout(10):
+                assert await session.connect() is not None
+            await session.end()
+        async with MqttLink.open(LinkSettings("127.0.0.1", broker.port, client_id="pub")) as pub:
+            for i in range(queued):
+                await pub.send(f"t/{i % 7}", str(i).encode(), qos=1)
+            await pub.publish("t/last", b"last")
+        got: list[bytes] = []
+        async with MqttSession(s) as session:
+            async with asyncio.timeout(15):
+                up = await session.connect()
+                assert up is not None
+                assert session.counters.connect_failures == 0
+                while len(got) < queued + 1:
+                    msg = await up.receive()
+                    got.append(msg.payload)
+                    up.ack(msg)
+        assert sorted(got[:-1], key=int) == [str(i).encode() for i in range(queued)]
+        assert got[-1] == b"last"
+    finally:
+        broker.stop()
