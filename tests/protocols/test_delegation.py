@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocols import delegation, signed
-from tests.firmware.vectors import DIR, FAR, GW_A, KEY, delegation_vectors
+from tests.firmware.vectors import DIR, FAR, KEY, delegation_vectors
 
 VECTORS: dict[str, Any] = json.loads((DIR / "delegation.json").read_text())
 SITE_KEYS = {
@@ -19,7 +19,7 @@ SITE_KEYS = {
 
 
 def test_the_committed_table_is_current() -> None:
-    assert VECTORS == json.loads(json.dumps(delegation_vectors()))
+    assert json.loads(json.dumps(delegation_vectors())) == VECTORS
 
 
 @pytest.mark.parametrize("case", VECTORS["commands"], ids=lambda c: c["name"])
@@ -38,7 +38,7 @@ def test_delegated_command_table(case: dict[str, Any]) -> None:
         return
     with pytest.raises((delegation.DelegationRefused, signed.SignatureRefused)) as err:
         check()
-    assert err.value.reason == case["refusal"]  # type: ignore[union-attr]
+    assert err.value.reason == case["refusal"]  # type: ignore[attr-defined]
 
 
 def test_issue_read_and_sign_round_trip() -> None:
