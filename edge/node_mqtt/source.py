@@ -212,13 +212,12 @@ class MqttSource(Plugin, Writer, TracksDevices):
             )
         if not isinstance(value, bool):
             raise ActuationError(f"node {device} relay_on takes true or false, not {value!r}")
-        if self.command_key is None:
+        cfg = self.config.commands
+        if self.command_key is None or cfg is None:
             raise ActuationError(
                 f"source {self.name} has no command key: node {device} cannot be driven",
                 hint="add 'commands: {key_file, delegation_file}' from 'cityedge provision gateway'",
             )
-        cfg = self.config.commands
-        assert cfg is not None  # with the command key
         async with node.writing:
             loop = asyncio.get_running_loop()
             nonce = secrets.token_bytes(16)

@@ -18,20 +18,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_bridge.link import Message
 from edge.actuators import ActuationError
-from edge.channel import Channel
 from edge.clock import VirtualClock
 from edge.config.base import CheckContext
 from edge.errors import DeviceError
 from edge.node_mqtt.commands import CommandKeyError, NodeNoReply
 from edge.node_mqtt.config import MqttSourceConfig
 from edge.node_mqtt.source import MqttSource
-from edge.readings import ReadingBatch
 from protocols import delegation, nodewire, signed
 from protocols.nodewire import Result
-from tests.edge import contexts
+from tests.edge.node_mqtt.test_mqtt_source import NOW
+from tests.edge.node_mqtt.test_mqtt_source import make as make_source
 from tests.firmware.vectors import KEY
 
-NOW = 1_795_500_000.0
 SITE_KEYS = {"ops-1": KEY.public_key()}
 
 
@@ -63,28 +61,10 @@ def key_files(
 def make(
     tmp: Path, commands: dict[str, Any] | None = None, clock: VirtualClock | None = None
 ) -> MqttSource:
-    cfg = MqttSourceConfig.model_validate(
-        {
-            "type": "mqtt",
-            "name": "nodes",
-            "host": "127.0.0.1",
-            "port": 1,
-            "commands": key_files(tmp) if commands is None else commands,
-            "nodes": [
-                {"name": "bin-17", "kind": "bin-fill"},
-                {"name": "gate-1", "kind": "gate-relay"},
-            ],
-        }
-    )
-    readings: Channel[ReadingBatch] = Channel("readings", 100)
-    built = contexts.source(
-        "nodes",
-        readings=readings,
+    return make_source(
         clock=clock or VirtualClock(start_wall=NOW),
-        site="riverside",
-        gateway="gw-1",
-    )
-    return MqttSource(cfg, built.ctx)
+        commands=key_files(tmp) if commands is None else commands,
+    )[0]
 
 
 Behaviour = Callable[["FakeNode", signed.Verified | Exception, str], None]
