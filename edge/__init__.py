@@ -15,12 +15,15 @@ and exit codes registered in :mod:`protocols.codes`)::
     ├── PermanentError     CE200    retrying will not help (bad point map, refused credentials):
     │   │                           the supervisor stops the plug-in for good
     │   ├── ActuationError CE210    a write refused: unknown device or point, read-only (actuators)
+    │   ├── CommandKeyError CE200   the gateway's node command key or its delegation is unusable
+    │   │                           (node_mqtt)
     │   ├── ModelError     CE400    a model missing or not the one pinned (vision.manifest)
     │   └── FaceStoreError CE420, EnrollmentError and BadPhoto CE421 (face_access)
     └── TransientError     CE300    may go away by itself (timeout, connection refused): the
         │                           supervisor starts the plug-in again with backoff
         ├── DeviceError    CE310    a field device failed to answer or answered with an exception
-        │   └── NoReply CE311, BusDown CE312 (modbus)
+        │   ├── NoReply CE311, BusDown CE312 (modbus)
+        │   └── NodeNoReply CE310   a node did not answer a command or report it back (node_mqtt)
         ├── CameraError    CE410    a camera or video cannot be opened or read (camera)
         └── PlatformLost   CE300    the HJ 212 platform's connection broke (hj212_sink)
 

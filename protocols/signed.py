@@ -49,7 +49,7 @@ from protocols.errors import DecodeError, ProtocolError
 
 VERSION: Final = 1
 DOMAIN: Final = b"cityedge-signed-v1\n"
-PURPOSES: Final = frozenset({"command", "config", "ota"})
+PURPOSES: Final = frozenset({"command", "config", "ota", "delegation"})
 _KID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _B64 = re.compile(r"^[A-Za-z0-9_-]*$")
 MAX_ENVELOPE_BYTES: Final = 1 << 20  # a config.apply carries a whole site file

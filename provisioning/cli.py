@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -311,14 +312,18 @@ def gateway(
     balena_api: Annotated[
         str | None, typer.Option(help="balena API URL (openBalena)", envvar="BALENA_API_URL")
     ] = None,
+    command_key_days: Annotated[
+        int, typer.Option(help="Days the gateway's command key is valid (its nodes obey it)")
+    ] = 365,
     as_json: AsJson = False,
 ) -> None:
-    """A gateway's certificate for the nodes' broker, its ACL, its mqtt source block, its fleet."""
+    """A gateway's certificate for the nodes' broker, its ACL, its command key (delegated by
+    the site), its mqtt source block, its fleet."""
     from provisioning.provision import provision_gateway
     from provisioning.site import Site
 
     site = Site.open(site_dir)
-    with _steps(as_json, 4) as progress:
+    with _steps(as_json, 5) as progress:
         r = provision_gateway(
             site,
             hwid,
@@ -326,6 +331,7 @@ def gateway(
             fleet=fleet,
             balena_token=balena_token,
             balena_api=balena_api,
+            command_key_days=command_key_days,
             progress=progress,
         )
     doc = {
@@ -336,12 +342,15 @@ def gateway(
         "balena": r.fleet.__dict__ | {"api_key": "***"} if r.fleet else None,
         "source_yaml": r.source_yaml,
         "broker_reload": {"sent": r.reload.sent, "how": r.reload.how},
+        "command_key": {"kid": r.command_kid, "expires_at": r.command_expires_at},
     }
     if as_json:
         emit_json(doc)
         return
     out.print(f"gateway {name}: identity {r.device.identity}, files in {r.out_dir}")
     out.print(f"  broker: {r.reload.how}")
+    until = datetime.fromtimestamp(r.command_expires_at, UTC).date().isoformat()
+    out.print(f"  command key {r.command_kid}, delegated by the site until {until}")
     if r.fleet:
         out.print(f"  joined balena fleet {r.fleet.fleet} as {r.fleet.uuid}")
     out.print("  add to its site file under sources:\n" + r.source_yaml)

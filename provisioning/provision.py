@@ -24,6 +24,7 @@ import json
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cityedge.console import check_serial
 from protocols import nodewire, pki
@@ -314,6 +316,8 @@ class GatewayResult:
     fleet: Any  # fleet.FleetDevice | None
     source_yaml: str
     reload: Reload
+    command_kid: str = ""  # the gateway's command key, delegated by the site
+    command_expires_at: int = 0
 
 
 def provision_gateway(
@@ -324,12 +328,21 @@ def provision_gateway(
     fleet: str | None = None,
     balena_token: str | None = None,
     balena_api: str | None = None,
+    command_key_days: int = 365,
     progress: Progress = quiet,
 ) -> GatewayResult:
-    """A gateway's certificate for the nodes' broker, its ACL entry, the ``mqtt`` source block
-    for its site file, and (with ``fleet``) its registration in a balena fleet. As for nodes, a
-    failed step (the fleet refusing it) leaves no file, row or ACL entry."""
+    """A gateway's certificate for the nodes' broker, its ACL entry, its command key (an Ed25519
+    key the site delegates to it for ``command_key_days``: its nodes obey commands signed with
+    it, see :mod:`protocols.delegation`), the ``mqtt`` source block for its site file, and (with
+    ``fleet``) its registration in a balena fleet. As for nodes, a failed step (the fleet
+    refusing it) leaves no file, row or ACL entry. Provisioning a gateway again gives it a new
+    command key (a new key id); the old one is obeyed until its delegation expires."""
     progress("check", 0.0)
+    if not 1 <= command_key_days <= 3650:
+        raise ProvisionInputError(
+            f"--command-key-days must be 1-3650 (got {command_key_days})",
+            hint="how long the gateway's command key is valid; provision it again to renew",
+        )
     hwid = normalize_hwid(hwid)
     try:
         identity = pki.gateway_identity(site.site, name)
@@ -367,6 +380,20 @@ def provision_gateway(
         write_private(staging / "gateway.key", pki.key_pem(key))
         (staging / "gateway.pem").write_bytes(pki.cert_pem(cert))
         (staging / "ca.pem").write_bytes(pki.cert_pem(ca_cert))
+        progress("command key", 0.0)
+        command_key = Ed25519PrivateKey.generate()
+        write_private(
+            staging / "command.key",
+            command_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
+        granted = site.delegate_command_key(
+            name, command_key.public_key(), int(time.time()) + command_key_days * 86400
+        )
+        (staging / "command-delegation.json").write_text(json.dumps(granted.envelope, indent=1))
         if joined is not None:
             write_private(staging / "balena.json", json.dumps(joined.__dict__, indent=1).encode())
         progress("inventory", 0.0)
@@ -404,7 +431,12 @@ def provision_gateway(
         f"      ca_file: {out.resolve()}/ca.pem\n"
         f"      cert_file: {out.resolve()}/gateway.pem\n"
         f"      key_file: {out.resolve()}/gateway.key\n"
+        "    commands:\n"
+        f"      key_file: {out.resolve()}/command.key\n"
+        f"      delegation_file: {out.resolve()}/command-delegation.json\n"
         "    nodes:\n" + node_lines
     )
     (out / "source.yaml").write_text(source)
-    return GatewayResult(device, created, out, joined, source, reload)
+    return GatewayResult(
+        device, created, out, joined, source, reload, granted.kid, granted.expires_at
+    )

@@ -5,7 +5,8 @@ ACL, the OTA signing key, the technician's certificate, and the device inventory
     ca.pem  ca.key       the site CA (protocols.pki); the key is 0600
     broker.pem/.key      the local broker's server certificate
     technician.pem/.key  the tool's own identity (reads node status for the self-test)
-    ota.key              Ed25519 key that signs OTA manifests and node commands (0600)
+    ota.key              Ed25519 key that signs OTA manifests, node commands and the gateways'
+                         command-key delegations (0600)
     inventory.sqlite     devices by hardware id
     broker/acl           mosquitto ACL, regenerated from the inventory
     broker/nodes.conf    the mosquitto listener for nodes (TLS, client certificates, the ACL):
@@ -45,10 +46,10 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from cityedge import brokerfiles
-from protocols import nodewire, pki, signed
+from protocols import delegation, nodewire, pki, signed
 from provisioning.errors import ProvisionInputError
 from provisioning.inventory import Inventory
 
@@ -230,6 +231,21 @@ class Site:
         if not isinstance(key, Ed25519PrivateKey):
             raise ProvisionInputError(f"{self.root / 'ota.key'} is not an Ed25519 key")
         return key
+
+    def delegate_command_key(
+        self, gateway: str, key: Ed25519PublicKey, expires_at: int
+    ) -> delegation.Delegation:
+        """The site's delegation of ``key`` to ``gateway``: its nodes then obey commands signed
+        with it (:mod:`protocols.delegation`)."""
+        data = delegation.issue(
+            site_key=self.ota_key(),
+            site_kid=self.ota_kid,
+            site=self.site,
+            gateway=gateway,
+            gateway_key=key,
+            expires_at=expires_at,
+        )
+        return delegation.read(data)
 
     def trusted_keys(self) -> dict[str, str]:
         """What nodes trust: key id -> raw public key (base64url)."""

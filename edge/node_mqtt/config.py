@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -13,11 +14,41 @@ from protocols import nodewire
 from protocols.envelope import Ident
 
 NodeKind = Literal["bin-fill", "water", "gate-relay"]
+WRITABLE = frozenset({("gate-relay", "relay_on")})  # (kind, point) apps may write, with commands
 
 
 class MqttNodeConfig(StrictModel):
     name: Ident = Field(description="Node id (its MQTT client id and topic level); the device name")
     kind: NodeKind = Field(description="What the node is: bin-fill, water or gate-relay")
+
+
+class NodeCommandsConfig(StrictModel):
+    """Commands to gate-relay nodes (apps' writes to ``relay_on``), signed with this gateway's
+    command key; the nodes obey it because the site delegated it to this gateway."""
+
+    key_file: Path = Field(
+        description="The gateway's command key (Ed25519, PEM, keep it 0600): 'command.key' from "
+        "'cityedge provision gateway'"
+    )
+    delegation_file: Path = Field(
+        description="The site's delegation of that key to this gateway: "
+        "'command-delegation.json' beside it"
+    )
+    reply_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="Deadline for the node's reply to a command"
+    )
+    readback_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Deadline, after the node's reply, for its report that reads the relay back",
+    )
+    command_ttl_s: int = Field(
+        default=60,
+        ge=5,
+        le=300,
+        description="How long a signed command stays valid (nodes refuse more than 300 s)",
+    )
 
 
 class MqttSourceConfig(MqttConnectionConfig):
@@ -53,6 +84,11 @@ class MqttSourceConfig(MqttConnectionConfig):
         le=10_000,
         description="Recent frames per node remembered to drop repeats after a reconnect",
     )
+    commands: NodeCommandsConfig | None = Field(
+        default=None,
+        description="Let apps drive gate-relay nodes (point relay_on, read back from the node's "
+        "report); none: the nodes are read-only",
+    )
     nodes: list[MqttNodeConfig] = Field(
         min_length=1, description="Nodes accepted from this broker (others are ignored, counted)"
     )
@@ -65,7 +101,10 @@ class MqttSourceConfig(MqttConnectionConfig):
                 found.problems.append((("nodes", i, "name"), f"node {node.name!r} is listed twice"))
             seen.add(node.name)
             found.devices[node.name] = {
-                p: PointInfo(unit=nodewire.POINTS[nodewire.POINT_IDS[p]][1])
+                p: PointInfo(
+                    unit=nodewire.POINTS[nodewire.POINT_IDS[p]][1],
+                    writable=self.commands is not None and (node.kind, p) in WRITABLE,
+                )
                 for p in nodewire.KIND_POINTS[node.kind]
             }
         return found

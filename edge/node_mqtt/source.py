@@ -18,6 +18,10 @@ so node data flows through the same apps and sinks as Modbus devices. Per node:
 - status frames drive availability: the will (``offline``) makes the node unavailable once, any
   later frame recovers it; OTA results and rollbacks are logged with their reason.
 
+With ``commands`` configured, apps write ``relay_on`` of gate-relay nodes (:class:`Writer`): a
+command signed with the gateway's command key, the node's reply by nonce, then the relay read
+back from the node's next report (:mod:`edge.node_mqtt.commands`).
+
 The connection is a :class:`cloud_bridge.session.MqttSession`: it reconnects with capped,
 jittered backoff, subscribes again each time and says an outage once. The MQTT session is
 persistent (``session_expiry_s``): frames that nodes publish while the gateway is away are queued
@@ -28,19 +32,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import replace
 
 from cloud_bridge.link import LinkError, Message
 from cloud_bridge.session import MqttSession, SessionSettings, Subscription
+from edge.actuators import ActuationError, Writer
+from edge.errors import DeviceError
 from edge.mqtt_sink.sink import endpoints, link_settings
-from edge.node_mqtt.config import MqttSourceConfig
+from edge.node_mqtt.commands import Pending, load_command_key, within
+from edge.node_mqtt.config import WRITABLE, MqttSourceConfig
 from edge.plugin import Plugin, SourceContext, TracksDevices
 from edge.readings import Reading, ReadingBatch
 from protocols import envelope as env
-from protocols import nodewire
+from protocols import nodewire, signed
 from protocols.errors import DecodeError, TopicError
+from protocols.modbus import Value
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +60,11 @@ ACK_TIMEOUT_S = 5.0  # for the broker's PUBACK of an acknowledgement; the node s
 
 
 class _Node:
-    def __init__(self, name: str, window: int) -> None:
+    def __init__(self, name: str, kind: str, window: int) -> None:
         self.name = name
+        self.kind = kind
+        self.writing = asyncio.Lock()  # one command in flight: its read-back is unambiguous
+        self.pending: Pending | None = None
         self.recent: deque[bytes] = deque(maxlen=window) if window else deque(maxlen=1)
         self.window = window
         self.health = "unknown"
@@ -62,7 +74,7 @@ class _Node:
         self.reports: OrderedDict[tuple[int, int], bool] = OrderedDict()
 
 
-class MqttSource(Plugin, TracksDevices):
+class MqttSource(Plugin, Writer, TracksDevices):
     def __init__(self, config: MqttSourceConfig, ctx: SourceContext) -> None:
         self.config = config
         self.ctx = ctx
@@ -83,7 +95,13 @@ class MqttSource(Plugin, TracksDevices):
             reconnect_max_s=config.reconnect_max_s,
             name=f"source {self.name}",
         )
-        self.nodes = {n.name: _Node(n.name, config.dedupe_window) for n in config.nodes}
+        self.nodes = {n.name: _Node(n.name, n.kind, config.dedupe_window) for n in config.nodes}
+        self.command_key = (
+            load_command_key(config.commands, ctx.gateway, ctx.clock.time())
+            if config.commands is not None
+            else None
+        )
+        self._session: MqttSession | None = None
         self.unknown: set[str] = set()
         self.duplicates = 0
         # stored reports to acknowledge: (node, boot) -> seqs; sent by _send_acks
@@ -101,10 +119,14 @@ class MqttSource(Plugin, TracksDevices):
             MqttSession(self.settings, clock=self.ctx.clock) as session,
             asyncio.TaskGroup() as tg,
         ):
-            acks = tg.create_task(self._send_acks(session))
-            async for msg in session.messages():
-                await self.handle(msg)
-            acks.cancel()
+            self._session = session
+            try:
+                acks = tg.create_task(self._send_acks(session))
+                async for msg in session.messages():
+                    await self.handle(msg)
+                acks.cancel()
+            finally:
+                self._session = None
 
     async def handle(self, msg: Message) -> None:
         """One message from the broker (public for tests and benchmarks)."""
@@ -167,11 +189,85 @@ class MqttSource(Plugin, TracksDevices):
             readings = tuple(Reading(r.point, r.value, r.unit) for r in frame.readings)
             self.ctx.metrics.readings.labels(self.name, name).inc(len(readings))
             receipt = None if key is None else self._receipt(node, key)
+            if node.pending is not None:
+                node.pending.reported(frame)
             await self.ctx.readings.put(ReadingBatch(self.name, name, at, readings, key, receipt))
         elif isinstance(frame, nodewire.ReplyFrame):
             log.info(
                 "node %s: command %s %s: %s", name, frame.nonce, frame.result.name, frame.message
             )
+            if node.pending is not None:
+                node.pending.replied(frame)
+
+    async def write(self, device: str, point: str, value: Value) -> Value:
+        """Switch a gate-relay node's relay (``relay_on``): a signed command, the node's reply,
+        then the relay as the node's next report reads it back (:mod:`edge.node_mqtt.commands`)."""
+        node = self.nodes.get(device)
+        if node is None:
+            raise ActuationError(f"source {self.name} has no node {device!r}")
+        if (node.kind, point) not in WRITABLE:
+            raise ActuationError(
+                f"node {device} ({node.kind}) has no writable point {point!r}",
+                hint="apps write relay_on of gate-relay nodes",
+            )
+        if not isinstance(value, bool):
+            raise ActuationError(f"node {device} relay_on takes true or false, not {value!r}")
+        cfg = self.config.commands
+        if self.command_key is None or cfg is None:
+            raise ActuationError(
+                f"source {self.name} has no command key: node {device} cannot be driven",
+                hint="add 'commands: {key_file, delegation_file}' from 'cityedge provision gateway'",
+            )
+        async with node.writing:
+            loop = asyncio.get_running_loop()
+            nonce = secrets.token_bytes(16)
+            pending = Pending(
+                signed.b64url(nonce), value, loop.create_future(), loop.create_future()
+            )
+            expires = int(self.ctx.clock.time()) + cfg.command_ttl_s
+            data = self.command_key.sign(device, "open" if value else "close", expires, nonce)
+            node.pending = pending
+            try:
+                await self._publish(nodewire.node_topic(self.site, device, "cmd"), data, device)
+                what = f"node {device} did not answer the command"
+                reply = await within(self.ctx.clock, pending.reply, cfg.reply_timeout_s, what)
+                if reply.result is nodewire.Result.REFUSED:
+                    raise ActuationError(
+                        f"node {device} refused the command: {reply.message}",
+                        hint="provision the node with --gateway naming this gateway, and this "
+                        "gateway's command key from 'cityedge provision gateway'",
+                    )
+                if reply.result is not nodewire.Result.DONE:
+                    raise DeviceError(
+                        f"node {device} could not switch its relay: {reply.message}",
+                        hint="check the relay and its wiring on the node",
+                    )
+                what = f"node {device} did not report its relay after the command"
+                back = await within(self.ctx.clock, pending.readback, cfg.readback_timeout_s, what)
+            finally:
+                node.pending = None
+        if back != value:
+            raise DeviceError(
+                f"node {device} relay_on: wrote {value}, read back {back}",
+                hint="the relay did not stay switched: check the node's relay and its log",
+            )
+        return back
+
+    async def _publish(self, topic: str, data: bytes, device: str) -> None:
+        link = self._session.link if self._session is not None else None
+        if link is None:
+            raise DeviceError(
+                f"node {device}: not connected to the site broker; command not sent",
+                hint="check the site broker (the source's log says why it is away)",
+            )
+        try:
+            async with asyncio.timeout(ACK_TIMEOUT_S):
+                await link.publish(topic, data, qos=1)
+        except (LinkError, TimeoutError) as err:
+            raise DeviceError(
+                f"node {device}: the command was not accepted by the site broker: {err}",
+                hint="check the site broker and this gateway's ACL entry",
+            ) from err
 
     def _receipt(self, node: _Node, key: tuple[int, int]) -> Callable[[], None]:
         def stored() -> None:

@@ -7,13 +7,14 @@ on a half-understood config is worse than one that does not start)::
      "broker": {"host": "10.0.0.2", "port": 8883, "tls": true, "keepalive_s": 30},
      "wifi": {"ssid": "...", "psk": "..."},
      "report_interval_s": 60, "queue_max": 32, "watchdog_ms": 30000,
-     "trusted_keys": {"ops-2026": "<raw Ed25519 public key, base64url>"},
+     "trusted_keys": {"ops-2026": "<raw Ed25519 public key, base64url>"}, "gateway": "gw-1",
      "app": {"pins": {"trigger": 5, "echo": 18, "temp": 34}, "empty_mm": 1200, "full_mm": 150}}
 
 ``app`` is checked against the app's declared settings (:mod:`cenode.appschema`, which the tool
 reads too): a misspelt key, a wrong type or a value out of range stops the node here, naming the
-key, rather than somewhere in the app. TLS material is in ``certs/``: ``ca.der``, ``node.der``,
-``node.key.der``.
+key, rather than somewhere in the app. ``gateway`` (optional) names the gateway whose command
+key, delegated by a trusted site key, the node obeys (:mod:`cenode.delegation`). TLS material
+is in ``certs/``: ``ca.der``, ``node.der``, ``node.key.der``.
 """
 
 import json
@@ -56,6 +57,9 @@ def check(doc: dict) -> dict:
     if not isinstance(budget, int) or budget < 4096:
         raise ConfigError("config.json: queue_bytes (the flash queue) must be at least 4096")
     doc.setdefault("watchdog_ms", 0)
+    gateway = doc.setdefault("gateway", None)  # whose delegated command key this node obeys
+    if gateway is not None and (not isinstance(gateway, str) or not gateway):
+        raise ConfigError("config.json: gateway must be the name of the node's gateway")
     doc["app"] = check_app(doc["kind"], doc.get("app", {}))
     keys = {}
     for kid, text in doc.get("trusted_keys", {}).items():

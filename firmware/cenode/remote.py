@@ -30,6 +30,15 @@ def _ota(node):
     return node.ota
 
 
+def _delegated(node):
+    keys = getattr(node, "delegated", None)
+    if keys is None:
+        from cenode.delegation import Keys
+
+        keys = node.delegated = Keys()  # kept on the node: a delegation is verified once
+    return keys
+
+
 def reply(node, nonce: str, result: int, message: str) -> None:
     frame = wire.encode_reply(node.next_seq(), node.now(), nonce, result, message)
     node.link.publish(node.topic("res"), frame)
@@ -45,7 +54,14 @@ def command(node, payload: bytes) -> None:
     try:
         if now is None:
             raise signed.Refused("expired", "the node's clock is not set; cannot check expiry")
-        body, _kid, exp, nonce = signed.verify(payload, "command", node.config["trusted_keys"], now)
+        doc = signed.parse(payload)
+        if isinstance(doc.get("nonce"), str) and len(doc["nonce"]) <= 64:
+            nonce = doc["nonce"]  # a refusal echoes it too: the sender matches replies by nonce
+        keys = node.config["trusted_keys"]
+        kid = doc.get("kid")
+        if isinstance(kid, str) and kid not in keys and "sig" in doc:  # a gateway's, delegated
+            keys = _delegated(node).key_for(doc, keys, node.site, node.config.get("gateway"), now)
+        body, _kid, exp, nonce = signed.verify_doc(doc, "command", keys, now)
         if exp - now > COMMAND_MAX_TTL_S:
             raise signed.Refused("too-long", "commands may be valid for 300 s at most")
         doc = json.loads(body)

@@ -39,14 +39,26 @@ def _kid_ok(kid: str) -> bool:
     return True
 
 
-def verify(data: bytes, purpose: str, keys: dict, now: int | None) -> tuple:
-    """``(body, kid, exp, nonce)`` of a good envelope; :class:`Refused` otherwise.
-
-    ``keys`` maps key ids to 32-byte raw Ed25519 public keys."""
+def parse(data: bytes) -> dict:
+    """The envelope's JSON object; :class:`Refused` (malformed) when it is not one."""
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeError) as err:
         raise Refused("malformed", "not JSON")
+    if not isinstance(doc, dict):
+        raise Refused("malformed", "not a JSON object")
+    return doc
+
+
+def verify(data: bytes, purpose: str, keys: dict, now: int | None) -> tuple:
+    """``(body, kid, exp, nonce)`` of a good envelope; :class:`Refused` otherwise.
+
+    ``keys`` maps key ids to 32-byte raw Ed25519 public keys."""
+    return verify_doc(parse(data), purpose, keys, now)
+
+
+def verify_doc(doc, purpose: str, keys: dict, now: int | None) -> tuple:
+    """:func:`verify` of an envelope already parsed (a delegation inside a command)."""
     if not isinstance(doc, dict):
         raise Refused("malformed", "not a JSON object")
     if "sig" not in doc:

@@ -16,7 +16,7 @@ sys.path.insert(0, HERE)
 
 import t  # noqa: E402
 
-MODULES = ("test_wire", "test_fqueue", "test_crypto", "test_mqtt", "test_link", "test_ota", "test_apps", "test_node", "test_config")
+MODULES = ("test_wire", "test_fqueue", "test_crypto", "test_delegation", "test_mqtt", "test_link", "test_ota", "test_apps", "test_node", "test_config")
 
 
 def main() -> int:

@@ -12,6 +12,7 @@ def test_defaults() -> None:
     eq(c["broker"]["tls"], True)
     eq(c["report_interval_s"], 60)
     eq(c["trusted_keys"], {})
+    eq(c["gateway"], None)
 
 
 def test_problems_are_named() -> None:
@@ -22,6 +23,8 @@ def test_problems_are_named() -> None:
         (dict(GOOD, broker={"host": "h", "port": 0}), "broker.port must be 1-65535"),
         (dict(GOOD, report_interval_s=0), "report_interval_s"),
         (dict(GOOD, trusted_keys={"k": "AAAA"}), "trusted_keys.k"),
+        (dict(GOOD, gateway=7), "gateway must be the name"),
+        (dict(GOOD, gateway=""), "gateway must be the name"),
     ]
     for doc, words in cases:
         with raises(config.ConfigError) as r:

@@ -15,7 +15,7 @@ def topic(channel: str) -> str:
     return wire.topic(SITE, NAME, channel)
 
 
-def node(kind: str = "gate-relay", board=None, interval_s: int = 10):
+def node(kind: str = "gate-relay", board=None, interval_s: int = 10, gateway=None):
     clock = Clock()
     broker = Broker(clock)
     root = tmpdir()
@@ -24,7 +24,7 @@ def node(kind: str = "gate-relay", board=None, interval_s: int = 10):
     keys = vectors("signed.json")["keys"]
     cfg = config.check({
         "site": SITE, "node": NAME, "kind": kind, "broker": {"host": "x", "port": 1},
-        "report_interval_s": interval_s, "trusted_keys": keys,
+        "report_interval_s": interval_s, "trusted_keys": keys, "gateway": gateway,
     })
     now = vectors("signed.json")["now"]
     n = Node(
@@ -118,6 +118,25 @@ def test_signed_commands_act_once_and_bad_ones_do_not() -> None:
     eq(results, [wire.REFUSED] * 4 + [wire.DONE, wire.REFUSED])
     messages = [p[11 + p[9] :].decode().split(":")[0] for p in broker.of(topic("res"))]
     eq(messages, ["unsigned", "bad-signature", "too-long", "malformed", "open", "replayed"])
+
+
+def test_commands_of_its_gateway_act_and_another_gateways_are_refused() -> None:
+    n, broker, clock = node(gateway="gw-a")
+    run(n, clock, 500)
+    cases = {c["name"]: c["data"].encode() for c in vectors("delegation.json")["commands"]}
+    broker.send(topic("cmd"), cases["another gateway's key"])
+    run(n, clock, 500)
+    eq(n.board.output("relay"), False)
+    broker.send(topic("cmd"), cases["its gateway's key"])
+    run(n, clock, 500)
+    eq(n.board.output("relay"), True)
+    replies = broker.of(topic("res"))
+    results = [p[10 + p[9]] for p in replies]
+    eq(results, [wire.REFUSED, wire.DONE])
+    eq(replies[0][11 + replies[0][9] :].decode(), "wrong-gateway: key of gw-b; this node obeys gw-a")
+    nonces = [replies[i][10 : 10 + replies[i][9]].decode() for i in (0, 1)]
+    sent = [__import__("json").loads(cases[k])["nonce"] for k in ("another gateway's key", "its gateway's key")]
+    eq(nonces, sent, "a refusal carries the command's nonce too")
 
 
 def test_an_update_through_the_broker_installs_and_restarts() -> None:

@@ -21,6 +21,7 @@ MODULES = (
     "test_wire",
     "test_fqueue",
     "test_crypto",
+    "test_delegation",
     "test_mqtt",
     "test_link",
     "test_ota",

@@ -15,7 +15,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from protocols import nodewire, signed
+from protocols import delegation, nodewire, signed
 from protocols.nodewire import NodeState, Result
 from provisioning import ota
 from tests.abuse.forge import SMALL_ORDER, forge
@@ -23,6 +23,8 @@ from tests.abuse.forge import SMALL_ORDER, forge
 DIR = Path(__file__).resolve().parents[2] / "protocols" / "vectors"
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 OTHER = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+GW_A = Ed25519PrivateKey.from_private_bytes(bytes(range(2, 34)))  # gateway gw-a's command key
+GW_B = Ed25519PrivateKey.from_private_bytes(bytes(range(3, 35)))  # gateway gw-b's
 FAR = 4_102_444_800  # 2100-01-01
 PAST = 1_700_000_000  # 2023: expired
 # RFC 8032, 7.1: TEST 1 (empty message), TEST 2 (one byte), TEST 3 (two bytes)
@@ -215,6 +217,138 @@ def signed_vectors() -> dict[str, Any]:
     }
 
 
+def delegation_vectors() -> dict[str, Any]:
+    """Commands to node gate-1 (site riverside, gateway gw-a) signed by gateway keys, each with
+    a delegation: the site key ``ops-1`` (:data:`KEY`) certifies gw-a's and gw-b's keys."""
+    now = 1_795_500_000
+    count = iter(range(1000))
+
+    def deleg(gw: str = "gw-a", key: Ed25519PrivateKey = GW_A, **kw: Any) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "site_key": KEY,
+            "site_kid": "ops-1",
+            "site": "riverside",
+            "gateway": gw,
+            "gateway_key": key.public_key(),
+            "expires_at": FAR,
+            "nonce": f"delegation-{next(count):04d}".encode(),
+        }
+        args.update(kw)
+        doc: dict[str, Any] = json.loads(delegation.issue(**args))
+        return doc
+
+    def body_deleg(body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        """A delegation of ``body`` as the site would sign it (for bodies issue() never makes)."""
+        args: dict[str, Any] = {
+            "purpose": "delegation",
+            "kid": "ops-1",
+            "key": KEY,
+            "expires_at": FAR,
+            "nonce": f"delegation-{next(count):04d}".encode(),
+        }
+        args.update(kw)
+        doc: dict[str, Any] = json.loads(signed.sign(json.dumps(body).encode(), **args))
+        return doc
+
+    def kid(key: Ed25519PrivateKey, gw: str = "gw-a") -> str:
+        return delegation.command_kid(gw, signed.public_key_raw(key))
+
+    def body_of(gw: str, gk: Ed25519PrivateKey, **kw: str) -> dict[str, Any]:
+        return {
+            "site": "riverside",
+            "gateway": gw,
+            "purpose": "command",
+            "kid": kid(gk, gw),
+            "key": signed.b64url(signed.public_key_raw(gk)),
+            **kw,
+        }
+
+    def cmd(d: Any, key: Ed25519PrivateKey = GW_A, k: str | None = None) -> str:
+        raw = signed.sign(
+            b'{"node":"gate-1","action":"open"}',
+            purpose="command",
+            kid=k or kid(GW_A),
+            key=key,
+            expires_at=now + 60,
+            nonce=f"command-{next(count):04d}".encode(),
+        )
+        doc = json.loads(raw)
+        if d is not None:
+            doc["delegation"] = d
+        return json.dumps(doc, separators=(",", ":"))
+
+    good = deleg()
+    swapped = json.loads(json.dumps(good))
+    swapped["body"] = signed.b64url(json.dumps(body_of("gw-a", OTHER, kid=kid(GW_A))).encode())
+    weak = next(iter(SMALL_ORDER.values()))
+    cases: list[tuple[str, str, str | None, str | None]] = [
+        ("its gateway's key", cmd(good), "gw-a", None),
+        (
+            "another gateway's key",
+            cmd(deleg("gw-b", GW_B), GW_B, kid(GW_B, "gw-b")),
+            "gw-a",
+            "wrong-gateway",
+        ),
+        ("a node without a gateway", cmd(good), None, "wrong-gateway"),
+        ("forged delegation", cmd(deleg(site_key=OTHER)), "gw-a", "bad-delegation"),
+        ("delegated key swapped", cmd(swapped, OTHER), "gw-a", "bad-delegation"),
+        ("expired delegation", cmd(deleg(expires_at=PAST)), "gw-a", "bad-delegation"),
+        (
+            "delegates another purpose",
+            cmd(body_deleg(body_of("gw-a", GW_A, purpose="ota"))),
+            "gw-a",
+            "bad-delegation",
+        ),
+        (
+            "signed as a command, not a delegation",
+            cmd(body_deleg(body_of("gw-a", GW_A), purpose="command")),
+            "gw-a",
+            "bad-delegation",
+        ),
+        ("unknown site key", cmd(deleg(site_kid="ops-9")), "gw-a", "bad-delegation"),
+        (
+            "for another site",
+            cmd(body_deleg(body_of("gw-a", GW_A, site="hillside"))),
+            "gw-a",
+            "bad-delegation",
+        ),
+        (
+            "for another key id",
+            cmd(body_deleg(body_of("gw-a", GW_A, kid="gw-a-cmd-00000000"))),
+            "gw-a",
+            "bad-delegation",
+        ),
+        (
+            "weak delegated key",
+            cmd(body_deleg(body_of("gw-a", GW_A, key=signed.b64url(bytes.fromhex(weak))))),
+            "gw-a",
+            "bad-delegation",
+        ),
+        (
+            "body not JSON",
+            cmd(body_deleg({}) | {"body": signed.b64url(b"{")}),
+            "gw-a",
+            "bad-delegation",
+        ),
+        (
+            "body without a key",
+            cmd(body_deleg({"site": "riverside", "gateway": "gw-a"})),
+            "gw-a",
+            "bad-delegation",
+        ),
+        ("delegation not an object", cmd("garbage"), "gw-a", "bad-delegation"),
+        ("no delegation", cmd(None), "gw-a", "bad-delegation"),
+        ("command forged under a good delegation", cmd(good, OTHER), "gw-a", "bad-signature"),
+    ]
+    return {
+        "site_keys": {"ops-1": signed.b64url(signed.public_key_raw(KEY))},
+        "site": "riverside",
+        "node": "gate-1",
+        "now": now,
+        "commands": [{"name": n, "data": d, "gateway": g, "refusal": r} for n, d, g, r in cases],
+    }
+
+
 def ota_vectors() -> dict[str, Any]:
     files = {"cenode/__init__.py": b"", "cenode/hello.py": b"WORD = 'v1.1.0'\n"}
 
@@ -257,6 +391,7 @@ def build() -> dict[str, dict[str, Any]]:
         "nodewire.json": nodewire_vectors(),
         "signed.json": signed_vectors(),
         "ota.json": ota_vectors(),
+        "delegation.json": delegation_vectors(),
     }
 
 

@@ -103,6 +103,7 @@ def rows(
         ("gateway takes a node's name", ["gateway", "--hwid", "0a0b0c0d0e01", "--name", "bin-1"], "CE500", "not a gateway"),
         ("gateway fleet without token", ["gateway", "--hwid", "02420a000022", "--name", "gw-2", "--fleet", "org/f"], "CE500", "BALENA_TOKEN"),
         ("gateway fleet unknown", ["gateway", "--hwid", "02420a000022", "--name", "gw-2", "--fleet", "cityedge/nope", "--balena-token", TOKEN, "--balena-api", balena.url], "CE500", "no balena fleet"),
+        ("gateway command key for 0 days", ["gateway", "--hwid", "02420a000022", "--name", "gw-2", "--command-key-days", "0"], "CE500", "--command-key-days"),
         ("ota bad version", ["ota", "--firmware-version", "1.1"], "CE500", "MAJOR.MINOR.PATCH"),
         ("ota no target", ota, "CE500", "--target"),
         ("ota unknown node", [*ota, "--node", "bin-99"], "CE500", "no node 'bin-99'"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ NOW = 1_795_500_000.0
 
 
 def make(
-    port: int = 1, clock: Clock | None = None
+    port: int = 1, clock: Clock | None = None, commands: dict[str, Any] | None = None
 ) -> tuple[MqttSource, Channel[ReadingBatch], list[env.EnvelopeModel]]:
     cfg = MqttSourceConfig.model_validate(
         {
@@ -40,6 +41,7 @@ def make(
                 {"name": "gate-1", "kind": "gate-relay"},
             ],
         }
+        | ({"commands": commands} if commands is not None else {})
     )
     readings: Channel[ReadingBatch] = Channel("readings", 100)
     built = contexts.source(
