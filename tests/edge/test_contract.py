@@ -61,7 +61,7 @@ ABILITIES = (Writer, MultiWriter, TracksDevices, ServesRoutes, ReportsHealth)
 HAS = {
     ModbusSource: {Writer, MultiWriter, TracksDevices},
     CoapSource: {TracksDevices},
-    MqttSource: {TracksDevices},
+    MqttSource: {Writer, TracksDevices},  # relay_on of gate-relay nodes
     FaceAccessApp: {ServesRoutes},
     BinFillApp: {ServesRoutes},
     MqttSink: {ReportsHealth},
@@ -120,7 +120,8 @@ def test_the_gateway_finds_the_abilities_of_the_plugins_it_builds(tmp_path: Path
         ("app", "bins"),
         ("sink", "brain"),
     ]
-    assert gw.actuators.devices == {"gate-1"}  # the modbus source writes; its devices route to it
+    # the sources that write own their devices' writes (a bin-fill node refuses them, named)
+    assert gw.actuators.devices == {"gate-1", "bin-17"}
     assert gw.device_health() == {"gate-1": "unknown", "bin-17": "unknown"}
     assert [r.path for r in gw.routes] == ["/bins/bins/collection"]
     assert gw.health() == ([], [])  # the mqtt sink reports health; its bridge is not open yet
