@@ -113,7 +113,9 @@ def site(step: Step, ports: list[int], mqtt_port: int, http_port: int) -> str:
     return (
         f"site: bench\ngateway: gw-bench\nlog_level: warning\nhttp: {{port: {http_port}}}\n"
         "sources:\n" + "\n".join(sources) + "\n"
-        f"sinks:\n  - {{type: mqtt, name: brain, host: 127.0.0.1, port: {mqtt_port}, max_inflight: 1000}}\n"
+        f"sinks:\n  - {{type: mqtt, name: brain, host: 127.0.0.1, port: {mqtt_port}, max_inflight: 1000, "
+        # an outbox of its own per step: nothing an earlier step left behind is counted here
+        f"outbox: {{path: cityedge-state/outbox-{step.devices}-{step.interval_s}.db}}}}\n"
     )
 
 
@@ -232,9 +234,11 @@ def run(console: Console) -> str:
         f"**Plateau: {b['delivered']:,.0f} readings/s** ({b['polls']:,.0f} polls/s) at {b['cpu']:.0f}% of one core "
         f"and {b['rss']:.0f} MB RSS (before: {old_plateau.group(1) if old_plateau else '—'} readings/s).",
         "Past the plateau, polls no longer fit in their interval (the fleet, mosquitto and the subscriber share",
-        "the two cores with the gateway) and the schedule skips missed slots; nothing is dropped inside the",
-        "gateway (its channels block). Where the gateway reaches a whole core, its pollers can outrun its",
-        "uplink: fewer readings reach the subscriber in the window and latency grows while the durable",
-        "outbox holds the rest (polling is not yet slowed by the outbox's unsent backlog).",
+        "the two cores with the gateway) and the schedule skips missed slots (counted in",
+        "`cityedge_poll_slots_missed_total`); nothing is dropped inside the gateway (its channels block).",
+        "Where the gateway reaches a whole core, the uplink's back pressure (the sink's `outbox.hold_backlog`,",
+        "5,000 envelopes above the backlog's lowest while connected) holds the pollers back rather than",
+        "letting them starve the publisher; latency then is the standing queue of the blocking channels",
+        "and that backlog. Each step has an outbox of its own, so nothing an earlier step left is counted.",
     ]
     return "\n".join(lines)

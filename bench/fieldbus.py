@@ -201,7 +201,9 @@ def cityedge_site(layout: Layout, ports: list[int], mqtt_port: int, http_port: i
     )
     return (
         f"site: bench\ngateway: gw-bench\nlog_level: warning\nhttp: {{port: {http_port}}}\nsources:\n{sources}\n"
-        f"sinks:\n  - {{type: mqtt, name: brain, host: 127.0.0.1, port: {mqtt_port}, max_inflight: 1000}}\n"
+        f"sinks:\n  - {{type: mqtt, name: brain, host: 127.0.0.1, port: {mqtt_port}, max_inflight: 1000, "
+        # an outbox of its own per run: nothing a previous size left behind is counted here
+        f"outbox: {{path: cityedge-state/outbox-{len(layout)}.db}}}}\n"
     )
 
 
