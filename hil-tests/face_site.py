@@ -1,5 +1,5 @@
 """A gate site for the face-access hil-tests: a camera video made from real photos, the gate
-controller simulator, mosquitto and the real gateway process."""
+controller simulator (or a gate-relay sensor node), mosquitto and the real gateway process."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class GateSite:
     dir: Path
     config: Path
     http_port: int
-    control_port: int
+    control_port: int  # the gate controller simulator's; 0 when the gate is a node
     gateway: Proc | None = None
 
     def url(self, path: str) -> str:
@@ -60,13 +60,29 @@ def make_site(
     cooldown_s: float = 3,
     loop: bool = False,
     sources: str = "",
+    node_source: str | None = None,
 ) -> GateSite:
     """The site; its camera plays ``segments`` from a video file, or reads ``camera_url`` (a
-    live stream) when given."""
+    live stream) when given. Its gate, device gate-1, is the gate controller simulator on
+    Modbus, or with ``node_source`` (an ``mqtt`` source's YAML list item, as ``cityedge
+    provision gateway`` prints it) the relay (``relay_on``) of the gate-relay node gate-1."""
     if camera_url is None:
         write_video(workdir / "gate.avi", segments, fps=10)
-    modbus, control, http = free_port(), free_port(), free_port()
-    start_simulator(procs, workdir, "gate-controller", modbus, control)
+    http = free_port()
+    if node_source is None:
+        modbus, control = free_port(), free_port()
+        start_simulator(procs, workdir, "gate-controller", modbus, control)
+        gate_source = f"""  - type: modbus
+    name: gatebus
+    host: 127.0.0.1
+    port: {modbus}
+    timeout_s: 1
+    devices: [{{name: gate-1, profile: gate-controller, poll_interval_s: 0.5}}]
+"""
+        gate = "{device: gate-1, open_s: 1.0}"
+    else:
+        control, gate_source = 0, node_source.rstrip("\n") + "\n"
+        gate = "{device: gate-1, point: relay_on, open_s: 1.0}"
     sinks = (
         f"sinks:\n  - {{type: mqtt, name: brain, host: 127.0.0.1, port: {broker.port}, reconnect_max_s: 1}}\n"
         if broker
@@ -80,18 +96,12 @@ gateway: gw-gate
 http: {{port: {http}}}
 shutdown_flush_s: 5
 sources:
-  - type: modbus
-    name: gatebus
-    host: 127.0.0.1
-    port: {modbus}
-    timeout_s: 1
-    devices: [{{name: gate-1, profile: gate-controller, poll_interval_s: 0.5}}]
-  - {{type: camera, name: cam, camera: cam-1, url: "{camera_url or "gate.avi"}", fps: 10, loop: {str(loop).lower()}}}
+{gate_source}  - {{type: camera, name: cam, camera: cam-1, url: "{camera_url or "gate.avi"}", fps: 10, loop: {str(loop).lower()}}}
 {sources}apps:
   - type: face_access
     name: gate
     cameras: [cam-1]
-    gate: {{device: gate-1, open_s: 1.0}}
+    gate: {gate}
     secret: !secret gateway_secret
     liveness: {liveness}
     cooldown_s: {cooldown_s}

@@ -214,13 +214,17 @@ class NodeClient:
         with self._lock:
             self.frames.append(Received(msg.topic, frame, bool(msg.retain), time.monotonic()))
 
-    def of(self, kind: type, since: float = 0.0) -> list[Any]:
+    def received(self, kind: type, since: float = 0.0) -> list[Received]:
+        """Frames of ``kind`` heard since ``since`` (monotonic), with when; retained ones not."""
         with self._lock:
             return [
-                r.frame
+                r
                 for r in self.frames
                 if isinstance(r.frame, kind) and r.at >= since and not r.retained
             ]
+
+    def of(self, kind: type, since: float = 0.0) -> list[Any]:
+        return [r.frame for r in self.received(kind, since)]
 
     def statuses(self, since: float = 0.0) -> list[nodewire.StatusFrame]:
         return list(self.of(nodewire.StatusFrame, since))
