@@ -4,13 +4,14 @@ controller simulator (or a gate-relay sensor node), mosquitto and the real gatew
 from __future__ import annotations
 
 import subprocess
+import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import cv2
-from hil import Subscriber, start_gateway, start_simulator
+from hil import Subscriber, http_json, start_gateway, start_simulator
 from playwright.sync_api import Browser, Page
 
 from edge.vision.face_detector import MtcnnDetector
@@ -130,6 +131,39 @@ def enroll(site: GateSite, person: str, name: str, photo: str | None) -> None:
     )
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@dataclass
+class CardReader:
+    """The card reader simulator (a Wiegand reader behind a serial device server), reader lobby."""
+
+    port: int
+    control: int
+
+    @property
+    def source(self) -> str:
+        """The gateway's ``card_reader`` source for it (a YAML list item, for ``sources``)."""
+        return (
+            f"  - {{type: card_reader, name: lobby, reader: lobby, transport: tcp, "
+            f"host: 127.0.0.1, port: {self.port}}}\n"
+        )
+
+    def present(self, what: str, body: dict[str, Any]) -> None:
+        """POST ``body`` to the simulator's ``what`` (card, keys, line)."""
+        http_json(f"http://127.0.0.1:{self.control}/{what}", "POST", body)
+
+    def wait_connected(self, timeout_s: float = 30) -> None:
+        """Until the gateway's source is connected to the reader."""
+        deadline = time.monotonic() + timeout_s
+        while http_json(f"http://127.0.0.1:{self.control}/state")["clients"] < 1:
+            assert time.monotonic() < deadline, "the card_reader source never connected"
+            time.sleep(0.2)
+
+
+def start_card_reader(procs: list[Proc], workdir: Path) -> CardReader:
+    reader = CardReader(free_port(), free_port())
+    start_simulator(procs, workdir, "card-reader", reader.port, reader.control)
+    return reader
 
 
 def start(site: GateSite, procs: list[Proc]) -> Proc:

@@ -67,6 +67,28 @@ def provision_bin(site: Site, hwid: str, name: str, *extra: str) -> dict[str, An
     )
 
 
+def provision_gate_relay(
+    site: Site, gateways: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """A gate-relay node gate-1 on the unix port (reporting every 2 s) that obeys the first of
+    ``gateways``, then each gateway provisioned: the node's ``provision`` answer (its ``image``)
+    and each gateway's (its ``source_yaml``, which lists gate-1 for the first)."""
+    node = cli(
+        "provision", "node", "-d", str(site.root), "--hwid", "0a0b0c0d0e21", "--name", "gate-1",
+        "--kind", "gate-relay", "--target", "unix", "--interval-s", "2", "--gateway", gateways[0],
+    )  # fmt: skip
+    assert node["ok"], node
+    docs = {}
+    for i, name in enumerate(gateways):
+        doc = cli(
+            "provision", "gateway", "-d", str(site.root), "--hwid", f"02420a0000{i + 1:02x}",
+            "--name", name,
+        )  # fmt: skip
+        assert doc["ok"], doc
+        docs[name] = doc
+    return node, docs
+
+
 def node_source_yaml(site_dir: Path, broker_port: int, nodes: list[str]) -> str:
     """The gateway's ``mqtt`` source for bin-fill ``nodes`` on the site broker, as gw-1."""
     gw = (site_dir / "gateways" / "gw-1").resolve()

@@ -20,16 +20,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from face_site import enroll, make_site, segment, start, wait_access
-from hil import Subscriber, http_json, start_simulator
-from nodes import NodeRunner, cli, gateway_client, start_site_broker
+from face_site import enroll, make_site, segment, start, start_card_reader, wait_access
+from hil import Subscriber
+from nodes import NodeRunner, gateway_client, provision_gate_relay, start_site_broker
 from nodes import make_site as make_node_site
 
 from edge.node_mqtt.commands import load_command_key
 from edge.node_mqtt.config import NodeCommandsConfig
 from protocols import envelope as env
 from protocols import nodewire, signed
-from sim.localsite import Broker, Proc, cityedge_argv, free_port
+from sim.localsite import Broker, Proc, cityedge_argv
 
 pytestmark = pytest.mark.xdist_group("heavy")
 
@@ -44,19 +44,7 @@ def test_a_pin_opens_a_node_gate_and_another_gateways_command_is_refused(
 ) -> None:
     t0 = time.monotonic()
     site = make_node_site(tmp_path, site="hil-site")
-    node_doc = cli(
-        "provision", "node", "-d", str(site.root), "--hwid", "0a0b0c0d0e31", "--name", "gate-1",
-        "--kind", "gate-relay", "--target", "unix", "--interval-s", "2", "--gateway", "gw-gate",
-    )  # fmt: skip
-    assert node_doc["ok"], node_doc
-    gateways = {}
-    for i, name in enumerate(("gw-gate", "gw-2")):
-        doc = cli(
-            "provision", "gateway", "-d", str(site.root), "--hwid", f"02420a0000{i + 1:02x}",
-            "--name", name,
-        )  # fmt: skip
-        assert doc["ok"], doc
-        gateways[name] = doc
+    node_doc, gateways = provision_gate_relay(site, ("gw-gate", "gw-2"))
     broker = start_site_broker(site, tmp_path / "local-broker")
     procs.append(broker.proc)
     node = NodeRunner.from_image(procs, tmp_path / "gate-1", Path(node_doc["image"]), "gate-1")
@@ -65,8 +53,7 @@ def test_a_pin_opens_a_node_gate_and_another_gateways_command_is_refused(
     node.world(pins={})
     node.boot()
 
-    port, control = free_port(), free_port()
-    start_simulator(procs, tmp_path, "card-reader", port, control)
+    reader = start_card_reader(procs, tmp_path)
     gate = make_site(
         tmp_path,
         procs,
@@ -74,8 +61,7 @@ def test_a_pin_opens_a_node_gate_and_another_gateways_command_is_refused(
         broker=mosquitto,
         loop=True,
         node_source=gateways["gw-gate"]["source_yaml"],
-        sources=f"  - {{type: card_reader, name: lobby, reader: lobby, transport: tcp, "
-        f"host: 127.0.0.1, port: {port}}}\n",
+        sources=reader.source,
         extra="    readers: {names: [lobby]}\n",
     )
     enroll(gate, "p-0102", "张伟", None)  # no face: a PIN
@@ -103,16 +89,13 @@ def test_a_pin_opens_a_node_gate_and_another_gateways_command_is_refused(
 
     # the gateway hears the node (its telemetry reaches the city brain), the reader is connected
     sub.wait_for(lambda: bool(sub.of("telemetry", "gate-1")), 60, "gate-1's telemetry")
-    deadline = time.monotonic() + 30
-    while http_json(f"http://127.0.0.1:{control}/state")["clients"] < 1:
-        assert time.monotonic() < deadline, "the card_reader source never connected"
-        time.sleep(0.2)
+    reader.wait_connected()
     watch.wait_for(lambda: bool(relay()), 30, "gate-1's report", log)
     assert not any(relay()), relay()
 
     # 1: the resident's PIN opens the gate: read back from the node, then closed after open_s
     pressed = time.monotonic()
-    http_json(f"http://127.0.0.1:{control}/keys", "POST", {"keys": PIN + "#", "gap_s": 0.02})
+    reader.present("keys", {"keys": PIN + "#", "gap_s": 0.02})
     wait_access(sub, 1, timeout_s=30)
     (m,) = sub.of("access")
     assert isinstance(m.envelope, env.AccessEnvelope)
