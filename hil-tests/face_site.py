@@ -1,16 +1,17 @@
 """A gate site for the face-access hil-tests: a camera video made from real photos, the gate
-controller simulator, mosquitto and the real gateway process."""
+controller simulator (or a gate-relay sensor node), mosquitto and the real gateway process."""
 
 from __future__ import annotations
 
 import subprocess
+import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import cv2
-from hil import Subscriber, start_gateway, start_simulator
+from hil import Subscriber, http_json, start_gateway, start_simulator
 from playwright.sync_api import Browser, Page
 
 from edge.vision.face_detector import MtcnnDetector
@@ -41,7 +42,7 @@ class GateSite:
     dir: Path
     config: Path
     http_port: int
-    control_port: int
+    control_port: int  # the gate controller simulator's; 0 when the gate is a node
     gateway: Proc | None = None
 
     def url(self, path: str) -> str:
@@ -60,13 +61,29 @@ def make_site(
     cooldown_s: float = 3,
     loop: bool = False,
     sources: str = "",
+    node_source: str | None = None,
 ) -> GateSite:
     """The site; its camera plays ``segments`` from a video file, or reads ``camera_url`` (a
-    live stream) when given."""
+    live stream) when given. Its gate, device gate-1, is the gate controller simulator on
+    Modbus, or with ``node_source`` (an ``mqtt`` source's YAML list item, as ``cityedge
+    provision gateway`` prints it) the relay (``relay_on``) of the gate-relay node gate-1."""
     if camera_url is None:
         write_video(workdir / "gate.avi", segments, fps=10)
-    modbus, control, http = free_port(), free_port(), free_port()
-    start_simulator(procs, workdir, "gate-controller", modbus, control)
+    http = free_port()
+    if node_source is None:
+        modbus, control = free_port(), free_port()
+        start_simulator(procs, workdir, "gate-controller", modbus, control)
+        gate_source = f"""  - type: modbus
+    name: gatebus
+    host: 127.0.0.1
+    port: {modbus}
+    timeout_s: 1
+    devices: [{{name: gate-1, profile: gate-controller, poll_interval_s: 0.5}}]
+"""
+        gate = "{device: gate-1, open_s: 1.0}"
+    else:
+        control, gate_source = 0, node_source.rstrip("\n") + "\n"
+        gate = "{device: gate-1, point: relay_on, open_s: 1.0}"
     sinks = (
         f"sinks:\n  - {{type: mqtt, name: brain, host: 127.0.0.1, port: {broker.port}, reconnect_max_s: 1}}\n"
         if broker
@@ -80,18 +97,12 @@ gateway: gw-gate
 http: {{port: {http}}}
 shutdown_flush_s: 5
 sources:
-  - type: modbus
-    name: gatebus
-    host: 127.0.0.1
-    port: {modbus}
-    timeout_s: 1
-    devices: [{{name: gate-1, profile: gate-controller, poll_interval_s: 0.5}}]
-  - {{type: camera, name: cam, camera: cam-1, url: "{camera_url or "gate.avi"}", fps: 10, loop: {str(loop).lower()}}}
+{gate_source}  - {{type: camera, name: cam, camera: cam-1, url: "{camera_url or "gate.avi"}", fps: 10, loop: {str(loop).lower()}}}
 {sources}apps:
   - type: face_access
     name: gate
     cameras: [cam-1]
-    gate: {{device: gate-1, open_s: 1.0}}
+    gate: {gate}
     secret: !secret gateway_secret
     liveness: {liveness}
     cooldown_s: {cooldown_s}
@@ -120,6 +131,39 @@ def enroll(site: GateSite, person: str, name: str, photo: str | None) -> None:
     )
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@dataclass
+class CardReader:
+    """The card reader simulator (a Wiegand reader behind a serial device server), reader lobby."""
+
+    port: int
+    control: int
+
+    @property
+    def source(self) -> str:
+        """The gateway's ``card_reader`` source for it (a YAML list item, for ``sources``)."""
+        return (
+            f"  - {{type: card_reader, name: lobby, reader: lobby, transport: tcp, "
+            f"host: 127.0.0.1, port: {self.port}}}\n"
+        )
+
+    def present(self, what: str, body: dict[str, Any]) -> None:
+        """POST ``body`` to the simulator's ``what`` (card, keys, line)."""
+        http_json(f"http://127.0.0.1:{self.control}/{what}", "POST", body)
+
+    def wait_connected(self, timeout_s: float = 30) -> None:
+        """Until the gateway's source is connected to the reader."""
+        deadline = time.monotonic() + timeout_s
+        while http_json(f"http://127.0.0.1:{self.control}/state")["clients"] < 1:
+            assert time.monotonic() < deadline, "the card_reader source never connected"
+            time.sleep(0.2)
+
+
+def start_card_reader(procs: list[Proc], workdir: Path) -> CardReader:
+    reader = CardReader(free_port(), free_port())
+    start_simulator(procs, workdir, "card-reader", reader.port, reader.control)
+    return reader
 
 
 def start(site: GateSite, procs: list[Proc]) -> Proc:

@@ -67,6 +67,28 @@ def provision_bin(site: Site, hwid: str, name: str, *extra: str) -> dict[str, An
     )
 
 
+def provision_gate_relay(
+    site: Site, gateways: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """A gate-relay node gate-1 on the unix port (reporting every 2 s) that obeys the first of
+    ``gateways``, then each gateway provisioned: the node's ``provision`` answer (its ``image``)
+    and each gateway's (its ``source_yaml``, which lists gate-1 for the first)."""
+    node = cli(
+        "provision", "node", "-d", str(site.root), "--hwid", "0a0b0c0d0e21", "--name", "gate-1",
+        "--kind", "gate-relay", "--target", "unix", "--interval-s", "2", "--gateway", gateways[0],
+    )  # fmt: skip
+    assert node["ok"], node
+    docs = {}
+    for i, name in enumerate(gateways):
+        doc = cli(
+            "provision", "gateway", "-d", str(site.root), "--hwid", f"02420a0000{i + 1:02x}",
+            "--name", name,
+        )  # fmt: skip
+        assert doc["ok"], doc
+        docs[name] = doc
+    return node, docs
+
+
 def node_source_yaml(site_dir: Path, broker_port: int, nodes: list[str]) -> str:
     """The gateway's ``mqtt`` source for bin-fill ``nodes`` on the site broker, as gw-1."""
     gw = (site_dir / "gateways" / "gw-1").resolve()
@@ -214,13 +236,17 @@ class NodeClient:
         with self._lock:
             self.frames.append(Received(msg.topic, frame, bool(msg.retain), time.monotonic()))
 
-    def of(self, kind: type, since: float = 0.0) -> list[Any]:
+    def received(self, kind: type, since: float = 0.0) -> list[Received]:
+        """Frames of ``kind`` heard since ``since`` (monotonic), with when; retained ones not."""
         with self._lock:
             return [
-                r.frame
+                r
                 for r in self.frames
                 if isinstance(r.frame, kind) and r.at >= since and not r.retained
             ]
+
+    def of(self, kind: type, since: float = 0.0) -> list[Any]:
+        return [r.frame for r in self.received(kind, since)]
 
     def statuses(self, since: float = 0.0) -> list[nodewire.StatusFrame]:
         return list(self.of(nodewire.StatusFrame, since))

@@ -9,13 +9,12 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from face_site import enroll, make_site, segment, start, wait_access
-from hil import Subscriber, http_json, start_simulator
+from face_site import enroll, make_site, segment, start, start_card_reader, wait_access
+from hil import Subscriber, http_json
 
 from protocols import envelope as env
-from sim.localsite import Broker, Proc, cityedge_argv, free_port
+from sim.localsite import Broker, Proc, cityedge_argv
 
 CARD, PIN = "12:34567", "480613"
 
@@ -26,16 +25,14 @@ def test_cards_and_pins_open_noise_does_not_and_guessing_locks(
     subscriber_factory: Callable[[int], Subscriber],
     procs: list[Proc],  # after the broker: the gateway stops (and flushes) before it
 ) -> None:
-    port, control = free_port(), free_port()
-    start_simulator(procs, tmp_path, "card-reader", port, control)
+    reader = start_card_reader(procs, tmp_path)
     site = make_site(
         tmp_path,
         procs,
         [segment("empty", None, 1.0)],
         broker=mosquitto,
         loop=True,
-        sources=f"  - {{type: card_reader, name: lobby, reader: lobby, transport: tcp, "
-        f"host: 127.0.0.1, port: {port}}}\n",
+        sources=reader.source,
         extra="    readers: {names: [lobby], max_failures: 3, lockout_s: 60}\n",
     )
     enroll(site, "p-0102", "张伟", None)  # no face: card and PIN only
@@ -49,15 +46,8 @@ def test_cards_and_pins_open_noise_does_not_and_guessing_locks(
         assert done.returncode == 0, done.stdout + done.stderr
     sub = subscriber_factory(mosquitto.port)
     gateway = start(site, procs)
-    reader = f"http://127.0.0.1:{control}"
-    deadline = time.monotonic() + 30
-    while http_json(f"{reader}/state")["clients"] < 1:  # the gateway's source connected
-        assert time.monotonic() < deadline, "the card_reader source never connected"
-        time.sleep(0.2)
-
-    def present(what: str, body: dict[str, Any]) -> None:
-        http_json(f"{reader}/{what}", "POST", body)
-
+    reader.wait_connected()
+    present = reader.present
     present("card", {"card": CARD})
     wait_access(sub, 1, timeout_s=30)
     for noise in ({"line": "W26:0000000"}, {"raw_hex": "00ff13fe0d0a"}, {"line": "W8:BB"}):

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from nodes import NodeRunner, cli, make_site, start_site_broker
+from nodes import NodeRunner, make_site, provision_gate_relay, start_site_broker
 
 from edge.actuators import ActuationError, Actuators
 from edge.channel import Channel, Overflow
@@ -93,19 +93,8 @@ def test_the_gateway_drives_its_node_and_another_gateways_key_is_refused(
     tmp_path: Path, procs: list[Proc]
 ) -> None:
     site = make_site(tmp_path)
-    node_doc = cli(
-        "provision", "node", "-d", str(site.root), "--hwid", "0a0b0c0d0e21", "--name", "gate-1",
-        "--kind", "gate-relay", "--target", "unix", "--interval-s", "2", "--gateway", "gw-1",
-    )  # fmt: skip
-    assert node_doc["ok"], node_doc
-    gateways = {}
-    for i, name in enumerate(("gw-1", "gw-2")):
-        doc = cli(
-            "provision", "gateway", "-d", str(site.root), "--hwid", f"02420a0000{i + 1:02x}",
-            "--name", name,
-        )  # fmt: skip
-        assert doc["ok"], doc
-        gateways[name] = Gateway(name, doc["source_yaml"], tmp_path)
+    node_doc, docs = provision_gate_relay(site, ("gw-1", "gw-2"))
+    gateways = {name: Gateway(name, doc["source_yaml"], tmp_path) for name, doc in docs.items()}
     broker = start_site_broker(site, tmp_path / "local-broker")
     procs.append(broker.proc)
     node = NodeRunner.from_image(procs, tmp_path / "gate-1", Path(node_doc["image"]), "gate-1")
