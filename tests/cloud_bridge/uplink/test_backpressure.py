@@ -5,13 +5,15 @@ is down nothing is held (the outbox takes the outage); and everything offered ar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from cloud_bridge.link import LinkSettings, MqttLink
-from cloud_bridge.uplink.bridge import Bridge
+from cloud_bridge.uplink.bridge import Bridge, BridgeSettings
 from cloud_bridge.uplink.outbox import Record, record_of
 from sim.localsite import Broker, free_port
 from tests.cloud_bridge.uplink.test_bridge import settings, telemetry
@@ -41,30 +43,38 @@ async def count_arrivals(sub: MqttLink, want: int, timeout_s: float = 60) -> int
     return got
 
 
-async def test_an_intake_faster_than_the_broker_is_held_and_nothing_is_lost(
-    mosquitto: Broker, tmp_path: Path
-) -> None:
-    total = 20_000
-    s = dataclasses.replace(settings(mosquitto.port, tmp_path / "o.db"), hold_backlog=HOLD)
-    async with MqttLink.open(LinkSettings("127.0.0.1", mosquitto.port, client_id="sub")) as sub:
+@contextlib.asynccontextmanager
+async def sending(port: int, s: BridgeSettings) -> AsyncIterator[tuple[MqttLink, Bridge]]:
+    """A subscriber to everything, and a bridge connected and sending; its intake is closed
+    and its run awaited (everything delivered) on the way out."""
+    async with MqttLink.open(LinkSettings("127.0.0.1", port, client_id="sub")) as sub:
         await sub.subscribe("cityedge/v1/#")
         async with Bridge.open(s) as bridge:
             run = asyncio.create_task(bridge.run())
             async with asyncio.timeout(10):
                 await bridge.connected.wait()
-            peaks: list[int] = []
-            arrivals = asyncio.create_task(count_arrivals(sub, total))
-            await offer(bridge, total, peaks)
-            assert await arrivals == total
-            assert bridge.counters.held > 0, "an intake in memory outruns any broker"
-            # held at the mark: the backlog never ran far past it (the floor is 0: it started
-            # empty, with the link up)
-            assert max(peaks) <= HOLD + BATCH, max(peaks)
-            assert bridge.counters.held_s >= 0
+            yield sub, bridge
             bridge.close_intake()
             async with asyncio.timeout(30):
                 await run
-            assert not bridge.holding_intake and bridge.health() == []
+
+
+async def test_an_intake_faster_than_the_broker_is_held_and_nothing_is_lost(
+    mosquitto: Broker, tmp_path: Path
+) -> None:
+    total = 20_000
+    s = dataclasses.replace(settings(mosquitto.port, tmp_path / "o.db"), hold_backlog=HOLD)
+    async with sending(mosquitto.port, s) as (sub, bridge):
+        peaks: list[int] = []
+        arrivals = asyncio.create_task(count_arrivals(sub, total))
+        await offer(bridge, total, peaks)
+        assert await arrivals == total
+        assert bridge.counters.held > 0, "an intake in memory outruns any broker"
+        # held at the mark: the backlog never ran far past it (the floor is 0: it started
+        # empty, with the link up)
+        assert max(peaks) <= HOLD + BATCH, max(peaks)
+        assert bridge.counters.held_s > 0
+    assert not bridge.holding_intake and bridge.health() == []
 
 
 async def test_nothing_is_held_while_the_link_is_down(tmp_path: Path) -> None:
@@ -127,22 +137,14 @@ async def test_a_broker_that_hangs_with_the_connection_open_does_not_hold_the_so
     s = dataclasses.replace(
         settings(mosquitto.port, tmp_path / "o.db"), hold_backlog=HOLD, hold_stall_s=0.5
     )
-    async with MqttLink.open(LinkSettings("127.0.0.1", mosquitto.port, client_id="sub")) as sub:
-        await sub.subscribe("cityedge/v1/#")
-        async with Bridge.open(s) as bridge:
-            run = asyncio.create_task(bridge.run())
-            async with asyncio.timeout(10):
-                await bridge.connected.wait()
-            os.kill(mosquitto.proc.pid, signal.SIGSTOP)
-            try:
-                peaks: list[int] = []
-                async with asyncio.timeout(30):  # held at most a stall at a time
-                    await offer(bridge, total, peaks)
-                assert bridge.connected.is_set()  # it never looked down
-                assert max(peaks) >= total - 200  # all taken, past the mark
-            finally:
-                os.kill(mosquitto.proc.pid, signal.SIGCONT)
-            assert await count_arrivals(sub, total) == total
-            bridge.close_intake()
-            async with asyncio.timeout(30):
-                await run
+    async with sending(mosquitto.port, s) as (sub, bridge):
+        os.kill(mosquitto.proc.pid, signal.SIGSTOP)
+        try:
+            peaks: list[int] = []
+            async with asyncio.timeout(30):  # held at most a stall at a time
+                await offer(bridge, total, peaks)
+            assert bridge.connected.is_set()  # it never looked down
+            assert max(peaks) >= total - 200  # all taken, past the mark
+        finally:
+            os.kill(mosquitto.proc.pid, signal.SIGCONT)
+        assert await count_arrivals(sub, total) == total
