@@ -23,6 +23,7 @@ from cloud_bridge.citybrain.store.common import (
     STATE_WHERE,
     Batch,
     Gap,
+    Incoming,
     SessionKey,
     StoreError,
     Summary,
@@ -206,23 +207,7 @@ class PgStore:
             async with self.conn.transaction():
                 inserted: set[str] = set()
                 if first:
-                    async with self.conn.cursor() as c, c.copy(_COPY) as copy:
-                        for i in first:
-                            e = i.envelope
-                            await copy.write_row(
-                                (
-                                    e.id,
-                                    e.site,
-                                    e.gateway,
-                                    e.device,
-                                    e.kind,
-                                    e.time,
-                                    *link_columns(e),
-                                    i.raw.decode(),
-                                )
-                            )
-                    cur = await self.conn.execute(_PG_INSERT, [worker])
-                    inserted = {str(r[0]) for r in await cur.fetchall()}
+                    inserted = await self._insert_events(first, worker)
                 dups = [i for i in first if str(i.envelope.id) not in inserted] + again
                 if dups:
                     cur = await self.conn.execute(
@@ -276,6 +261,26 @@ class PgStore:
         except psycopg.Error as err:
             raise StoreError(f"PostgreSQL: {err}".strip()) from err
         return WriteResult(len(inserted), len(dups), sessions_of(batch.events))
+
+    async def _insert_events(self, first: list[Incoming], worker: str) -> set[str]:
+        """Store ``first`` (one copy of each id) in the open transaction; the ids that were new."""
+        async with self.conn.cursor() as c, c.copy(_COPY) as copy:
+            for i in first:
+                e = i.envelope
+                await copy.write_row(
+                    (
+                        e.id,
+                        e.site,
+                        e.gateway,
+                        e.device,
+                        e.kind,
+                        e.time,
+                        *link_columns(e),
+                        i.raw.decode(),
+                    )
+                )
+        cur = await self.conn.execute(_PG_INSERT, [worker])
+        return {str(r[0]) for r in await cur.fetchall()}
 
     async def check_gaps(self, sessions: set[SessionKey]) -> tuple[list[Gap], set[SessionKey]]:
         async with self._lock:

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from cloud_bridge.citybrain.ingest import classify
-from cloud_bridge.citybrain.store import Batch, Incoming, PgStore
+from cloud_bridge.citybrain.store import Batch, Incoming, PgStore, WriteResult
 from cloud_bridge.citybrain.store.pg_partitions import PartitionOptions, day_bound
 from cloud_bridge.citybrain.store.postgres import OldEventsTable
 from cloud_bridge.link import Message
@@ -51,7 +51,7 @@ def envelope(made: datetime, n: int, *, time: datetime | None = None) -> Incomin
 
 def rows(url: str, sql: str, args: list[Any] | None = None) -> list[tuple[Any, ...]]:
     with psycopg.connect(url, autocommit=True) as conn:
-        return list(conn.execute(sql, args or []).fetchall())  # type: ignore[arg-type]
+        return list(conn.execute(sql, args or []).fetchall())
 
 
 def partitions(url: str) -> list[str]:
@@ -158,7 +158,7 @@ async def test_each_id_is_stored_once_by_racing_workers_across_days(pg_url: str)
             midnight - timedelta(milliseconds=1), 100, time=midnight + timedelta(days=1)
         )
         assert evs[99].envelope.id == moved.envelope.id
-        results = []
+        results: list[WriteResult] = []
         for k in range(0, 200, 20):  # overlapping batches, written at once by both
             part = evs[max(0, k - 10) : k + 20]
             results += await asyncio.gather(
@@ -211,7 +211,7 @@ CREATE INDEX events_device_time ON events (site, gateway, device, kind, time);
 
 def old_database(url: str, evs: list[Incoming]) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(OLD_SCHEMA)  # type: ignore[arg-type]
+        conn.execute(OLD_SCHEMA)
         for i in evs:
             e = i.envelope
             conn.execute(
@@ -250,7 +250,7 @@ async def test_an_old_unpartitioned_table_is_refused_then_migrated(pg_url: str) 
 
 def test_the_ingest_names_the_old_table_and_what_to_do(pg_url: str) -> None:
     old_database(pg_url, [])
-    p = subprocess.run(  # noqa: S603 - fixed argv
+    p = subprocess.run(
         [sys.executable, "-m", "cityedge", "ingest", "--db", pg_url, "--broker", "127.0.0.1:9"],
         capture_output=True,
         text=True,
@@ -263,7 +263,7 @@ def test_the_ingest_names_the_old_table_and_what_to_do(pg_url: str) -> None:
 
 
 def test_bad_partition_options_are_refused_before_anything_starts() -> None:
-    p = subprocess.run(  # noqa: S603 - fixed argv
+    p = subprocess.run(
         [sys.executable, "-m", "cityedge", "ingest", "--db", "x.db", "--pg-days-ahead", "0"],
         capture_output=True,
         text=True,
