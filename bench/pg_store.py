@@ -38,6 +38,9 @@ CREATE TABLE events (
   time TIMESTAMPTZ NOT NULL, session BIGINT, seq BIGINT, pos BIGINT,
   received_at TIMESTAMPTZ NOT NULL DEFAULT now(), worker TEXT NOT NULL, envelope JSONB NOT NULL);
 CREATE INDEX events_session ON events (site, gateway, session, seq);
+CREATE TABLE workers (
+  worker TEXT PRIMARY KEY, stored BIGINT NOT NULL DEFAULT 0, duplicates BIGINT NOT NULL DEFAULT 0,
+  dead BIGINT NOT NULL DEFAULT 0, updated_at TIMESTAMPTZ NOT NULL DEFAULT now());
 """
 
 _OLD_INSERT = """
