@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cloud_bridge.citybrain.store import Batch, Incoming, PgStore
+from cloud_bridge.citybrain.store.pg_partitions import PLAIN_EVENTS
 from protocols import envelope as env
 from protocols.ids import Uuid7Generator
 from sim.localsite import Postgres
@@ -31,13 +32,7 @@ PLAIN = "unnest into a plain events (before)"
 UNNEST = "unnest into the partitioned events"
 COPY = "COPY + staging into the partitioned events (now)"
 
-_OLD_SCHEMA = """
-CREATE TABLE events (
-  n BIGSERIAL PRIMARY KEY, id UUID NOT NULL UNIQUE,
-  site TEXT NOT NULL, gateway TEXT NOT NULL, device TEXT NOT NULL, kind TEXT NOT NULL,
-  time TIMESTAMPTZ NOT NULL, session BIGINT, seq BIGINT, pos BIGINT,
-  received_at TIMESTAMPTZ NOT NULL DEFAULT now(), worker TEXT NOT NULL, envelope JSONB NOT NULL);
-CREATE INDEX events_session ON events (site, gateway, session, seq);
+_WORKERS = """
 CREATE TABLE workers (
   worker TEXT PRIMARY KEY, stored BIGINT NOT NULL DEFAULT 0, duplicates BIGINT NOT NULL DEFAULT 0,
   dead BIGINT NOT NULL DEFAULT 0, updated_at TIMESTAMPTZ NOT NULL DEFAULT now());
@@ -103,7 +98,7 @@ async def run(way: str, url: str, work: list[list[Incoming]]) -> float:
         import psycopg
 
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(_OLD_SCHEMA)
+            conn.execute(PLAIN_EVENTS + _WORKERS)
         stores = [await plain(url) for _ in work]
     else:
         cls = UnnestStore if way == UNNEST else PgStore

@@ -161,6 +161,18 @@ async def _make(conn: Any, day: date) -> int:
     return int(n)
 
 
+# what :func:`migrate` moves: ``events`` as cityedge made it before partitions (tests and
+# ``bench/pg_store.py`` make it to show the move and to compare with)
+PLAIN_EVENTS = """
+CREATE TABLE events (
+  n BIGSERIAL PRIMARY KEY, id UUID NOT NULL UNIQUE,
+  site TEXT NOT NULL, gateway TEXT NOT NULL, device TEXT NOT NULL, kind TEXT NOT NULL,
+  time TIMESTAMPTZ NOT NULL, session BIGINT, seq BIGINT, pos BIGINT,
+  received_at TIMESTAMPTZ NOT NULL DEFAULT now(), worker TEXT NOT NULL, envelope JSONB NOT NULL);
+CREATE INDEX events_session ON events (site, gateway, session, seq);
+CREATE INDEX events_device_time ON events (site, gateway, device, kind, time);
+"""
+
 _ID_DAY = (
     "SELECT DISTINCT (to_timestamp(('x' || lpad(substr(replace(id::text, '-', ''), 1, 12), 16, "
     "'0'))::bit(64)::bigint / 1000.0) AT TIME ZONE 'UTC')::date FROM events_unpartitioned "

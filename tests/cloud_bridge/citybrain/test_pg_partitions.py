@@ -18,7 +18,7 @@ import pytest
 
 from cloud_bridge.citybrain.ingest import classify
 from cloud_bridge.citybrain.store import Batch, Incoming, PgStore, WriteResult
-from cloud_bridge.citybrain.store.pg_partitions import PartitionOptions, day_bound
+from cloud_bridge.citybrain.store.pg_partitions import PLAIN_EVENTS, PartitionOptions, day_bound
 from cloud_bridge.citybrain.store.postgres import OldEventsTable
 from cloud_bridge.link import Message
 from protocols import envelope as env
@@ -198,20 +198,9 @@ async def test_a_malformed_envelope_still_goes_to_the_dead_letters(
     ]
 
 
-OLD_SCHEMA = """
-CREATE TABLE events (
-  n BIGSERIAL PRIMARY KEY, id UUID NOT NULL UNIQUE,
-  site TEXT NOT NULL, gateway TEXT NOT NULL, device TEXT NOT NULL, kind TEXT NOT NULL,
-  time TIMESTAMPTZ NOT NULL, session BIGINT, seq BIGINT, pos BIGINT,
-  received_at TIMESTAMPTZ NOT NULL DEFAULT now(), worker TEXT NOT NULL, envelope JSONB NOT NULL);
-CREATE INDEX events_session ON events (site, gateway, session, seq);
-CREATE INDEX events_device_time ON events (site, gateway, device, kind, time);
-"""
-
-
 def old_database(url: str, evs: list[Incoming]) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(OLD_SCHEMA)
+        conn.execute(PLAIN_EVENTS)
         for i in evs:
             e = i.envelope
             conn.execute(
