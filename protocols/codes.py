@@ -250,6 +250,13 @@ _ALL = (
         "check --db (postgresql://... or an SQLite file) and that the database is up",
     ),
     Code(
+        "CE601",
+        ExitCode.RUNTIME,
+        "the ingest database's events table was made by an older cityedge (not partitioned)",
+        "run the ingest once with --pg-migrate (keeps the old table as events_unpartitioned), "
+        "or use a new database",
+    ),
+    Code(
         "CE610",
         ExitCode.RUNTIME,
         "the broker cannot be reached or refused the connection",

@@ -132,6 +132,30 @@ def ingest(
             rich_help_panel="Operator's page",
         ),
     ] = False,
+    pg_days_ahead: Annotated[
+        int,
+        typer.Option(
+            help="PostgreSQL: events are partitioned by day; make today's and this many more "
+            "ahead (at start and hourly)",
+            rich_help_panel="PostgreSQL",
+        ),
+    ] = 7,
+    pg_retention_days: Annotated[
+        int,
+        typer.Option(
+            help="PostgreSQL: keep this many days of events (today counts), dropping older "
+            "days' partitions whole; 0 keeps every day",
+            rich_help_panel="PostgreSQL",
+        ),
+    ] = 0,
+    pg_migrate: Annotated[
+        bool,
+        typer.Option(
+            help="PostgreSQL: move an older cityedge's unpartitioned events table into the "
+            "partitioned one (the old table is kept as events_unpartitioned)",
+            rich_help_panel="PostgreSQL",
+        ),
+    ] = False,
     nats_servers: Annotated[
         str | None,
         typer.Option(
@@ -166,6 +190,8 @@ def ingest(
     serve the operator's page (--operator-listen)."""
     from cloud_bridge.citybrain.ingest import Ingest, IngestSettings, default_worker
     from cloud_bridge.citybrain.store import StoreError, dump, open_store, sqlite_path
+    from cloud_bridge.citybrain.store.pg_partitions import PartitionOptions
+    from cloud_bridge.citybrain.store.postgres import OldEventsTable
 
     if status:  # a read-only query: an existing database, nothing created
         pg = db.startswith(("postgresql://", "postgres://"))
@@ -184,6 +210,15 @@ def ingest(
         only=operator_only,
         status=status,
     )
+    partitions = PartitionOptions(days_ahead=pg_days_ahead, retention_days=pg_retention_days)
+    try:
+        partitions.check()
+    except ValueError as err:
+        raise HintedError(
+            f"--pg-days-ahead/--pg-retention-days: {err}",
+            hint="e.g. --pg-days-ahead 7 --pg-retention-days 90",
+            code=codes.BAD_VALUE,
+        ) from None
     _logging(log_level)
     name = worker or default_worker()
     settings = IngestSettings(
@@ -219,7 +254,7 @@ def ingest(
         settings = dataclasses.replace(settings, gap_why=GAP_WHY)
 
     async def main() -> None:
-        store = await open_store(db, read_only=status)
+        store = await open_store(db, read_only=status, partitions=partitions, migrate=pg_migrate)
         try:
             if status:
                 sys.stdout.write(dump(await store.summary()) + "\n")
@@ -254,6 +289,8 @@ def ingest(
 
     try:
         asyncio.run(main())
+    except OldEventsTable as err:
+        raise HintedError(str(err), hint=err.hint, code="CE601") from None
     except StoreError as err:
         raise HintedError(str(err), code="CE600") from None
 

@@ -21,6 +21,7 @@ from cloud_bridge.citybrain.store.common import (
     Summary,
     WriteResult,
 )
+from cloud_bridge.citybrain.store.pg_partitions import PartitionOptions
 from cloud_bridge.citybrain.store.postgres import PgStore
 from cloud_bridge.citybrain.store.sqlite import SqliteStore
 
@@ -42,11 +43,20 @@ __all__ = [
 ]
 
 
-async def open_store(url: str, *, read_only: bool = False) -> Store:
+async def open_store(
+    url: str,
+    *,
+    read_only: bool = False,
+    partitions: PartitionOptions | None = None,
+    migrate: bool = False,
+) -> Store:
     """``postgresql://...`` for PostgreSQL; a file path (or ``sqlite:///path``) for SQLite.
-    ``read_only`` (``--status``): an existing database only, nothing created or written."""
+    ``read_only`` (``--status``): an existing database only, nothing created or written.
+    ``partitions`` and ``migrate``: PostgreSQL's ``events`` (SQLite has no partitions)."""
     if url.startswith(("postgresql://", "postgres://")):
-        return await PgStore.connect(url, read_only=read_only)
+        return await PgStore.connect(
+            url, read_only=read_only, partitions=partitions, migrate=migrate
+        )
     return await SqliteStore.connect(sqlite_path(url), read_only=read_only)
 
 

@@ -42,7 +42,11 @@ from protocols.session import GatewayState
 
 T = TypeVar("T")
 
-# made by the ingest with its schema (PgStore.connect, under its advisory lock)
+# made by the ingest with its schema (PgStore.connect, under its advisory lock); on the
+# partitioned ``events`` each index is made on every partition, now and made later. Which query
+# each serves: the alarm ones the versions poll, the history (all, and one gateway's) and the
+# open alarms (the latest per device and rule); events_device_time the series; the ingest's
+# events_session the last seen of a gateway, its points and the gap check.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS gateway_sessions (
   site TEXT NOT NULL, gateway TEXT NOT NULL, session BIGINT NOT NULL,
@@ -51,6 +55,10 @@ CREATE TABLE IF NOT EXISTS gateway_sessions (
 CREATE INDEX IF NOT EXISTS events_alarm_time ON events (time) WHERE kind = 'alarm';
 CREATE INDEX IF NOT EXISTS events_alarm_received ON events (received_at) WHERE kind = 'alarm';
 CREATE INDEX IF NOT EXISTS events_device_time ON events (site, gateway, device, kind, time);
+CREATE INDEX IF NOT EXISTS events_alarm_gateway ON events (site, gateway, time)
+  WHERE kind = 'alarm';
+CREATE INDEX IF NOT EXISTS events_alarm_rule ON events
+  (site, gateway, device, (envelope->'payload'->>'rule'), time DESC, id DESC) WHERE kind = 'alarm';
 CREATE INDEX IF NOT EXISTS dead_letters_topic ON dead_letters (topic text_pattern_ops);
 """
 

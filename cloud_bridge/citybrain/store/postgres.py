@@ -1,18 +1,29 @@
 """The PostgreSQL back end of the city brain's store, through psycopg 3 (async); psycopg is
 imported only when a store is opened (the ``ingest`` extra). Tables: see
-:mod:`cloud_bridge.citybrain.store.common`."""
+:mod:`cloud_bridge.citybrain.store.common`; ``events`` is partitioned by day, made ahead and
+dropped past retention (:mod:`~cloud_bridge.citybrain.store.pg_partitions`).
+
+A batch's envelopes go in by ``COPY`` into a temporary staging table, then one
+``INSERT … SELECT … ON CONFLICT (id) DO NOTHING RETURNING id`` into ``events``, in the batch's
+transaction: what it returns is what was new, the rest were duplicates (stored by another worker,
+or earlier). Several workers racing on one id: the second waits on the first's uncommitted key and
+then sees the conflict, so each id is stored once.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from cloud_bridge.citybrain.store import operator_pg
+from cloud_bridge.citybrain.store import operator_pg, pg_partitions
 from cloud_bridge.citybrain.store.common import (
     GAPS_SELECT,
     STATE_WHERE,
     Batch,
     Gap,
+    Incoming,
     SessionKey,
     StoreError,
     Summary,
@@ -24,17 +35,21 @@ from cloud_bridge.citybrain.store.common import (
     sessions_of,
     unique,
 )
+from cloud_bridge.citybrain.store.pg_partitions import Maintenance, PartitionOptions
 
-_PG_SCHEMA = """
+# ``n``: the storage order (a sequence, no longer the key: a partitioned table's unique keys must
+# hold its partition column, ``id``)
+_PG_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS events (
-  n BIGSERIAL PRIMARY KEY,
-  id UUID NOT NULL UNIQUE,
+  n BIGSERIAL NOT NULL,
+  id UUID NOT NULL PRIMARY KEY,
   site TEXT NOT NULL, gateway TEXT NOT NULL, device TEXT NOT NULL, kind TEXT NOT NULL,
   time TIMESTAMPTZ NOT NULL,
   session BIGINT, seq BIGINT, pos BIGINT,
   received_at TIMESTAMPTZ NOT NULL DEFAULT now(),
   worker TEXT NOT NULL,
-  envelope JSONB NOT NULL);
+  envelope JSONB NOT NULL) {pg_partitions.PARTITIONED};
+CREATE TABLE IF NOT EXISTS {pg_partitions.OTHER} PARTITION OF events DEFAULT;
 CREATE INDEX IF NOT EXISTS events_session ON events (site, gateway, session, seq);
 CREATE TABLE IF NOT EXISTS resent (
   site TEXT NOT NULL, gateway TEXT NOT NULL, session BIGINT NOT NULL, seq BIGINT NOT NULL,
@@ -58,29 +73,65 @@ CREATE TABLE IF NOT EXISTS workers (
   dead BIGINT NOT NULL DEFAULT 0, updated_at TIMESTAMPTZ NOT NULL DEFAULT now());
 """
 
+# one per connection; emptied at every commit (and by a rollback)
+_STAGING = """
+CREATE TEMPORARY TABLE IF NOT EXISTS events_in (
+  id UUID NOT NULL, site TEXT NOT NULL, gateway TEXT NOT NULL,
+  device TEXT NOT NULL, kind TEXT NOT NULL, time TIMESTAMPTZ NOT NULL,
+  session BIGINT, seq BIGINT, pos BIGINT, envelope TEXT NOT NULL) ON COMMIT DELETE ROWS
+"""
+_COPY = (
+    "COPY events_in (id, site, gateway, device, kind, time, session, seq, pos, envelope) FROM STDIN"
+)
+# in id order: two workers inserting overlapping batches take the ids' keys in the same order,
+# so one waits for the other instead of deadlocking (and ``n`` follows the ids: per stream, the
+# order the gateway made them)
 _PG_INSERT = """
 INSERT INTO events (id, site, gateway, device, kind, time, session, seq, pos, worker, envelope)
 SELECT id, site, gateway, device, kind, time, session, seq, pos, %s, envelope::jsonb
-FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[],
-            %s::bigint[], %s::bigint[], %s::bigint[], %s::text[])
-     WITH ORDINALITY AS t(id, site, gateway, device, kind, time, session, seq, pos, envelope, o)
-ORDER BY o
+FROM events_in ORDER BY id
 ON CONFLICT (id) DO NOTHING
 RETURNING id
 """
 
 
+class OldEventsTable(StoreError):
+    """``events`` is a plain table made by an older cityedge; not retried."""
+
+    hint = (
+        "start the ingest once with --pg-migrate to move it into the partitioned table "
+        "(the old one is kept as events_unpartitioned), or point --db at a new database"
+    )
+
+
 class PgStore:
     """PostgreSQL through psycopg 3 (async)."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        partitions: PartitionOptions | None = None,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
         self.conn = conn
+        self.partitions = partitions or PartitionOptions()
+        self.now = now or (lambda: datetime.now(UTC))
         self._lock = asyncio.Lock()  # one connection: one transaction at a time
+        self._next_pass = 0.0  # when (Unix s of ``now``) the partitions are next looked after
 
     @classmethod
     async def connect(
-        cls, url: str, timeout_s: float = 10.0, *, read_only: bool = False
+        cls,
+        url: str,
+        timeout_s: float = 10.0,
+        *,
+        read_only: bool = False,
+        partitions: PartitionOptions | None = None,
+        migrate: bool = False,
+        now: Callable[[], datetime] | None = None,
     ) -> PgStore:
+        """Open (and make, or with ``migrate`` move an older unpartitioned ``events`` into) the
+        store's tables, then look after the partitions once."""
         try:
             import psycopg
         except ModuleNotFoundError as err:
@@ -95,14 +146,57 @@ class PgStore:
             async with conn.transaction():
                 # two workers starting together must not race on CREATE TABLE IF NOT EXISTS
                 await conn.execute("SELECT pg_advisory_xact_lock(424242)")
-                await conn.execute(_PG_SCHEMA)
-                await conn.execute(operator_pg.SCHEMA)  # the operator's page: table, indexes
+                schema = _PG_SCHEMA + operator_pg.SCHEMA  # the operator's page: table, indexes
+                old = await pg_partitions.events_kind(conn) == "r"
+                if old and migrate:
+                    await pg_partitions.migrate(conn, schema)
+                elif not old:
+                    await conn.execute(schema)
+            if old and not migrate:
+                await conn.close()
+                raise OldEventsTable(
+                    "PostgreSQL: the table 'events' was made by an older cityedge and is not "
+                    "partitioned by day"
+                )
+            await conn.execute(_STAGING)
+            await conn.commit()
+            store = cls(conn, partitions, now)
+            await store._maintain()
         except psycopg.Error as err:
             raise StoreError(f"PostgreSQL: {err}".strip()) from err
-        return cls(conn)
+        return store
+
+    async def maintain(self) -> Maintenance:
+        """Make the partitions ahead and drop those past retention now (see
+        :func:`~cloud_bridge.citybrain.store.pg_partitions.maintain`)."""
+        import psycopg
+
+        async with self._lock:
+            try:
+                return await self._maintain()
+            except psycopg.Error as err:
+                raise StoreError(f"PostgreSQL: {err}".strip()) from err
+
+    async def _maintain(self) -> Maintenance:
+        import psycopg
+
+        now = self.now()
+        self._next_pass = now.timestamp() + self.partitions.every_s
+        try:
+            return await pg_partitions.maintain(self.conn, now, self.partitions)
+        except psycopg.errors.LockNotAvailable:  # readers held events: next pass
+            self._next_pass = now.timestamp() + min(60.0, self.partitions.every_s)
+            return Maintenance([], [], 0, skipped=True)
 
     async def write(self, batch: Batch, worker: str) -> WriteResult:
+        import psycopg
+
         async with self._lock:
+            if self.now().timestamp() >= self._next_pass:
+                try:
+                    await self._maintain()
+                except psycopg.Error as err:
+                    raise StoreError(f"PostgreSQL: {err}".strip()) from err
             return await self._write(batch, worker)
 
     async def _write(self, batch: Batch, worker: str) -> WriteResult:
@@ -113,26 +207,7 @@ class PgStore:
             async with self.conn.transaction():
                 inserted: set[str] = set()
                 if first:
-                    cols: list[list[Any]] = [[] for _ in range(10)]
-                    for i in first:
-                        e = i.envelope
-                        for col, v in zip(
-                            cols,
-                            (
-                                e.id,
-                                e.site,
-                                e.gateway,
-                                e.device,
-                                e.kind,
-                                e.time,
-                                *link_columns(e),
-                                i.raw.decode(),
-                            ),
-                            strict=True,
-                        ):
-                            col.append(v)
-                    cur = await self.conn.execute(_PG_INSERT, [worker, *cols])
-                    inserted = {str(r[0]) for r in await cur.fetchall()}
+                    inserted = await self._insert_events(first, worker)
                 dups = [i for i in first if str(i.envelope.id) not in inserted] + again
                 if dups:
                     cur = await self.conn.execute(
@@ -186,6 +261,26 @@ class PgStore:
         except psycopg.Error as err:
             raise StoreError(f"PostgreSQL: {err}".strip()) from err
         return WriteResult(len(inserted), len(dups), sessions_of(batch.events))
+
+    async def _insert_events(self, first: list[Incoming], worker: str) -> set[str]:
+        """Store ``first`` (one copy of each id) in the open transaction; the ids that were new."""
+        async with self.conn.cursor() as c, c.copy(_COPY) as copy:
+            for i in first:
+                e = i.envelope
+                await copy.write_row(
+                    (
+                        e.id,
+                        e.site,
+                        e.gateway,
+                        e.device,
+                        e.kind,
+                        e.time,
+                        *link_columns(e),
+                        i.raw.decode(),
+                    )
+                )
+        cur = await self.conn.execute(_PG_INSERT, [worker])
+        return {str(r[0]) for r in await cur.fetchall()}
 
     async def check_gaps(self, sessions: set[SessionKey]) -> tuple[list[Gap], set[SessionKey]]:
         async with self._lock:
