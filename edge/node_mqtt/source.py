@@ -218,6 +218,11 @@ class MqttSource(Plugin, Writer, TracksDevices):
                 f"source {self.name} has no command key: node {device} cannot be driven",
                 hint="add 'commands: {key_file, delegation_file}' from 'cityedge provision gateway'",
             )
+        if node.health == "down":  # its will came: no reply will; the app says so at once
+            raise DeviceError(
+                f"node {device} is offline (its last will came); command not sent",
+                hint="check the node's power and Wi-Fi; it is driven again once it reports",
+            )
         async with node.writing:
             loop = asyncio.get_running_loop()
             nonce = secrets.token_bytes(16)

@@ -179,6 +179,23 @@ async def test_no_reply_is_a_timeout_on_the_injected_clock(tmp_path: Path) -> No
     assert src.nodes["gate-1"].pending is None
 
 
+async def test_a_node_whose_will_came_is_not_waited_for_and_is_driven_once_back(
+    tmp_path: Path,
+) -> None:
+    """A resident at a gate whose node lost power is told at once, not after the reply
+    timeout; the node's next frame makes it writable again."""
+    src = make(tmp_path)
+    node = FakeNode(src)
+    will = nodewire.encode_status(1, 0, nodewire.NodeState.OFFLINE, (1, 0, 0), "")
+    await src.handle(Message(nodewire.node_topic("riverside", "gate-1", "status"), will, 1, True))
+    with pytest.raises(DeviceError, match="node gate-1 is offline") as err:
+        await drive(src, node, True)
+    assert err.value.code == "CE310" and node.sent == []
+    node.report(False)
+    await node.deliver()
+    assert await drive(src, node, True) is True
+
+
 async def test_no_report_after_the_reply_is_a_timeout(tmp_path: Path) -> None:
     src = make(tmp_path)
     node = FakeNode(src)
