@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -86,12 +87,44 @@ def default_worker() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+NUL_REASON = (
+    "a string holds U+0000 (NUL): no field needs it and PostgreSQL cannot store it "
+    "(check the sender's encoder)"
+)
+
+
+def holds_nul(payload: bytes) -> bool:
+    """True when a JSON string in ``payload`` holds U+0000. Such a message would fail its whole
+    batch in PostgreSQL (jsonb and text refuse it) and be retried for ever; it is a dead
+    letter instead. The byte scan is the fast path: a JSON text holds NUL only escaped."""
+    if b"\\u0000" not in payload:
+        return False
+    try:
+        todo: list[object] = [json.loads(payload)]
+    except ValueError:
+        return False  # not JSON: the decoder says why
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return False
+
+
 def classify(msg: Message, batch: Batch) -> None:
     """Put one message where it belongs in ``batch`` (pure: no I/O)."""
     try:
         t = topics.parse(msg.topic)
     except ProtocolError as err:
         batch.dead.append(DeadLetter(msg.topic, msg.payload, f"topic: {err}"))
+        return
+    if holds_nul(msg.payload):
+        batch.dead.append(DeadLetter(msg.topic, msg.payload, NUL_REASON))
         return
     try:
         if t.kind == topics.STATE:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge.citybrain.ingest import Ingest, IngestSettings, classify
+from cloud_bridge.citybrain.ingest import Ingest, IngestSettings, classify, holds_nul
 from cloud_bridge.citybrain.store import Batch, Gap, Incoming, PgStore, SqliteStore, Store
 from cloud_bridge.link import LinkSettings, Message, MqttLink
 from edge.clock import VirtualClock
@@ -52,6 +52,19 @@ def resend(e: env.EnvelopeModel, session: int, seq: int) -> Incoming:
     )
 
 
+def unavailable(reason: str) -> env.AvailabilityEnvelope:
+    return env.AvailabilityEnvelope(
+        id=IDS.new(1_795_000_000_000),
+        site="s",
+        gateway="g",
+        device="d",
+        time=NOW,
+        payload=env.AvailabilityPayload(
+            state=env.AvailabilityState.UNAVAILABLE, reason=reason, failed_polls=3, since=NOW
+        ),
+    )
+
+
 def state(s: LinkState, session: int) -> GatewayState:
     return GatewayState(state=s, site="s", gateway="g", session=session, time=NOW)
 
@@ -66,6 +79,14 @@ DEAD = [
     ("cityedge/v1/s/g/state", b"{}", "invalid state"),
     ("cityedge/v1/s/h/state", encode_state(state(LinkState.ONLINE, 1)), "another gateway"),
     ("cityedge/v1/s/g/cmd/res", b"[]", "invalid command reply"),
+    # valid messages that decode, but PostgreSQL refuses U+0000 (jsonb, text): the whole
+    # batch would fail and be retried for ever
+    ("cityedge/v1/s/g/availability/d", env.encode(unavailable("no reply\x00")), "U+0000"),
+    (
+        "cityedge/v1/s/g/state",
+        encode_state(state(LinkState.ONLINE, 1).model_copy(update={"reason": "a\x00b"})),
+        "U+0000",
+    ),
 ]
 
 
@@ -77,6 +98,12 @@ def test_what_cannot_be_stored_is_a_dead_letter_with_the_reason(
     classify(Message(topic, payload, 1, False), batch)
     assert len(batch) == 1 and len(batch.dead) == 1
     assert why in batch.dead[0].reason
+
+
+def test_an_escaped_backslash_before_u0000_is_not_a_nul() -> None:
+    assert not holds_nul(b'{"a": "\\\\u0000"}')  # a backslash, then the text u0000
+    assert holds_nul(b'{"a": ["x", {"b": "\\u0000"}]}')
+    assert not holds_nul(b"not json \\u0000")
 
 
 def test_good_messages_are_sorted_by_what_they_are() -> None:
