@@ -17,16 +17,27 @@ undeleted segment is sent once more for the same reason.
 
 Bounded by bytes (``max_bytes``): when a record would not fit, the oldest segment goes
 (overflow policy drop-oldest, its unacknowledged records counted in ``stats["dropped"]``).
+
+Heap: what the queue knows of its segments is one ``array`` of four 32-bit ints per segment
+(number, bytes, records, acknowledged mask), 16 bytes each: a full 64 KB queue after an outage
+(~60 segments) costs ~1 KB of heap, where a list per segment cost ~4 KB on the 64-bit unix port.
 """
 
 import os
 import struct
+from array import array
 from binascii import crc32
 
 from cenode.compat import const, ticks_diff
 
 _MAGIC = const(0xA7)
 _HEAD = const(7)
+# a segment in FlashQueue.segs: its number, bytes, records and acknowledged mask
+_NUM = const(0)
+_BYTES = const(1)
+_RECS = const(2)
+_MASK = const(3)
+_SEG = const(4)
 
 
 def _record(frame: bytes) -> bytes:
@@ -49,7 +60,7 @@ class FlashQueue:
         self.seg_records = min(seg_records, 30)  # the acknowledged marks fit a small int
         self.window = window
         self.ack_timeout_ms = ack_timeout_ms
-        self.segs: list = []  # [number, bytes, records, acknowledged mask], oldest first
+        self.segs = array("i")  # _SEG ints per segment (_NUM, _BYTES, _RECS, _MASK), oldest first
         self.out: list = []  # [segment number, index, key, sent at]: waiting for the gateway
         self.cur = [0, 0, 0]  # next to send: segment number, byte offset, index
         self.size = 0  # bytes of all segments
@@ -95,7 +106,7 @@ class FlashQueue:
         if not count:
             os.remove(self._path(n))
             return
-        self.segs.append([n, good, count, 0])
+        self.segs.extend((n, good, count, 0))
         self.size += good
         self.unacked += count
         self.appendable = not torn and count < self.seg_records
@@ -108,34 +119,41 @@ class FlashQueue:
         rec = _record(frame)
         while self.segs and self.size + len(rec) > self.max_bytes:
             self._drop_oldest()
-        if not (self.appendable and self.segs and self.segs[-1][2] < self.seg_records):
+        segs = self.segs
+        if not (self.appendable and segs and segs[-_SEG + _RECS] < self.seg_records):
             self.last += 1
-            self.segs.append([self.last, 0, 0, 0])
+            segs.extend((self.last, 0, 0, 0))
             self.appendable = True
-        seg = self.segs[-1]
-        with open(self._path(seg[0]), "ab") as f:
+        i = len(segs) - _SEG
+        with open(self._path(segs[i + _NUM]), "ab") as f:
             f.write(rec)
-        seg[1] += len(rec)
-        seg[2] += 1
+        segs[i + _BYTES] += len(rec)
+        segs[i + _RECS] += 1
         self.size += len(rec)
         self.unacked += 1
         self.stats["queued"] += 1
 
+    def _remove(self, i: int) -> None:
+        """Forget the segment at ``i`` (an index into ``segs``) and delete its file."""
+        n = self.segs[i + _NUM]
+        self.size -= self.segs[i + _BYTES]
+        self.segs = self.segs[:i] + self.segs[i + _SEG :]  # no item deletion on MicroPython
+        os.remove(self._path(n))
+
     def _drop_oldest(self) -> None:
-        seg = self.segs.pop(0)
-        lost = seg[2] - bin(seg[3]).count("1")
+        segs = self.segs
+        lost = segs[_RECS] - bin(segs[_MASK]).count("1")
         self.stats["dropped"] += lost
         self.unacked -= lost
-        self.size -= seg[1]
-        self.out = [o for o in self.out if o[0] != seg[0]]
+        self.out = [o for o in self.out if o[0] != segs[_NUM]]
+        self._remove(0)
         if not self.segs:
             self.appendable = False
-        os.remove(self._path(seg[0]))
 
     def rewind(self) -> None:
         """Send every unacknowledged record again, oldest first."""
         self.out = []
-        self.cur = [self.segs[0][0] if self.segs else 0, 0, 0]
+        self.cur = [self.segs[_NUM] if self.segs else 0, 0, 0]
 
     def next(self, now: int):
         """The next record to send (its frame bytes), or None (nothing, or the window is full;
@@ -144,23 +162,26 @@ class FlashQueue:
             self.rewind()
         if len(self.out) >= self.window:
             return None
-        for seg in self.segs:
-            if seg[0] < self.cur[0]:
+        segs = self.segs
+        cur = self.cur
+        for i in range(0, len(segs), _SEG):
+            n = segs[i + _NUM]
+            if n < cur[0]:
                 continue
-            if seg[0] > self.cur[0]:
-                self.cur = [seg[0], 0, 0]
-            if self.cur[2] >= seg[2]:
+            if n > cur[0]:
+                cur[0], cur[1], cur[2] = n, 0, 0
+            if cur[2] >= segs[i + _RECS]:
                 continue
-            with open(self._path(seg[0]), "rb") as f:
-                f.seek(self.cur[1])
-                while self.cur[2] < seg[2]:
+            with open(self._path(n), "rb") as f:
+                f.seek(cur[1])
+                while cur[2] < segs[i + _RECS]:
                     length = struct.unpack(">BHI", f.read(_HEAD))[1]
                     frame = f.read(length)
-                    index = self.cur[2]
-                    self.cur[1] += _HEAD + length
-                    self.cur[2] += 1
-                    if not seg[3] & 1 << index:
-                        self.out.append([seg[0], index, self.key(frame), now])
+                    index = cur[2]
+                    cur[1] += _HEAD + length
+                    cur[2] += 1
+                    if not segs[i + _MASK] & 1 << index:
+                        self.out.append([n, index, self.key(frame), now])
                         return frame
         return None
 
@@ -176,21 +197,20 @@ class FlashQueue:
                     break
 
     def _mark(self, n: int, index: int) -> None:
-        for i in range(len(self.segs)):
-            seg = self.segs[i]
-            if seg[0] != n:
+        segs = self.segs
+        for i in range(0, len(segs), _SEG):
+            if segs[i + _NUM] != n:
                 continue
-            if seg[3] & 1 << index:
+            if segs[i + _MASK] & 1 << index:
                 return
-            seg[3] |= 1 << index
+            segs[i + _MASK] |= 1 << index
             self.unacked -= 1
             self.stats["acked"] += 1
-            done = seg[3] == (1 << seg[2]) - 1
-            last = i == len(self.segs) - 1
-            if done and not (last and self.appendable and seg[2] < self.seg_records):
-                self.segs.pop(i)
-                self.size -= seg[1]
+            records = segs[i + _RECS]
+            done = segs[i + _MASK] == (1 << records) - 1
+            last = i == len(segs) - _SEG
+            if done and not (last and self.appendable and records < self.seg_records):
+                self._remove(i)
                 if last:
                     self.appendable = False
-                os.remove(self._path(n))
             return
