@@ -99,3 +99,23 @@ def test_window_and_rewind_after_the_timeout() -> None:
     a.rewind()
     a.ack(7, [0, 2, 3])  # too late, after the rewind: sent again (the gateway drops repeats)
     eq(drain(a, 1600), [0, 2, 3])
+
+
+def test_a_middle_segment_acknowledged_first_goes_alone() -> None:
+    d = tmpdir() + "/q"
+    rec = 7 + len(frame(0))
+    a = q(d, seg_records=3, max_bytes=9 * rec, window=100)
+    for s in range(9):
+        a.append(frame(s))
+    eq(drain(a), list(range(9)))
+    a.ack(7, [3, 4, 5])  # segment 2 of 3: deleted, 1 and 3 kept in order
+    eq(sorted(os.listdir(d)), ["1", "3"])
+    eq((len(a), a.size), (6, 6 * rec))
+    a.rewind()
+    eq(drain(a), [0, 1, 2, 6, 7, 8])
+    for s in range(9, 13):  # 4 more: the oldest segment (3 unacknowledged) is dropped for them
+        a.append(frame(s))
+    eq(a.stats["dropped"], 3)
+    eq(sorted(os.listdir(d)), ["3", "4", "5"])
+    b = q(d, seg_records=3, max_bytes=9 * rec, window=100)  # a reboot reads the same back
+    eq(drain(b), [6, 7, 8, 9, 10, 11, 12])
