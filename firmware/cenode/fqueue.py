@@ -21,6 +21,10 @@ Bounded by bytes (``max_bytes``): when a record would not fit, the oldest segmen
 Heap: what the queue knows of its segments is one ``array`` of four 32-bit ints per segment
 (number, bytes, records, acknowledged mask), 16 bytes each: a full 64 KB queue after an outage
 (~60 segments) costs ~1 KB of heap, where a list per segment cost ~4 KB on the 64-bit unix port.
+The array is used in place: a deleted segment's entry is closed up by moving the later ones
+down, and a new segment reuses the room at the end, so acknowledging, dropping and appending
+allocate nothing for it (in a fragmented heap a 1 KB copy may find no room). At boot the folder
+is read entry by entry (``os.ilistdir``), not as a list of names.
 """
 
 import os
@@ -61,6 +65,7 @@ class FlashQueue:
         self.window = window
         self.ack_timeout_ms = ack_timeout_ms
         self.segs = array("i")  # _SEG ints per segment (_NUM, _BYTES, _RECS, _MASK), oldest first
+        self.used = 0  # ints of segs in use (beyond: room for more segments)
         self.out: list = []  # [segment number, index, key, sent at]: waiting for the gateway
         self.cur = [0, 0, 0]  # next to send: segment number, byte offset, index
         self.size = 0  # bytes of all segments
@@ -72,18 +77,30 @@ class FlashQueue:
             os.mkdir(folder)
         except OSError:
             pass  # already there
-        names = [int(n) for n in os.listdir(folder) if n.isdigit()]
-        names.sort()
-        for n in names:
-            self._scan(n)
-            self.last = n
+        ilistdir = getattr(os, "ilistdir", None)
+        newest = 0  # the highest numbered segment with good records: appended to, unless
+        for entry in ilistdir(folder) if ilistdir else os.listdir(folder):  # torn or full
+            name = entry if isinstance(entry, str) else entry[0]
+            if not name.isdigit():
+                continue
+            n = int(name)
+            count, torn = self._scan(n)
+            self.last = max(self.last, n)
+            if count and n > newest:
+                newest = n
+                self.appendable = not torn and count < self.seg_records
+        self._sort()
+        for i in range(self.used - _SEG, -_SEG, -_SEG):  # no good record: removed (after the
+            if not self.segs[i + _RECS]:  # listing, which a removal could upset)
+                self._remove(i)
         self.rewind()
 
     def _path(self, n: int) -> str:
         return self.folder + "/" + str(n)
 
-    def _scan(self, n: int) -> None:
-        """Count the good records of segment ``n``; a torn tail ends it."""
+    def _scan(self, n: int) -> tuple:
+        """Count the good records of segment ``n`` (a torn tail ends it) and add it to ``segs``;
+        (good records, torn)."""
         good = count = 0
         torn = False
         with open(self._path(n), "rb") as f:
@@ -103,13 +120,30 @@ class FlashQueue:
                 count += 1
         if torn:
             self.stats["torn"] += 1
-        if not count:
-            os.remove(self._path(n))
-            return
-        self.segs.extend((n, good, count, 0))
+        self._add(n, good, count)
         self.size += good
         self.unacked += count
-        self.appendable = not torn and count < self.seg_records
+        return count, torn
+
+    def _add(self, n: int, size: int, count: int) -> None:
+        """A segment after the others, in the room at the end of ``segs`` or in more."""
+        if self.used < len(self.segs):
+            i = self.used
+            self.segs[i + _NUM], self.segs[i + _BYTES] = n, size
+            self.segs[i + _RECS], self.segs[i + _MASK] = count, 0
+        else:
+            self.segs.extend((n, size, count, 0))
+        self.used += _SEG
+
+    def _sort(self) -> None:
+        """By number (insertion sort in place: the folder lists in any order)."""
+        segs = self.segs
+        for i in range(_SEG, self.used, _SEG):
+            j = i
+            while j and segs[j - _SEG + _NUM] > segs[j + _NUM]:
+                for k in range(_SEG):
+                    segs[j - _SEG + k], segs[j + k] = segs[j + k], segs[j - _SEG + k]
+                j -= _SEG
 
     def __len__(self) -> int:
         """Records not yet acknowledged by the gateway."""
@@ -117,14 +151,15 @@ class FlashQueue:
 
     def append(self, frame: bytes) -> None:
         rec = _record(frame)
-        while self.segs and self.size + len(rec) > self.max_bytes:
+        while self.used and self.size + len(rec) > self.max_bytes:
             self._drop_oldest()
-        segs = self.segs
-        if not (self.appendable and segs and segs[-_SEG + _RECS] < self.seg_records):
+        full = self.used and self.segs[self.used - _SEG + _RECS] >= self.seg_records
+        if not (self.appendable and self.used and not full):
             self.last += 1
-            segs.extend((self.last, 0, 0, 0))
+            self._add(self.last, 0, 0)
             self.appendable = True
-        i = len(segs) - _SEG
+        segs = self.segs
+        i = self.used - _SEG
         with open(self._path(segs[i + _NUM]), "ab") as f:
             f.write(rec)
         segs[i + _BYTES] += len(rec)
@@ -135,25 +170,27 @@ class FlashQueue:
 
     def _remove(self, i: int) -> None:
         """Forget the segment at ``i`` (an index into ``segs``) and delete its file."""
-        n = self.segs[i + _NUM]
-        self.size -= self.segs[i + _BYTES]
-        self.segs = self.segs[:i] + self.segs[i + _SEG :]  # no item deletion on MicroPython
+        segs = self.segs
+        n = segs[i + _NUM]
+        self.size -= segs[i + _BYTES]
+        self.unacked -= segs[i + _RECS] - bin(segs[i + _MASK]).count("1")
+        self.used -= _SEG
+        for k in range(i, self.used):
+            segs[k] = segs[k + _SEG]
         os.remove(self._path(n))
 
     def _drop_oldest(self) -> None:
         segs = self.segs
-        lost = segs[_RECS] - bin(segs[_MASK]).count("1")
-        self.stats["dropped"] += lost
-        self.unacked -= lost
+        self.stats["dropped"] += segs[_RECS] - bin(segs[_MASK]).count("1")
         self.out = [o for o in self.out if o[0] != segs[_NUM]]
         self._remove(0)
-        if not self.segs:
+        if not self.used:
             self.appendable = False
 
     def rewind(self) -> None:
         """Send every unacknowledged record again, oldest first."""
         self.out = []
-        self.cur = [self.segs[_NUM] if self.segs else 0, 0, 0]
+        self.cur = [self.segs[_NUM] if self.used else 0, 0, 0]
 
     def next(self, now: int):
         """The next record to send (its frame bytes), or None (nothing, or the window is full;
@@ -164,7 +201,7 @@ class FlashQueue:
             return None
         segs = self.segs
         cur = self.cur
-        for i in range(0, len(segs), _SEG):
+        for i in range(0, self.used, _SEG):
             n = segs[i + _NUM]
             if n < cur[0]:
                 continue
@@ -198,7 +235,7 @@ class FlashQueue:
 
     def _mark(self, n: int, index: int) -> None:
         segs = self.segs
-        for i in range(0, len(segs), _SEG):
+        for i in range(0, self.used, _SEG):
             if segs[i + _NUM] != n:
                 continue
             if segs[i + _MASK] & 1 << index:
@@ -208,7 +245,7 @@ class FlashQueue:
             self.stats["acked"] += 1
             records = segs[i + _RECS]
             done = segs[i + _MASK] == (1 << records) - 1
-            last = i == len(segs) - _SEG
+            last = i == self.used - _SEG
             if done and not (last and self.appendable and records < self.seg_records):
                 self._remove(i)
                 if last:
