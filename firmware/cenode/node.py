@@ -203,6 +203,16 @@ class Node:
                 return
 
 
+def _load(names) -> None:
+    """Import modules one at a time with a collection after each, so the next module's code
+    fills the holes its loader's garbage left. Imported in a row, the holes stay between the
+    modules' code: ~11 KB of a 64 KB heap free, no piece of it over 176 bytes, and a node that
+    ran out of heap at boot with 53 KB in use."""
+    for name in names:
+        __import__(name)
+        gc.collect()
+
+
 def _forget(names) -> None:
     """Unload modules for good: out of ``sys.modules`` and out of the ``cenode`` package, whose
     attribute (set by ``from cenode import x``) would otherwise keep each one alive."""
@@ -233,12 +243,15 @@ def main(root: str) -> None:
     # before the modules of the running node come in: the boot's peak and the running node's
     # heap each stay below what both together would need.
     before = list(sys.modules)
+    _load(("cenode.sha512", "cenode.ed25519", "cenode.util", "cenode.appschema", "cenode.config"))
     from cenode import config
 
     cfg = config.load(root)
     config = None
     _forget([m for m in sys.modules if m not in before])
     gc.collect()
+    _load(("cenode.mqtt", "cenode.link", "cenode.fqueue", "cenode.filters", "cenode.apps"))
+    _load(("cenode.hal", "cenode.net"))
     from cenode import hal, net
 
     board = hal.Board(cfg["app"].get("pins", {}), cfg["watchdog_ms"])
