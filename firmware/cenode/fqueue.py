@@ -23,8 +23,9 @@ Heap: what the queue knows of its segments is one ``array`` of four 32-bit ints 
 (~60 segments) costs ~1 KB of heap, where a list per segment cost ~4 KB on the 64-bit unix port.
 The array is used in place: a deleted segment's entry is closed up by moving the later ones
 down, and a new segment reuses the room at the end, so acknowledging, dropping and appending
-allocate nothing for it (in a fragmented heap a 1 KB copy may find no room). At boot the folder
-is read entry by entry (``os.ilistdir``), not as a list of names.
+allocate nothing for it (in a fragmented heap a 1 KB copy may find no room). The records sent
+and waiting for the gateway are another array, made whole for ``window`` records at the start.
+At boot the folder is read entry by entry (``os.ilistdir``), not as a list of names.
 """
 
 import os
@@ -42,6 +43,9 @@ _BYTES = const(1)
 _RECS = const(2)
 _MASK = const(3)
 _SEG = const(4)
+# a record in FlashQueue.out: its segment number and index there, its key (boot, seq), sent at
+_SENT = const(4)
+_OUT = const(5)
 
 
 def _record(frame: bytes) -> bytes:
@@ -66,7 +70,9 @@ class FlashQueue:
         self.ack_timeout_ms = ack_timeout_ms
         self.segs = array("i")  # _SEG ints per segment (_NUM, _BYTES, _RECS, _MASK), oldest first
         self.used = 0  # ints of segs in use (beyond: room for more segments)
-        self.out: list = []  # [segment number, index, key, sent at]: waiting for the gateway
+        # _OUT ints per record sent and waiting for the gateway, oldest first; made whole here
+        self.out = array("I", bytes(4 * _OUT * window))
+        self.nout = 0  # ints of out in use
         self.cur = [0, 0, 0]  # next to send: segment number, byte offset, index
         self.size = 0  # bytes of all segments
         self.unacked = 0
@@ -182,22 +188,24 @@ class FlashQueue:
     def _drop_oldest(self) -> None:
         segs = self.segs
         self.stats["dropped"] += segs[_RECS] - bin(segs[_MASK]).count("1")
-        self.out = [o for o in self.out if o[0] != segs[_NUM]]
+        for i in range(self.nout - _OUT, -_OUT, -_OUT):
+            if self.out[i] == segs[_NUM]:
+                self._unsend(i)
         self._remove(0)
         if not self.used:
             self.appendable = False
 
     def rewind(self) -> None:
         """Send every unacknowledged record again, oldest first."""
-        self.out = []
+        self.nout = 0
         self.cur = [self.segs[_NUM] if self.used else 0, 0, 0]
 
     def next(self, now: int):
         """The next record to send (its frame bytes), or None (nothing, or the window is full;
         rewinds first when the oldest one sent waited ``ack_timeout_ms`` in vain)."""
-        if self.out and ticks_diff(now, self.out[0][3]) > self.ack_timeout_ms:
+        if self.nout and ticks_diff(now, self.out[_SENT]) > self.ack_timeout_ms:
             self.rewind()
-        if len(self.out) >= self.window:
+        if self.nout >= len(self.out):
             return None
         segs = self.segs
         cur = self.cur
@@ -218,20 +226,30 @@ class FlashQueue:
                     cur[1] += _HEAD + length
                     cur[2] += 1
                     if not segs[i + _MASK] & 1 << index:
-                        self.out.append([n, index, self.key(frame), now])
+                        key = self.key(frame)
+                        out, at = self.out, self.nout
+                        out[at], out[at + 1], out[at + 2] = n, index, key[0]
+                        out[at + 3], out[at + _SENT] = key[1], now
+                        self.nout += _OUT
                         return frame
         return None
 
     def ack(self, boot: int, seqs) -> None:
         """The gateway has these reports of ``boot``: forget them; delete full segments."""
+        out = self.out
         for seq in seqs:
-            key = (boot, seq)
-            for i in range(len(self.out)):
-                o = self.out[i]
-                if o[2] == key:
-                    self.out.pop(i)
-                    self._mark(o[0], o[1])
+            for i in range(0, self.nout, _OUT):
+                if out[i + 2] == boot and out[i + 3] == seq:
+                    n, index = out[i], out[i + 1]
+                    self._unsend(i)
+                    self._mark(n, index)
                     break
+
+    def _unsend(self, i: int) -> None:
+        """Forget the sent record at ``i`` (an index into ``out``), in place."""
+        self.nout -= _OUT
+        for k in range(i, self.nout):
+            self.out[k] = self.out[k + _OUT]
 
     def _mark(self, n: int, index: int) -> None:
         segs = self.segs
