@@ -116,6 +116,26 @@ def open_stream(host: str, port: int, tls: dict | None = None, timeout_ms: int =
     return Stream(sock, raw)
 
 
+def opener(broker: dict, wifi, certs: str):
+    """The link's ``open_stream`` for ``broker`` (config.json's): each connect attempt (paced by
+    the link's backoff) first makes sure Wi-Fi is up; with TLS, the material (``ca.der``,
+    ``node.der``, ``node.key.der`` in the ``certs`` folder) is read at each connect rather than
+    kept in the heap."""
+
+    def connect() -> Stream:
+        if wifi and not wlan_up(wifi["ssid"], wifi["psk"], 5000):
+            raise OSError("no Wi-Fi " + wifi["ssid"])
+        tls = None
+        if broker["tls"]:
+            tls = {}
+            for key, name in (("ca", "ca.der"), ("cert", "node.der"), ("key", "node.key.der")):
+                with open(certs + "/" + name, "rb") as f:
+                    tls[key] = f.read()
+        return open_stream(broker["host"], broker["port"], tls)
+
+    return connect
+
+
 def _wrap(raw, host: str, tls: dict):
     try:
         import tls as mtls  # type: ignore[import-not-found]  # MicroPython >= 1.23

@@ -17,9 +17,8 @@ broker; a pending OTA image is then kept (:func:`bootsel.mark_healthy`).
 
 Heap: what only commands and updates need (Ed25519, SHA-512, the OTA code, ~20 KB of a 64 KB
 heap) is imported when the first command or manifest arrives, not at boot. What only the boot
-needs (reading and checking config.json, which checks the trusted keys with Ed25519) is loaded
-before the running node's modules and unloaded again (:func:`main`); the TLS material is read
-from flash at each connect.
+needs (:mod:`cenode.boot`: reading and checking config.json, which checks the trusted keys with
+Ed25519) is unloaded before the loop runs; the TLS material is read from flash at each connect.
 """
 
 import gc
@@ -203,72 +202,11 @@ class Node:
                 return
 
 
-def _load(names) -> None:
-    """Import modules one at a time with a collection after each, so the next module's code
-    fills the holes its loader's garbage left. Imported in a row, the holes stay between the
-    modules' code: ~11 KB of a 64 KB heap free, no piece of it over 176 bytes, and a node that
-    ran out of heap at boot with 53 KB in use."""
-    for name in names:
-        __import__(name)
-        gc.collect()
-
-
-def _forget(names) -> None:
-    """Unload modules for good: out of ``sys.modules`` and out of the ``cenode`` package, whose
-    attribute (set by ``from cenode import x``) would otherwise keep each one alive."""
-    import sys
-
-    import cenode
-
-    for name in names:
-        sys.modules.pop(name, None)
-        if name.startswith("cenode."):
-            cenode.__dict__.pop(name[7:], None)
-
-
-def _certs(root: str) -> dict:
-    """The TLS material, read from flash at each connect rather than kept in the heap."""
-    tls = {}
-    for key, name in (("ca", "ca.der"), ("cert", "node.der"), ("key", "node.key.der")):
-        with open(root + "/certs/" + name, "rb") as f:
-            tls[key] = f.read()
-    return tls
-
-
 def main(root: str) -> None:
-    import sys
+    from cenode import boot  # what only the boot needs: unloaded before the loop runs
 
-    # The config is read first, with little else loaded, and what reading it needed (the
-    # config module, the apps' settings schema, the key check's Ed25519 and SHA-512) is unloaded
-    # before the modules of the running node come in: the boot's peak and the running node's
-    # heap each stay below what both together would need.
-    before = list(sys.modules)
-    _load(("cenode.sha512", "cenode.ed25519", "cenode.util", "cenode.appschema", "cenode.config"))
-    from cenode import config
-
-    cfg = config.load(root)
-    config = None
-    _forget([m for m in sys.modules if m not in before])
-    gc.collect()
-    _load(("cenode.mqtt", "cenode.link", "cenode.fqueue", "cenode.filters", "cenode.apps"))
-    _load(("cenode.hal", "cenode.net"))
-    from cenode import hal, net
-
-    board = hal.Board(cfg["app"].get("pins", {}), cfg["watchdog_ms"])
-    wifi = cfg.get("wifi")
-    if wifi and not net.wlan_up(wifi["ssid"], wifi["psk"]):
-        _log("no Wi-Fi", wifi["ssid"], "yet; the link keeps retrying")
-    net.sync_time()
-    broker = cfg["broker"]
-
-    def open_stream():
-        # each connect attempt (paced by the link's backoff) first makes sure Wi-Fi is up
-        if wifi and not net.wlan_up(wifi["ssid"], wifi["psk"], 5000):
-            raise OSError("no Wi-Fi " + wifi["ssid"])
-        tls = _certs(root) if broker["tls"] else None
-        return net.open_stream(broker["host"], broker["port"], tls)
-
-    node = Node(root, cfg, board, open_stream)
-    _log(cfg["node"], "running firmware", ".".join(str(v) for v in node.version))
+    node = boot.start(root)
+    boot.forget(("cenode.boot",))
+    boot = None
     gc.collect()  # boot garbage (module loading, config parsing) out of the way
     node.run()
