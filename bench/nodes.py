@@ -45,7 +45,7 @@ HEAPS = ["48K", "56K", "64K", "72K", "80K", "96K", "128K"]
 RUN_S = 5.0
 
 
-def _sim_machine(work: Path) -> Path:
+def sim_machine(work: Path) -> Path:
     """The simulated ``machine`` module, compiled (a board has it in C; compiling it here keeps
     its parse-time peak out of the node's numbers)."""
     out = work / "sim"
@@ -88,7 +88,7 @@ def _run_node(folder: Path, heap: str) -> tuple[bool, list[int]]:
     return "MemoryError" not in out and len(used) >= 3 and acked >= 3, used
 
 
-def _node_folder(site: Site, work: Path, kind: str, tls: bool, plain_port: int) -> Path:
+def node_folder(site: Site, work: Path, kind: str, tls: bool, plain_port: int) -> Path:
     r = provision_node(
         site,
         NodeRequest(
@@ -114,7 +114,7 @@ def _node_folder(site: Site, work: Path, kind: str, tls: bool, plain_port: int) 
 
 def heap_rows(console: Console, work: Path) -> list[tuple[str, str, str, str]]:
     site = Site.init(work / "site", "bench", "127.0.0.1", free_port())
-    _sim_machine(work)
+    sim_machine(work)
     rows = []
     brokers: list[Broker] = []
     try:
@@ -126,7 +126,7 @@ def heap_rows(console: Console, work: Path) -> list[tuple[str, str, str, str]]:
         brokers.append(plain)
         for kind in KINDS:
             for tls in (False, True):
-                folder = _node_folder(site, work, kind, tls, plain.port)
+                folder = node_folder(site, work, kind, tls, plain.port)
                 smallest, _used = "-", []
                 for heap in HEAPS:
                     ok, samples = _run_node(folder, heap)
