@@ -76,12 +76,18 @@ def test_a_torn_tail_is_dropped_and_nothing_before_it_lost() -> None:
     eq(sorted(os.listdir(d)), ["1"])  # a segment with no good record is removed
 
 
-def test_bounded_by_bytes_oldest_segment_first_counted() -> None:
+def filled(count: int, seg_records: int, max_records: int) -> tuple:
+    """(queue, its folder, bytes per record): a new queue of ``count`` frames, seq 0 on."""
     d = tmpdir() + "/q"
     rec = 7 + len(frame(0))
-    a = q(d, seg_records=4, max_bytes=10 * rec, window=100)
-    for s in range(14):
+    a = q(d, seg_records=seg_records, max_bytes=max_records * rec, window=100)
+    for s in range(count):
         a.append(frame(s))
+    return a, d, rec
+
+
+def test_bounded_by_bytes_oldest_segment_first_counted() -> None:
+    a, _d, rec = filled(14, seg_records=4, max_records=10)
     eq(a.stats["dropped"], 4)
     eq(a.size <= 10 * rec, True)
     eq(drain(a), list(range(4, 14)))
@@ -102,11 +108,7 @@ def test_window_and_rewind_after_the_timeout() -> None:
 
 
 def test_a_middle_segment_acknowledged_first_goes_alone() -> None:
-    d = tmpdir() + "/q"
-    rec = 7 + len(frame(0))
-    a = q(d, seg_records=3, max_bytes=9 * rec, window=100)
-    for s in range(9):
-        a.append(frame(s))
+    a, d, rec = filled(9, seg_records=3, max_records=9)
     eq(drain(a), list(range(9)))
     a.ack(7, [3, 4, 5])  # segment 2 of 3: deleted, 1 and 3 kept in order
     eq(sorted(os.listdir(d)), ["1", "3"])
