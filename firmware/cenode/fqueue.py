@@ -25,7 +25,8 @@ The array is used in place: a deleted segment's entry is closed up by moving the
 down, and a new segment reuses the room at the end, so acknowledging, dropping and appending
 allocate nothing for it (in a fragmented heap a 1 KB copy may find no room). The records sent
 and waiting for the gateway are another array, made whole for ``window`` records at the start.
-At boot the folder is read entry by entry (``os.ilistdir``), not as a list of names.
+At boot the folder is read entry by entry (``os.ilistdir``), not as a list of names, once to
+count the segments (the array is made whole for them) and once to read them.
 """
 
 import os
@@ -46,6 +47,15 @@ _SEG = const(4)
 # a record in FlashQueue.out: its segment number and index there, its key (boot, seq), sent at
 _SENT = const(4)
 _OUT = const(5)
+
+
+def _segments(folder: str):
+    """The numbers of the segment files in ``folder``, in no order, one at a time."""
+    ilistdir = getattr(os, "ilistdir", None)
+    for entry in ilistdir(folder) if ilistdir else os.listdir(folder):
+        name = entry if isinstance(entry, str) else entry[0]
+        if name.isdigit():
+            yield int(name)
 
 
 def _record(frame: bytes) -> bytes:
@@ -83,13 +93,14 @@ class FlashQueue:
             os.mkdir(folder)
         except OSError:
             pass  # already there
-        ilistdir = getattr(os, "ilistdir", None)
-        newest = 0  # the highest numbered segment with good records: appended to, unless
-        for entry in ilistdir(folder) if ilistdir else os.listdir(folder):  # torn or full
-            name = entry if isinstance(entry, str) else entry[0]
-            if not name.isdigit():
-                continue
-            n = int(name)
+        # room for the segments there are, made at once: grown entry by entry, the array's
+        # last growth after an outage needed a ~1 KB block late in a fragmented heap
+        found = 0
+        for _n in _segments(folder):
+            found += 1
+        self.segs = array("i", bytes(4 * _SEG * found))
+        newest = 0  # the highest numbered segment with good records: appended to unless torn or full
+        for n in _segments(folder):
             count, torn = self._scan(n)
             self.last = max(self.last, n)
             if count and n > newest:
