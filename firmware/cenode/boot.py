@@ -2,7 +2,8 @@
 network and the :class:`cenode.node.Node`. Loaded by :func:`cenode.node.main` and unloaded
 again before the loop runs, like everything only the boot needs.
 
-Heap (a 64 KB heap on the 64-bit unix port has ~57 KB in use while reporting):
+Heap (on the 64-bit unix port a node reporting over plain TCP has ~53-55 KB of a 64 KB heap in
+use):
 
 - config.json is read first, with little else loaded; what reading it needed (the config
   module, the apps' settings schema, the trusted keys' Ed25519 and SHA-512) is unloaded before
