@@ -94,6 +94,10 @@ def compile_firmware(tgt: Target, version: str | None = None) -> dict[str, bytes
             argv = [
                 mpy_cross,
                 *([f"-march={tgt.march}"] if tgt.march else []),
+                # the name tracebacks show: the node's own path, not this machine's (which the
+                # node would also keep in its heap, once per module)
+                "-s",
+                name.removeprefix("app/").removesuffix(".mpy") + ".py",
                 "-o",
                 str(out),
                 str(src),

@@ -17,16 +17,45 @@ undeleted segment is sent once more for the same reason.
 
 Bounded by bytes (``max_bytes``): when a record would not fit, the oldest segment goes
 (overflow policy drop-oldest, its unacknowledged records counted in ``stats["dropped"]``).
+
+Heap: what the queue knows of its segments is one ``array`` of four 32-bit ints per segment
+(number, bytes, records, acknowledged mask), 16 bytes each: a full 64 KB queue after an outage
+(~60 segments) costs ~1 KB of heap, where a list per segment cost ~4 KB on the 64-bit unix port.
+The array is used in place: a deleted segment's entry is closed up by moving the later ones
+down, and a new segment reuses the room at the end, so acknowledging, dropping and appending
+allocate nothing for it (in a fragmented heap a 1 KB copy may find no room). The records sent
+and waiting for the gateway are another array, made whole for ``window`` records at the start.
+At boot the folder is read entry by entry (``os.ilistdir``), not as a list of names, once to
+count the segments (the array is made whole for them) and once to read them.
 """
 
 import os
 import struct
+from array import array
 from binascii import crc32
 
 from cenode.compat import const, ticks_diff
 
 _MAGIC = const(0xA7)
 _HEAD = const(7)
+# a segment in FlashQueue.segs: its number, bytes, records and acknowledged mask
+_NUM = const(0)
+_BYTES = const(1)
+_RECS = const(2)
+_MASK = const(3)
+_SEG = const(4)
+# a record in FlashQueue.out: its segment number and index there, its key (boot, seq), sent at
+_SENT = const(4)
+_OUT = const(5)
+
+
+def _segments(folder: str):
+    """The numbers of the segment files in ``folder``, in no order, one at a time."""
+    ilistdir = getattr(os, "ilistdir", None)
+    for entry in ilistdir(folder) if ilistdir else os.listdir(folder):
+        name = entry if isinstance(entry, str) else entry[0]
+        if name.isdigit():
+            yield int(name)
 
 
 def _record(frame: bytes) -> bytes:
@@ -49,8 +78,11 @@ class FlashQueue:
         self.seg_records = min(seg_records, 30)  # the acknowledged marks fit a small int
         self.window = window
         self.ack_timeout_ms = ack_timeout_ms
-        self.segs: list = []  # [number, bytes, records, acknowledged mask], oldest first
-        self.out: list = []  # [segment number, index, key, sent at]: waiting for the gateway
+        self.segs = array("i")  # _SEG ints per segment (_NUM, _BYTES, _RECS, _MASK), oldest first
+        self.used = 0  # ints of segs in use (beyond: room for more segments)
+        # _OUT ints per record sent and waiting for the gateway, oldest first; made whole here
+        self.out = array("I", bytes(4 * _OUT * window))
+        self.nout = 0  # ints of out in use
         self.cur = [0, 0, 0]  # next to send: segment number, byte offset, index
         self.size = 0  # bytes of all segments
         self.unacked = 0
@@ -61,18 +93,31 @@ class FlashQueue:
             os.mkdir(folder)
         except OSError:
             pass  # already there
-        names = [int(n) for n in os.listdir(folder) if n.isdigit()]
-        names.sort()
-        for n in names:
-            self._scan(n)
-            self.last = n
+        # room for the segments there are, made at once: grown entry by entry, the array's
+        # last growth after an outage needed a ~1 KB block late in a fragmented heap
+        found = 0
+        for _n in _segments(folder):
+            found += 1
+        self.segs = array("i", bytes(4 * _SEG * found))
+        newest = 0  # the highest numbered segment with good records: appended to unless torn or full
+        for n in _segments(folder):
+            count, torn = self._scan(n)
+            self.last = max(self.last, n)
+            if count and n > newest:
+                newest = n
+                self.appendable = not torn and count < self.seg_records
+        self._sort()
+        for i in range(self.used - _SEG, -_SEG, -_SEG):  # no good record: removed (after the
+            if not self.segs[i + _RECS]:  # listing, which a removal could upset)
+                self._remove(i)
         self.rewind()
 
     def _path(self, n: int) -> str:
         return self.folder + "/" + str(n)
 
-    def _scan(self, n: int) -> None:
-        """Count the good records of segment ``n``; a torn tail ends it."""
+    def _scan(self, n: int) -> tuple:
+        """Count the good records of segment ``n`` (a torn tail ends it) and add it to ``segs``;
+        (good records, torn)."""
         good = count = 0
         torn = False
         with open(self._path(n), "rb") as f:
@@ -92,13 +137,30 @@ class FlashQueue:
                 count += 1
         if torn:
             self.stats["torn"] += 1
-        if not count:
-            os.remove(self._path(n))
-            return
-        self.segs.append([n, good, count, 0])
+        self._add(n, good, count)
         self.size += good
         self.unacked += count
-        self.appendable = not torn and count < self.seg_records
+        return count, torn
+
+    def _add(self, n: int, size: int, count: int) -> None:
+        """A segment after the others, in the room at the end of ``segs`` or in more."""
+        if self.used < len(self.segs):
+            i = self.used
+            self.segs[i + _NUM], self.segs[i + _BYTES] = n, size
+            self.segs[i + _RECS], self.segs[i + _MASK] = count, 0
+        else:
+            self.segs.extend((n, size, count, 0))
+        self.used += _SEG
+
+    def _sort(self) -> None:
+        """By number (insertion sort in place: the folder lists in any order)."""
+        segs = self.segs
+        for i in range(_SEG, self.used, _SEG):
+            j = i
+            while j and segs[j - _SEG + _NUM] > segs[j + _NUM]:
+                for k in range(_SEG):
+                    segs[j - _SEG + k], segs[j + k] = segs[j + k], segs[j - _SEG + k]
+                j -= _SEG
 
     def __len__(self) -> int:
         """Records not yet acknowledged by the gateway."""
@@ -106,91 +168,115 @@ class FlashQueue:
 
     def append(self, frame: bytes) -> None:
         rec = _record(frame)
-        while self.segs and self.size + len(rec) > self.max_bytes:
+        while self.used and self.size + len(rec) > self.max_bytes:
             self._drop_oldest()
-        if not (self.appendable and self.segs and self.segs[-1][2] < self.seg_records):
+        full = self.used and self.segs[self.used - _SEG + _RECS] >= self.seg_records
+        if not (self.appendable and self.used and not full):
             self.last += 1
-            self.segs.append([self.last, 0, 0, 0])
+            self._add(self.last, 0, 0)
             self.appendable = True
-        seg = self.segs[-1]
-        with open(self._path(seg[0]), "ab") as f:
+        segs = self.segs
+        i = self.used - _SEG
+        with open(self._path(segs[i + _NUM]), "ab") as f:
             f.write(rec)
-        seg[1] += len(rec)
-        seg[2] += 1
+        segs[i + _BYTES] += len(rec)
+        segs[i + _RECS] += 1
         self.size += len(rec)
         self.unacked += 1
         self.stats["queued"] += 1
 
+    def _remove(self, i: int) -> None:
+        """Forget the segment at ``i`` (an index into ``segs``) and delete its file."""
+        segs = self.segs
+        n = segs[i + _NUM]
+        self.size -= segs[i + _BYTES]
+        self.unacked -= segs[i + _RECS] - bin(segs[i + _MASK]).count("1")
+        self.used -= _SEG
+        for k in range(i, self.used):
+            segs[k] = segs[k + _SEG]
+        os.remove(self._path(n))
+
     def _drop_oldest(self) -> None:
-        seg = self.segs.pop(0)
-        lost = seg[2] - bin(seg[3]).count("1")
-        self.stats["dropped"] += lost
-        self.unacked -= lost
-        self.size -= seg[1]
-        self.out = [o for o in self.out if o[0] != seg[0]]
-        if not self.segs:
+        segs = self.segs
+        self.stats["dropped"] += segs[_RECS] - bin(segs[_MASK]).count("1")
+        for i in range(self.nout - _OUT, -_OUT, -_OUT):
+            if self.out[i] == segs[_NUM]:
+                self._unsend(i)
+        self._remove(0)
+        if not self.used:
             self.appendable = False
-        os.remove(self._path(seg[0]))
 
     def rewind(self) -> None:
         """Send every unacknowledged record again, oldest first."""
-        self.out = []
-        self.cur = [self.segs[0][0] if self.segs else 0, 0, 0]
+        self.nout = 0
+        self.cur = [self.segs[_NUM] if self.used else 0, 0, 0]
 
     def next(self, now: int):
         """The next record to send (its frame bytes), or None (nothing, or the window is full;
         rewinds first when the oldest one sent waited ``ack_timeout_ms`` in vain)."""
-        if self.out and ticks_diff(now, self.out[0][3]) > self.ack_timeout_ms:
+        if self.nout and ticks_diff(now, self.out[_SENT]) > self.ack_timeout_ms:
             self.rewind()
-        if len(self.out) >= self.window:
+        if self.nout >= len(self.out):
             return None
-        for seg in self.segs:
-            if seg[0] < self.cur[0]:
+        segs = self.segs
+        cur = self.cur
+        for i in range(0, self.used, _SEG):
+            n = segs[i + _NUM]
+            if n < cur[0]:
                 continue
-            if seg[0] > self.cur[0]:
-                self.cur = [seg[0], 0, 0]
-            if self.cur[2] >= seg[2]:
+            if n > cur[0]:
+                cur[0], cur[1], cur[2] = n, 0, 0
+            if cur[2] >= segs[i + _RECS]:
                 continue
-            with open(self._path(seg[0]), "rb") as f:
-                f.seek(self.cur[1])
-                while self.cur[2] < seg[2]:
+            with open(self._path(n), "rb") as f:
+                f.seek(cur[1])
+                while cur[2] < segs[i + _RECS]:
                     length = struct.unpack(">BHI", f.read(_HEAD))[1]
                     frame = f.read(length)
-                    index = self.cur[2]
-                    self.cur[1] += _HEAD + length
-                    self.cur[2] += 1
-                    if not seg[3] & 1 << index:
-                        self.out.append([seg[0], index, self.key(frame), now])
+                    index = cur[2]
+                    cur[1] += _HEAD + length
+                    cur[2] += 1
+                    if not segs[i + _MASK] & 1 << index:
+                        key = self.key(frame)
+                        out, at = self.out, self.nout
+                        out[at], out[at + 1], out[at + 2] = n, index, key[0]
+                        out[at + 3], out[at + _SENT] = key[1], now
+                        self.nout += _OUT
                         return frame
         return None
 
     def ack(self, boot: int, seqs) -> None:
         """The gateway has these reports of ``boot``: forget them; delete full segments."""
+        out = self.out
         for seq in seqs:
-            key = (boot, seq)
-            for i in range(len(self.out)):
-                o = self.out[i]
-                if o[2] == key:
-                    self.out.pop(i)
-                    self._mark(o[0], o[1])
+            for i in range(0, self.nout, _OUT):
+                if out[i + 2] == boot and out[i + 3] == seq:
+                    n, index = out[i], out[i + 1]
+                    self._unsend(i)
+                    self._mark(n, index)
                     break
 
+    def _unsend(self, i: int) -> None:
+        """Forget the sent record at ``i`` (an index into ``out``), in place."""
+        self.nout -= _OUT
+        for k in range(i, self.nout):
+            self.out[k] = self.out[k + _OUT]
+
     def _mark(self, n: int, index: int) -> None:
-        for i in range(len(self.segs)):
-            seg = self.segs[i]
-            if seg[0] != n:
+        segs = self.segs
+        for i in range(0, self.used, _SEG):
+            if segs[i + _NUM] != n:
                 continue
-            if seg[3] & 1 << index:
+            if segs[i + _MASK] & 1 << index:
                 return
-            seg[3] |= 1 << index
+            segs[i + _MASK] |= 1 << index
             self.unacked -= 1
             self.stats["acked"] += 1
-            done = seg[3] == (1 << seg[2]) - 1
-            last = i == len(self.segs) - 1
-            if done and not (last and self.appendable and seg[2] < self.seg_records):
-                self.segs.pop(i)
-                self.size -= seg[1]
+            records = segs[i + _RECS]
+            done = segs[i + _MASK] == (1 << records) - 1
+            last = i == self.used - _SEG
+            if done and not (last and self.appendable and records < self.seg_records):
+                self._remove(i)
                 if last:
                     self.appendable = False
-                os.remove(self._path(n))
             return

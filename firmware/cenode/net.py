@@ -54,6 +54,10 @@ class Stream:
         self.raw = raw
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
+        # received bytes land here first: a read(256) allocated 257 bytes at every poll of the
+        # node's loop (20 a second), mostly to find nothing, and churned a small heap
+        self.buf = bytearray(256)
+        self.view = memoryview(self.buf)
 
     def send(self, data: bytes) -> None:
         mv = memoryview(data)
@@ -76,17 +80,18 @@ class Stream:
         return data or b""
 
     def _read(self):
+        sock = self.sock
         try:
-            data = self.sock.read(256) if hasattr(self.sock, "read") else self.sock.recv(256)
+            n = sock.readinto(self.buf) if hasattr(sock, "readinto") else sock.recv_into(self.buf)
         except OSError as err:
             if err.args and err.args[0] in (11, 115):  # EAGAIN, EINPROGRESS
                 return None
             raise
-        if data is None:
+        if n is None:
             return None
-        if data == b"":
+        if n == 0:
             raise OSError("connection closed by the broker")
-        return data
+        return bytes(self.view[:n])
 
     def close(self) -> None:
         self.sock.close()
@@ -109,6 +114,26 @@ def open_stream(host: str, port: int, tls: dict | None = None, timeout_ms: int =
         raw.close()
         raise
     return Stream(sock, raw)
+
+
+def opener(broker: dict, wifi, certs: str):
+    """The link's ``open_stream`` for ``broker`` (config.json's): each connect attempt (paced by
+    the link's backoff) first makes sure Wi-Fi is up; with TLS, the material (``ca.der``,
+    ``node.der``, ``node.key.der`` in the ``certs`` folder) is read at each connect rather than
+    kept in the heap."""
+
+    def connect() -> Stream:
+        if wifi and not wlan_up(wifi["ssid"], wifi["psk"], 5000):
+            raise OSError("no Wi-Fi " + wifi["ssid"])
+        tls = None
+        if broker["tls"]:
+            tls = {}
+            for key, name in (("ca", "ca.der"), ("cert", "node.der"), ("key", "node.key.der")):
+                with open(certs + "/" + name, "rb") as f:
+                    tls[key] = f.read()
+        return open_stream(broker["host"], broker["port"], tls)
+
+    return connect
 
 
 def _wrap(raw, host: str, tls: dict):

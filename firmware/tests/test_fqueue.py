@@ -76,12 +76,18 @@ def test_a_torn_tail_is_dropped_and_nothing_before_it_lost() -> None:
     eq(sorted(os.listdir(d)), ["1"])  # a segment with no good record is removed
 
 
-def test_bounded_by_bytes_oldest_segment_first_counted() -> None:
+def filled(count: int, seg_records: int, max_records: int) -> tuple:
+    """(queue, its folder, bytes per record): a new queue of ``count`` frames, seq 0 on."""
     d = tmpdir() + "/q"
     rec = 7 + len(frame(0))
-    a = q(d, seg_records=4, max_bytes=10 * rec, window=100)
-    for s in range(14):
+    a = q(d, seg_records=seg_records, max_bytes=max_records * rec, window=100)
+    for s in range(count):
         a.append(frame(s))
+    return a, d, rec
+
+
+def test_bounded_by_bytes_oldest_segment_first_counted() -> None:
+    a, _d, rec = filled(14, seg_records=4, max_records=10)
     eq(a.stats["dropped"], 4)
     eq(a.size <= 10 * rec, True)
     eq(drain(a), list(range(4, 14)))
@@ -99,3 +105,19 @@ def test_window_and_rewind_after_the_timeout() -> None:
     a.rewind()
     a.ack(7, [0, 2, 3])  # too late, after the rewind: sent again (the gateway drops repeats)
     eq(drain(a, 1600), [0, 2, 3])
+
+
+def test_a_middle_segment_acknowledged_first_goes_alone() -> None:
+    a, d, rec = filled(9, seg_records=3, max_records=9)
+    eq(drain(a), list(range(9)))
+    a.ack(7, [3, 4, 5])  # segment 2 of 3: deleted, 1 and 3 kept in order
+    eq(sorted(os.listdir(d)), ["1", "3"])
+    eq((len(a), a.size), (6, 6 * rec))
+    a.rewind()
+    eq(drain(a), [0, 1, 2, 6, 7, 8])
+    for s in range(9, 13):  # 4 more: the oldest segment (3 unacknowledged) is dropped for them
+        a.append(frame(s))
+    eq(a.stats["dropped"], 3)
+    eq(sorted(os.listdir(d)), ["3", "4", "5"])
+    b = q(d, seg_records=3, max_bytes=9 * rec, window=100)  # a reboot reads the same back
+    eq(drain(b), [6, 7, 8, 9, 10, 11, 12])
