@@ -119,9 +119,9 @@ class Poller(Generic[D]):
                 m.poll_latency.labels(self.source, d.name),
                 m.readings.labels(self.source, d.name),
                 m.device_up.labels(self.source, d.name),
+                m.poll_slots_missed.labels(self.source, d.name),
             )
         #: one try of an open breaker per this many seconds on the whole poller
-        self._missed = m.poll_slots_missed
         self.probe_gap_s = min((d.poll_interval_s for d in devices), default=1.0)
         self._last_probe = float("-inf")
 
@@ -149,7 +149,7 @@ class Poller(Generic[D]):
                 missed = int((now - due) / interval) + 1
                 due += interval * missed
                 dev.missed += missed
-                self._missed.labels(self.source, dev.name).inc(missed)
+                dev._metrics[4].inc(missed)
 
     async def poll_once(self, dev: D) -> None:
         """Poll one device now (or skip it while its breaker is open)."""
@@ -166,7 +166,7 @@ class Poller(Generic[D]):
                 return
             self._last_probe = mono
         dev.polls += 1
-        polls, latency, _, _ = dev._metrics
+        polls, latency = dev._metrics[0], dev._metrics[1]
         polls.inc()
         try:
             readings = await self._read(dev)
