@@ -19,6 +19,9 @@ from sim.localsite import Broker, free_port
 from tests.cloud_bridge.uplink.test_bridge import settings, telemetry
 
 HOLD = 500
+# no stall in these tests unless they make one: a loaded machine may leave the broker silent
+# for a second or two, and a stall lets the intake go on (see hold_stall_s)
+PATIENT_S = 60.0
 BATCH = 64  # the sink hands the bridge batches; one may land past the mark before the check
 
 
@@ -63,7 +66,9 @@ async def test_an_intake_faster_than_the_broker_is_held_and_nothing_is_lost(
     mosquitto: Broker, tmp_path: Path
 ) -> None:
     total = 20_000
-    s = dataclasses.replace(settings(mosquitto.port, tmp_path / "o.db"), hold_backlog=HOLD)
+    s = dataclasses.replace(
+        settings(mosquitto.port, tmp_path / "o.db"), hold_backlog=HOLD, hold_stall_s=PATIENT_S
+    )
     async with sending(mosquitto.port, s) as (sub, bridge):
         peaks: list[int] = []
         arrivals = asyncio.create_task(count_arrivals(sub, total))
@@ -102,7 +107,9 @@ async def test_after_an_outage_the_backlog_drains_and_new_intake_is_held_above_i
     broker brings it down and is held only when it would grow ``hold_backlog`` above it."""
     port = free_port()
     stored = 20_000
-    s = dataclasses.replace(settings(port, tmp_path / "o.db"), hold_backlog=HOLD)
+    s = dataclasses.replace(
+        settings(port, tmp_path / "o.db"), hold_backlog=HOLD, hold_stall_s=PATIENT_S
+    )
     async with Bridge.open(s) as bridge:
         run = asyncio.create_task(bridge.run())
         await offer(bridge, stored, [])
