@@ -1,5 +1,6 @@
 """asyncio pieces both halves share: the injected clock, the ``open()`` that works with
-``async with`` and with ``await``, and a wait that a stop event cuts short.
+``async with`` and with ``await``, a wait that a stop event cuts short, and a wait bounded on
+the injected clock.
 
 :class:`Clock` and :class:`SystemClock` are the gateway's too: ``edge.clock`` re-exports them
 beside its ``VirtualClock`` (``cloud_bridge`` may not import ``edge``).
@@ -104,3 +105,14 @@ async def unless_stopped(work: Awaitable[T], stop: asyncio.Event | None) -> T | 
     if task.cancelled():
         return None
     return task.result()
+
+
+async def done_within(clock: Clock, fut: asyncio.Future[Any], seconds: float) -> bool:
+    """Wait for ``fut`` at most ``seconds`` on ``clock``; True when it is done. ``fut`` is not
+    cancelled either way (a caller that made it for the wait cancels it)."""
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait({fut, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+    return fut.done()

@@ -72,7 +72,7 @@ from typing import Any, Final, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from cloud_bridge.aio import Clock, Opening, SystemClock
+from cloud_bridge.aio import Clock, Opening, SystemClock, done_within
 from cloud_bridge.backoff import Backoff
 from cloud_bridge.link import LinkError, LinkLost, LinkRefused, LinkSettings, MqttLink, Will
 from cloud_bridge.session import (
@@ -402,12 +402,10 @@ class Bridge:
             while self._over_backlog():
                 self._progress.clear()
                 moved = asyncio.ensure_future(self._progress.wait())
-                stall = asyncio.ensure_future(self.clock.sleep(self.settings.hold_stall_s))
                 try:
-                    await asyncio.wait({moved, stall}, return_when=asyncio.FIRST_COMPLETED)
+                    await done_within(self.clock, moved, self.settings.hold_stall_s)
                 finally:
                     moved.cancel()
-                    stall.cancel()
         finally:
             self.holding_intake = False
             self.counters.held_s += self.clock.monotonic() - start

@@ -26,11 +26,12 @@ import json
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cloud_bridge.aio import done_within
 from edge.clock import Clock
 from edge.errors import PermanentError
 from edge.node_mqtt.config import NodeCommandsConfig
@@ -136,13 +137,7 @@ class Pending:
 
 async def within(clock: Clock, fut: asyncio.Future[T], seconds: float, what: str) -> T:
     """``fut``'s result, or :class:`NodeNoReply` after ``seconds`` on ``clock``."""
-    sleeper = asyncio.ensure_future(clock.sleep(seconds))
-    waiters: set[asyncio.Future[Any]] = {fut, sleeper}
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        sleeper.cancel()
-    if fut.done():
+    if await done_within(clock, fut, seconds):
         return fut.result()
     raise NodeNoReply(
         f"{what} within {seconds:g} s",
