@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -52,10 +51,10 @@ from cloud_bridge.backoff import Backoff
 from cloud_bridge.citybrain.store import Batch, DeadLetter, Incoming, SessionKey, Store, StoreError
 from cloud_bridge.link import LinkError, LinkLost, LinkSettings, Message, MqttLink, Will
 from cloud_bridge.session import MqttSession, SessionSettings, Subscription
+from protocols import boundedjson, topics
 from protocols import envelope as env
-from protocols import topics
 from protocols.commands import decode_reply
-from protocols.errors import ProtocolError
+from protocols.errors import DecodeError, ProtocolError
 from protocols.session import HostState, LinkState, decode_state
 
 log = logging.getLogger(__name__)
@@ -99,10 +98,10 @@ def holds_nul(payload: bytes) -> bool:
     letter instead. The byte scan is the fast path: a JSON text holds NUL only escaped."""
     if b"\\u0000" not in payload:
         return False
-    try:
-        todo: list[object] = [json.loads(payload)]
-    except ValueError:
-        return False  # not JSON: the decoder says why
+    try:  # bounded: a hostile nesting must not reach the recursion limit here
+        todo: list[object] = [boundedjson.loads(payload, max_bytes=len(payload))]
+    except DecodeError:
+        return False  # not JSON, or past the limits: the decoder says why
     while todo:
         item = todo.pop()
         if isinstance(item, str):

@@ -104,6 +104,8 @@ def test_an_escaped_backslash_before_u0000_is_not_a_nul() -> None:
     assert not holds_nul(b'{"a": "\\\\u0000"}')  # a backslash, then the text u0000
     assert holds_nul(b'{"a": ["x", {"b": "\\u0000"}]}')
     assert not holds_nul(b"not json \\u0000")
+    # hostile nesting: refused by the bounded reader, not a RecursionError in the ingest
+    assert not holds_nul(b"[" * 200_000 + b'"\\u0000"' + b"]" * 200_000)
 
 
 def test_good_messages_are_sorted_by_what_they_are() -> None:
