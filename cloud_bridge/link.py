@@ -476,11 +476,11 @@ class MqttLink:
             self._settle(fut, reason)
 
     def _on_subscribe(
-        self, _c: mqtt.Client, _u: Any, mid: int, reasons: list[ReasonCode], _p: Any
+        self, client: mqtt.Client, _u: Any, mid: int, reasons: list[ReasonCode], _p: Any
     ) -> None:
         fut = self._subacks.pop(mid, None)
         if not self._subacks:
-            self._pause_if_behind(_c)  # what came before the SUBACK, if the reader is behind
+            self._pause_if_behind(client)  # what came before the SUBACK, if the reader is behind
         if fut is None or fut.done():
             return
         bad = [r for r in reasons if r.is_failure]
