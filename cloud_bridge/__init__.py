@@ -1,8 +1,9 @@
 """The link to the city brain (the card's ``cloud-bridge``), in two halves and what both share.
 
-- shared: :mod:`cloud_bridge.link`, one MQTT connection driven from the event loop (paho-mqtt's
-  socket callbacks; no extra thread), with a bounded in-flight window sized from the broker's
-  receive maximum, MQTT 5 with a 3.1.1 fallback, TLS and client certificates;
+- shared: :mod:`cloud_bridge.link`, one MQTT connection driven from the event loop (an
+  ``asyncio.Protocol`` over :mod:`protocols.mqtt_wire`; no extra thread), with a bounded
+  in-flight window sized from the broker's receive maximum, MQTT 5 with a 3.1.1 fallback, TLS
+  and client certificates;
   :mod:`cloud_bridge.session`, the reconnecting session around it that the bridge, the node
   source, the ingest and the live view share; :mod:`cloud_bridge.backoff`, capped and jittered
   exponential backoff; :mod:`cloud_bridge.aio`, the injected clock and ``open()`` for

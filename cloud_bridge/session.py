@@ -21,8 +21,8 @@ stay with a broker for as long as they run; :class:`MqttSession` is the loop aro
   (:class:`~cloud_bridge.backoff.Backoff`), on the injected clock; reset once connected. After a
   loss the first attempt is at once.
 - **Endpoints.** ``endpoints`` names more brokers (the nodes of one cluster); after a failed
-  attempt or a loss the next is tried, in turn. Every attempt is a new paho client, so no port
-  is changed on an established one (paho cannot, inside ``on_disconnect``).
+  attempt or a loss the next is tried, in turn. Every attempt is a new link (one
+  connection each), so nothing of a lost connection is carried into the next.
 - **Said once.** The first failed attempt or loss of an outage is logged as a warning with a
   hint; the first connection after it logs "reachable again"; nothing in between.
   :attr:`MqttSession.unavailable` says why while it lasts (a screen shows it: ``logger=None``).

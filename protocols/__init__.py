@@ -17,6 +17,8 @@ contract keeps it so). Modules, one line each:
 - ``junction``           a signalised junction's timing sheet (stages, intergreens, limits)
 - ``limits``             limits checked on outside input before parsing, and safe value names
 - ``modbus``             Modbus points as data, value decoding/encoding and the read planner
+- ``modbus_wire``        Modbus TCP and RTU on the wire: request/reply PDUs, MBAP, RTU frames
+- ``mqtt_wire``          MQTT 5.0 and 3.1.1 on the wire: the packets a QoS 0/1 client uses
 - ``nodewire``           the wire format between MicroPython sensor nodes and their gateway
 - ``pki``                a site's certificate authority, its certificates and broker ACLs
 - ``senml``              SenML (RFC 8428) in JSON or CBOR, resolved to plain records
@@ -33,6 +35,8 @@ Exception tree (what the codecs raise; all are ``ValueError`` s)::
     ProtocolError                 the data broke a rule of the contract
     ├── DecodeError               bytes/registers that cannot be a value of that type
     │   ├── Hj212Error            an HJ 212 frame that breaks the standard
+    │   ├── FramingError          a Modbus TCP stream that cannot be framed any more
+    │   ├── MqttWireError         bytes that cannot be an MQTT packet a server sends a client
     │   └── SenmlError            a SenML pack that cannot be resolved
     ├── EncodeError               a value that cannot be put in that type (range, NaN for ints)
     ├── TopicError                a topic or an id that is not in the tree

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ async def test_publish_qos1_is_acknowledged_and_received(mosquitto: Broker) -> N
 
 
 async def test_a_failing_keepalive_task_ends_the_link_and_is_raised(mosquitto: Broker) -> None:
-    """The link's one task (paho's loop_misc) used to be nobody's: when it failed, the link
+    """The link's one task (the keepalive tick) used to be nobody's: when it failed, the link
     looked up while nothing pinged the broker, and the error went to the loop's log."""
 
     async def use_a_broken_link() -> None:
@@ -52,7 +53,7 @@ async def test_a_failing_keepalive_task_ends_the_link_and_is_raised(mosquitto: B
             with pytest.raises(LinkLost):
                 await link.publish("a", b"b")
 
-    with pytest.raises(RuntimeError, match="loop_misc broke"):  # leaving the block raises it
+    with pytest.raises(RuntimeError, match="keepalive tick broke"):  # leaving the block raises it
         await use_a_broken_link()
 
 
@@ -176,3 +177,81 @@ async def test_a_slow_reader_loses_nothing_reading_pauses_instead(mosquitto: Bro
     assert sub.dropped_messages == 0
     await pub.close()
     await sub.close()
+
+
+async def scripted_broker(
+    answer: Callable[[bytes], bytes | None],
+) -> tuple[asyncio.Server, int, list[bytes]]:
+    """A peer on loopback that answers CONNECT with a CONNACK and then each read with
+    ``answer(read)`` (None: nothing) — for what a real broker never does: hang, send garbage."""
+    seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first = True
+        while data := await reader.read(65536):
+            seen.append(data)
+            out = b"\x20\x03\x00\x00\x00" if first else answer(data)
+            first = False
+            if out:
+                writer.write(out)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], seen
+
+
+async def test_a_broker_that_stops_answering_pings_loses_the_link() -> None:
+    server, port, seen = await scripted_broker(lambda _data: None)
+    try:
+        link = await MqttLink.open(settings(port, protocol="5", keepalive_s=1))
+        why = await asyncio.wait_for(link.wait_lost(), 10)
+        assert "no PINGRESP within 1 s" in why
+        assert any(b"\xc0\x00" in d for d in seen)  # it did ask
+        with pytest.raises(LinkLost):
+            await link.publish("a", b"b")
+        await link.close()
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [
+        (b"\x62\x02\x00\x01", "not MQTT: packet type 6"),  # a PUBREL: QoS 2 was never asked
+        (b"\x20\x03\x00\x00\x00", "a second CONNACK"),
+        (b"\xe0\x01\x8b", "disconnected by the broker: Server shutting down"),
+    ],
+)
+async def test_what_a_broker_must_not_send_ends_the_link_and_says_why(
+    reply: bytes, why: str
+) -> None:
+    server, port, _seen = await scripted_broker(lambda _data: reply)
+    try:
+        link = await MqttLink.open(settings(port, protocol="5"))
+        ack = await link.send("a/b", b"x")
+        with pytest.raises(LinkLost, match=why):
+            await asyncio.wait_for(ack, 10)
+        assert why in link.lost_reason
+        await link.close()
+    finally:
+        server.close()
+
+
+async def test_a_publish_refused_by_the_broker_says_its_reason() -> None:
+    # PUBACK with 0x87 for whatever packet id came (bytes 2..3 after the topic)
+    def refuse(data: bytes) -> bytes:
+        topic_len = int.from_bytes(data[2:4], "big")
+        pid = data[4 + topic_len : 6 + topic_len]
+        return b"\x40\x03" + pid + b"\x87"
+
+    server, port, _seen = await scripted_broker(refuse)
+    try:
+        link = await MqttLink.open(settings(port, protocol="5"))
+        with pytest.raises(LinkRefused, match="Not authorized"):
+            await asyncio.wait_for(link.publish("a/b", b"x"), 10)
+        assert link.connected and link.in_flight == 0
+        with pytest.raises(ValueError, match="not an MQTT topic name"):
+            await link.send("a/#", b"x")
+        await link.close()
+    finally:
+        server.close()
