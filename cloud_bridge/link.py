@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
@@ -258,9 +259,12 @@ class MqttLink:
                     f"cannot connect to {where} within {s.connect_timeout_s:g} s"
                 ) from err
             raise LinkError(f"no CONNACK from {where} within {s.connect_timeout_s:g} s") from err
-        except OSError as err:
+        except OSError as err:  # refused, unreachable, TLS: the system's words, not a tuple
             self._teardown()
-            raise LinkError(f"cannot connect to {where}: {err.strerror or err}") from err
+            why = os.strerror(err.errno) if err.errno and not err.strerror else err.strerror
+            if isinstance(err, ConnectionRefusedError):
+                why = "connection refused (is the broker running, on that port?)"
+            raise LinkError(f"cannot connect to {where}: {why or err}") from err
         except BaseException:  # LinkError, or a cancel: no socket or task is left behind
             self._teardown()
             raise
@@ -308,6 +312,8 @@ class MqttLink:
             self._flush_handle = None
         if self._misc is not None:
             self._misc.cancel()
+        if self._connack is not None and not self._connack.done():
+            self._connack.cancel()  # nobody waits for it any more
         self._mark_lost(self._lost_reason if self._lost.is_set() else "link closed")
 
     async def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
