@@ -74,7 +74,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from cloud_bridge.errors import TransientBridgeError
 from cloud_bridge.uplink.counters import POS_BLOCK, CounterFile, Counters
@@ -126,9 +126,9 @@ def record_of(item: env.Outgoing, topic: str | None = None) -> Record:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """A stored envelope as read back for publishing."""
+class Row(NamedTuple):
+    """A stored envelope as read back for publishing. A named tuple, not a frozen dataclass:
+    one is made for every envelope sent, at less than half the cost."""
 
     cls: OutboxClass
     pos: int
