@@ -1,6 +1,6 @@
 """asyncio pieces both halves share: the injected clock, the ``open()`` that works with
-``async with`` and with ``await``, a wait that a stop event cuts short, and a wait bounded on
-the injected clock.
+``async with`` and with ``await``, a wait that a stop event cuts short, a wait bounded on
+the injected clock, and :class:`Slots` (a semaphore that costs nothing when nobody waits).
 
 :class:`Clock` and :class:`SystemClock` are the gateway's too: ``edge.clock`` re-exports them
 beside its ``VirtualClock`` (``cloud_bridge`` may not import ``edge``).
@@ -9,6 +9,7 @@ beside its ``VirtualClock`` (``cloud_bridge`` may not import ``edge``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import TracebackType
@@ -116,3 +117,59 @@ async def done_within(clock: Clock, fut: asyncio.Future[Any], seconds: float) ->
     finally:
         sleeper.cancel()
     return fut.done()
+
+
+class Slots:
+    """At most ``limit`` holders at once, handed over in order of asking: an
+    ``asyncio.Semaphore`` without its cost where it is taken per message (the MQTT link's
+    in-flight window, a Modbus device's requests on the wire). Python 3.11's
+    ``Semaphore.acquire`` scans its waiters through a generator on every call, even when free;
+    here a free slot is a comparison (:meth:`try_acquire`), and ``await acquire()`` is only
+    needed when it says no. :meth:`fail` ends every wait with an exception (a lost link)."""
+
+    __slots__ = ("_waiters", "in_use", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and nobody waits before us."""
+        if self.in_use < self.limit and not self._waiters:
+            self.in_use += 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        if self.try_acquire():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut  # release() handed its slot over: in_use already counts it
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.release()  # handed over as we were cancelled: pass it on
+            elif fut in self._waiters:
+                self._waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self.in_use -= 1
+
+    def fail(self, err: BaseException) -> None:
+        """Every waiter raises ``err`` (the slots will never come free)."""
+        waiters, self._waiters = self._waiters, collections.deque()
+        for fut in waiters:
+            if not fut.done():
+                fut.set_exception(err)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)

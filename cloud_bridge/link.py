@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
-from cloud_bridge.aio import Opening
+from cloud_bridge.aio import Opening, Slots
 from cloud_bridge.errors import TransientBridgeError
 from protocols import mqtt_wire as wire
 
@@ -158,7 +158,7 @@ class MqttLink:
         self._version = wire.V5
         self._reader = wire.MqttReader(wire.V5, MAX_PACKET)
         self._transport: asyncio.Transport | None = None
-        self._window: asyncio.Semaphore | None = None
+        self._window: Slots | None = None
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._next_id = 0
         self._connack: asyncio.Future[wire.ConnAck] | None = None
@@ -172,7 +172,6 @@ class MqttLink:
         # order, before what follows
         self._overflow: deque[Message] = deque()
         self._subacks: dict[int, asyncio.Future[tuple[int, ...]]] = {}
-        self._waiting = 0
         self._reading_paused = False
         self._writable = asyncio.Event()  # cleared while the transport's buffer is full
         self._writable.set()
@@ -277,7 +276,7 @@ class MqttLink:
             self.receive_maximum = ack.receive_maximum
         # packet ids are 1..65535 and SUBSCRIBEs need some too
         window = max(1, min(s.max_inflight, self.receive_maximum, 65_000))
-        self._window = asyncio.Semaphore(window)
+        self._window = Slots(window)
         self._misc = self._loop.create_task(self._misc_loop(), name=f"mqtt keepalive {s.client_id}")
         self._misc.add_done_callback(self._misc_ended)
         log.info("connected to %s (MQTT %s, in-flight window %d)", where, version, window)
@@ -352,14 +351,10 @@ class MqttLink:
             self._publish(topic, payload, 0, 0, retain)
             fut.set_result(None)
             return fut
-        self._waiting += 1
-        try:
-            await window.acquire()
-        finally:
-            self._waiting -= 1
-        if self._lost.is_set():
-            window.release()
-            raise LinkLost(self._lost_reason)
+        if not window.try_acquire():
+            await window.acquire()  # LinkLost when the link is lost meanwhile (see _mark_lost)
+            if self._lost.is_set():  # lost after the slot was handed over
+                raise LinkLost(self._lost_reason)
         pid = self._new_id()
         self._pending[pid] = fut
         self._publish(topic, payload, qos, pid, retain)
@@ -563,10 +558,8 @@ class MqttLink:
         if self._connack is not None and not self._connack.done():
             self._connack.set_exception(LinkError(self._lost_reason))
         self._fail_pending(self._lost_reason)
-        if self._window is not None:
-            # wake every sender waiting for a slot so it sees the loss and raises
-            for _ in range(self._waiting + 1):
-                self._window.release()
+        if self._window is not None:  # every sender waiting for a slot raises
+            self._window.fail(LinkLost(why))
 
     def _fail_pending(self, why: str) -> None:
         pending, self._pending = self._pending, {}

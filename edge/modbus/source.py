@@ -34,12 +34,12 @@ sans-IO codec :mod:`protocols.modbus_wire`):
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from cloud_bridge.aio import Slots
 from edge.actuators import ActuationError, MultiWriter, Writer
 from edge.availability import Availability
 from edge.errors import DeviceError, PermanentError
@@ -75,44 +75,8 @@ class _Device(PolledDevice):
     blocks: tuple[ReadBlock, ...]
     points: dict[str, PointSpec]
     readers: tuple[tuple[Request, BlockReader], ...] = ()
-    slots: _Slots = field(default_factory=lambda: _Slots(1))
+    slots: Slots = field(default_factory=lambda: Slots(1))
     bad_points: set[str] = field(default_factory=set)
-
-
-class _Slots:
-    """A device's requests on the wire at once, at most ``limit`` (an ``asyncio.Semaphore``
-    without its cost when nobody waits: a poll asks one request after the other, and only an
-    app's write may have to wait for a slot)."""
-
-    __slots__ = ("_waiters", "in_use", "limit")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.in_use = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    async def acquire(self) -> None:
-        if self.in_use < self.limit and not self._waiters:
-            self.in_use += 1
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        try:
-            await fut  # release() handed its slot over: in_use already counts it
-        except BaseException:
-            if fut.done() and not fut.cancelled():
-                self.release()  # handed over as we were cancelled: pass it on
-            else:
-                self._waiters.remove(fut)
-            raise
-
-    def release(self) -> None:
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
-        self.in_use -= 1
 
 
 class ModbusSource(Plugin, Writer, MultiWriter, TracksDevices):
@@ -151,7 +115,7 @@ class ModbusSource(Plugin, Writer, MultiWriter, TracksDevices):
                         (Request(d.unit_id, b.function, b.start, b.count), BlockReader(b))
                         for b in blocks
                     ),
-                    slots=_Slots(d.max_in_flight),
+                    slots=Slots(d.max_in_flight),
                 )
             )
         self.name = config.name
@@ -249,7 +213,8 @@ class ModbusSource(Plugin, Writer, MultiWriter, TracksDevices):
         """One request within the device's in-flight limit, with its deadline; the device's
         exception code turned into a :class:`DeviceError` a technician can act on."""
         slots = dev.slots
-        await slots.acquire()
+        if not slots.try_acquire():
+            await slots.acquire()
         try:
             reply = await self.line.request(req, self._timeout_s)
         finally:

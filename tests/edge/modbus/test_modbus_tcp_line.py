@@ -93,3 +93,39 @@ async def test_a_late_reply_is_dropped_not_given_to_the_next_request() -> None:
     assert isinstance(second, ReadReply)
     assert second.registers() == [20]
     assert client.stray == 1
+
+
+async def test_each_unanswered_request_expires_at_its_own_deadline() -> None:
+    """Deadlines share one queue per connection: a silent unit's requests expire in order, a
+    shorter deadline asked after a longer one still comes first, and answered requests in
+    between are not touched."""
+
+    def only_address_5(seen: list[Frame], writer: asyncio.StreamWriter) -> None:
+        frame = seen[-1]
+        if int.from_bytes(frame[2][1:3], "big") == 5:
+            writer.write(answer(frame))
+
+    async with device(only_address_5) as port:
+        client = line(port)
+        loop = asyncio.get_running_loop()
+        ended: dict[str, float] = {}
+
+        async def ask(name: str, address: int, timeout_s: float) -> object:
+            t0 = loop.time()
+            try:
+                return await client.request(Request(1, 3, address, 1), timeout_s)
+            except NoReply as err:
+                return err
+            finally:
+                ended[name] = loop.time() - t0
+
+        try:
+            long, answered, short = await asyncio.gather(
+                ask("long", 1, 1.5), ask("answered", 5, 1.5), ask("short", 2, 0.3)
+            )
+        finally:
+            client.close()
+    assert isinstance(long, NoReply) and isinstance(short, NoReply)
+    assert isinstance(answered, ReadReply) and answered.registers() == [5]
+    assert ended["short"] < ended["long"]  # not held behind the longer deadline queued first
+    assert ended["long"] >= 1.5 and ended["short"] >= 0.3  # never before its deadline
