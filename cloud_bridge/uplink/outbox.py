@@ -55,6 +55,19 @@ Numbers
 Rows handed out by :meth:`read` and not yet released are *reserved* (read ahead or in flight):
 neither the budget nor a full disk evicts them, so an envelope counted as dropped was never sent.
 
+Reading
+    :meth:`Outbox.read` gives the stored rows of a class after a position, oldest first. A
+    reader that keeps up asks mostly for rows committed a moment ago, so each class keeps a
+    *tail* in memory: exactly the stored rows above a position ``start``, in order, appended
+    once their transaction committed, at most ``tail_max_rows`` rows and ``tail_max_bytes``
+    (the oldest leave first, raising ``start``). A read after ``start`` (or of a class whose
+    rows are all in the tail) is answered from it, without SQLite; any other read (a reader that
+    fell behind, one that starts again from the oldest row after :meth:`release`) reads the
+    file, and is back on the tail once past ``start``. Rows a read has passed leave the tail
+    (they stay stored until acknowledged); a commit that deletes rows (acknowledged, or evicted by
+    the budget or a full disk) drops the tail up to the highest of them. A failed transaction
+    empties every tail. Both ways give the same rows (tested against the file).
+
 Not thread-safe: the bridge calls it from one worker thread only (SQLite work stays off the
 event loop). The same database keeps a copy of the bridge's session counter, its command audit
 log and the nonces of accepted commands (:class:`SqliteNonces`), so everything the link must
@@ -68,11 +81,14 @@ import dataclasses
 import logging
 import os
 import sqlite3
+import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from itertools import islice
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
 
@@ -161,15 +177,81 @@ class OutboxSettings:
     check_timeout_s: float = 10.0  # the check at start gives up (and opens unchecked) after this
     reserve_bytes: int | None = None  # kept free for a full disk; None: wal_limit_bytes
     disk_probe_s: float = 1.0  # while the disk is full, look this often whether room came back
+    tail_max_rows: int = 8192  # newest rows of a class kept in memory for reading (see "Reading")
+    tail_max_bytes: int = 8 * 2**20  # and their bytes at most, per class
     classes: dict[OutboxClass, Overflow] = field(init=False)
 
     def __post_init__(self) -> None:
         if self.budget_bytes < 1024:
             raise ValueError("outbox budget must be at least 1024 bytes")
+        if self.tail_max_rows < 0 or self.tail_max_bytes < 0:
+            raise ValueError("the outbox's tail bounds must be 0 (no tail) or more")
         self.classes = {
             OutboxClass.TELEMETRY: self.telemetry_overflow,
             OutboxClass.EVENT: self.event_overflow,
         }
+
+
+_UNKNOWN: Final = sys.maxsize  # a tail's start while what is stored is not known: read the file
+
+
+class _Tail:
+    """The newest stored rows of one class (see "Reading" in the module docstring), as they
+    were inserted: :class:`Row` objects are made only for the rows a read returns.
+
+    Invariant: ``rows`` holds, in position order, exactly every stored row of the class with a
+    position above ``start`` (rows at or below ``start`` may be stored or not: it says nothing
+    about them). Changed only after a transaction committed, on the outbox's one thread.
+    """
+
+    __slots__ = ("bytes", "cls", "max_bytes", "max_rows", "rows", "start")
+
+    def __init__(self, cls: OutboxClass, max_rows: int, max_bytes: int) -> None:
+        self.cls = cls
+        self.rows: deque[_NewRow] = deque()
+        self.start = _UNKNOWN
+        self.bytes = 0
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+
+    def reset(self, start: int) -> None:
+        """Nothing is stored above ``start`` (or :data:`_UNKNOWN`: not known)."""
+        self.rows.clear()
+        self.bytes = 0
+        self.start = start
+
+    def drop_through(self, pos: int) -> None:
+        """Rows up to ``pos`` leave; the tail says nothing any more about positions up to it.
+        Always safe: what stays is every stored row above ``pos``."""
+        rows = self.rows
+        freed = 0
+        while rows and rows[0][0] <= pos:
+            freed += rows.popleft()[2]
+        self.bytes -= freed
+        self.start = max(self.start, pos)
+
+    def extend(self, rows: list[_NewRow], size: int) -> None:
+        """Rows just committed (``size`` bytes), in order, above all stored before them (below
+        ``start`` only after a read past the last position: those are left out)."""
+        if rows[0][0] <= self.start:
+            rows = [r for r in rows if r[0] > self.start]
+            size = sum(r[2] for r in rows)
+        self.rows.extend(rows)
+        self.bytes += size
+        while self.rows and (len(self.rows) > self.max_rows or self.bytes > self.max_bytes):
+            self.drop_through(self.rows[0][0])
+
+    def read(self, after: int, limit: int, depth: int) -> list[Row] | None:
+        """The first ``limit`` rows after ``after``, or None when the tail cannot tell (read the
+        file). ``depth``: how many rows of the class are stored (all of them in the tail: any
+        ``after`` will do). Rows up to ``after`` leave the tail: the reader has passed them."""
+        if limit <= 0 or self.start == _UNKNOWN:
+            return None
+        if after < self.start and len(self.rows) != depth:
+            return None
+        self.drop_through(after)
+        c = self.cls
+        return [Row(c, p, t, b) for p, _, _, t, b in islice(self.rows, limit)]
 
 
 class OutboxError(TransientBridgeError):
@@ -253,6 +335,10 @@ class Outbox:
         self._probed = 0.0
         self._disk_drops = 0  # by the transaction under way, for a full disk
         self._cls = {c: _ClassState(policy=settings.classes[c]) for c in OutboxClass}
+        self._tails = {
+            c: _Tail(c, settings.tail_max_rows, settings.tail_max_bytes) for c in OutboxClass
+        }
+        self._deleted: dict[OutboxClass, list[int]] = {}  # by the transaction under way
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._counters, known, problem = CounterFile.open(
@@ -511,13 +597,17 @@ class Outbox:
 
     def _load(self) -> None:
         """Read the figures kept in memory from the file (after opening, or a failed write)."""
+        highest = {}
         for c, st in self._cls.items():
-            depth, size = self._db.execute(
-                f"SELECT count(*), coalesce(sum(size), 0) FROM {_TABLE[c]}"  # noqa: S608
+            depth, size, top = self._db.execute(
+                f"SELECT count(*), coalesce(sum(size), 0), coalesce(max(pos), 0) "  # noqa: S608
+                f"FROM {_TABLE[c]}"
             ).fetchone()
-            st.depth, st.bytes = int(depth), int(size)
+            st.depth, st.bytes, highest[c] = int(depth), int(size), int(top)
             st.dropped = self._meta(f"dropped.{c.value}")
         self.last_pos = self._meta("last_pos")
+        for c, tail in self._tails.items():  # empty: nothing is stored above the last position
+            tail.reset(max(self.last_pos, highest[c]))
 
     # -- figures ------------------------------------------------------------------------------
 
@@ -656,6 +746,7 @@ class Outbox:
         before = self.dropped
         pos = self.last_pos
         self._disk_drops = 0
+        self._deleted = {}
         try:
             db.execute("BEGIN IMMEDIATE")
             gone: dict[OutboxClass, list[int]] = {}
@@ -671,14 +762,16 @@ class Outbox:
             # Make room before inserting, so the file never holds more than the budget plus
             # what SQLite keeps free (pages freed here are reused by the inserts below).
             self._enforce_budget(by_cls)
+            added: dict[OutboxClass, int] = {}
             for c, rows in by_cls.items():
                 db.executemany(
                     f"INSERT INTO {_TABLE[c]}(pos, created, size, topic, payload) "
                     "VALUES(?, ?, ?, ?, ?)",
                     rows,
                 )
+                added[c] = sum(row[2] for row in rows)
                 self._cls[c].depth += len(rows)
-                self._cls[c].bytes += sum(row[2] for row in rows)
+                self._cls[c].bytes += added[c]
             if records:
                 self._set_meta("last_pos", pos)
                 if pos > self._ceiling:  # reserve the next block before any of it is used
@@ -686,15 +779,31 @@ class Outbox:
                     self._write_counters()
             db.execute("COMMIT")
         except BaseException:
+            for tail in self._tails.values():  # until _load has read what is stored
+                tail.reset(_UNKNOWN)
             if db.in_transaction:
                 db.execute("ROLLBACK")
             self._load()
             raise
+        self._grow_tails(by_cls, added)
         self.last_pos = pos
         if self.disk_full is not None:
             self.disk_full.dropped += self._disk_drops
         after = self.dropped
         return CommitResult(positions, {c: after[c] - before[c] for c in OutboxClass})
+
+    def _grow_tails(
+        self, inserted: dict[OutboxClass, list[_NewRow]], added: dict[OutboxClass, int]
+    ) -> None:
+        """After a commit: what it deleted leaves the tails, what it inserted (``added`` bytes
+        per class) joins them."""
+        for c, tail in self._tails.items():
+            if deleted := self._deleted.get(c):
+                # acknowledged (the head, normally) or evicted (maybe further in): the rows above
+                # the highest one deleted are all still stored
+                tail.drop_through(max(deleted))
+            if rows := inserted.get(c):
+                tail.extend(rows, added[c])
 
     # -- a full disk --------------------------------------------------------------------------
 
@@ -784,11 +893,12 @@ class Outbox:
         st = self._cls[cls]
         rows = self._db.execute(
             f"DELETE FROM {table} WHERE pos IN ({','.join('?' * len(positions))}) "  # noqa: S608
-            "RETURNING size",
+            "RETURNING pos, size",
             positions,
         ).fetchall()
         st.depth -= len(rows)
-        st.bytes -= sum(int(r[0]) for r in rows)
+        st.bytes -= sum(int(r[1]) for r in rows)
+        self._deleted.setdefault(cls, []).extend(int(r[0]) for r in rows)
 
     def _enforce_budget(self, incoming: dict[OutboxClass, list[_NewRow]]) -> None:
         """Drop until what is stored plus ``incoming`` fits the budget: class by class
@@ -847,18 +957,25 @@ class Outbox:
         return excess
 
     def read(self, cls: OutboxClass, after: int, limit: int) -> list[Row]:
-        """Up to ``limit`` rows of ``cls`` after position ``after``, oldest first; reserves them."""
+        """Up to ``limit`` rows of ``cls`` after position ``after``, oldest first; reserves them.
+        From memory when the tail holds them (see "Reading"), else from the file."""
+        st = self._cls[cls]
+        out = self._tails[cls].read(after, limit, st.depth)
+        if out is None:
+            out = self._read_file(cls, after, limit)
+        if out:
+            st.reserved = max(st.reserved, out[-1].pos)
+        return out
+
+    def _read_file(self, cls: OutboxClass, after: int, limit: int) -> list[Row]:
+        """What :meth:`read` gives, read from SQLite (reserves nothing)."""
         with self._guard("read"):
             rows = self._db.execute(
                 f"SELECT pos, topic, payload FROM {_TABLE[cls]} WHERE pos > ? "  # noqa: S608
                 "ORDER BY pos LIMIT ?",
                 (after, limit),
             ).fetchall()
-        out = [Row(cls, int(p), str(t), bytes(b)) for p, t, b in rows]
-        if out:
-            st = self._cls[cls]
-            st.reserved = max(st.reserved, out[-1].pos)
-        return out
+        return [Row(cls, int(p), str(t), bytes(b)) for p, t, b in rows]
 
     def release(self) -> None:
         """Nothing is read ahead or in flight any more (the link was lost)."""
