@@ -180,6 +180,7 @@ class MqttLink:
         self._topics: dict[str, bytes] = {}  # topic -> its encoded name (length + UTF-8)
         self._last_out = self._last_in = self._loop.time()
         self._ping_at: float | None = None  # when the unanswered PINGREQ went out
+        self.keepalive_s = settings.keepalive_s  # the broker may ask for another (MQTT 5)
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -274,6 +275,8 @@ class MqttLink:
         self.protocol_used = version
         if ack.receive_maximum is not None:
             self.receive_maximum = ack.receive_maximum
+        if ack.server_keep_alive is not None:  # the broker's keep alive is the one to use
+            self.keepalive_s = ack.server_keep_alive
         # packet ids are 1..65535 and SUBSCRIBEs need some too
         window = max(1, min(s.max_inflight, self.receive_maximum, 65_000))
         self._window = Slots(window)
@@ -657,7 +660,7 @@ class MqttLink:
         its PINGRESP has not come ``keepalive_s`` after. False once the link is lost."""
         if self._lost.is_set():
             return False
-        keepalive = self.settings.keepalive_s
+        keepalive = self.keepalive_s
         if keepalive <= 0:
             return True
         now = self._loop.time()

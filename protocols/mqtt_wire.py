@@ -50,6 +50,7 @@ SESSION_EXPIRY: Final = 0x11
 RECEIVE_MAXIMUM: Final = 0x21
 MAXIMUM_PACKET_SIZE: Final = 0x27
 REASON_STRING: Final = 0x1F
+SERVER_KEEP_ALIVE: Final = 0x13
 ASSIGNED_CLIENT_ID: Final = 0x12
 
 # property id -> how its value is encoded (2.2.2.2): its length in bytes, or "s" (a UTF-8
@@ -255,6 +256,7 @@ class ConnAck:
     maximum_packet_size: int | None = None
     assigned_client_id: str | None = None
     reason_string: str | None = None
+    server_keep_alive: int | None = None  # the keep alive the client must use instead (3.2.2.3.14)
 
 
 @dataclass(frozen=True, slots=True)
@@ -488,6 +490,7 @@ class MqttReader:
             num(MAXIMUM_PACKET_SIZE),
             text(ASSIGNED_CLIENT_ID),
             text(REASON_STRING),
+            num(SERVER_KEEP_ALIVE),
         )
 
     @staticmethod

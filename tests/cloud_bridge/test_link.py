@@ -180,7 +180,7 @@ async def test_a_slow_reader_loses_nothing_reading_pauses_instead(mosquitto: Bro
 
 
 async def scripted_broker(
-    answer: Callable[[bytes], bytes | None],
+    answer: Callable[[bytes], bytes | None], connack: bytes = b"\x20\x03\x00\x00\x00"
 ) -> tuple[asyncio.Server, int, list[bytes]]:
     """A peer on loopback that answers CONNECT with a CONNACK and then each read with
     ``answer(read)`` (None: nothing) — for what a real broker never does: hang, send garbage."""
@@ -190,7 +190,7 @@ async def scripted_broker(
         first = True
         while data := await reader.read(65536):
             seen.append(data)
-            out = b"\x20\x03\x00\x00\x00" if first else answer(data)
+            out = connack if first else answer(data)
             first = False
             if out:
                 writer.write(out)
@@ -252,6 +252,22 @@ async def test_a_publish_refused_by_the_broker_says_its_reason() -> None:
         assert link.connected and link.in_flight == 0
         with pytest.raises(ValueError, match="not an MQTT topic name"):
             await link.send("a/#", b"x")
+        await link.close()
+    finally:
+        server.close()
+
+
+async def test_the_brokers_keep_alive_is_the_one_used() -> None:
+    """MQTT 5 3.2.2.3.14: a CONNACK's Server Keep Alive replaces the client's (a broker with a
+    shorter one would otherwise hang up on a client that pings too seldom)."""
+    connack = b"\x20\x06\x00\x00\x03\x13\x00\x01"  # Server Keep Alive 1 s
+    server, port, seen = await scripted_broker(lambda _data: None, connack)
+    try:
+        link = await MqttLink.open(settings(port, protocol="5", keepalive_s=600))
+        assert link.keepalive_s == 1
+        why = await asyncio.wait_for(link.wait_lost(), 10)
+        assert "no PINGRESP within 1 s" in why
+        assert any(b"\xc0\x00" in d for d in seen)
         await link.close()
     finally:
         server.close()

@@ -154,6 +154,7 @@ SERVER_PACKETS: list[tuple[int, bytes, list[wire.Packet]]] = [
         b"\x20\x0c\x00\x00\x09\x27\x00\x01\x00\x00\x12\x00\x01x",
         [ConnAck(False, 0, maximum_packet_size=65_536, assigned_client_id="x")],
     ),
+    (wire.V5, b"\x20\x06\x00\x00\x03\x13\x00\x05", [ConnAck(False, 0, server_keep_alive=5)]),
     (wire.V5, b"\x20\x03\x00\x87\x00", [ConnAck(False, 0x87)]),  # Not authorized
     (wire.V5, b"\x20\x02\x00\x01", [ConnAck(False, 1)]),  # a v3 broker's answer to v5
     (wire.V311, b"\x20\x02\x00\x05", [ConnAck(False, 5)]),
