@@ -72,7 +72,10 @@ def tb_poll_s(devices: int) -> float:
     return max(TB_MIN_POLL_S, TB_POLL_PER_DEVICE_S * devices)
 
 
-WARMUP_S = 8.0
+WARMUP_S = 8.0  # at least; then until the rate is steady (see settle())
+WARMUP_MAX_S = 40.0
+STEADY_WINDOW_S = 2.0
+STEADY_TOLERANCE = 0.15  # two windows in a row within this fraction of each other
 MEASURE_S = 12.0
 OVERLOAD_DEVICES = 100
 OVERLOAD_S = 20.0
@@ -273,6 +276,7 @@ class Result:
     fleet_cpu_percent: float = 0.0
     overload_rss: tuple[float, ...] = ()  # RSS in MB at each of OVERLOAD_MARKS
     note: str = ""
+    warmup_s: float = 0.0
 
     @property
     def per_core(self) -> float:
@@ -299,10 +303,31 @@ PLAIN = "plain pymodbus loop"
 C_CLIENT = "libmodbus C client (ceiling; reads only)"
 
 
+def settle(proc: Proc, counter: Counter) -> float:
+    """Wait out the warm-up: at least ``WARMUP_S``, then until two ``STEADY_WINDOW_S`` windows
+    in a row deliver within ``STEADY_TOLERANCE`` of each other (at most ``WARMUP_MAX_S``).
+    A contender that starts late and then flushes what it queued meanwhile — ThingsBoard with
+    500 devices delivers nothing for ~10 s, then up to three times its steady rate for ~5 s —
+    would otherwise have the flush counted as throughput. Returns the seconds it took."""
+    t0 = time.monotonic()
+    time.sleep(WARMUP_S)
+    counter.counting = True
+    counter.take()
+    previous = -1
+    while time.monotonic() - t0 < WARMUP_MAX_S and proc.alive():
+        time.sleep(STEADY_WINDOW_S)
+        n = counter.take()
+        if n > 0 and abs(n - previous) <= STEADY_TOLERANCE * max(n, previous):
+            break
+        previous = n
+    counter.counting = False
+    return time.monotonic() - t0
+
+
 def measure(
     name: str, devices: int, proc: Proc, fleet: Fleet, counter: Counter, broker: Broker
 ) -> Result:
-    time.sleep(WARMUP_S)
+    warmup = settle(proc, counter)
     if not proc.alive():
         return Result(name, devices, note=f"exited: {proc.tail(5)}")
     sampler = Sampler(proc.pid)
@@ -318,7 +343,13 @@ def measure(
     wall = time.monotonic() - t0
     fleet_cpu = 100 * (fleet.cpu_s - fleet_cpu0) / wall
     result = Result(
-        name, devices, counter.take() / wall, usage.cpu_percent, usage.peak_rss_mb, fleet_cpu
+        name,
+        devices,
+        counter.take() / wall,
+        usage.cpu_percent,
+        usage.peak_rss_mb,
+        fleet_cpu,
+        warmup_s=warmup,
     )
     counter.counting = False
     if devices == OVERLOAD_DEVICES:  # the broker stops answering; polling goes on
@@ -449,7 +480,10 @@ def report(results: list[Result]) -> str:
         f"{DEVICES_PER_PORT} unit ids per loopback port). Each contender polls every device every "
         f"{POLL_S * 1000:g} ms (faster than any of them can ask, so each runs flat out) and publishes to the "
         "same mosquitto; one subscriber counts the data points that arrive. "
-        f"{WARMUP_S:.0f} s warm-up, {MEASURE_S:.0f} s measured. CPU is the process's, in percent of one core; "
+        f"Warm-up: at least {WARMUP_S:.0f} s, then until two {STEADY_WINDOW_S:.0f} s windows in a row "
+        f"deliver within {STEADY_TOLERANCE:.0%} of each other (at most {WARMUP_MAX_S:.0f} s; a contender "
+        "that starts late and then flushes what it queued would otherwise have the flush counted), then "
+        f"{MEASURE_S:.0f} s measured. CPU is the process's, in percent of one core; "
         "*fleet CPU* is the C server's during the same seconds (one thread: below 100% it was waiting for "
         "requests, not holding the contender back). The libmodbus C client is the ceiling of asking alone: "
         "one thread and one request in flight per port, reading and counting, publishing nothing. The fleet, "
@@ -479,6 +513,17 @@ def report(results: list[Result]) -> str:
             f"points per second; {ce.cpu_ms_per_1000:.1f} CPU ms per 1000 points, {below} the plain pymodbus "
             f"loop's {pl.cpu_ms_per_1000:.1f} (goal: below)."
         )
+    names = list(dict.fromkeys(r.name for r in results if r.name != C_CLIENT))
+    lines += [
+        "",
+        "Warm-up until steady, in seconds (at "
+        + ", ".join(_devices(n) for n in SIZES)
+        + "): "
+        + "; ".join(
+            f"{n} " + " / ".join(f"{r.warmup_s:.0f}" for r in results if r.name == n) for n in names
+        )
+        + ".",
+    ]
     overload = [r for r in results if r.overload_rss]
     if overload:
         marks = " / ".join(f"{m} s" for m in OVERLOAD_MARKS)
