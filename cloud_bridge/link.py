@@ -76,12 +76,7 @@ class TlsSettings:
     insecure_skip_verify: bool = False
 
 
-@dataclass(frozen=True)
-class Will:
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = True
+Will = wire.WillMessage  # the message the broker publishes when the connection is lost
 
 
 @dataclass(frozen=True)
@@ -286,7 +281,6 @@ class MqttLink:
 
     def _connect_packet(self) -> bytes:
         s = self.settings
-        will = s.will
         return wire.encode_connect(
             client_id=s.client_id,
             version=self._version,
@@ -294,7 +288,7 @@ class MqttLink:
             clean_start=s.clean_session,
             username=s.username,
             password=s.password,
-            will=None if will is None else wire.WillMessage(*_will_fields(will)),
+            will=s.will,
             session_expiry_s=s.session_expiry_s,
             receive_maximum=s.receive_maximum,
             max_packet=MAX_PACKET,
@@ -304,10 +298,8 @@ class MqttLink:
         self._closed = True
         transport = self._transport
         if transport is not None and not transport.is_closing():
-            if self.connected:  # DISCONNECT first: the broker then sends no will
-                self._flush()
-                transport.write(wire.encode_disconnect())
-                self._closing = True
+            if self.connected:
+                self._disconnect(transport)
             transport.close()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
@@ -318,14 +310,18 @@ class MqttLink:
             self._connack.cancel()  # nobody waits for it any more
         self._mark_lost(self._lost_reason if self._lost.is_set() else "link closed")
 
+    def _disconnect(self, transport: asyncio.Transport) -> None:
+        """What waits to be written, then DISCONNECT: the broker then sends no will."""
+        self._flush()
+        transport.write(wire.encode_disconnect())
+        self._closing = True
+
     async def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
         """Disconnect cleanly (no will is sent) within ``timeout_s``; unacknowledged publishes
         fail with LinkLost. Never raises: :attr:`crash` says whether the link's task failed."""
         transport = self._transport
         if transport is not None and self.connected:
-            self._flush()
-            transport.write(wire.encode_disconnect())
-            self._closing = True
+            self._disconnect(transport)
             transport.close()  # after what is buffered is written
             try:
                 async with asyncio.timeout(timeout_s):
@@ -684,10 +680,6 @@ class MqttLink:
         self._mark_lost(f"the link's keepalive task failed: {err!r}")
         if self._transport is not None:
             self._transport.abort()
-
-
-def _will_fields(will: Will) -> tuple[str, bytes, int, bool]:
-    return will.topic, will.payload, will.qos, will.retain
 
 
 async def _close_link(link: MqttLink, exc: BaseException | None) -> None:
