@@ -38,7 +38,7 @@ import logging
 import os
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S: Final = 2.0  # the longest a clean close waits for the broker to hang up
 MAX_PACKET: Final = wire.DEFAULT_MAX_PACKET  # the largest packet read (announced in MQTT 5)
+AckCallback = Callable[[BaseException | None], None]  # see MqttLink.send_nowait
 TOPIC_CACHE: Final = 4096  # encoded topic prefixes kept (cleared when full)
 
 Protocol = Literal["auto", "5", "3.1.1"]
@@ -137,6 +138,13 @@ class _Wire(asyncio.Protocol):
         self.link._writable.set()
 
 
+def _call(on_ack: AckCallback, err: BaseException | None) -> None:
+    try:
+        on_ack(err)
+    except Exception:  # a callback's bug must not end the link's reading
+        log.exception("a publish's acknowledgement callback failed")
+
+
 class MqttLink:
     """Use :meth:`open`; one instance is one connection (make a new one to reconnect)."""
 
@@ -154,7 +162,8 @@ class MqttLink:
         self._reader = wire.MqttReader(wire.V5, MAX_PACKET)
         self._transport: asyncio.Transport | None = None
         self._window: Slots | None = None
-        self._pending: dict[int, asyncio.Future[None]] = {}
+        # in flight: the future :meth:`send` returned, or the callback :meth:`send_nowait` took
+        self._pending: dict[int, asyncio.Future[None] | AckCallback] = {}
         self._next_id = 0
         self._connack: asyncio.Future[wire.ConnAck] | None = None
         self._lost = asyncio.Event()
@@ -358,6 +367,29 @@ class MqttLink:
         self._pending[pid] = fut
         self._publish(topic, payload, qos, pid, retain)
         return fut
+
+    def send_nowait(self, topic: str, payload: bytes, qos: int, on_ack: AckCallback) -> bool:
+        """Publish at once if a window slot is free and the transport takes more; False (and
+        nothing sent) otherwise, when :meth:`send` waits. ``on_ack(None)`` is called when the
+        broker acknowledged it (at once for QoS 0), ``on_ack(LinkRefused)`` when it refused
+        it, ``on_ack(LinkLost)`` when the link is lost first: called from the link's reading,
+        without a future or a loop iteration per publish (the bridge's hot path). It must not
+        raise; what it raises is logged."""
+        window = self._window
+        if window is None or self._lost.is_set():
+            raise LinkLost(self._lost_reason)
+        if not self._writable.is_set():
+            return False
+        if qos == 0:
+            self._publish(topic, payload, 0, 0, False)
+            _call(on_ack, None)
+            return True
+        if not window.try_acquire():
+            return False
+        pid = self._new_id()
+        self._pending[pid] = on_ack
+        self._publish(topic, payload, qos, pid, False)
+        return True
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         """Publish and wait for the acknowledgement."""
@@ -563,7 +595,9 @@ class MqttLink:
     def _fail_pending(self, why: str) -> None:
         pending, self._pending = self._pending, {}
         for fut in pending.values():
-            if not fut.done():
+            if not isinstance(fut, asyncio.Future):
+                _call(fut, LinkLost(why))
+            elif not fut.done():
                 fut.set_exception(LinkLost(why))
         for sub in self._subacks.values():
             if not sub.done():
@@ -577,13 +611,18 @@ class MqttLink:
             return
         if self._window is not None:
             self._window.release()
-        if fut.done():  # the caller stopped waiting
+        if not isinstance(fut, asyncio.Future):  # a callback of send_nowait
+            _call(fut, None if ack.reason < 0x80 else self._refused(ack.reason))
+        elif fut.done():  # the caller stopped waiting
             return
-        if ack.reason >= 0x80:
-            name = wire.reason_name(ack.reason)
-            fut.set_exception(LinkRefused(f"broker refused the publish: {name}"))
+        elif ack.reason >= 0x80:
+            fut.set_exception(self._refused(ack.reason))
         else:
             fut.set_result(None)
+
+    @staticmethod
+    def _refused(reason: int) -> LinkRefused:
+        return LinkRefused(f"broker refused the publish: {wire.reason_name(reason)}")
 
     def _on_suback(self, ack: wire.SubAck) -> None:
         fut = self._subacks.pop(ack.packet_id, None)

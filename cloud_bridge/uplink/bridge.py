@@ -732,13 +732,21 @@ class Bridge:
                     if lost.done():
                         raise LinkLost(link.lost_reason)
                     continue
+                qos = self.settings.qos
                 for row in rows:
                     seq += 1
                     payload = env.with_link(row.payload, session, seq, row.pos)
-                    ack = await link.send(row.topic, payload, qos=self.settings.qos)
                     self._inflight += 1
                     self._idle.clear()
-                    ack.add_done_callback(functools.partial(self._on_ack, row))
+                    try:
+                        done = functools.partial(self._acked_row, row)
+                        if not link.send_nowait(row.topic, payload, qos, done):
+                            # no window slot, or the socket is behind: wait for it
+                            ack = await link.send(row.topic, payload, qos=qos)
+                            ack.add_done_callback(functools.partial(self._on_ack, row))
+                    except BaseException:
+                        self._acked_row(row, asyncio.CancelledError())  # not sent
+                        raise
                     after[row.cls] = row.pos
         finally:
             lost.cancel()
@@ -789,12 +797,16 @@ class Bridge:
             idle.cancel()
 
     def _on_ack(self, row: Row, fut: asyncio.Future[None]) -> None:
+        self._acked_row(row, asyncio.CancelledError() if fut.cancelled() else fut.exception())
+
+    def _acked_row(self, row: Row, err: BaseException | None) -> None:
+        """The broker acknowledged ``row`` (``err`` None), refused it (LinkRefused), or it was
+        not (LinkLost, cancelled): then it stays stored and is sent again in the next session."""
         self._inflight -= 1
         if not self._inflight:
             self._idle.set()
-        err = None if fut.cancelled() else fut.exception()
-        if isinstance(err, LinkLost) or fut.cancelled():
-            return  # stays stored; sent again in the next session
+        if isinstance(err, LinkLost | asyncio.CancelledError):
+            return
         self._acked_at = self.clock.monotonic()
         kind = self._kinds.get(row.topic)
         if kind is None:  # each topic's kind is read from it once

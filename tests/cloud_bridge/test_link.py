@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -271,3 +273,77 @@ async def test_the_brokers_keep_alive_is_the_one_used() -> None:
         await link.close()
     finally:
         server.close()
+
+
+async def test_send_nowait_calls_back_on_ack_and_says_false_when_the_window_is_full(
+    tmp_path: Path,
+) -> None:
+    """The bridge's hot path: no future per publish. A full window (the broker's Receive
+    Maximum, 3 here) sends nothing and says so; each acknowledgement calls back once, with
+    None; the link's own waiting ``send`` goes on working beside it."""
+    port = free_port()
+    proc, _ = start_broker(
+        port, tmp_path, extra_conf="max_inflight_messages 3\n", prefer="mosquitto"
+    )
+    try:
+        async with MqttLink.open(settings(port, max_inflight=100)) as link:
+            acked: list[tuple[int, BaseException | None]] = []
+
+            def on_ack(i: int) -> Callable[[BaseException | None], None]:
+                return lambda err: acked.append((i, err))
+
+            sent = [link.send_nowait("w", b"x", 1, on_ack(i)) for i in range(5)]
+            assert sent == [True, True, True, False, False]  # nothing of the last two went out
+            assert link.in_flight == 3
+            await asyncio.wait_for(link.publish("w", b"y"), 10)  # waits for a slot
+            assert sorted(acked) == [(0, None), (1, None), (2, None)]
+            assert link.send_nowait("w", b"z", 0, lambda err: acked.append((9, err)))
+            assert acked[-1] == (9, None)  # QoS 0: at once
+    finally:
+        proc.stop()
+
+
+async def test_send_nowait_callbacks_hear_of_refusal_and_loss_and_cannot_break_the_link() -> None:
+    def refuse(data: bytes) -> bytes:  # PUBACK 0x87 for the packet id after the topic
+        topic_len = int.from_bytes(data[2:4], "big")
+        return b"\x40\x03" + data[4 + topic_len : 6 + topic_len] + b"\x87"
+
+    server, port, _seen = await scripted_broker(refuse)
+    try:
+        link = await MqttLink.open(settings(port, protocol="5"))
+        got: list[BaseException | None] = []
+        called = asyncio.Event()
+
+        def broken(err: BaseException | None) -> None:
+            called.set()
+            raise RuntimeError("a bug in the caller")
+
+        def heard(err: BaseException | None) -> None:
+            got.append(err)
+            called.set()
+
+        async with asyncio.timeout(10):  # one at a time: the peer answers one per read
+            assert link.send_nowait("a/b", b"1", 1, broken)
+            await called.wait()
+            called.clear()
+            assert link.send_nowait("a/b", b"2", 1, heard)
+            await called.wait()
+        assert isinstance(got[0], LinkRefused) and "Not authorized" in str(got[0])
+        assert link.connected and link.in_flight == 0  # the raising callback was logged only
+        await link.close()
+    finally:
+        server.close()
+
+
+async def test_send_nowait_callbacks_hear_of_a_lost_link(mosquitto: Broker) -> None:
+    link = await MqttLink.open(settings(mosquitto.port, keepalive_s=5))
+    got: list[BaseException | None] = []
+    os.kill(mosquitto.proc.pid, signal.SIGSTOP)  # nothing is acknowledged any more
+    assert link.send_nowait("a", b"1", 1, got.append)
+    await asyncio.sleep(0.1)
+    assert got == []
+    mosquitto.proc.kill()  # a stopped process dies of SIGKILL too: the connection ends
+    await asyncio.wait_for(link.wait_lost(), 10)
+    assert len(got) == 1 and isinstance(got[0], LinkLost)  # once, and not as an ack
+    with pytest.raises(LinkLost):
+        link.send_nowait("a", b"2", 1, got.append)
