@@ -34,12 +34,16 @@ dashboards use: never change them (``tests/edge/test_metrics.py`` holds the list
 
 from __future__ import annotations
 
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from edge.supervisor import ChildState, Supervisor
 
@@ -81,43 +85,163 @@ class _RuntimeCollector(Collector):
             yield from (restarts, crashes, up)
 
 
+class _LoopCounterChild:
+    """One labelled value of a :class:`LoopCounter`."""
+
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1) -> None:
+        if amount < 0:
+            raise ValueError("counters can only be increased")
+        self.value += amount
+
+
+class _LoopHistogramChild:
+    """One labelled series of a :class:`LoopHistogram`: counts per bucket (not cumulative)."""
+
+    __slots__ = ("bounds", "counts", "created", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last: above every bound (+Inf)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+
+C = TypeVar("C", _LoopCounterChild, _LoopHistogramChild)
+
+
+class LoopMetric(Collector, Generic[C]):
+    _type: str
+
+    """A labelled family counted per poll or per envelope, on the event loop's thread only:
+    plain numbers there (a ``prometheus_client`` counter takes a lock per increment, and its
+    histogram four), read by :meth:`collect` when ``/metrics`` is scraped. The same family on
+    the wire as the ``prometheus_client`` metric of that name, ``_created`` included."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: list[str], registry: CollectorRegistry
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], C] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> C:
+        if len(values) != len(self._labelnames):
+            raise ValueError(f"{self._name}: labels {self._labelnames}, given {values}")
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._child()
+        return child
+
+    def _child(self) -> C:
+        raise NotImplementedError
+
+    def describe(self) -> list[Metric]:
+        return [self._family()]
+
+    def _family(self) -> Metric:
+        raise NotImplementedError
+
+
+class LoopCounter(LoopMetric[_LoopCounterChild]):
+    _type = "counter"
+
+    def _child(self) -> _LoopCounterChild:
+        return _LoopCounterChild()
+
+    def _family(self) -> Metric:
+        return CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for values, child in list(self._children.items()):
+            family.add_metric(values, child.value, created=child.created)
+        yield family
+
+
+class LoopHistogram(LoopMetric[_LoopHistogramChild]):
+    _type = "histogram"
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: list[str],
+        registry: CollectorRegistry,
+        buckets: tuple[float, ...],
+    ) -> None:
+        self._bounds = tuple(sorted(buckets))
+        super().__init__(name, documentation, labelnames, registry)
+
+    def _child(self) -> _LoopHistogramChild:
+        return _LoopHistogramChild(self._bounds)
+
+    def _family(self) -> Metric:
+        return HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for values, child in list(self._children.items()):
+            counts, total = list(child.counts), child.sum  # copies: the loop goes on counting
+            cumulative, running = [], 0
+            for bound, n in zip((*map(floatToGoString, self._bounds), "+Inf"), counts, strict=True):
+                running += n
+                cumulative.append((bound, float(running)))
+            family.add_metric(values, cumulative, total)
+            family.add_sample(
+                self._name + "_created",
+                dict(zip(self._labelnames, values, strict=True)),
+                child.created,
+            )
+        yield family
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.polls = Counter("cityedge_polls", "Device polls", ["source", "device"], registry=r)
+        # counted per poll or per envelope on the loop's thread: LoopCounter, LoopHistogram
+        self.polls = LoopCounter("cityedge_polls", "Device polls", ["source", "device"], r)
         self.poll_errors = Counter(
             "cityedge_poll_errors",
             "Failed polls or points",
             ["source", "device", "reason"],
             registry=r,
         )
-        self.poll_slots_missed = Counter(
+        self.poll_slots_missed = LoopCounter(
             "cityedge_poll_slots_missed",
             "Poll slots that passed while a poll or its delivery was under way (a slow "
             "device, or the sources waiting for the uplink)",
             ["source", "device"],
-            registry=r,
+            r,
         )
-        self.poll_latency = Histogram(
+        self.poll_latency = LoopHistogram(
             "cityedge_poll_latency_seconds",
             "Time to poll a device",
             ["source", "device"],
+            r,
             buckets=_LATENCY_BUCKETS,
-            registry=r,
         )
-        self.readings = Counter(
-            "cityedge_readings", "Point values read", ["source", "device"], registry=r
+        self.readings = LoopCounter(
+            "cityedge_readings", "Point values read", ["source", "device"], r
         )
         self.device_up = Gauge(
             "cityedge_device_up", "Device answering", ["source", "device"], registry=r
         )
-        self.events = Counter("cityedge_events", "Envelopes made", ["kind"], registry=r)
-        self.published = Counter(
-            "cityedge_published",
-            "Envelopes acknowledged by the broker",
-            ["sink", "kind"],
-            registry=r,
+        self.events = LoopCounter("cityedge_events", "Envelopes made", ["kind"], r)
+        self.published = LoopCounter(
+            "cityedge_published", "Envelopes acknowledged by the broker", ["sink", "kind"], r
         )
         self.publish_errors = Counter(
             "cityedge_publish_errors", "Failed publishes and connects", ["sink"], registry=r

@@ -4,13 +4,14 @@ same families as ever."""
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
 from edge.actuators import ActuatorMetrics
 from edge.camera.source import CameraMetrics
 from edge.face_access.app import FaceAccessMetrics
 from edge.hj212_sink.sink import Hj212SinkMetrics
-from edge.metrics import GatewayMetrics
+from edge.metrics import GatewayMetrics, LoopMetric
 from edge.mqtt_sink.sink import MqttSinkMetrics
 
 FAMILIES = {
@@ -78,7 +79,7 @@ def declared(*holders: object) -> set[tuple[str, str | None, tuple[str, ...], st
         (m._name, m._type, tuple(m._labelnames), m._documentation)
         for h in holders
         for m in vars(h).values()
-        if isinstance(m, MetricWrapperBase)
+        if isinstance(m, MetricWrapperBase | LoopMetric)
     }
 
 
@@ -97,3 +98,46 @@ def test_a_part_declares_its_metrics_once_per_gateway() -> None:
     assert other.own(CameraMetrics) is not first  # each gateway has its own registry
     names = {f.name for f in GatewayMetrics().registry.collect()}
     assert "cityedge_frames" not in names  # only a gateway with a camera shows the family
+
+
+def test_loop_counted_families_read_as_prometheus_client_would_write_them() -> None:
+    """Polls, readings, latency and envelopes are counted in plain numbers on the loop's thread
+    (no lock per increment); on the wire they are what prometheus_client wrote before."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    ours = GatewayMetrics()
+    theirs = CollectorRegistry()
+    polls = Counter("cityedge_polls", "Device polls", ["source", "device"], registry=theirs)
+    latency = Histogram(
+        "cityedge_poll_latency_seconds",
+        "Time to poll a device",
+        ["source", "device"],
+        registry=theirs,
+        buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+    )
+    for value in (0.0, 0.001, 0.0010001, 0.3, 5.0, 7.5, 1e-9):
+        ours.poll_latency.labels("bus", "a").observe(value)
+        latency.labels("bus", "a").observe(value)
+    ours.polls.labels("bus", "a").inc()
+    polls.labels("bus", "a").inc()
+    ours.polls.labels("bus", "b").inc(3)
+    polls.labels("bus", "b").inc(3)
+
+    def samples(registry: CollectorRegistry, family: str) -> list[tuple[str, object, float]]:
+        return sorted(
+            (s.name, sorted(s.labels.items()), s.value)
+            for f in registry.collect()
+            if f.name == family
+            for s in f.samples
+            if not s.name.endswith("_created")
+        )
+
+    for family in ("cityedge_polls", "cityedge_poll_latency_seconds"):
+        assert samples(ours.registry, family) == samples(theirs, family)
+    text = generate_latest(ours.registry).decode()
+    assert 'cityedge_poll_latency_seconds_bucket{device="a",le="0.001",source="bus"} 3.0' in text
+    assert 'cityedge_polls_created{device="b",source="bus"}' in text
+    with pytest.raises(ValueError, match="only be increased"):
+        ours.polls.labels("bus", "a").inc(-1)
+    with pytest.raises(ValueError, match="labels"):
+        ours.polls.labels("bus")
