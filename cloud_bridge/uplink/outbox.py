@@ -127,7 +127,8 @@ class Record:
 
     @property
     def size(self) -> int:
-        return len(self.topic.encode()) + len(self.payload) + ROW_OVERHEAD
+        t = self.topic  # topics are ASCII but for a device named otherwise: no copy then
+        return (len(t) if t.isascii() else len(t.encode())) + len(self.payload) + ROW_OVERHEAD
 
 
 def record_of(item: env.Outgoing, topic: str | None = None) -> Record:
@@ -891,10 +892,15 @@ class Outbox:
     def _delete(self, cls: OutboxClass, positions: list[int]) -> None:
         table = _TABLE[cls]
         st = self._cls[cls]
+        lo, hi = min(positions), max(positions)
+        if hi - lo + 1 == len(positions) and len(set(positions)) == len(positions):
+            # a run without gaps (acknowledgements, normally): one range, not a list to probe
+            where, args = "pos BETWEEN ? AND ?", [lo, hi]
+        else:
+            where, args = f"pos IN ({','.join('?' * len(positions))})", positions
         rows = self._db.execute(
-            f"DELETE FROM {table} WHERE pos IN ({','.join('?' * len(positions))}) "  # noqa: S608
-            "RETURNING pos, size",
-            positions,
+            f"DELETE FROM {table} WHERE {where} RETURNING pos, size",  # noqa: S608
+            args,
         ).fetchall()
         st.depth -= len(rows)
         st.bytes -= sum(int(r[1]) for r in rows)
