@@ -28,13 +28,14 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,11 @@ WARMUP_MAX_S = 40.0
 STEADY_WINDOW_S = 2.0
 STEADY_TOLERANCE = 0.15  # two windows in a row within this fraction of each other
 MEASURE_S = 12.0
+# Each contender is measured this many times per size, the order reversed every round, and
+# the median round is reported: this machine's speed drifts by a fifth and more from one
+# minute to the next (a fixed Python loop took 100-166 ms here, idle), which one measurement
+# per contender would put into the comparison.
+ROUNDS = 3
 OVERLOAD_DEVICES = 100
 OVERLOAD_S = 20.0
 OVERLOAD_MARKS = (0, 10, 20)  # seconds into the overload at which RSS is reported
@@ -277,6 +283,15 @@ class Result:
     overload_rss: tuple[float, ...] = ()  # RSS in MB at each of OVERLOAD_MARKS
     note: str = ""
     warmup_s: float = 0.0
+    rounds: tuple[Result, ...] = ()  # every round's measurement, when this is their median
+
+    @classmethod
+    def median_of(cls, rounds: list[Result]) -> Result:
+        """The round with the median points per second per core, holding all of them."""
+        ranked = sorted(rounds, key=lambda r: r.per_core if r.points_per_s > 0 else -1.0)
+        chosen = ranked[(len(ranked) - 1) // 2]
+        overload = next((r.overload_rss for r in rounds if r.overload_rss), ())
+        return replace(chosen, rounds=tuple(rounds), overload_rss=overload)
 
     @property
     def per_core(self) -> float:
@@ -325,7 +340,13 @@ def settle(proc: Proc, counter: Counter) -> float:
 
 
 def measure(
-    name: str, devices: int, proc: Proc, fleet: Fleet, counter: Counter, broker: Broker
+    name: str,
+    devices: int,
+    proc: Proc,
+    fleet: Fleet,
+    counter: Counter,
+    broker: Broker,
+    overload: bool = True,
 ) -> Result:
     warmup = settle(proc, counter)
     if not proc.alive():
@@ -352,7 +373,7 @@ def measure(
         warmup_s=warmup,
     )
     counter.counting = False
-    if devices == OVERLOAD_DEVICES:  # the broker stops answering; polling goes on
+    if overload and devices == OVERLOAD_DEVICES:  # the broker stops answering; polling goes on
         marks = [sampler.proc.memory_info().rss / 2**20]
         os.kill(broker.proc.pid, signal.SIGSTOP)
         try:
@@ -453,19 +474,38 @@ def run_size(
         (THINGSBOARD, thingsboard),
         (PLAIN, plain),
     ]
-    for name, launch in launchers:
-        proc = launch()
-        try:
-            out.append(measure(name, devices, proc, fleet, counter, broker))
-        finally:
-            proc.stop()
-            time.sleep(2)  # let mosquitto drain what the contender queued
-        console.print(out[-1], highlight=False)
+    rounds: dict[str, list[Result]] = {name: [] for name, _ in launchers}
+    for k in range(ROUNDS):
+        for name, launch in launchers if k % 2 == 0 else launchers[::-1]:
+            proc = launch()
+            try:  # the broker is stopped once per size, in the first round
+                result = measure(name, devices, proc, fleet, counter, broker, overload=k == 0)
+            finally:
+                proc.stop()
+                time.sleep(2)  # let mosquitto drain what the contender queued
+            rounds[name].append(result)
+            console.print(f"round {k + 1}:", result, highlight=False)
+    out += [Result.median_of(rs) for rs in rounds.values()]
     return out
 
 
 def _ratio(a: float, b: float) -> str:
     return f"{a / b:.1f}" if a > 0 and b > 0 else "n/a"
+
+
+def _round_ratios(ours: Result, theirs: Result) -> list[str]:
+    """Points per second per core, ours over theirs, round by round."""
+    pairs = zip(ours.rounds or (ours,), theirs.rounds or (theirs,), strict=False)
+    return [_ratio(a.per_core, b.per_core) if a.points_per_s else "n/a" for a, b in pairs]
+
+
+def _median_ratio(ratios: list[str]) -> str:
+    numbers = [float(r) for r in ratios if r != "n/a"]
+    return f"{statistics.median(numbers):.1f}" if numbers else "n/a"
+
+
+def _round_figures(result: Result, figure: str) -> str:
+    return " / ".join(f"{getattr(r, figure):.1f}" for r in result.rounds or (result,))
 
 
 def report(results: list[Result]) -> str:
@@ -483,7 +523,11 @@ def report(results: list[Result]) -> str:
         f"Warm-up: at least {WARMUP_S:.0f} s, then until two {STEADY_WINDOW_S:.0f} s windows in a row "
         f"deliver within {STEADY_TOLERANCE:.0%} of each other (at most {WARMUP_MAX_S:.0f} s; a contender "
         "that starts late and then flushes what it queued would otherwise have the flush counted), then "
-        f"{MEASURE_S:.0f} s measured. CPU is the process's, in percent of one core; "
+        f"{MEASURE_S:.0f} s measured. Every contender is measured {ROUNDS} times per size, in rounds whose "
+        "order is reversed each time (cityedge, ThingsBoard, plain; then plain, ThingsBoard, cityedge; ...), "
+        "and the table shows each one's median round (by points per second per core): this machine's speed "
+        "drifts by a fifth and more from minute to minute (a fixed Python loop took 100 to 166 ms, idle), "
+        "which one measurement each would put into the comparison. CPU is the process's, in percent of one core; "
         "*fleet CPU* is the C server's during the same seconds (one thread: below 100% it was waiting for "
         "requests, not holding the contender back). The libmodbus C client is the ceiling of asking alone: "
         "one thread and one request in flight per port, reading and counting, publishing nothing. The fleet, "
@@ -506,12 +550,16 @@ def report(results: list[Result]) -> str:
         ce, tb, pl = by.get(CITYEDGE), by.get(THINGSBOARD), by.get(PLAIN)
         if ce is None or tb is None or pl is None:
             continue
+        per_round = _round_ratios(ce, tb)
         below = "below" if 0 < ce.cpu_ms_per_1000 < pl.cpu_ms_per_1000 else "**not** below"
         lines.append(
-            f"- {_devices(devices)}: **{_ratio(ce.per_core, tb.per_core)} times** the ThingsBoard IoT Gateway's "
-            f"points per second per core (goal: 10) and {_ratio(ce.points_per_s, tb.points_per_s)} times its "
-            f"points per second; {ce.cpu_ms_per_1000:.1f} CPU ms per 1000 points, {below} the plain pymodbus "
-            f"loop's {pl.cpu_ms_per_1000:.1f} (goal: below)."
+            f"- {_devices(devices)}: **{_median_ratio(per_round)} times** the ThingsBoard IoT Gateway's "
+            f"points per second per core (goal: 10; the median of the rounds' ratios, each round's "
+            f"cityedge and ThingsBoard measured minutes apart: {' / '.join(per_round) or 'n/a'}) and "
+            f"{_ratio(ce.points_per_s, tb.points_per_s)} times its points per second; "
+            f"{ce.cpu_ms_per_1000:.1f} CPU ms per 1000 points, {below} the plain pymodbus loop's "
+            f"{pl.cpu_ms_per_1000:.1f} (goal: below; rounds: "
+            f"{_round_figures(ce, 'cpu_ms_per_1000')} against {_round_figures(pl, 'cpu_ms_per_1000')})."
         )
     names = list(dict.fromkeys(r.name for r in results if r.name != C_CLIENT))
     lines += [
