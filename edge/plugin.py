@@ -152,7 +152,7 @@ class Emitter:
         """The telemetry envelope of ``batch`` built straight as bytes (as :meth:`telemetry`
         would encode, without the model: the gateway makes one per poll)."""
         return self._encoder.encode(
-            str(self._ids.new(int(self.clock.time() * 1000))),
+            self._ids.new_str(int(self.clock.time() * 1000)),
             batch.device,
             batch.time,
             batch.readings,

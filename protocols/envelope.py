@@ -630,6 +630,28 @@ def json_time(epoch_s: float) -> str:
     return text[:-6] + "Z"
 
 
+class _JsonClock:
+    """:func:`json_time` for times that come in order, as a gateway's polls do: the date and
+    time of day are made once per second, the microseconds each time. The same text as
+    :func:`json_time` (rounded as ``datetime.fromtimestamp`` rounds: half to even)."""
+
+    __slots__ = ("_head", "_second")
+
+    def __init__(self) -> None:
+        self._second: int | None = None
+        self._head = ""
+
+    def __call__(self, epoch_s: float) -> str:
+        second = math.floor(epoch_s)
+        micro = round((epoch_s - second) * 1e6)
+        if micro >= 1_000_000 or second != self._second:  # rounds up into the next second
+            text = json_time(epoch_s)
+            whole = datetime.fromisoformat(text[:19]).replace(tzinfo=UTC).timestamp()
+            self._second, self._head = int(whole), text[:19]
+            return text
+        return f"{self._head}.{micro:06d}Z" if micro else f"{self._head}Z"
+
+
 class TelemetryEncoder:
     """Writes ``telemetry`` envelopes straight to bytes that decode to the same
     :class:`TelemetryEnvelope` the model would give: the per-point parts of the JSON (point name
@@ -647,6 +669,7 @@ class TelemetryEncoder:
         self._head = f',"site":{_js(site)},"gateway":{_js(gateway)},"device":'
         self._devices: dict[str, str] = {}
         self._points: dict[tuple[str, str | None], tuple[str, str]] = {}
+        self._time = _JsonClock()
 
     def encode(
         self,
@@ -691,7 +714,7 @@ class TelemetryEncoder:
                 raise ValueError(f"origin {origin}: boot must fit u32, seq u16")
             tail = f',"origin":{{"boot":{int(boot)},"seq":{int(seq)}}}}}'
         data = (
-            f'{{"id":"{id}"{self._head}{dev},"time":"{json_time(time)}",'
+            f'{{"id":"{id}"{self._head}{dev},"time":"{self._time(time)}",'
             f'"schema_version":1,"kind":"telemetry","payload":{{"readings":[{",".join(parts)}]{tail}}}'
         ).encode()
         return Encoded("telemetry", self.site, self.gateway, device, id, data)

@@ -30,10 +30,13 @@ def uuid7_from_parts(unix_ms: int, rand74: int) -> uuid.UUID:
         raise ValueError(f"unix_ms {unix_ms} does not fit in 48 bits")
     if not 0 <= rand74 <= _RAND_MASK:
         raise ValueError("rand74 does not fit in 74 bits")
+    return uuid.UUID(int=_uuid7_int(unix_ms, rand74))
+
+
+def _uuid7_int(unix_ms: int, rand74: int) -> int:
     rand_a = rand74 >> 62
     rand_b = rand74 & ((1 << 62) - 1)
-    value = (unix_ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
-    return uuid.UUID(int=value)
+    return (unix_ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
 
 
 def uuid7_time_ms(value: uuid.UUID | str) -> int:
@@ -52,8 +55,19 @@ class Uuid7Generator:
         self._last_ms = -1
         self._last_rand = 0
 
+    def new_str(self, unix_ms: int) -> str:
+        """:meth:`new` as its canonical text (``str(uuid.UUID)``), made without the object:
+        the gateway takes one per envelope it makes."""
+        h = f"{self._next(unix_ms):032x}"
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
     def new(self, unix_ms: int) -> uuid.UUID:
         """A new id for ``unix_ms``; never smaller than the previous one from this generator."""
+        return uuid.UUID(int=self._next(unix_ms))
+
+    def _next(self, unix_ms: int) -> int:
+        if not 0 <= unix_ms <= _MAX_MS:
+            raise ValueError(f"unix_ms {unix_ms} does not fit in 48 bits")
         if unix_ms <= self._last_ms:
             unix_ms = self._last_ms
             rand = self._last_rand + 1
@@ -65,4 +79,4 @@ class Uuid7Generator:
             rand = self._random_bits(_RAND_BITS - 1)
         self._last_ms = unix_ms
         self._last_rand = rand
-        return uuid7_from_parts(unix_ms, rand)
+        return _uuid7_int(unix_ms, rand)

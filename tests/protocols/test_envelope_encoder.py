@@ -135,3 +135,19 @@ def test_a_node_reports_origin_is_written_as_the_model_writes_it(boot: int, seq:
 def test_an_origin_out_of_range_is_refused() -> None:
     with pytest.raises(ValueError, match="origin"):
         env.TelemetryEncoder("riverside", "gw-1").encode(ID, "b", 0.0, [("p", 1, None)], (0, 70000))
+
+
+@given(st.lists(TIME, min_size=1, max_size=40), st.booleans())
+def test_the_encoders_clock_writes_what_json_time_writes(times: list[float], ordered: bool) -> None:
+    """The encoder makes the date and time of day once per second: in order (a gateway's
+    polls) or not, at whole seconds, and where the microseconds round up into the next one."""
+    clock = env._JsonClock()
+    for t in sorted(times) if ordered else times:
+        assert clock(t) == env.json_time(t)
+
+
+def test_the_encoders_clock_at_the_edges_of_a_second() -> None:
+    clock = env._JsonClock()
+    for t in (1000.0, 1000.25, 1000.9999994, 1000.9999996, 1001.0, 1001.0000004, 1000.5):
+        assert clock(t) == env.json_time(t)
+    assert clock(1000.9999996) == "1970-01-01T00:16:41Z"  # rounded into the next second

@@ -54,3 +54,17 @@ def test_any_time_sequence_gives_sorted_unique_ids(times: list[int]) -> None:
     ids = [str(gen.new(t)) for t in times]
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
+
+
+@given(st.lists(st.integers(0, 2**48 - 1), min_size=1, max_size=50), st.integers(0, 2**73))
+def test_new_str_is_the_text_of_the_uuid_new_makes(times: list[int], rand: int) -> None:
+    as_text, as_uuid = (Uuid7Generator(random_bits=lambda n: rand) for _ in range(2))
+    for t in times:
+        text = as_text.new_str(t)
+        assert text == str(as_uuid.new(t))
+        assert uuid.UUID(text).version == 7
+
+
+def test_new_str_refuses_a_time_that_does_not_fit() -> None:
+    with pytest.raises(ValueError, match="48 bits"):
+        Uuid7Generator().new_str(1 << 48)
