@@ -5,10 +5,13 @@ A polled source gives the :class:`Poller` its devices and one coroutine that rea
 Home Assistant coordinator does:
 
 - **Schedule.** Every device has a slot every ``poll_interval_s``; the devices' first slots are
-  staggered over the interval; a slot missed because the read (or handing its readings on) took
-  longer is skipped, not bunched up, and counted (``cityedge_poll_slots_missed``): the readings
-  channel blocks when full, so an uplink that cannot keep up makes the pollers wait and miss
-  slots rather than queueing without bound (see the ``mqtt`` sink's ``hold_backlog``).
+  staggered over the interval. When a read (or handing its readings on) took longer than that,
+  the latest slot that passed meanwhile is polled at once, late, and the schedule goes on from
+  it; the slots before it are skipped, not bunched up, and counted
+  (``cityedge_poll_slots_missed``). So a device slower than its interval is polled back to
+  back, as fast as it answers, without a timer per poll. The readings channel blocks when
+  full, so an uplink that cannot keep up makes the pollers wait and miss slots rather than
+  queueing without bound (see the ``mqtt`` sink's ``hold_backlog``).
   Each device is polled by a task of its own, so devices that answer in parallel (one
   connection each, or several requests in flight) are polled in parallel; a source whose line
   carries one request at a time serialises them in its transport.
@@ -42,6 +45,9 @@ from edge.readings import Reading, ReadingBatch
 from protocols import envelope as env
 
 log = logging.getLogger(__name__)
+
+#: a device polled back to back (late every time) lets the loop's other tasks run this often
+LATE_YIELD_EVERY = 32
 
 
 class NoAnswer(DeviceError):
@@ -140,16 +146,25 @@ class Poller(Generic[D]):
     async def _schedule(self, dev: D, due: float) -> None:
         clock = self.ctx.clock
         interval = dev.poll_interval_s
+        late = 0
         while True:
-            await clock.sleep(due - clock.monotonic())
+            wait = due - clock.monotonic()
+            if wait > 0:
+                late = 0
+                await clock.sleep(wait)
+            else:
+                late += 1
+                if late % LATE_YIELD_EVERY == 0:  # a poll that never waits cannot hog the loop
+                    await clock.sleep(0)
             await self.poll_once(dev)
             due += interval
             now = clock.monotonic()
-            if due <= now:  # overran: skip the slots we missed rather than bunching up
-                missed = int((now - due) / interval) + 1
+            if due <= now:  # overran: the latest slot that passed is polled at once, late
+                missed = int((now - due) / interval)  # the slots before it: skipped
                 due += interval * missed
-                dev.missed += missed
-                dev._metrics[4].inc(missed)
+                if missed:
+                    dev.missed += missed
+                    dev._metrics[4].inc(missed)
 
     async def poll_once(self, dev: D) -> None:
         """Poll one device now (or skip it while its breaker is open)."""
