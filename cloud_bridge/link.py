@@ -411,7 +411,12 @@ class MqttLink:
         first = 0x32 if qos else 0x30
         if retain:
             first |= 1
-        head = bytes((first, size)) if size < 128 else bytes((first,)) + wire.varint(size)
+        if size < 128:  # the remaining length in one or two bytes, as MQTT 1.5.5 writes it
+            head = bytes((first, size))
+        elif size < 16384:
+            head = bytes((first, size & 0x7F | 0x80, size >> 7))
+        else:
+            head = bytes((first,)) + wire.varint(size)
         out = self._out
         out.append(head)
         out.append(name)

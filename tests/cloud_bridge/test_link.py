@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from cloud_bridge.link import LinkError, LinkLost, LinkRefused, LinkSettings, MqttLink
+from protocols import mqtt_wire as wire
 from sim.localsite import Broker, free_port, start_broker
 from tests.cloud_bridge.test_session import broke_keepalive
 
@@ -347,3 +348,32 @@ async def test_send_nowait_callbacks_hear_of_a_lost_link(mosquitto: Broker) -> N
     assert len(got) == 1 and isinstance(got[0], LinkLost)  # once, and not as an ack
     with pytest.raises(LinkLost):
         link.send_nowait("a", b"2", 1, got.append)
+
+
+async def test_publishes_of_every_length_form_reach_the_broker_whole() -> None:
+    """The link writes a PUBLISH's remaining length itself (one, two or three bytes, MQTT
+    1.5.5): at the edges of each form, what the broker reads is what was published."""
+    server, port, seen = await scripted_broker(lambda data: None)
+    try:
+        link = await MqttLink.open(settings(port, protocol="5"))
+        topic = "t/x"
+        overhead = 2 + len(topic) + 1  # topic length and name, no packet id (QoS 0), properties
+        sizes = [n - overhead for n in (1 + overhead, 127, 128, 16383, 16384, 2_097_151)]
+        for n in sizes:
+            assert link.send_nowait(topic, bytes([n % 251]) * n, 0, lambda err: None)
+        reader = wire.MqttReader(wire.V5, wire.DEFAULT_MAX_PACKET)
+        got: list[bytes] = []
+        del seen[0]  # the CONNECT (the link publishes only once it has the CONNACK)
+        async with asyncio.timeout(10):
+            while len(got) < len(sizes):
+                await asyncio.sleep(0.01)
+                while seen:
+                    reader.push(seen.pop(0))
+                    while (p := reader.pop()) is not None:
+                        if isinstance(p, wire.Publish):
+                            got.append(p.payload)
+        assert [len(p) for p in got] == sizes
+        assert all(p == bytes([len(p) % 251]) * len(p) for p in got)
+        await link.close()
+    finally:
+        server.close()
