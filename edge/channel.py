@@ -102,6 +102,13 @@ class Channel(Generic[T]):
         _wake_one(self._getters)
         return True
 
+    def put_now(self, item: T) -> bool | None:
+        """:meth:`put` when it need not wait: its result; None (nothing queued) when a blocking
+        channel is full, then ``await put``. Spares the hot paths a coroutine per item."""
+        if self.overflow is Overflow.BLOCK and self.full() and not self._closed:
+            return None
+        return self.offer(item)  # ChannelClosed once closed
+
     async def put(self, item: T) -> bool:
         """Queue ``item`` by the channel's policy. Returns False if it was dropped."""
         if self.overflow is not Overflow.BLOCK:

@@ -225,7 +225,8 @@ class Gateway:
 
     async def _deliver(self, envelope: Outgoing) -> None:
         for box in self.sink_outboxes.values():
-            await box.put(envelope)
+            if box.put_now(envelope) is None:
+                await box.put(envelope)
 
     async def _dispatch(self) -> None:
         async for batch in self.readings:

@@ -212,7 +212,9 @@ class Poller(Generic[D]):
             await self._availability(dev, change, wall)
         if readings:
             dev._metrics[2].inc(len(readings))
-            await self.ctx.readings.put(ReadingBatch(self.source, dev.name, wall, tuple(readings)))
+            batch = ReadingBatch(self.source, dev.name, wall, tuple(readings))
+            if self.ctx.readings.put_now(batch) is None:
+                await self.ctx.readings.put(batch)
 
     async def failed(self, dev: D, err: DeviceError) -> None:
         """A poll (or a notification) of ``dev`` failed with ``err``."""

@@ -17,9 +17,9 @@ class Reading(NamedTuple):
     unit: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ReadingBatch:
-    """The values one poll (or one notification) of one device produced."""
+class ReadingBatch(NamedTuple):
+    """The values one poll (or one notification) of one device produced. A named tuple, as
+    :class:`Reading` is: one is made per poll (a frozen dataclass took 1.3 us to make)."""
 
     source: str
     device: str

@@ -31,6 +31,21 @@ async def test_block_policy_waits_and_loses_nothing() -> None:
     assert ch.dropped == 0
 
 
+async def test_put_now_is_put_where_put_would_not_wait() -> None:
+    block: Channel[int] = Channel("t", 2, Overflow.BLOCK)
+    assert [block.put_now(1), block.put_now(2)] == [True, True]
+    assert block.put_now(3) is None  # full: nothing queued, the caller awaits put
+    assert block.depth == 2 and block.dropped == 0
+    newest: Channel[int] = Channel("n", 1, Overflow.DROP_NEWEST)
+    oldest: Channel[int] = Channel("o", 1, Overflow.DROP_OLDEST)
+    assert [newest.put_now(1), newest.put_now(2)] == [True, False]
+    assert [oldest.put_now(1), oldest.put_now(2)] == [True, True]
+    assert (newest.get_nowait(), oldest.get_nowait()) == (1, 2)
+    block.close()
+    with pytest.raises(ChannelClosed):
+        block.put_now(4)
+
+
 async def test_drop_newest_refuses_and_counts() -> None:
     ch: Channel[int] = Channel("frames", 2, Overflow.DROP_NEWEST)
     assert [await ch.put(i) for i in range(5)] == [True, True, False, False, False]
