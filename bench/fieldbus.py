@@ -403,6 +403,19 @@ def run_ceiling(exe: Path, devices: int, fleet: Fleet, layout: Layout, work: Pat
     )
 
 
+def start_fleet(server_exe: Path, layout: Layout, work: Path, attempts: int = 5) -> Fleet:
+    """The C fleet on ports free a moment ago: one may be taken meanwhile (an outgoing
+    connection's ephemeral port, after the rounds before), then again on other ports."""
+    for attempt in range(attempts):
+        ports = [free_port() for _ in range(layout[-1][0] + 1)]
+        try:
+            return Fleet.start(server_exe, layout, ports, work)
+        except RuntimeError as err:
+            if "Address already in use" not in str(err) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def run(console: Console) -> str:
     results: list[Result] = []
     python = ensure_peer_venv(console)
@@ -415,8 +428,7 @@ def run(console: Console) -> str:
         try:
             for devices in SIZES:
                 layout = layout_of(devices)
-                ports = [free_port() for _ in range(layout[-1][0] + 1)]
-                fleet = Fleet.start(server_exe, layout, ports, work)
+                fleet = start_fleet(server_exe, layout, work)
                 try:
                     results += run_size(
                         devices, layout, fleet, client_exe, python, broker, counter, work, console
