@@ -364,8 +364,12 @@ class MqttLink:
             if self._lost.is_set():  # lost after the slot was handed over
                 raise LinkLost(self._lost_reason)
         pid = self._new_id()
+        try:
+            self._publish(topic, payload, qos, pid, retain)  # a bad topic: nothing written
+        except BaseException:
+            window.release()
+            raise
         self._pending[pid] = fut
-        self._publish(topic, payload, qos, pid, retain)
         return fut
 
     def send_nowait(self, topic: str, payload: bytes, qos: int, on_ack: AckCallback) -> bool:
@@ -387,8 +391,12 @@ class MqttLink:
         if not window.try_acquire():
             return False
         pid = self._new_id()
+        try:
+            self._publish(topic, payload, qos, pid, False)  # a bad topic: nothing written
+        except BaseException:
+            window.release()
+            raise
         self._pending[pid] = on_ack
-        self._publish(topic, payload, qos, pid, False)
         return True
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:

@@ -293,6 +293,11 @@ async def test_send_nowait_calls_back_on_ack_and_says_false_when_the_window_is_f
             def on_ack(i: int) -> Callable[[BaseException | None], None]:
                 return lambda err: acked.append((i, err))
 
+            for bad in ("a/#", "a/+", ""):  # refused before anything is written: no slot taken
+                with pytest.raises(ValueError, match="not an MQTT topic name"):
+                    link.send_nowait(bad, b"x", 1, on_ack(-1))
+                with pytest.raises(ValueError, match="not an MQTT topic name"):
+                    await link.send(bad, b"x")
             sent = [link.send_nowait("w", b"x", 1, on_ack(i)) for i in range(5)]
             assert sent == [True, True, True, False, False]  # nothing of the last two went out
             assert link.in_flight == 3
