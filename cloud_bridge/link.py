@@ -363,13 +363,7 @@ class MqttLink:
             await window.acquire()  # LinkLost when the link is lost meanwhile (see _mark_lost)
             if self._lost.is_set():  # lost after the slot was handed over
                 raise LinkLost(self._lost_reason)
-        pid = self._new_id()
-        try:
-            self._publish(topic, payload, qos, pid, retain)  # a bad topic: nothing written
-        except BaseException:
-            window.release()
-            raise
-        self._pending[pid] = fut
+        self._publish_in(window, topic, payload, qos, retain, fut)
         return fut
 
     def send_nowait(self, topic: str, payload: bytes, qos: int, on_ack: AckCallback) -> bool:
@@ -390,14 +384,27 @@ class MqttLink:
             return True
         if not window.try_acquire():
             return False
+        self._publish_in(window, topic, payload, qos, False, on_ack)
+        return True
+
+    def _publish_in(
+        self,
+        window: Slots,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        waiter: asyncio.Future[None] | AckCallback,
+    ) -> None:
+        """Publish at QoS 1 in the window slot taken, ``waiter`` told of the acknowledgement;
+        the slot goes back when the topic is refused (then nothing was written)."""
         pid = self._new_id()
         try:
-            self._publish(topic, payload, qos, pid, False)  # a bad topic: nothing written
+            self._publish(topic, payload, qos, pid, retain)
         except BaseException:
             window.release()
             raise
-        self._pending[pid] = on_ack
-        return True
+        self._pending[pid] = waiter
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         """Publish and wait for the acknowledgement."""
