@@ -35,6 +35,7 @@ dashboards use: never change them (``tests/edge/test_metrics.py`` holds the list
 from __future__ import annotations
 
 import time
+from abc import abstractmethod
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar, cast
@@ -144,14 +145,16 @@ class LoopMetric(Collector, Generic[C]):
             child = self._children[values] = self._child()
         return child
 
+    @abstractmethod
     def _child(self) -> C:
-        raise NotImplementedError
+        """A new labelled value."""
 
     def describe(self) -> list[Metric]:
         return [self._family()]
 
+    @abstractmethod
     def _family(self) -> Metric:
-        raise NotImplementedError
+        """The family, empty (what :meth:`describe` gives the registry)."""
 
 
 class LoopCounter(LoopMetric[_LoopCounterChild]):
