@@ -121,12 +121,12 @@ C = TypeVar("C", _LoopCounterChild, _LoopHistogramChild)
 
 
 class LoopMetric(Collector, Generic[C]):
-    _type: str
-
     """A labelled family counted per poll or per envelope, on the event loop's thread only:
     plain numbers there (a ``prometheus_client`` counter takes a lock per increment, and its
     histogram four), read by :meth:`collect` when ``/metrics`` is scraped. The same family on
     the wire as the ``prometheus_client`` metric of that name, ``_created`` included."""
+
+    _type: str
 
     def __init__(
         self, name: str, documentation: str, labelnames: list[str], registry: CollectorRegistry

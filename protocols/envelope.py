@@ -646,8 +646,7 @@ class _JsonClock:
         micro = round((epoch_s - second) * 1e6)
         if micro >= 1_000_000 or second != self._second:  # rounds up into the next second
             text = json_time(epoch_s)
-            whole = datetime.fromisoformat(text[:19]).replace(tzinfo=UTC).timestamp()
-            self._second, self._head = int(whole), text[:19]
+            self._second, self._head = second + (micro >= 1_000_000), text[:19]
             return text
         return f"{self._head}.{micro:06d}Z" if micro else f"{self._head}Z"
 

@@ -66,8 +66,6 @@ class Uuid7Generator:
         return uuid.UUID(int=self._next(unix_ms))
 
     def _next(self, unix_ms: int) -> int:
-        if not 0 <= unix_ms <= _MAX_MS:
-            raise ValueError(f"unix_ms {unix_ms} does not fit in 48 bits")
         if unix_ms <= self._last_ms:
             unix_ms = self._last_ms
             rand = self._last_rand + 1
@@ -79,4 +77,6 @@ class Uuid7Generator:
             rand = self._random_bits(_RAND_BITS - 1)
         self._last_ms = unix_ms
         self._last_rand = rand
+        if not 0 <= unix_ms <= _MAX_MS:  # as uuid7_from_parts says (also after a borrow)
+            raise ValueError(f"unix_ms {unix_ms} does not fit in 48 bits")
         return _uuid7_int(unix_ms, rand)

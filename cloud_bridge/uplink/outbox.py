@@ -194,7 +194,13 @@ class OutboxSettings:
 
 
 _INSERT_ROWS: Final = 199  # rows per INSERT: 995 parameters, below SQLite's oldest limit (999)
-_VALUES: Final = ",".join(["(?,?,?,?,?)"] * _INSERT_ROWS)
+
+
+def _values(rows: int) -> str:
+    return ",".join(["(?,?,?,?,?)"] * rows)
+
+
+_VALUES: Final = _values(_INSERT_ROWS)
 _UNKNOWN: Final = sys.maxsize  # a tail's start while what is stored is not known: read the file
 
 
@@ -897,9 +903,7 @@ class Outbox:
         head = f"INSERT INTO {_TABLE[cls]}(pos, created, size, topic, payload) VALUES "  # noqa: S608
         for k in range(0, len(rows), _INSERT_ROWS):
             chunk = rows[k : k + _INSERT_ROWS]
-            values = (
-                _VALUES if len(chunk) == _INSERT_ROWS else ",".join(["(?,?,?,?,?)"] * len(chunk))
-            )
+            values = _VALUES if len(chunk) == _INSERT_ROWS else _values(len(chunk))
             self._db.execute(head + values, [v for row in chunk for v in row])
 
     def _delete(self, cls: OutboxClass, positions: list[int]) -> None:
