@@ -82,6 +82,7 @@ def run(
     log_level: Annotated[str | None, typer.Option(help="Override the file's log_level")] = None,
 ) -> None:
     """Run the gateway until SIGINT or SIGTERM, then stop cleanly, flushing what was accepted."""
+    from cloud_bridge.heap import settle_heap
     from edge.config.site import load_site
     from edge.gateway import Gateway
     from edge.mqtt_sink.config import MqttSinkConfig
@@ -122,7 +123,9 @@ def run(
                     asyncio.create_task(_set_when(ev, halt)) for ev in (stop, remote.restart)
                 ]
                 try:
-                    await Gateway(current, remote=remote).run(halt)
+                    gateway = Gateway(current, remote=remote)
+                    settle_heap()  # start-up done: its objects out of the collector's way
+                    await gateway.run(halt)
                 finally:
                     for w in watchers:
                         w.cancel()

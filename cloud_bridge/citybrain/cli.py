@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cityedge.console import emit_json
+from cloud_bridge.heap import settle_heap
 from cloud_bridge.link import LinkError, LinkSettings, TlsSettings
 from protocols import codes
 from protocols.errors import HintedError
@@ -270,6 +271,7 @@ def ingest(
                 service = Ingest(settings, store)
                 if operator is not None:
                     service.on_batch = operator.on_batch  # the page hears of a batch at once
+                settle_heap()  # start-up done: its objects out of the collector's way
                 if nats is None:
                     await service.run(stop)
                 else:
