@@ -13,10 +13,25 @@ import pytest
 
 from cloud_bridge.heap import YOUNG_THRESHOLD, settle_heap
 
+#: given to every case: ``cycle()`` makes two objects that refer to each other (garbage only
+#: the collector can free once nothing else refers to them) and returns a weak reference to one
+PRELUDE = """
+import gc, weakref
+from cloud_bridge.heap import settle_heap, YOUNG_THRESHOLD
+
+class Node:
+    pass
+
+def cycle():
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    return weakref.ref(a)
+"""
+
 
 def run_py(code: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -29,8 +44,6 @@ def run_py(code: str) -> str:
 def test_start_up_objects_are_frozen_and_the_young_threshold_raised() -> None:
     out = run_py(
         """
-        import gc
-        from cloud_bridge.heap import settle_heap, YOUNG_THRESHOLD
         _, middle, old = gc.get_threshold()
         before = [["start-up"]]  # lists are always tracked
         frozen = settle_heap()
@@ -52,15 +65,8 @@ def test_cycles_made_later_are_still_collected_without_asking() -> None:
     containers were made (no gc.collect() here)."""
     out = run_py(
         """
-        import gc, weakref
-        from cloud_bridge.heap import settle_heap, YOUNG_THRESHOLD
         settle_heap()
-        class Node:
-            pass
-        a, b = Node(), Node()
-        a.other, b.other = b, a
-        gone = weakref.ref(a)
-        del a, b
+        gone = cycle()
         assert gone() is not None  # a cycle: its reference counts never reach zero
         keep = [[i] for i in range(3 * YOUNG_THRESHOLD)]  # containers made, none freed
         print("collected" if gone() is None else "still there")
@@ -74,25 +80,17 @@ def test_a_restart_lets_the_replaced_stages_objects_be_collected() -> None:
     (the stages a configuration replaced) is collected, not kept frozen for ever."""
     out = run_py(
         """
-        import gc, weakref
-        from cloud_bridge.heap import settle_heap
-        class Stage:
-            pass
-        a, b = Stage(), Stage()
-        a.other, b.other = b, a
-        old = weakref.ref(a)
-        del a, b
+        old = cycle()
         settle_heap()  # collects it before freezing: garbage already
         assert old() is None
-        c, d = Stage(), Stage()
-        c.other, d.other = d, c
-        stage = weakref.ref(c)
-        settle_heap()  # still in use: frozen with the rest
-        del c, d  # the restart replaces it
+        part = cycle()
+        stage = [part()]  # the running stages keep it in use
+        settle_heap()  # frozen with the rest
+        del stage  # the restart replaces the stages: now it is garbage
         gc.collect()
-        assert stage() is not None, "frozen objects are not collected"
+        assert part() is not None, "a frozen object was collected"
         settle_heap()
-        print("collected" if stage() is None else "kept")
+        print("collected" if part() is None else "kept")
         """
     )
     assert out == "collected"
