@@ -5,9 +5,10 @@ objects were made than freed, and now and then at every object of the process. A
 500 Modbus devices flat out makes and frees tens of thousands of short-lived containers a second
 (replies, readings, futures, coroutine frames), and its heap holds hundreds of thousands of
 objects made at start-up (modules, classes, the config, the profiles) that never become garbage.
-Measured there (``make bench BENCH=fieldbus``, 500 devices, ``gc.callbacks``): about 180 young
-collections a second, 14-16 middle ones and 1.2-1.6 full ones of 80-100 ms each: a quarter of
-the process's CPU time, and a pause of a tenth of a second in the polling at every full one.
+Counted with ``gc.callbacks`` on the field-bus benchmark's 500-device setup (``bench/fieldbus.py``):
+150-180 young collections a second, 14-16 middle ones and 1.2-1.6 full ones of 80-100 ms each: a
+quarter of the process's CPU time, and a pause of a tenth of a second in the polling at every
+full one.
 
 :func:`settle_heap`, called once start-up is done:
 
