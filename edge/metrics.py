@@ -154,7 +154,8 @@ class LoopMetric(Collector, Generic[C]):
 
     @abstractmethod
     def _family(self) -> Metric:
-        """The family, empty (what :meth:`describe` gives the registry)."""
+        """The family, empty: what :meth:`describe` gives the registry, and what
+        :meth:`collect` fills."""
 
 
 class LoopCounter(LoopMetric[_LoopCounterChild]):
@@ -163,11 +164,11 @@ class LoopCounter(LoopMetric[_LoopCounterChild]):
     def _child(self) -> _LoopCounterChild:
         return _LoopCounterChild()
 
-    def _family(self) -> Metric:
+    def _family(self) -> CounterMetricFamily:
         return CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
 
     def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        family = self._family()
         for values, child in list(self._children.items()):
             family.add_metric(values, child.value, created=child.created)
         yield family
@@ -190,11 +191,11 @@ class LoopHistogram(LoopMetric[_LoopHistogramChild]):
     def _child(self) -> _LoopHistogramChild:
         return _LoopHistogramChild(self._bounds)
 
-    def _family(self) -> Metric:
+    def _family(self) -> HistogramMetricFamily:
         return HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
 
     def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        family = self._family()
         for values, child in list(self._children.items()):
             counts, total = list(child.counts), child.sum  # copies: the loop goes on counting
             cumulative, running = [], 0
